@@ -1,0 +1,19 @@
+//! Spindle's node agent as a library: the pieces the `spindle-agent` binary wires together.
+//!
+//! - [`iscsi`]: the iSCSI protocol (RFC 7143), pure: PDU and text codecs, digests, login and
+//!   negotiation, CHAP, and the full-feature-phase session as a state machine with no I/O.
+//! - [`scsi`]: the SCSI command set (SPC-4, SBC-3) over a [`scsi::Backend`]: CDB decoding, one
+//!   sense-data builder, one opcode table.
+//! - [`ring`]: the only module that touches tokio-uring (the ring driver can be swapped here).
+//! - [`store`]: backing stores (file or block device) implementing [`scsi::Backend`] on the ring.
+//! - [`engine`]: one engine thread per Target, the acceptor, connection pumps, the drain.
+//! - [`standalone`]: Device/Target manifests from a folder, no Kubernetes.
+//! - [`metrics`]: Prometheus metrics.
+
+pub mod engine;
+pub mod iscsi;
+pub mod metrics;
+pub mod ring;
+pub mod scsi;
+pub mod standalone;
+pub mod store;
