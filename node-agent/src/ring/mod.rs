@@ -1,1 +1,212 @@
-//! ring (in progress)
+//! The ring driver: the only module that touches `tokio-uring`.
+//!
+//! tokio-uring has no active maintainer upstream, so everything else in the agent goes through
+//! the small surface here (a runtime per thread, spawn, files, TCP). Swapping the driver means
+//! rewriting this file only.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+
+use bytes::Bytes;
+
+/// Why io_uring cannot be used on this machine, with what to change.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "io_uring is not available ({source}). Spindle's data path needs it: check that the kernel \
+     is 5.11 or newer, that sysctl kernel.io_uring_disabled is 0, and that the container's \
+     seccomp profile allows io_uring_setup/io_uring_enter/io_uring_register (e.g. run the \
+     agent with seccompProfile: Unconfined or a profile that adds them)"
+)]
+pub struct RingUnavailable {
+    #[source]
+    source: io::Error,
+}
+
+/// Submission queue size of each ring: enough for a full CmdSN window of several sessions.
+const RING_ENTRIES: u32 = 1024;
+
+/// One io_uring runtime, owned by one thread.
+pub struct Runtime(tokio_uring::Runtime);
+
+impl Runtime {
+    /// Creates a ring runtime on the current thread.
+    pub fn new() -> Result<Self, RingUnavailable> {
+        tokio_uring::Runtime::new(tokio_uring::builder().entries(RING_ENTRIES))
+            .map(Runtime)
+            .map_err(|source| RingUnavailable { source })
+    }
+
+    /// Runs `fut` to completion on this thread's ring (spawned tasks run alongside).
+    pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
+        self.0.block_on(fut)
+    }
+}
+
+/// Checks that a ring can be set up and completes a no-op, so the agent can refuse to start with
+/// a clear message instead of failing on the first command.
+pub fn probe() -> Result<(), RingUnavailable> {
+    let rt = Runtime::new()?;
+    rt.block_on(tokio_uring::no_op())
+        .map_err(|source| RingUnavailable { source })
+}
+
+/// Spawns a task on the current thread's ring runtime.
+pub fn spawn<F: Future + 'static>(fut: F) -> tokio::task::JoinHandle<F::Output> {
+    tokio_uring::spawn(fut)
+}
+
+/// A file or block device whose reads, writes, syncs and fallocates go through the ring.
+pub struct File {
+    inner: tokio_uring::fs::File,
+    fd: RawFd,
+}
+
+impl File {
+    /// Wraps an open std file (opened with whatever flags the caller needs, e.g. O_DIRECT).
+    pub fn from_std(file: std::fs::File) -> Self {
+        let fd = file.as_raw_fd();
+        File {
+            inner: tokio_uring::fs::File::from_std(file),
+            fd,
+        }
+    }
+
+    /// Reads exactly `buf.len()` bytes at `pos`.
+    pub async fn read_exact_at(&self, buf: Vec<u8>, pos: u64) -> (io::Result<()>, Vec<u8>) {
+        self.inner.read_exact_at(buf, pos).await
+    }
+
+    /// Writes all of `buf` at `pos`.
+    pub async fn write_all_at(&self, buf: Vec<u8>, pos: u64) -> (io::Result<()>, Vec<u8>) {
+        self.inner.write_all_at(buf, pos).await
+    }
+
+    /// Reads exactly `len` bytes at `pos` into `buf[off..off + len]` (the Vec's length becomes
+    /// `off + len`; its capacity must allow that). For O_DIRECT, where the memory must be aligned.
+    pub async fn read_exact_at_range(
+        &self,
+        buf: Vec<u8>,
+        off: usize,
+        len: usize,
+        pos: u64,
+    ) -> (io::Result<()>, Vec<u8>) {
+        use tokio_uring::buf::BoundedBuf;
+        let (res, slice) = self.inner.read_exact_at(buf.slice(off..off + len), pos).await;
+        (res, slice.into_inner())
+    }
+
+    /// Writes `buf[off..off + len]` at `pos`. For O_DIRECT, where the memory must be aligned.
+    pub async fn write_all_at_range(
+        &self,
+        buf: Vec<u8>,
+        off: usize,
+        len: usize,
+        pos: u64,
+    ) -> (io::Result<()>, Vec<u8>) {
+        use tokio_uring::buf::BoundedBuf;
+        let (res, slice) = self.inner.write_all_at(buf.slice(off..off + len), pos).await;
+        (res, slice.into_inner())
+    }
+
+    /// fdatasync.
+    pub async fn sync_data(&self) -> io::Result<()> {
+        self.inner.sync_data().await
+    }
+
+    /// fallocate with the given mode flags.
+    pub async fn fallocate(&self, offset: u64, len: u64, flags: i32) -> io::Result<()> {
+        self.inner.fallocate(offset, len, flags).await
+    }
+
+    /// The raw descriptor, for synchronous queries the ring has no opcode for (lseek).
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd
+    }
+}
+
+/// A TCP connection whose reads and writes go through the ring. Reads and writes may be in
+/// flight at the same time (`&self` methods).
+pub struct TcpStream(tokio_uring::net::TcpStream);
+
+impl TcpStream {
+    /// Wraps a connected std stream.
+    pub fn from_std(s: std::net::TcpStream) -> Self {
+        TcpStream(tokio_uring::net::TcpStream::from_std(s))
+    }
+
+    /// Reads some bytes into the spare capacity of `buf` (appending); `Ok(0)` is end of stream.
+    pub async fn read(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        use tokio_uring::buf::BoundedBuf;
+        let start = buf.len();
+        let cap = buf.capacity();
+        let (res, slice) = self.0.read(buf.slice(start..cap)).await;
+        (res, slice.into_inner())
+    }
+
+    /// Writes every byte of every buffer, in order.
+    pub async fn write_all_vectored(&self, mut bufs: Vec<Bytes>) -> io::Result<()> {
+        bufs.retain(|b| !b.is_empty());
+        while !bufs.is_empty() {
+            let (res, back) = self.0.writev(bufs).await;
+            bufs = back;
+            let mut n = res?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            // Drop what was written, keep the rest.
+            while n > 0 {
+                let first_len = bufs[0].len();
+                if n >= first_len {
+                    bufs.remove(0);
+                    n -= first_len;
+                } else {
+                    let rest = bufs[0].slice(n..);
+                    bufs[0] = rest;
+                    n = 0;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets TCP_NODELAY.
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        self.0.set_nodelay(on)
+    }
+
+    /// Shuts the connection down in both directions.
+    pub fn shutdown(&self) -> io::Result<()> {
+        self.0.shutdown(std::net::Shutdown::Both)
+    }
+
+    /// Detaches the connection from this thread's ring so another thread's ring can adopt it
+    /// with [`TcpStream::from_std`]. The descriptor is duplicated; this ring's copy is closed.
+    pub fn into_std(self) -> io::Result<std::net::TcpStream> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: dup returns a fresh descriptor that nothing else owns.
+        let fd = unsafe { libc::dup(self.0.as_raw_fd()) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a valid, owned socket descriptor.
+        Ok(unsafe { std::net::TcpStream::from_raw_fd(fd) })
+    }
+}
+
+/// A listening socket accepting through the ring.
+pub struct TcpListener(tokio_uring::net::TcpListener);
+
+impl TcpListener {
+    /// Wraps a bound std listener.
+    pub fn from_std(l: std::net::TcpListener) -> Self {
+        TcpListener(tokio_uring::net::TcpListener::from_std(l))
+    }
+
+    /// Accepts the next connection.
+    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        let (s, a) = self.0.accept().await?;
+        Ok((TcpStream(s), a))
+    }
+}

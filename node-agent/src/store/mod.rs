@@ -1,1 +1,153 @@
-//! store (in progress)
+//! Backing stores: a file under the agent's data dir, or an allowlisted block device, with
+//! reads, writes, fdatasync and punch-hole going through the ring.
+
+mod open;
+mod path;
+
+pub use open::{OpenedStore, StoreSource, StoreSpec, open_store};
+pub use path::resolve_in_data_dir;
+
+use std::io;
+
+use crate::ring;
+use crate::scsi::Backend;
+
+/// Alignment of memory, offsets and lengths for O_DIRECT.
+const DIRECT_ALIGN: usize = 4096;
+
+/// Errors opening or creating a backing store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("path {path:?} escapes the data dir {data_dir:?}")]
+    Escapes { path: String, data_dir: String },
+    #[error("path {0:?} must be relative to the data dir")]
+    Absolute(String),
+    #[error("block device {0:?} is not on the agent's allowlist (--allow-block)")]
+    NotAllowed(String),
+    #[error("{what} {path:?}: {source}")]
+    Io {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path:?} holds {actual} bytes, fewer than one {block_size}-byte block")]
+    TooSmall {
+        path: String,
+        actual: u64,
+        block_size: u32,
+    },
+}
+
+/// A backing store on the ring. Implements [`Backend`] for the SCSI layer.
+pub struct FileStore {
+    file: ring::File,
+    len: u64,
+    direct: bool,
+}
+
+impl FileStore {
+    /// Wraps an open file of `len` usable bytes; `direct` says it was opened with O_DIRECT.
+    pub fn new(file: std::fs::File, len: u64, direct: bool) -> Self {
+        FileStore {
+            file: ring::File::from_std(file),
+            len,
+            direct,
+        }
+    }
+
+    /// Usable size in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the store has no usable bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Where in `buf` an aligned window of `len` bytes starts, after making room for it.
+fn aligned_window(buf: &mut Vec<u8>, len: usize) -> usize {
+    buf.reserve((len + DIRECT_ALIGN).saturating_sub(buf.len()));
+    buf.as_ptr().align_offset(DIRECT_ALIGN)
+}
+
+impl Backend for FileStore {
+    async fn read_at(&self, mut buf: Vec<u8>, offset: u64) -> (io::Result<()>, Vec<u8>) {
+        if !self.direct {
+            return self.file.read_exact_at(buf, offset).await;
+        }
+        let len = buf.len();
+        buf.clear();
+        let off = aligned_window(&mut buf, len);
+        let (res, mut buf) = self.file.read_exact_at_range(buf, off, len, offset).await;
+        if res.is_ok() {
+            buf.copy_within(off..off + len, 0);
+        }
+        buf.resize(len, 0);
+        (res, buf)
+    }
+
+    async fn write_at(&self, mut buf: Vec<u8>, offset: u64, fua: bool) -> (io::Result<()>, Vec<u8>) {
+        let (res, buf) = if self.direct {
+            let len = buf.len();
+            let off = aligned_window(&mut buf, len);
+            buf.resize(off + len, 0);
+            buf.copy_within(0..len, off);
+            let (res, mut buf) = self.file.write_all_at_range(buf, off, len, offset).await;
+            buf.copy_within(off..off + len, 0);
+            buf.truncate(len);
+            (res, buf)
+        } else {
+            self.file.write_all_at(buf, offset).await
+        };
+        if res.is_ok() && fua {
+            return (self.file.sync_data().await, buf);
+        }
+        (res, buf)
+    }
+
+    async fn flush(&self) -> io::Result<()> {
+        self.file.sync_data().await
+    }
+
+    async fn unmap(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.file
+            .fallocate(
+                offset,
+                len,
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            )
+            .await
+    }
+
+    fn mapping(&self, offset: u64) -> io::Result<(bool, u64)> {
+        if offset >= self.len {
+            return Ok((true, 0));
+        }
+        let fd = self.file.raw_fd();
+        let seek = |whence| {
+            // SAFETY: lseek on a descriptor we own; it only moves the (unused) file offset.
+            let r = unsafe { libc::lseek(fd, offset as libc::off_t, whence) };
+            if r < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(r as u64)
+            }
+        };
+        // ENXIO from SEEK_DATA means "no data from here to the end": all a hole.
+        let next_data = match seek(libc::SEEK_DATA) {
+            Ok(d) => d.min(self.len),
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => self.len,
+            // Stores without hole support (some block devices): everything is mapped.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok((true, self.len - offset)),
+            Err(e) => return Err(e),
+        };
+        if next_data > offset {
+            return Ok((false, next_data - offset));
+        }
+        let next_hole = seek(libc::SEEK_HOLE)?.min(self.len);
+        Ok((true, next_hole.saturating_sub(offset).max(1)))
+    }
+}
