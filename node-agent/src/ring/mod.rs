@@ -9,7 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 /// Why io_uring cannot be used on this machine, with what to change.
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +137,7 @@ impl TcpStream {
     }
 
     /// Reads some bytes into the spare capacity of `buf` (appending); `Ok(0)` is end of stream.
-    pub async fn read(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+    pub async fn read(&self, buf: BytesMut) -> (io::Result<usize>, BytesMut) {
         use tokio_uring::buf::BoundedBuf;
         let start = buf.len();
         let cap = buf.capacity();
