@@ -1,0 +1,80 @@
+# Shared helpers of the standalone tests: build tools, start and stop agents, assertions.
+# Sourced, not run. Each test gets its own work dir and its own loopback address.
+
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+AGENT=${SPINDLE_AGENT:-$TARGET_DIR/release/spindle-agent}
+WORK=${SPINDLE_TEST_WORK:-$(mktemp -d /tmp/spindle-test.XXXXXX)}
+TOOLS=$WORK/tools
+AGENT_PIDS=()
+
+log() { printf '[%s] %s\n' "${TEST_NAME:-test}" "$*" >&2; }
+fail() { log "FAIL: $*"; exit 1; }
+
+# Compiles the C helpers (libiscsi initiators) once per work dir.
+build_tools() {
+  mkdir -p "$TOOLS"
+  [[ -x $TOOLS/writer ]] || gcc -O2 -Wall -o "$TOOLS/writer" "$ROOT/e2e/standalone/tools/writer.c" -liscsi
+}
+
+# start_agent NAME MANIFEST_DIR ADDR:PORT [extra args...]: starts an agent in the background,
+# waits until its portal accepts connections, and sets AGENT_PID and AGENT_LOG.
+start_agent() {
+  local name=$1 manifests=$2 listen=$3; shift 3
+  AGENT_LOG=$WORK/$name.log
+  DATA_DIR=$WORK/$name-data
+  mkdir -p "$DATA_DIR"
+  "$AGENT" standalone --manifests "$manifests" --data-dir "$DATA_DIR" --listen "$listen" "$@" \
+    >"$AGENT_LOG" 2>&1 &
+  AGENT_PID=$!
+  AGENT_PIDS+=("$AGENT_PID")
+  local host=${listen%:*} port=${listen##*:}
+  for _ in $(seq 1 200); do
+    if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then return 0; fi
+    kill -0 "$AGENT_PID" 2>/dev/null || { cat "$AGENT_LOG" >&2; fail "agent $name exited at start"; }
+    sleep 0.05
+  done
+  cat "$AGENT_LOG" >&2
+  fail "agent $name did not listen on $listen"
+}
+
+# stop_agent PID: SIGTERM, then require a clean exit (status 0) within 30 s.
+stop_agent() {
+  local pid=$1
+  kill -TERM "$pid"
+  local rc=0
+  timeout 30 tail --pid="$pid" -f /dev/null || fail "agent $pid did not exit 30 s after SIGTERM"
+  wait "$pid" || rc=$?
+  [[ $rc -eq 0 ]] || { cat "$AGENT_LOG" >&2; fail "agent exited $rc after SIGTERM"; }
+}
+
+cleanup() {
+  for p in "${AGENT_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  [[ -n ${SPINDLE_KEEP_WORK:-} ]] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# device_yaml NAME PATH SIZE [extra spec lines] and target_yaml NAME IQN "lun:dev ..." [acl/chap yaml]
+device_yaml() {
+  local name=$1 path=$2 size=$3 extra=${4:-}
+  cat <<YAML
+---
+apiVersion: spindle.dev/v1alpha1
+kind: Device
+metadata: {name: $name, namespace: default}
+spec:
+  nodeName: local
+  source: {file: {path: $path, sizeBytes: $size}}
+  blockSize: 512
+$extra
+YAML
+}
+
+target_yaml() {
+  local name=$1 iqn=$2 luns=$3 extra=${4:-"  acl: {allowAll: true}"}
+  printf -- '---\napiVersion: spindle.dev/v1alpha1\nkind: Target\nmetadata: {name: %s, namespace: default}\nspec:\n  iqn: %s\n  luns:\n' "$name" "$iqn"
+  local l
+  for l in $luns; do printf '    - {lun: %s, deviceRef: %s}\n' "${l%%:*}" "${l#*:}"; done
+  printf '%s\n' "$extra"
+}

@@ -1,0 +1,122 @@
+/*
+ * A real-initiator load for Spindle's safety tests, on libiscsi's async API.
+ *
+ *   writer URL COUNT QD [fua]
+ *
+ * Writes COUNT 4 KiB blocks in order (write i goes to byte offset i*4096), keeping QD
+ * WRITE(16)s in flight, optionally with FUA. Block i holds the 8-byte big-endian sequence
+ * number i followed by the byte (i & 0xff) repeated. Prints one line per completion:
+ *   GOOD i            the target answered GOOD
+ *   CHECK i KEY ASC ASCQ   CHECK CONDITION with that sense (hex)
+ *   ERROR i           no SCSI status (connection lost, cancelled)
+ * After the first non-GOOD answer it submits at most 64 more writes, then stops.
+ * Exits 0 when every submitted write got an answer line.
+ */
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <iscsi/iscsi.h>
+#include <iscsi/scsi-lowlevel.h>
+
+#define BLOCK 4096
+
+static long next_i, count, inflight, answered, after_fail = -1;
+static int lun, fua, stopping;
+
+struct req {
+	long i;
+	unsigned char buf[BLOCK];
+};
+
+static void submit(struct iscsi_context *iscsi);
+
+static void done(struct iscsi_context *iscsi, int status, void *command_data, void *private_data)
+{
+	struct req *r = private_data;
+	struct scsi_task *task = command_data;
+	if (status == SCSI_STATUS_GOOD) {
+		printf("GOOD %ld\n", r->i);
+	} else if (status == SCSI_STATUS_CHECK_CONDITION && task) {
+		printf("CHECK %ld %02x %02x %02x\n", r->i, task->sense.key,
+		       (task->sense.ascq >> 8) & 0xff, task->sense.ascq & 0xff);
+	} else {
+		printf("ERROR %ld\n", r->i);
+	}
+	if (status != SCSI_STATUS_GOOD && after_fail < 0)
+		after_fail = 0;
+	fflush(stdout);
+	if (task)
+		scsi_free_scsi_task(task);
+	free(r);
+	inflight--;
+	answered++;
+	if (status == SCSI_STATUS_ERROR || status == SCSI_STATUS_CANCELLED)
+		stopping = 1;
+	if (!stopping)
+		submit(iscsi);
+}
+
+static void submit(struct iscsi_context *iscsi)
+{
+	if (next_i >= count || (after_fail >= 0 && after_fail >= 64))
+		return;
+	struct req *r = malloc(sizeof *r);
+	if (!r)
+		exit(2);
+	r->i = next_i++;
+	if (after_fail >= 0)
+		after_fail++;
+	memset(r->buf, (int)(r->i & 0xff), BLOCK);
+	for (int b = 0; b < 8; b++)
+		r->buf[b] = (unsigned char)((uint64_t)r->i >> (56 - 8 * b));
+	if (!iscsi_write16_task(iscsi, lun, (uint64_t)r->i * (BLOCK / 512), r->buf, BLOCK, 512,
+				0, 0, fua, 0, 0, done, r)) {
+		printf("ERROR %ld\n", r->i);
+		free(r);
+		stopping = 1;
+		return;
+	}
+	inflight++;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 4) {
+		fprintf(stderr, "usage: writer URL COUNT QD [fua]\n");
+		return 2;
+	}
+	count = atol(argv[2]);
+	long qd = atol(argv[3]);
+	fua = argc > 4 && strcmp(argv[4], "fua") == 0;
+	struct iscsi_context *iscsi = iscsi_create_context("iqn.2026-11.dev.spindle:test.writer");
+	struct iscsi_url *url = iscsi_parse_full_url(iscsi, argv[1]);
+	if (!url) {
+		fprintf(stderr, "bad url: %s\n", iscsi_get_error(iscsi));
+		return 2;
+	}
+	iscsi_set_noautoreconnect(iscsi, 1);
+	iscsi_set_session_type(iscsi, ISCSI_SESSION_NORMAL);
+	iscsi_set_header_digest(iscsi, ISCSI_HEADER_DIGEST_NONE_CRC32C);
+	iscsi_set_targetname(iscsi, url->target);
+	lun = url->lun;
+	if (iscsi_full_connect_sync(iscsi, url->portal, url->lun) != 0) {
+		fprintf(stderr, "login failed: %s\n", iscsi_get_error(iscsi));
+		return 2;
+	}
+	for (long k = 0; k < qd; k++)
+		submit(iscsi);
+	while (inflight > 0) {
+		struct pollfd pfd = {.fd = iscsi_get_fd(iscsi), .events = iscsi_which_events(iscsi)};
+		if (poll(&pfd, 1, 1000) < 0)
+			break;
+		if (iscsi_service(iscsi, pfd.revents) < 0) {
+			/* Connection gone: whatever is left never got an answer. */
+			break;
+		}
+	}
+	fprintf(stderr, "writer: submitted %ld, answered %ld, unanswered %ld\n", next_i, answered,
+		inflight);
+	return 0;
+}
