@@ -99,35 +99,21 @@ fn str_at<'a>(v: &'a serde_yaml::Value, path: &[&str]) -> Option<&'a str> {
     cur.as_str()
 }
 
-/// Splits a serde error message of the form `spec.luns[0]: missing field ...` into field and
-/// message.
-fn split_serde_error(e: &serde_yaml::Error) -> (String, String) {
-    let text = e.to_string();
-    match text.split_once(": ") {
-        Some((field, msg))
-            if !field.contains(' ') && field.chars().next().is_some_and(|c| c.is_alphabetic()) =>
-        {
-            (field.to_string(), msg.to_string())
-        }
-        _ => (String::new(), text),
-    }
-}
-
 fn typed<T: DeserializeOwned>(
     doc: serde_yaml::Value,
     origin: &Origin,
     object: &str,
     problems: &mut Vec<Problem>,
 ) -> Option<T> {
-    match serde_yaml::from_value::<T>(doc) {
+    match serde_path_to_error::deserialize::<_, T>(doc) {
         Ok(t) => Some(t),
         Err(e) => {
-            let (field, message) = split_serde_error(&e);
+            let path = e.path().to_string();
             problems.push(Problem {
                 file: origin.file.clone(),
                 object: object.to_string(),
-                field,
-                message,
+                field: if path == "." { String::new() } else { path },
+                message: e.into_inner().to_string(),
             });
             None
         }
