@@ -1,6 +1,7 @@
 //! What the engine serves: the desired state of one Target, whoever computed it (standalone
 //! manifests today, the operator over gRPC later).
 
+use crate::iscsi::params::TargetLimits;
 use crate::store::StoreSpec;
 
 /// Who may log in.
@@ -40,32 +41,8 @@ impl std::fmt::Debug for ChapConfig {
     }
 }
 
-/// iSCSI limits the target offers in negotiation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IscsiLimits {
-    pub max_recv_data_segment_length: u32,
-    pub max_burst_length: u32,
-    pub first_burst_length: u32,
-    pub initial_r2t: bool,
-    pub immediate_data: bool,
-    pub max_outstanding_r2t: u32,
-    /// Commands per session the CmdSN window allows.
-    pub queue_depth: u32,
-}
-
-impl Default for IscsiLimits {
-    fn default() -> Self {
-        IscsiLimits {
-            max_recv_data_segment_length: 262_144,
-            max_burst_length: 1_048_576,
-            first_burst_length: 262_144,
-            initial_r2t: false,
-            immediate_data: true,
-            max_outstanding_r2t: 1,
-            queue_depth: 128,
-        }
-    }
-}
+/// Commands per session the CmdSN window allows, unless the Target says otherwise.
+pub const DEFAULT_QUEUE_DEPTH: u32 = 128;
 
 /// One LUN of a target and the Device behind it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,6 +63,9 @@ pub struct TargetConfig {
     pub iqn: String,
     pub acl: Acl,
     pub chap: Option<ChapConfig>,
-    pub limits: IscsiLimits,
+    /// What the target offers in login negotiation.
+    pub limits: TargetLimits,
+    /// Commands per session the CmdSN window allows.
+    pub queue_depth: u32,
     pub luns: Vec<LunConfig>,
 }

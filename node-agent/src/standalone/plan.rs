@@ -5,10 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Secret;
-use spindle_crds::{Device, Target, WriteCache};
+use spindle_crds::{Device, Digest, Target, WriteCache};
 
 use super::manifest::{Manifests, Origin, Problem};
-use crate::engine::config::{Acl, ChapConfig, IscsiLimits, LunConfig, TargetConfig};
+use crate::engine::config::{Acl, ChapConfig, DEFAULT_QUEUE_DEPTH, LunConfig, TargetConfig};
+use crate::iscsi::params::{DigestPolicy, TargetLimits};
 use crate::store::{StoreSource, StoreSpec};
 
 /// Secret keys holding CHAP credentials (the Secret is named by `spec.chap.secretRef`).
@@ -87,16 +88,27 @@ fn chap_from_secret(s: &Secret, mutual: bool) -> Result<ChapConfig, String> {
     })
 }
 
-fn limits(t: &Target) -> IscsiLimits {
+fn digest_policy(d: Digest) -> DigestPolicy {
+    match d {
+        Digest::None => DigestPolicy::Off,
+        Digest::Crc32c => DigestPolicy::Require,
+        Digest::Optional => DigestPolicy::Allow,
+    }
+}
+
+/// The negotiation limits a Target's `spec.iscsi` sets.
+pub fn limits(t: &Target) -> TargetLimits {
     let p = &t.spec.iscsi;
-    IscsiLimits {
-        max_recv_data_segment_length: p.max_recv_data_segment_length,
-        max_burst_length: p.max_burst_length,
-        first_burst_length: p.first_burst_length,
+    TargetLimits {
+        header_digest: digest_policy(p.header_digest),
+        data_digest: digest_policy(p.data_digest),
+        max_recv_data_segment_len: p.max_recv_data_segment_length,
+        max_burst_len: p.max_burst_length,
+        first_burst_len: p.first_burst_length,
         initial_r2t: p.initial_r2t,
         immediate_data: p.immediate_data,
         max_outstanding_r2t: p.max_outstanding_r2t,
-        ..IscsiLimits::default()
+        ..TargetLimits::default()
     }
 }
 
@@ -205,6 +217,7 @@ pub fn plan(m: &Manifests) -> (Vec<TargetConfig>, Vec<Problem>) {
             acl,
             chap,
             limits: limits(t),
+            queue_depth: DEFAULT_QUEUE_DEPTH,
             luns,
         });
     }
