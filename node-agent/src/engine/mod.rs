@@ -12,6 +12,7 @@ pub mod config;
 pub mod conn;
 pub mod drain;
 pub mod framing;
+pub mod outbox;
 pub mod target;
 mod thread;
 

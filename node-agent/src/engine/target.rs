@@ -166,6 +166,27 @@ impl TargetState {
         }
     }
 
+    /// A new I_T nexus: its SCSI initiator port name (for reservations).
+    pub fn nexus_named(&self, nexus: NexusId, name: &str) {
+        for s in self.luns.borrow().values() {
+            s.lu.nexus_named(nexus, name);
+        }
+    }
+
+    /// LOGICAL UNIT RESET of one LUN (unknown LUNs are ignored: nothing to reset).
+    pub fn lun_reset(&self, lun: u64) {
+        if let Some(s) = self.luns.borrow().get(&lun) {
+            s.lu.reset();
+        }
+    }
+
+    /// TARGET WARM/COLD RESET: every LUN.
+    pub fn target_reset(&self) {
+        for s in self.luns.borrow().values() {
+            s.lu.reset();
+        }
+    }
+
     /// An I_T nexus ended: forget its unit attentions and registrations.
     pub fn nexus_lost(&self, nexus: NexusId) {
         for s in self.luns.borrow().values() {

@@ -1,0 +1,77 @@
+//! The sending side of one connection: PDUs are queued in the order the session produced them
+//! and one writer task sends whatever has accumulated with a single vectored write. Order is
+//! kept (StatSN, DataSN) and many small responses share one syscall under load.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::iscsi::pdu::{Digests, Pdu};
+use crate::ring::TcpStream;
+
+/// Queue of encoded frames waiting for the writer task.
+#[derive(Default)]
+pub struct Outbox {
+    parts: RefCell<Vec<Bytes>>,
+    wake: Notify,
+    closing: Cell<bool>,
+    failed: Cell<bool>,
+}
+
+impl Outbox {
+    /// Encodes `pdu` and queues it. A PDU that cannot be encoded (a bug, not input) is logged
+    /// and the connection is closed.
+    pub fn send(&self, pdu: &Pdu, digests: Digests) {
+        match pdu.encode(digests) {
+            Ok(f) => {
+                let mut parts = self.parts.borrow_mut();
+                let trailer = f.trailer();
+                let trailer = (!trailer.is_empty()).then(|| Bytes::copy_from_slice(trailer));
+                parts.push(f.header);
+                if !f.data.is_empty() {
+                    parts.push(f.data);
+                }
+                parts.extend(trailer);
+                drop(parts);
+                self.wake.notify_one();
+            }
+            Err(e) => {
+                tracing::error!("cannot encode a PDU: {e}; closing the connection");
+                self.close();
+            }
+        }
+    }
+
+    /// Asks the writer to send what is queued, then stop.
+    pub fn close(&self) {
+        self.closing.set(true);
+        self.wake.notify_one();
+    }
+
+    /// Whether a write failed (the connection is dead).
+    pub fn failed(&self) -> bool {
+        self.failed.get()
+    }
+
+    /// The writer task: runs until [`Outbox::close`] or a write error.
+    pub async fn run(self: Rc<Self>, stream: Rc<TcpStream>) {
+        loop {
+            let batch = std::mem::take(&mut *self.parts.borrow_mut());
+            if batch.is_empty() {
+                if self.closing.get() {
+                    break;
+                }
+                self.wake.notified().await;
+                continue;
+            }
+            if let Err(e) = stream.write_all_vectored(batch).await {
+                tracing::debug!("write failed: {e}");
+                self.failed.set(true);
+                break;
+            }
+        }
+        let _ = stream.shutdown();
+    }
+}
