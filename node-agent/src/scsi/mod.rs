@@ -8,8 +8,27 @@
 //!   target-level helpers in [`target`], since only the engine knows which LUNs are live.
 
 pub mod backend;
+pub mod cdb;
+mod limits;
+mod lu;
+mod mode;
+pub mod opcodes;
+mod pr;
+mod provisioning;
+mod sbc;
+pub mod sense;
+mod spc;
+pub mod target;
+mod ua;
+mod vpd;
+
+#[cfg(test)]
+mod testing;
+#[cfg(test)]
+mod tests;
 
 pub use backend::Backend;
+pub use lu::{LogicalUnit, LuConfig};
 
 /// Identifies an I_T nexus (one iSCSI session) for unit attentions and reservations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -26,4 +45,52 @@ pub enum Status {
     ReservationConflict = 0x18,
     TaskSetFull = 0x28,
     TaskAborted = 0x40,
+}
+
+/// What a command produced: the status, the Data-In (exactly what the command's allocation or
+/// transfer length asks for; the iSCSI layer truncates to the expected transfer length and
+/// computes residuals) and, for CHECK CONDITION, formatted sense data (empty otherwise).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    /// SCSI status.
+    pub status: Status,
+    /// Data-In bytes.
+    pub data_in: Vec<u8>,
+    /// Sense data (fixed or descriptor format), empty unless CHECK CONDITION.
+    pub sense: Vec<u8>,
+}
+
+impl Response {
+    /// GOOD status with Data-In.
+    pub fn good(data_in: Vec<u8>) -> Self {
+        Response {
+            status: Status::Good,
+            data_in,
+            sense: Vec::new(),
+        }
+    }
+
+    /// CHECK CONDITION with the given sense, formatted as descriptor or fixed sense data.
+    pub fn check(sense: &sense::Sense, descriptor: bool) -> Self {
+        Response {
+            status: Status::CheckCondition,
+            data_in: Vec::new(),
+            sense: sense.to_bytes(descriptor),
+        }
+    }
+
+    /// A status without data or sense (RESERVATION CONFLICT, BUSY ...).
+    pub fn status(status: Status) -> Self {
+        Response {
+            status,
+            data_in: Vec::new(),
+            sense: Vec::new(),
+        }
+    }
+}
+
+/// Truncates parameter data to an allocation length.
+pub(crate) fn truncate(mut data: Vec<u8>, alloc: usize) -> Vec<u8> {
+    data.truncate(alloc);
+    data
 }

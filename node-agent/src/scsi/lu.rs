@@ -1,0 +1,289 @@
+//! The logical unit: configuration, state, and the command pipeline (lookup, unit attention,
+//! decode, reservation and readiness checks, dispatch). The command handlers live in
+//! `spc.rs`, `sbc.rs`, `mode.rs`, `pr.rs` as further `impl` blocks of [`LogicalUnit`].
+
+use std::cell::{Cell, RefCell};
+
+use super::cdb::Command;
+use super::mode::ModeState;
+use super::opcodes::{self, OpInfo, UaPolicy};
+use super::pr::Reservations;
+use super::sense::{
+    Asc, BUS_DEVICE_RESET, LU_NOT_READY_INIT_REQUIRED, REPORTED_LUNS_DATA_HAS_CHANGED, Sense,
+    SenseKey,
+};
+use super::ua::Nexuses;
+use super::{Backend, NexusId, Response, Status};
+
+/// Everything a logical unit needs to know about itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LuConfig {
+    /// The LUN (as in REPORT LUNS, single-level).
+    pub lun: u64,
+    /// Logical block size in bytes (512 or 4096).
+    pub block_size: u32,
+    /// Number of logical blocks.
+    pub num_blocks: u64,
+    /// Write-protected medium.
+    pub read_only: bool,
+    /// Write cache enabled (caching mode page WCE) at start.
+    pub write_cache: bool,
+    /// Thin provisioning: UNMAP, WRITE SAME with UNMAP, LBPME.
+    pub thin: bool,
+    /// T10 vendor identification (up to 8 ASCII characters).
+    pub vendor: String,
+    /// Product identification (up to 16 ASCII characters).
+    pub product: String,
+    /// Product revision level (up to 4 ASCII characters).
+    pub revision: String,
+    /// Unit serial number (VPD 80h).
+    pub serial: String,
+    /// NAA IEEE Registered Extended designator (NAA 6, 16 bytes) for VPD 83h.
+    pub naa: [u8; 16],
+    /// The target's IQN (SCSI target device name in VPD 83h).
+    pub target_iqn: String,
+    /// Target port group (VPD 83h, REPORT TARGET PORT GROUPS).
+    pub target_port_group: u16,
+    /// Relative target port identifier (VPD 83h).
+    pub relative_port: u16,
+}
+
+impl Default for LuConfig {
+    fn default() -> Self {
+        LuConfig {
+            lun: 0,
+            block_size: 512,
+            num_blocks: 0,
+            read_only: false,
+            write_cache: true,
+            thin: false,
+            vendor: "SPINDLE".into(),
+            product: "SPINDLE DISK".into(),
+            revision: "0001".into(),
+            serial: String::new(),
+            naa: [0x60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            target_iqn: String::new(),
+            target_port_group: 1,
+            relative_port: 1,
+        }
+    }
+}
+
+/// Why a command did not end GOOD.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Fail {
+    /// CHECK CONDITION with this sense.
+    Check(Sense),
+    /// RESERVATION CONFLICT.
+    Conflict,
+}
+
+impl From<Sense> for Fail {
+    fn from(s: Sense) -> Self {
+        Fail::Check(s)
+    }
+}
+
+/// What a handler returns: Data-In on success.
+pub(crate) type Out = Result<Vec<u8>, Fail>;
+
+/// One SCSI logical unit over a backend. Single-threaded: all state is in `Cell`/`RefCell`,
+/// and the engine drives it from one thread.
+pub struct LogicalUnit<B: Backend> {
+    pub(super) cfg: LuConfig,
+    pub(super) backend: B,
+    pub(super) nexuses: RefCell<Nexuses>,
+    pub(super) mode: Cell<ModeState>,
+    /// Stopped by START STOP UNIT (START=0): medium commands fail NOT READY.
+    pub(super) stopped: Cell<bool>,
+    /// Nexuses that have PREVENT set.
+    pub(super) prevent: RefCell<Vec<NexusId>>,
+    pub(super) reservations: RefCell<Reservations>,
+    /// Writes take it shared; COMPARE AND WRITE takes it exclusively, so its
+    /// read-compare-write is atomic with respect to other writes on this unit.
+    pub(super) io_guard: tokio::sync::RwLock<()>,
+}
+
+impl<B: Backend> LogicalUnit<B> {
+    /// Builds a logical unit from its configuration and backend.
+    pub fn new(cfg: LuConfig, backend: B) -> Self {
+        let mode = ModeState::initial(&cfg);
+        LogicalUnit {
+            cfg,
+            backend,
+            nexuses: RefCell::new(Nexuses::default()),
+            mode: Cell::new(mode),
+            stopped: Cell::new(false),
+            prevent: RefCell::new(Vec::new()),
+            reservations: RefCell::new(Reservations::default()),
+            io_guard: tokio::sync::RwLock::new(()),
+        }
+    }
+
+    /// The configuration this unit was built from.
+    pub fn config(&self) -> &LuConfig {
+        &self.cfg
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Establishes a unit attention for one I_T nexus, or for every nexus (`None`). Nexuses
+    /// not seen yet get POWER ON, RESET, OR BUS DEVICE RESET OCCURRED on first contact anyway.
+    pub fn establish_ua(&self, nexus: Option<NexusId>, asc: u8, ascq: u8) {
+        self.nexuses.borrow_mut().establish(nexus, Asc(asc, ascq));
+    }
+
+    /// Records the initiator port name of a nexus ("iqn...,i,0x<isid>"), which persistent
+    /// reservations use to identify registrants across sessions.
+    pub fn nexus_named(&self, nexus: NexusId, name: &str) {
+        self.nexuses.borrow_mut().touch(nexus).name = Some(name.to_owned());
+    }
+
+    /// The I_T nexus is gone (session closed or lost): drops its unit attentions, its
+    /// RESERVE(6/10) reservation and its PREVENT state. Persistent reservations stay.
+    pub fn nexus_lost(&self, nexus: NexusId) {
+        self.nexuses.borrow_mut().remove(nexus);
+        self.reservations.borrow_mut().nexus_lost(nexus);
+        self.prevent.borrow_mut().retain(|n| *n != nexus);
+    }
+
+    /// LUN RESET: releases RESERVE(6/10) reservations, clears PREVENT and the stopped state,
+    /// and raises BUS DEVICE RESET FUNCTION OCCURRED (29h/03h) on every nexus. Persistent
+    /// reservations and mode pages survive (SPC-4 / SAM-5).
+    pub fn reset(&self) {
+        self.reservations.borrow_mut().reset();
+        self.prevent.borrow_mut().clear();
+        self.stopped.set(false);
+        self.nexuses.borrow_mut().establish(None, BUS_DEVICE_RESET);
+    }
+
+    /// Whether the control mode page asks for descriptor-format sense data.
+    pub(super) fn descriptor_sense(&self) -> bool {
+        self.mode.get().d_sense
+    }
+
+    /// Executes one command from `nexus`. `data_out` holds all Data-Out; its allocation is
+    /// reused for Data-In where possible.
+    pub async fn execute(&self, nexus: NexusId, cdb: &[u8], data_out: Vec<u8>) -> Response {
+        match self.run(nexus, cdb, data_out).await {
+            Ok(data) => Response::good(data),
+            Err(Fail::Check(sense)) => Response::check(&sense, self.descriptor_sense()),
+            Err(Fail::Conflict) => Response::status(Status::ReservationConflict),
+        }
+    }
+
+    async fn run(&self, nexus: NexusId, cdb: &[u8], buf: Vec<u8>) -> Out {
+        self.nexuses.borrow_mut().touch(nexus);
+        let info = match opcodes::lookup(cdb, self.cfg.thin) {
+            Ok(info) => info,
+            Err(sense) => {
+                self.report_ua(nexus)?;
+                return Err(sense.into());
+            }
+        };
+        if info.ua == UaPolicy::Report {
+            self.report_ua(nexus)?;
+        }
+        let (info, command) = opcodes::decode(cdb, self.cfg.thin)?;
+        self.gate(nexus, info, &command)?;
+        self.dispatch(nexus, command, buf).await
+    }
+
+    /// Terminates the command with the oldest pending unit attention, clearing it.
+    fn report_ua(&self, nexus: NexusId) -> Result<(), Fail> {
+        match self.nexuses.borrow_mut().pop(nexus) {
+            Some(asc) => Err(Sense::unit_attention(asc).into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Reservation and readiness checks that come before execution.
+    fn gate(&self, nexus: NexusId, info: &OpInfo, command: &Command) -> Result<(), Fail> {
+        if self.conflicts(nexus, info.access, command) {
+            return Err(Fail::Conflict);
+        }
+        if info.medium && self.stopped.get() {
+            return Err(Sense::new(SenseKey::NotReady, LU_NOT_READY_INIT_REQUIRED).into());
+        }
+        Ok(())
+    }
+
+    async fn dispatch(&self, nexus: NexusId, command: Command, buf: Vec<u8>) -> Out {
+        use Command as C;
+        match command {
+            C::TestUnitReady => Ok(empty(buf)),
+            C::RequestSense { desc, alloc } => Ok(self.request_sense(nexus, desc, alloc)),
+            C::Inquiry { evpd, page, alloc } => self.inquiry(evpd, page, alloc),
+            C::ReportLuns { select, alloc } => {
+                self.nexuses
+                    .borrow_mut()
+                    .clear(nexus, REPORTED_LUNS_DATA_HAS_CHANGED);
+                let r = super::target::report_luns_data(&[self.cfg.lun], select, alloc)?;
+                Ok(r)
+            }
+            C::ModeSense(ms) => self.mode_sense(ms),
+            C::ModeSelect { ten, pf, sp, len } => self.mode_select(nexus, ten, pf, sp, len, &buf),
+            C::StartStopUnit {
+                immed: _,
+                power_condition,
+                no_flush,
+                loej,
+                start,
+            } => {
+                self.start_stop(nexus, power_condition, no_flush, loej, start)
+                    .await
+            }
+            C::PreventAllow { prevent } => self.prevent_allow(nexus, prevent),
+            C::ReportOpcodes {
+                rctd,
+                options,
+                opcode,
+                sa,
+                alloc,
+            } => Ok(super::truncate(
+                opcodes::report(rctd, options, opcode, sa, self.cfg.thin)?,
+                alloc as usize,
+            )),
+            C::ReportTmf { repd, alloc } => Ok(self.report_tmf(repd, alloc)),
+            C::ReportTargetPortGroups { format, alloc } => Ok(self.report_tpg(format, alloc)),
+            C::Reserve => self.reserve(nexus),
+            C::Release => self.release(nexus),
+            C::PrIn { sa, alloc } => self.pr_in(sa, alloc),
+            C::PrOut {
+                sa,
+                scope,
+                kind,
+                len,
+            } => self.pr_out(nexus, sa, scope, kind, len, &buf),
+            C::Read(rw) => self.read(rw, buf).await,
+            C::Write(rw) => self.write(rw, buf).await,
+            C::Verify(rw) => self.verify(rw, buf).await,
+            C::WriteVerify(rw) => self.write_verify(rw, buf).await,
+            C::CompareAndWrite(rw) => self.compare_and_write(rw, buf).await,
+            C::OrWrite(rw) => self.orwrite(rw, buf).await,
+            C::SyncCache(rw) => self.sync_cache(rw, buf).await,
+            C::PreFetch(rw) => self.prefetch(rw, buf),
+            C::ReadCapacity10 { lba, pmi } => Ok(self.read_capacity10(lba, pmi)),
+            C::ReadCapacity16 { alloc } => Ok(self.read_capacity16(alloc)),
+            C::GetLbaStatus { lba, alloc } => self.get_lba_status(lba, alloc),
+            C::Unmap { anchor, len } => self.unmap(anchor, len, buf).await,
+            C::WriteSame(ws) => self.write_same(ws, buf).await,
+            C::ReadDefectData {
+                twelve,
+                plist,
+                glist,
+                format,
+                alloc,
+            } => Ok(self.read_defect_data(twelve, plist, glist, format, alloc)),
+        }
+    }
+}
+
+/// An empty Data-In that keeps the Data-Out allocation.
+pub(super) fn empty(mut buf: Vec<u8>) -> Vec<u8> {
+    buf.clear();
+    buf
+}

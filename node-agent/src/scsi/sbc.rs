@@ -1,0 +1,274 @@
+//! Block commands (SBC-3) that move or compare data: READ, WRITE, VERIFY, WRITE AND VERIFY,
+//! COMPARE AND WRITE, ORWRITE, SYNCHRONIZE CACHE, PRE-FETCH, READ CAPACITY, READ DEFECT DATA.
+//! Provisioning (UNMAP, WRITE SAME, GET LBA STATUS) is in `provisioning.rs`.
+
+use super::cdb::Rw;
+use super::limits;
+use super::lu::{LogicalUnit, Out, empty};
+use super::sense::{
+    INVALID_FIELD_IN_INFORMATION_UNIT, MISCOMPARE_DURING_VERIFY, Sense, SenseKey, WRITE_PROTECTED,
+};
+use super::spc::{read_error, write_error};
+use super::{Backend, truncate};
+
+/// DATA PROTECT, WRITE PROTECTED.
+pub(super) fn write_protected() -> Sense {
+    Sense::new(SenseKey::DataProtect, WRITE_PROTECTED)
+}
+
+/// ILLEGAL REQUEST, INVALID FIELD IN COMMAND INFORMATION UNIT: the Data-Out is shorter than
+/// the command needs (or, where it must match exactly, of the wrong size).
+pub(super) fn bad_data_out() -> Sense {
+    Sense::illegal(INVALID_FIELD_IN_INFORMATION_UNIT)
+}
+
+/// MISCOMPARE, MISCOMPARE DURING VERIFY OPERATION at byte `offset` of the Data-Out.
+fn miscompare(offset: usize) -> Sense {
+    Sense::new(SenseKey::Miscompare, MISCOMPARE_DURING_VERIFY).with_info(offset as u64)
+}
+
+/// Offset of the first byte where `a` and `b` differ.
+fn first_mismatch(a: &[u8], b: &[u8]) -> Option<usize> {
+    a.iter().zip(b).position(|(x, y)| x != y)
+}
+
+impl<B: Backend> LogicalUnit<B> {
+    /// Checks that `blocks` blocks from `lba` lie on the medium and returns the byte offset
+    /// and byte length. An LBA at or beyond the end is out of range even for 0 blocks.
+    pub(super) fn range(&self, lba: u64, blocks: u64) -> Result<(u64, usize), Sense> {
+        let n = self.cfg.num_blocks;
+        let end = lba.checked_add(blocks);
+        if lba >= n || end.is_none_or(|e| e > n) {
+            return Err(Sense::lba_out_of_range());
+        }
+        let bs = u64::from(self.cfg.block_size);
+        let len = blocks
+            .checked_mul(bs)
+            .and_then(|b| usize::try_from(b).ok())
+            .ok_or(Sense::lba_out_of_range())?;
+        Ok((lba * bs, len))
+    }
+
+    /// Range check plus the block limits page's MAXIMUM TRANSFER LENGTH.
+    fn transfer(&self, rw: &Rw) -> Result<(u64, usize), Sense> {
+        let r = self.range(rw.lba, u64::from(rw.blocks))?;
+        if rw.blocks > limits::max_transfer_blocks(&self.cfg) {
+            return Err(Sense::illegal(super::sense::INVALID_FIELD_IN_CDB));
+        }
+        Ok(r)
+    }
+
+    /// Whether a write must reach stable storage before completing (FUA, or no write cache).
+    fn durable(&self, fua: bool) -> bool {
+        fua || !self.mode.get().wce
+    }
+
+    /// Reads `len` bytes at `offset` into `buf` (resized), for data to return or compare.
+    async fn read_into(&self, mut buf: Vec<u8>, offset: u64, len: usize) -> Result<Vec<u8>, Sense> {
+        buf.clear();
+        buf.resize(len, 0);
+        let (r, buf) = self.backend.read_at(buf, offset).await;
+        r.map_err(|_| read_error())?;
+        Ok(buf)
+    }
+
+    /// Writes `buf` at `offset`, handing the buffer back.
+    async fn write_from(&self, buf: Vec<u8>, offset: u64, fua: bool) -> Result<Vec<u8>, Sense> {
+        let (r, buf) = self.backend.write_at(buf, offset, self.durable(fua)).await;
+        r.map_err(|_| write_error())?;
+        Ok(buf)
+    }
+
+    pub(super) async fn read(&self, rw: Rw, buf: Vec<u8>) -> Out {
+        let (offset, len) = self.transfer(&rw)?;
+        if len == 0 {
+            return Ok(empty(buf));
+        }
+        Ok(self.read_into(buf, offset, len).await?)
+    }
+
+    /// The Data-Out trimmed to `len` bytes (extra bytes beyond the CDB's transfer length are
+    /// not written); a shorter Data-Out fails without writing anything.
+    fn data_out(mut buf: Vec<u8>, len: usize) -> Result<Vec<u8>, Sense> {
+        if buf.len() < len {
+            return Err(bad_data_out());
+        }
+        buf.truncate(len);
+        Ok(buf)
+    }
+
+    pub(super) async fn write(&self, rw: Rw, buf: Vec<u8>) -> Out {
+        if self.write_protected() {
+            return Err(write_protected().into());
+        }
+        let (offset, len) = self.transfer(&rw)?;
+        if len == 0 {
+            return Ok(empty(buf));
+        }
+        let buf = Self::data_out(buf, len)?;
+        let _shared = self.io_guard.read().await;
+        let buf = self.write_from(buf, offset, rw.fua).await?;
+        Ok(empty(buf))
+    }
+
+    /// Compares `data` with the medium at `offset`: each block against the single block in
+    /// `data` when `one_block`, else byte for byte.
+    async fn compare(
+        &self,
+        data: &[u8],
+        offset: u64,
+        len: usize,
+        one_block: bool,
+    ) -> Result<(), Sense> {
+        let current = self.read_into(Vec::new(), offset, len).await?;
+        let mismatch = if one_block {
+            let bs = self.cfg.block_size as usize;
+            current.chunks(bs).enumerate().find_map(|(i, blk)| {
+                first_mismatch(blk, data.get(..bs).unwrap_or(data)).map(|o| i * bs + o)
+            })
+        } else {
+            first_mismatch(&current, data)
+        };
+        match mismatch {
+            Some(at) => Err(miscompare(at)),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) async fn verify(&self, rw: Rw, buf: Vec<u8>) -> Out {
+        let (offset, len) = self.transfer(&rw)?;
+        if len == 0 || rw.bytchk == 0 {
+            return Ok(empty(buf));
+        }
+        let one_block = rw.bytchk == 3;
+        let need = if one_block {
+            self.cfg.block_size as usize
+        } else {
+            len
+        };
+        let data = Self::data_out(buf, need)?;
+        self.compare(&data, offset, len, one_block).await?;
+        Ok(empty(data))
+    }
+
+    pub(super) async fn write_verify(&self, rw: Rw, buf: Vec<u8>) -> Out {
+        if self.write_protected() {
+            return Err(write_protected().into());
+        }
+        let (offset, len) = self.transfer(&rw)?;
+        if len == 0 {
+            return Ok(empty(buf));
+        }
+        let data = Self::data_out(buf, len)?;
+        let _shared = self.io_guard.read().await;
+        // Verification means the data is on the medium: write through.
+        let data = self.write_from(data, offset, true).await?;
+        if rw.bytchk == 1 {
+            self.compare(&data, offset, len, false).await?;
+        }
+        Ok(empty(data))
+    }
+
+    /// COMPARE AND WRITE: atomically (exclusive guard) compares the first half of the
+    /// Data-Out with the medium and, if equal, writes the second half.
+    pub(super) async fn compare_and_write(&self, rw: Rw, buf: Vec<u8>) -> Out {
+        if self.write_protected() {
+            return Err(write_protected().into());
+        }
+        if rw.blocks > u32::from(limits::MAX_COMPARE_AND_WRITE_BLOCKS) {
+            return Err(Sense::invalid_cdb_field(13, None).into());
+        }
+        let (offset, len) = self.range(rw.lba, u64::from(rw.blocks))?;
+        if len == 0 {
+            return Ok(empty(buf));
+        }
+        if buf.len() != 2 * len {
+            return Err(bad_data_out().into());
+        }
+        let _exclusive = self.io_guard.write().await;
+        let mut current = self.read_into(Vec::new(), offset, len).await?;
+        if let Some(at) = first_mismatch(&current, &buf[..len]) {
+            return Err(miscompare(at).into());
+        }
+        current.copy_from_slice(&buf[len..]);
+        self.write_from(current, offset, rw.fua).await?;
+        Ok(empty(buf))
+    }
+
+    /// ORWRITE(16): ORs the Data-Out into the medium (read-modify-write, exclusive guard).
+    pub(super) async fn orwrite(&self, rw: Rw, buf: Vec<u8>) -> Out {
+        if self.write_protected() {
+            return Err(write_protected().into());
+        }
+        let (offset, len) = self.transfer(&rw)?;
+        if len == 0 {
+            return Ok(empty(buf));
+        }
+        let data = Self::data_out(buf, len)?;
+        let _exclusive = self.io_guard.write().await;
+        let mut current = self.read_into(Vec::new(), offset, len).await?;
+        current.iter_mut().zip(&data).for_each(|(c, d)| *c |= d);
+        self.write_from(current, offset, rw.fua).await?;
+        Ok(empty(data))
+    }
+
+    /// SYNCHRONIZE CACHE: range-checked (0 blocks means to the end), then a full flush.
+    pub(super) async fn sync_cache(&self, rw: Rw, buf: Vec<u8>) -> Out {
+        self.range_or_to_end(rw.lba, rw.blocks)?;
+        self.backend.flush().await.map_err(|_| write_error())?;
+        Ok(empty(buf))
+    }
+
+    /// PRE-FETCH: range-checked; the page cache does the rest.
+    pub(super) fn prefetch(&self, rw: Rw, buf: Vec<u8>) -> Out {
+        self.range_or_to_end(rw.lba, rw.blocks)?;
+        Ok(empty(buf))
+    }
+
+    /// Range check where 0 blocks means "from `lba` to the end of the medium".
+    fn range_or_to_end(&self, lba: u64, blocks: u32) -> Result<(), Sense> {
+        if blocks == 0 {
+            self.range(lba, 0).map(|_| ())
+        } else {
+            self.range(lba, u64::from(blocks)).map(|_| ())
+        }
+    }
+
+    pub(super) fn read_capacity10(&self, _lba: u32, _pmi: bool) -> Vec<u8> {
+        let last = self.cfg.num_blocks.saturating_sub(1);
+        let last = u32::try_from(last).unwrap_or(u32::MAX);
+        let mut d = Vec::with_capacity(8);
+        d.extend_from_slice(&last.to_be_bytes());
+        d.extend_from_slice(&self.cfg.block_size.to_be_bytes());
+        d
+    }
+
+    pub(super) fn read_capacity16(&self, alloc: u32) -> Vec<u8> {
+        let mut d = vec![0u8; 32];
+        d[0..8].copy_from_slice(&self.cfg.num_blocks.saturating_sub(1).to_be_bytes());
+        d[8..12].copy_from_slice(&self.cfg.block_size.to_be_bytes());
+        // Byte 13: logical blocks per physical block exponent 0.
+        if self.cfg.thin {
+            d[14] = 0x80 | 0x40; // LBPME, LBPRZ
+        }
+        truncate(d, alloc as usize)
+    }
+
+    /// READ DEFECT DATA: this unit has no defect lists; the header echoes the request.
+    pub(super) fn read_defect_data(
+        &self,
+        twelve: bool,
+        plist: bool,
+        glist: bool,
+        format: u8,
+        alloc: u32,
+    ) -> Vec<u8> {
+        let flags = (if plist { 0x10 } else { 0 }) | (if glist { 0x08 } else { 0 }) | format;
+        let d = if twelve {
+            vec![0, flags, 0, 0, 0, 0, 0, 0]
+        } else {
+            vec![0, flags, 0, 0]
+        };
+        truncate(d, alloc as usize)
+    }
+}

@@ -1,0 +1,4 @@
+//! Behaviour tests of the logical unit over an in-memory backend, one file per area.
+
+mod block;
+mod core;
