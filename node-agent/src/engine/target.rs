@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use super::config::{LunConfig, TargetConfig};
 use super::drain::{DrainEvent, DrainState, Gate, InvalidTransition};
 use crate::metrics::{self, LunMetrics};
-use crate::scsi::{self, LogicalUnit, LuConfig, NexusId, Response};
+use crate::scsi::opcodes::Dir;
+use crate::scsi::{self, LogicalUnit, LuConfig, NexusId, Response, Status};
 use crate::store::{FileStore, OpenedStore};
 
 /// SCSI opcode of REPORT LUNS, answered at target level.
@@ -60,6 +61,24 @@ pub fn device_identity(device: &str) -> (String, [u8; 16]) {
     // NAA 6 (IEEE Registered Extended); the rest of the bits are ours.
     naa[0] = 0x60 | (naa[0] & 0x0F);
     (serial, naa)
+}
+
+/// READ/WRITE-family commands, whose bytes count as LUN traffic in the metrics.
+fn is_medium_access(name: &str) -> bool {
+    name.starts_with("READ(") || name.starts_with("WRITE(")
+}
+
+/// Label value of a SCSI status.
+fn status_name(s: Status) -> &'static str {
+    match s {
+        Status::Good => "GOOD",
+        Status::CheckCondition => "CHECK_CONDITION",
+        Status::ConditionMet => "CONDITION_MET",
+        Status::Busy => "BUSY",
+        Status::ReservationConflict => "RESERVATION_CONFLICT",
+        Status::TaskSetFull => "TASK_SET_FULL",
+        Status::TaskAborted => "TASK_ABORTED",
+    }
 }
 
 /// The target as its engine thread sees it.
@@ -131,7 +150,7 @@ impl TargetState {
         }
         let slot = self.luns.borrow().get(&lun).cloned();
         let Some(slot) = slot else {
-            return scsi::target::absent_lun(cdb);
+            return scsi::target::absent_lun(cdb, nexus);
         };
         let Some(_admitted) = slot.gate.admit() else {
             return scsi::target::fenced_lun(cdb);
@@ -143,19 +162,21 @@ impl TargetState {
         let resp = slot.lu.execute(nexus, cdb, data_out).await;
         let secs = start.elapsed().as_secs_f64();
         m.inflight.dec();
-        let name = scsi::opcode_name(cdb);
-        match scsi::io_class(cdb) {
-            scsi::IoClass::Read => {
+        let (name, dir) = scsi::opcodes::lookup(cdb, slot.lu.config().thin)
+            .map(|op| (op.name, op.dir))
+            .unwrap_or(("UNKNOWN", Dir::None));
+        match dir {
+            Dir::In if is_medium_access(name) => {
                 m.read_bytes.inc_by(resp.data_in.len() as u64);
                 m.read_latency.observe(secs);
             }
-            scsi::IoClass::Write => {
+            Dir::Out if is_medium_access(name) => {
                 m.write_bytes.inc_by(write_len as u64);
                 m.write_latency.observe(secs);
             }
-            scsi::IoClass::Other => m.other_latency.observe(secs),
+            _ => m.other_latency.observe(secs),
         }
-        m.command(name, resp.status.name());
+        m.command(name, status_name(resp.status));
         resp
     }
 
@@ -214,11 +235,8 @@ impl TargetState {
                 );
                 // The initiator learns the LUN inventory changed through the LUNs that stay.
                 for o in &others {
-                    o.lu.establish_ua(
-                        None,
-                        scsi::sense::asc::REPORTED_LUNS_DATA_HAS_CHANGED.0,
-                        scsi::sense::asc::REPORTED_LUNS_DATA_HAS_CHANGED.1,
-                    );
+                    let a = scsi::sense::REPORTED_LUNS_DATA_HAS_CHANGED;
+                    o.lu.establish_ua(None, a.0, a.1);
                 }
                 s.gate.apply(DrainEvent::Fenced)?;
             }
@@ -286,5 +304,115 @@ impl TargetState {
             map.remove(&s.lun);
         }
         Ok(mine.iter().map(|s| s.lun).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::config::{Acl, DEFAULT_QUEUE_DEPTH};
+    use crate::store::{StoreSource, StoreSpec, open_store};
+
+    fn write10(lba: u32, blocks: u16) -> [u8; 10] {
+        let mut c = [0u8; 10];
+        c[0] = 0x2A;
+        c[2..6].copy_from_slice(&lba.to_be_bytes());
+        c[7..9].copy_from_slice(&blocks.to_be_bytes());
+        c
+    }
+
+    fn target(dir: &std::path::Path, devices: &[(u64, &str)]) -> TargetState {
+        let mut stores = Vec::new();
+        let mut luns = Vec::new();
+        for (lun, dev) in devices {
+            let spec = StoreSpec {
+                source: StoreSource::File {
+                    path: format!("{dev}.img"),
+                    size_bytes: 1 << 20,
+                },
+                block_size: 512,
+                read_only: false,
+                direct: false,
+            };
+            let lc = LunConfig {
+                lun: *lun,
+                device: format!("ns/{dev}"),
+                store: spec.clone(),
+                write_cache: true,
+                thin: false,
+            };
+            stores.push((lc.clone(), open_store(&spec, dir, &[]).unwrap()));
+            luns.push(lc);
+        }
+        let cfg = TargetConfig {
+            name: "ns/t".into(),
+            iqn: "iqn.2026-11.dev.spindle:ns.t".into(),
+            acl: Acl::AllowAll,
+            chap: None,
+            limits: Default::default(),
+            queue_depth: DEFAULT_QUEUE_DEPTH,
+            luns,
+        };
+        TargetState::new(cfg, stores)
+    }
+
+    /// Runs `f` on a ring, as the engine thread does.
+    fn on_ring<F: std::future::Future<Output = ()>>(f: F) {
+        crate::ring::Runtime::new().unwrap().block_on(f);
+    }
+
+    #[test]
+    fn drain_finishes_admitted_writes_fences_new_ones_and_flushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = Rc::new(target(dir.path(), &[(0, "a"), (1, "b")]));
+        on_ring(async {
+            let n0 = NexusId(1);
+            // Clear the power-on unit attentions first.
+            for lun in [0, 1] {
+                let _ = st.execute(n0, lun, &[0, 0, 0, 0, 0, 0], Vec::new()).await;
+            }
+            let mut tasks = Vec::new();
+            for i in 0..8u32 {
+                let st = st.clone();
+                tasks.push(crate::ring::spawn(async move {
+                    st.execute(n0, 0, &write10(i * 8, 8), vec![i as u8 + 1; 4096]).await
+                }));
+            }
+            // Let every write start (be admitted) before the fence goes up.
+            tokio::task::yield_now().await;
+            assert_eq!(st.slots()[0].gate.inflight(), 8);
+            let report = st.drain_device("ns/a").await.unwrap();
+            assert_eq!(report.drained_commands, 8);
+            assert_eq!(st.slots()[0].gate.state(), DrainState::Flushed);
+            for t in tasks {
+                assert_eq!(t.await.unwrap().status, Status::Good, "admitted writes complete");
+            }
+            // After the fence: 25h/00h, nothing executed.
+            let r = st.execute(n0, 0, &write10(100, 1), vec![0xEE; 512]).await;
+            assert_eq!(r.status, Status::CheckCondition);
+            assert_eq!((r.sense[12], r.sense[13]), (0x25, 0x00));
+            // The other LUN reports the inventory change once, then works.
+            let tur = [0u8; 6];
+            let r = st.execute(n0, 1, &tur, Vec::new()).await;
+            assert_eq!((r.sense[12], r.sense[13]), (0x3F, 0x0E));
+            assert_eq!(st.execute(n0, 1, &tur, Vec::new()).await.status, Status::Good);
+            assert_eq!(st.live_luns(), vec![1]);
+            // Re-entrant: a second drain reports flushed again.
+            assert!(st.drain_device("ns/a").await.is_ok());
+            assert_eq!(st.release_device("ns/a").unwrap(), vec![0]);
+        });
+        let data = std::fs::read(dir.path().join("a.img")).unwrap();
+        for i in 0..8usize {
+            assert!(data[i * 4096..(i + 1) * 4096].iter().all(|&b| b == i as u8 + 1));
+        }
+        assert!(data[100 * 512..101 * 512].iter().all(|&b| b == 0), "fenced write not executed");
+    }
+
+    #[test]
+    fn release_before_flush_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = target(dir.path(), &[(0, "a")]);
+        assert!(matches!(st.release_device("ns/a"), Err(DrainError::Transition(_))));
+        assert!(matches!(st.release_device("ns/x"), Err(DrainError::UnknownDevice(_))));
     }
 }
