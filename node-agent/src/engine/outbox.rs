@@ -17,6 +17,8 @@ pub struct Outbox {
     parts: RefCell<Vec<Bytes>>,
     wake: Notify,
     closing: Cell<bool>,
+    /// Keep the socket open after the last write (it moves to another thread).
+    detached: Cell<bool>,
     failed: Cell<bool>,
 }
 
@@ -50,6 +52,12 @@ impl Outbox {
         self.wake.notify_one();
     }
 
+    /// Asks the writer to send what is queued, then stop without closing the socket.
+    pub fn detach(&self) {
+        self.detached.set(true);
+        self.close();
+    }
+
     /// Whether a write failed (the connection is dead).
     pub fn failed(&self) -> bool {
         self.failed.get()
@@ -72,6 +80,8 @@ impl Outbox {
                 break;
             }
         }
-        let _ = stream.shutdown();
+        if !self.detached.get() {
+            let _ = stream.shutdown();
+        }
     }
 }
