@@ -4,6 +4,10 @@
 //! - [`digest`]: CRC32C header and data digests.
 //! - [`params`]: negotiated session parameters and a target's limits.
 
+pub mod chap;
 pub mod digest;
+pub mod login;
+pub mod negotiate;
 pub mod params;
 pub mod pdu;
+pub mod text;
