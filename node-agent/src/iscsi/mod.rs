@@ -7,3 +7,4 @@
 pub mod digest;
 pub mod params;
 pub mod pdu;
+pub mod session;
