@@ -8,6 +8,7 @@
 //! - [`chap`]: CHAP (MD5) one-way and mutual.
 //! - [`login`]: the login phase as a state machine.
 //! - [`discovery`]: SendTargets responses.
+//! - [`session`]: the full-feature phase of one session as a state machine.
 
 pub mod chap;
 pub mod digest;
@@ -16,6 +17,7 @@ pub mod login;
 pub mod negotiate;
 pub mod params;
 pub mod pdu;
+pub mod session;
 pub mod text;
 
 #[cfg(test)]

@@ -1,0 +1,1 @@
+//! Transcript tests of the session state machine.
