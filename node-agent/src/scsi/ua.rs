@@ -82,6 +82,7 @@ impl Nexuses {
     }
 
     /// The oldest pending unit attention of `id`, without clearing it.
+    #[cfg(test)]
     pub fn peek(&self, id: NexusId) -> Option<Asc> {
         self.map.get(&id).and_then(|n| n.ua.first().copied())
     }
@@ -115,18 +116,6 @@ impl Nexuses {
             .get(&id)
             .and_then(|n| n.name.clone())
             .unwrap_or_else(|| format!("nexus:{}", id.0))
-    }
-
-    /// Ids of the nexuses whose initiator port name is `name`.
-    pub fn ids_named(&self, name: &str) -> Vec<NexusId> {
-        self.map
-            .iter()
-            .filter(|(id, n)| {
-                n.name.as_deref() == Some(name)
-                    || (n.name.is_none() && format!("nexus:{}", id.0) == name)
-            })
-            .map(|(id, _)| *id)
-            .collect()
     }
 }
 
@@ -181,7 +170,8 @@ mod tests {
         n.establish_named("iqn.a,i,0x1", REPORTED_LUNS_DATA_HAS_CHANGED, None);
         assert_eq!(n.peek(NexusId(2)), Some(REPORTED_LUNS_DATA_HAS_CHANGED));
         assert_eq!(n.peek(NexusId(3)), None);
-        assert_eq!(n.ids_named("nexus:3"), vec![NexusId(3)]);
+        assert_eq!(n.name(NexusId(3)), "nexus:3");
+        assert_eq!(n.name(NexusId(2)), "iqn.a,i,0x1");
         n.clear(NexusId(2), REPORTED_LUNS_DATA_HAS_CHANGED);
         assert_eq!(n.peek(NexusId(2)), None);
     }

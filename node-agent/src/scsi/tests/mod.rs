@@ -1,4 +1,9 @@
 //! Behaviour tests of the logical unit over an in-memory backend, one file per area.
 
 mod block;
+mod compare;
 mod core;
+mod mode;
+mod provisioning;
+mod reservations;
+mod spc;
