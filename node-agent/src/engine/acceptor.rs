@@ -6,16 +6,26 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use bytes::BytesMut;
 use tokio::sync::oneshot;
 
-use super::conn::Attach;
+use super::config::QUEUE_DEPTH;
+use super::conn::{self, Attach, Host, Sessions};
 use super::framing::{PduReader, ReadError};
 use super::outbox::Outbox;
 use super::{Directory, TargetCmd};
-use crate::iscsi::login::{self, Login, LoginOutcome};
-use crate::iscsi::params::SessionType;
-use crate::iscsi::pdu::Digests;
+use crate::iscsi::discovery::DiscoveryEntry;
+use crate::iscsi::login::{self, LoginConfig, LoginMachine, LoginOutcome};
+use crate::iscsi::params::{SessionType, TargetLimits};
+use crate::iscsi::pdu::{Digests, Pdu};
 use crate::ring::{self, TcpListener, TcpStream};
+
+/// TargetPortalGroupTag of the agent's single portal group.
+const PORTAL_GROUP_TAG: u16 = 1;
+/// Largest data segment accepted during login (RFC 7143: 8192 until negotiated).
+const LOGIN_MAX_DATA: usize = 8192;
 
 /// Stops the acceptor.
 pub struct AcceptorHandle {
@@ -84,20 +94,42 @@ async fn accept_loop(
     }
 }
 
-/// The directory as the login state machine sees it.
-struct LoginDirectory<'a> {
-    dir: &'a Directory,
-    portal: SocketAddr,
+/// Every target as discovery shows it, on this portal.
+fn discovery_entries(dir: &Directory, portal: SocketAddr) -> Vec<DiscoveryEntry> {
+    dir.values()
+        .map(|e| DiscoveryEntry {
+            iqn: e.config.iqn.clone(),
+            portals: vec![format!("{portal},{PORTAL_GROUP_TAG}")],
+            acl: e.config.acl.clone(),
+        })
+        .collect()
 }
+
+/// The directory as the login state machine sees it.
+struct LoginDirectory<'a>(&'a Directory);
 
 impl login::TargetDirectory for LoginDirectory<'_> {
     fn lookup(&self, iqn: &str) -> Option<login::TargetAuth> {
-        let e = self.dir.get(&iqn.to_ascii_lowercase())?;
-        Some(super::directory::auth_of(&e.config))
+        let e = self.0.get(&iqn.to_ascii_lowercase())?;
+        Some(login::TargetAuth {
+            acl: e.config.acl.clone(),
+            chap: e.config.chap.clone(),
+            limits: TargetLimits {
+                portal_group_tag: PORTAL_GROUP_TAG,
+                ..e.config.limits.clone()
+            },
+        })
     }
+}
 
-    fn discover(&self, initiator: &str) -> Vec<(String, Vec<String>)> {
-        super::directory::discover(self.dir, initiator, self.portal)
+/// Session handles (TSIH) of this agent: non-zero, wrapping.
+fn next_tsih() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(1);
+    loop {
+        let t = NEXT.fetch_add(1, Ordering::Relaxed);
+        if t != 0 {
+            return t;
+        }
     }
 }
 
@@ -110,39 +142,64 @@ async fn handle(
 ) -> Result<(), ReadError> {
     let _ = stream.set_nodelay(true);
     let stream = Rc::new(stream);
-    let mut reader = PduReader::new(stream.clone(), bytes::BytesMut::new());
-    let ld = LoginDirectory { dir: &dir, portal };
-    let mut machine = Login::new();
+    let mut reader = PduReader::new(stream.clone(), BytesMut::new());
     let outbox = Rc::new(Outbox::default());
     let writer = ring::spawn(outbox.clone().run(stream.clone()));
-    let done = loop {
-        let pdu = reader
-            .next(Digests::default(), login::MAX_LOGIN_DATA_SEGMENT)
-            .await?;
-        let step = machine.on_pdu(pdu, &ld);
-        outbox.send(&step.response, Digests::default());
-        match step.outcome {
+    let config = LoginConfig {
+        cmd_window: QUEUE_DEPTH,
+        ..LoginConfig::default()
+    };
+    let mut machine = LoginMachine::new(config, next_tsih());
+    let established = loop {
+        let pdu = match reader.next(Digests::default(), LOGIN_MAX_DATA).await {
+            Ok(p) => p,
+            Err(e) => {
+                outbox.close();
+                let _ = writer.await;
+                return Err(e);
+            }
+        };
+        let Pdu::LoginRequest(req) = pdu else {
+            tracing::info!(%peer, opcode = pdu.opcode(), "non-login PDU during login; closing");
+            outbox.close();
+            let _ = writer.await;
+            return Ok(());
+        };
+        let reply = machine.handle(&req, &LoginDirectory(&dir));
+        outbox.send(&Pdu::LoginResponse(reply.response), Digests::default());
+        match reply.outcome {
             LoginOutcome::Continue => continue,
-            LoginOutcome::Fail(why) => {
+            LoginOutcome::Fail { status, reason } => {
                 crate::metrics::get().login_failures.inc();
-                tracing::warn!(%peer, "login refused: {why}");
+                tracing::warn!(%peer, status = format!("{status:04x}"), "login refused: {reason}");
                 outbox.close();
                 let _ = writer.await;
                 return Ok(());
             }
-            LoginOutcome::FullFeature(done) => break done,
+            LoginOutcome::FullFeature(est) => break *est,
         }
     };
-    if done.params.session_type == SessionType::Discovery {
-        super::discovery::serve(reader, outbox.clone(), &ld, done).await;
-        outbox.close();
+    if established.session_type == SessionType::Discovery {
+        outbox.detach();
         let _ = writer.await;
+        drop(reader);
+        let Ok(stream) = Rc::try_unwrap(stream) else {
+            return Ok(());
+        };
+        let entries = Rc::new(discovery_entries(&dir, portal));
+        // Discovery sessions are short; serve them right here.
+        let sessions = Rc::new(Sessions::default());
+        conn::serve(Host::Discovery(entries), sessions, stream, BytesMut::new(), established).await;
         return Ok(());
     }
     // Hand the socket over once the login response is on the wire.
     outbox.detach();
     let _ = writer.await;
-    let target = done.params.target_name.to_ascii_lowercase();
+    let target = established
+        .target_iqn
+        .as_deref()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     let Some(entry) = dir.get(&target) else {
         return Ok(());
     };
@@ -154,9 +211,7 @@ async fn handle(
     let attach = Attach {
         stream: stream.into_std()?,
         leftover,
-        initiator_port: done.initiator_port(),
-        start: done.start(),
-        params: done.params,
+        login: established,
     };
     if entry.handle.send(TargetCmd::Attach(attach)).is_err() {
         tracing::warn!(%peer, target = %entry.config.name, "target is shutting down; connection dropped");

@@ -1,34 +1,57 @@
 //! The pump of one full-feature-phase connection: PDUs from the socket go into the pure
 //! session state machine (`iscsi::session`), the SCSI commands it hands out run on the target's
 //! LUNs as concurrent tasks, and every PDU it emits goes out through the [`Outbox`].
+//! Discovery sessions use the same pump with no LUNs behind it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 
 use super::framing::{PduReader, ReadError};
 use super::outbox::Outbox;
 use super::target::TargetState;
-use crate::iscsi::params::SessionParams;
-use crate::iscsi::pdu::Digests;
-use crate::iscsi::session::{Action, Session, SessionStart};
+use crate::iscsi::discovery::{self, Asker, DiscoveryEntry};
+use crate::iscsi::login::Established;
+use crate::iscsi::pdu::{Digests, TaskFunction, tmf_response};
+use crate::iscsi::session::{Action, Command, ScsiOutcome, Session, SessionConfig};
+use crate::iscsi::text;
 use crate::metrics;
 use crate::ring::{self, TcpStream};
 use crate::scsi::NexusId;
 
-/// A connection that completed login to this target, handed over by the acceptor.
+/// A connection that completed login, handed over by the acceptor.
 pub struct Attach {
     pub stream: std::net::TcpStream,
     /// Bytes the acceptor read past the last login PDU.
     pub leftover: BytesMut,
-    pub params: SessionParams,
-    /// Where the session's sequence numbers start, as login left them.
-    pub start: SessionStart,
-    /// `InitiatorName,i,0x<ISID>`: the SCSI initiator port name (for reservations).
-    pub initiator_port: String,
+    pub login: Established,
+}
+
+/// What serves the session's requests.
+#[derive(Clone)]
+pub enum Host {
+    /// A normal session of this target.
+    Target(Rc<TargetState>, Rc<Vec<DiscoveryEntry>>),
+    /// A discovery session: SendTargets over these entries.
+    Discovery(Rc<Vec<DiscoveryEntry>>),
+}
+
+impl Host {
+    fn name(&self) -> &str {
+        match self {
+            Host::Target(t, _) => &t.config.name,
+            Host::Discovery(_) => "discovery",
+        }
+    }
+
+    fn entries(&self) -> &[DiscoveryEntry] {
+        match self {
+            Host::Target(_, e) | Host::Discovery(e) => e,
+        }
+    }
 }
 
 /// Live connections of one target, so shutdown can close them and wait.
@@ -72,13 +95,26 @@ impl Sessions {
     }
 }
 
+/// Decodes the 8-byte LUN field (SAM-5 single level: peripheral or flat addressing).
+pub fn decode_lun(raw: u64) -> u64 {
+    let b = raw.to_be_bytes();
+    match b[0] >> 6 {
+        0b00 => u64::from(b[1]),
+        0b01 => (u64::from(b[0] & 0x3F) << 8) | u64::from(b[1]),
+        // Other methods: keep the raw value, which matches no configured LUN.
+        _ => raw,
+    }
+}
+
 /// Everything a connection's tasks share.
 struct Conn {
-    state: Rc<TargetState>,
+    host: Host,
     session: RefCell<Session>,
     outbox: Rc<Outbox>,
     nexus: NexusId,
     digests: Digests,
+    initiator: String,
+    target_iqn: Option<String>,
 }
 
 impl Conn {
@@ -88,82 +124,169 @@ impl Conn {
         for a in actions {
             match a {
                 Action::Send(pdu) => self.outbox.send(&pdu, self.digests),
-                Action::Execute {
-                    task,
-                    lun,
-                    cdb,
-                    data_out,
-                } => {
-                    let me = self.clone();
-                    ring::spawn(async move {
-                        let r = me.state.execute(me.nexus, lun, &cdb, data_out).await;
-                        let mut out = Vec::new();
-                        me.session.borrow_mut().on_scsi_done(
-                            task,
-                            r.status as u8,
-                            r.data_in,
-                            r.sense,
-                            &mut out,
-                        );
-                        if !me.run(out) {
-                            me.outbox.close();
+                Action::Execute(cmd) => self.execute(cmd),
+                // Commands already on the ring run to the end (no accepted write is cut in
+                // half); the session suppresses their responses.
+                Action::Abort { .. } => {}
+                Action::TaskMgmt { id, function, lun } => {
+                    let mut response = tmf_response::COMPLETE;
+                    if let Host::Target(t, _) = &self.host {
+                        match function {
+                            TaskFunction::LogicalUnitReset if !t.lun_reset(decode_lun(lun)) => {
+                                response = tmf_response::LUN_DOES_NOT_EXIST;
+                            }
+                            TaskFunction::TargetWarmReset | TaskFunction::TargetColdReset => {
+                                t.target_reset()
+                            }
+                            _ => {}
                         }
-                    });
+                    }
+                    let mut out = Vec::new();
+                    self.session.borrow_mut().on_tmf_done(id, response, &mut out);
+                    open &= self.run(out);
                 }
-                Action::LunReset { lun } => self.state.lun_reset(lun),
-                Action::TargetReset => self.state.target_reset(),
+                Action::Text { itt, request } => {
+                    let reply = self.answer_text(&request);
+                    let mut out = Vec::new();
+                    self.session.borrow_mut().on_text_reply(itt, reply, &mut out);
+                    open &= self.run(out);
+                }
                 Action::Close => open = false,
             }
         }
         open
     }
+
+    fn answer_text(&self, request: &[u8]) -> Bytes {
+        let pairs = text::parse(request).unwrap_or_default();
+        let params = self.session.borrow().params().clone();
+        let asker = Asker {
+            initiator_name: &self.initiator,
+            session_type: params.session_type,
+            current_target: self.target_iqn.as_deref(),
+        };
+        discovery::respond(&pairs, &asker, self.host.entries())
+    }
+
+    fn execute(self: &Rc<Self>, cmd: Command) {
+        let me = self.clone();
+        ring::spawn(async move {
+            let outcome = match &me.host {
+                Host::Target(t, _) => {
+                    let lun = decode_lun(cmd.lun);
+                    let data_out_len = t.data_out_len(lun, &cmd.cdb);
+                    let r = t.execute(me.nexus, lun, &cmd.cdb, cmd.data_out).await;
+                    ScsiOutcome {
+                        status: r.status as u8,
+                        data_in: r.data_in,
+                        sense: r.sense,
+                        data_out_len,
+                    }
+                }
+                // A discovery session has no LUNs; the session never asks, but answer safely.
+                Host::Discovery(_) => ScsiOutcome {
+                    status: crate::scsi::Status::CheckCondition as u8,
+                    sense: crate::scsi::target::absent_lun(&cmd.cdb, me.nexus).sense,
+                    ..ScsiOutcome::default()
+                },
+            };
+            let mut out = Vec::new();
+            me.session.borrow_mut().on_scsi_done(cmd.task, outcome, &mut out);
+            if !me.run(out) {
+                me.outbox.close();
+            }
+        });
+    }
 }
 
-/// Starts serving `a` on the current (target) thread.
-pub fn start(state: Rc<TargetState>, sessions: Rc<Sessions>, a: Attach) {
-    ring::spawn(serve(state, sessions, a));
+/// Starts serving a logged-in connection on the current thread.
+pub fn start(host: Host, sessions: Rc<Sessions>, a: Attach) {
+    let stream = TcpStream::from_std(a.stream);
+    ring::spawn(serve(host, sessions, stream, a.leftover, a.login));
 }
 
-async fn serve(state: Rc<TargetState>, sessions: Rc<Sessions>, a: Attach) {
-    let stream = Rc::new(TcpStream::from_std(a.stream));
+/// Serves one connection until logout, error or shutdown.
+pub async fn serve(
+    host: Host,
+    sessions: Rc<Sessions>,
+    stream: TcpStream,
+    leftover: BytesMut,
+    login: Established,
+) {
+    let stream = Rc::new(stream);
     let _ = stream.set_nodelay(true);
     let id = sessions.add(stream.clone());
     let nexus = NexusId(id);
-    state.nexus_named(nexus, &a.initiator_port);
-    let gauge = metrics::get().sessions.with_label_values(&[&state.config.name]);
+    let port = format!("{},i,0x{}", login.initiator_name, hex::encode(login.isid));
+    if let Host::Target(t, _) = &host {
+        t.nexus_named(nexus, &port);
+    }
+    let gauge = metrics::get().sessions.with_label_values(&[host.name()]);
     gauge.inc();
-    tracing::info!(
-        target = %state.config.name, initiator = %a.initiator_port, session = id,
-        "session logged in"
-    );
-    let digests = a.params.digests();
-    let max_recv = a.params.max_recv_data_segment_len as usize;
+    tracing::info!(target = %host.name(), initiator = %port, session = id, "session started");
+    let params = login.params.clone();
+    let digests = params.digests();
+    let max_recv = params.max_recv_data_segment_len as usize;
     let outbox = Rc::new(Outbox::default());
     let writer = ring::spawn(outbox.clone().run(stream.clone()));
+    let config = SessionConfig {
+        cid: login.cid,
+        exp_cmd_sn: login.exp_cmd_sn,
+        stat_sn: login.next_stat_sn,
+        queue_depth: super::config::QUEUE_DEPTH,
+        ..SessionConfig::default()
+    };
     let conn = Rc::new(Conn {
-        state: state.clone(),
-        session: RefCell::new(Session::new(a.params, a.start, state.config.queue_depth)),
+        host: host.clone(),
+        session: RefCell::new(Session::new(params, config)),
         outbox: outbox.clone(),
         nexus,
         digests,
+        initiator: login.initiator_name.clone(),
+        target_iqn: login.target_iqn.clone(),
     });
-    let mut reader = PduReader::new(stream.clone(), a.leftover);
+    let mut reader = PduReader::new(stream.clone(), leftover);
     let why = loop {
-        let pdu = match reader.next(digests, max_recv).await {
-            Ok(p) => p,
+        let mut actions = Vec::new();
+        match reader.next(digests, max_recv).await {
+            Ok(pdu) => conn.session.borrow_mut().on_pdu(pdu, &mut actions),
+            Err(ReadError::Pdu { bhs, err, consumed }) => {
+                tracing::debug!(session = id, "bad PDU: {err}");
+                conn.session.borrow_mut().on_decode_error(&bhs, &err, &mut actions);
+                if !consumed {
+                    let _ = conn.run(actions);
+                    break format!("undecodable PDU: {err}");
+                }
+            }
             Err(ReadError::Closed) => break "closed by the initiator".to_string(),
             Err(e) => break e.to_string(),
-        };
-        let mut actions = Vec::new();
-        conn.session.borrow_mut().on_pdu(pdu, &mut actions);
-        if !conn.run(actions) || outbox.failed() {
+        }
+        if !conn.run(actions) {
             break "logged out".to_string();
+        }
+        if outbox.failed() {
+            break "write failed".to_string();
         }
     };
     outbox.close();
     let _ = writer.await;
-    state.nexus_lost(nexus);
+    if let Host::Target(t, _) = &host {
+        t.nexus_lost(nexus);
+    }
     sessions.remove(id);
     gauge.dec();
-    tracing::info!(target = %state.config.name, session = id, "session ended: {why}");
+    tracing::info!(target = %host.name(), session = id, "session ended: {why}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_lun;
+
+    #[test]
+    fn lun_fields_decode_for_peripheral_and_flat_addressing() {
+        assert_eq!(decode_lun(0), 0);
+        assert_eq!(decode_lun(0x0005_0000_0000_0000), 5);
+        assert_eq!(decode_lun(0x4123_0000_0000_0000), 0x0123);
+        assert_ne!(decode_lun(0xC000_0000_0000_0000), 0);
+    }
 }

@@ -1,11 +1,11 @@
-//! Moving PDUs between a connection and the pure codec: a buffered reader that cuts the byte
-//! stream into PDUs, and a writer that sends encoded frames with vectored writes.
+//! Reading PDUs from a connection: a buffered reader that cuts the byte stream into PDUs with
+//! the pure codec. (Sending is the [`super::outbox`]'s job.)
 
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
-use crate::iscsi::pdu::{Digests, Frame, Pdu, PduError};
+use crate::iscsi::pdu::{BHS_LEN, Digests, Pdu, PduError};
 use crate::ring::TcpStream;
 
 /// How much the reader asks the kernel for at once: a whole burst of Data-Out in one read.
@@ -16,8 +16,14 @@ const READ_CHUNK: usize = 256 * 1024;
 pub enum ReadError {
     #[error("connection closed by the initiator")]
     Closed,
-    #[error("malformed PDU: {0}")]
-    Pdu(#[from] PduError),
+    /// Bytes that are not a valid PDU; `bhs` is the header received (for a Reject), and
+    /// `consumed` says whether the reader skipped the bad PDU (reading can go on).
+    #[error("malformed PDU: {err}")]
+    Pdu {
+        bhs: [u8; BHS_LEN],
+        err: PduError,
+        consumed: bool,
+    },
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -44,8 +50,21 @@ impl PduReader {
     /// Reads the next PDU. `max_data` is the MaxRecvDataSegmentLength this side declared.
     pub async fn next(&mut self, digests: Digests, max_data: usize) -> Result<Pdu, ReadError> {
         loop {
-            if let Some(pdu) = Pdu::decode_from(&mut self.buf, digests, max_data)? {
-                return Ok(pdu);
+            let mut bhs = [0u8; BHS_LEN];
+            if let Some(h) = self.buf.get(..BHS_LEN) {
+                bhs.copy_from_slice(h);
+            }
+            let before = self.buf.len();
+            match Pdu::decode_from(&mut self.buf, digests, max_data) {
+                Ok(Some(pdu)) => return Ok(pdu),
+                Ok(None) => {}
+                Err(err) => {
+                    return Err(ReadError::Pdu {
+                        bhs,
+                        err,
+                        consumed: self.buf.len() < before,
+                    });
+                }
             }
             if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
                 self.buf.reserve(READ_CHUNK);
@@ -57,36 +76,5 @@ impl PduReader {
                 return Err(ReadError::Closed);
             }
         }
-    }
-}
-
-/// Collects encoded frames and writes them in one vectored write.
-#[derive(Default)]
-pub struct FrameBatch {
-    parts: Vec<Bytes>,
-}
-
-impl FrameBatch {
-    /// Encodes `pdu` into the batch.
-    pub fn push(&mut self, pdu: &Pdu, digests: Digests) -> Result<(), PduError> {
-        let f: Frame = pdu.encode(digests)?;
-        let trailer = f.trailer();
-        let trailer = (!trailer.is_empty()).then(|| Bytes::copy_from_slice(trailer));
-        self.parts.push(f.header);
-        if !f.data.is_empty() {
-            self.parts.push(f.data);
-        }
-        self.parts.extend(trailer);
-        Ok(())
-    }
-
-    /// Whether nothing was pushed.
-    pub fn is_empty(&self) -> bool {
-        self.parts.is_empty()
-    }
-
-    /// Writes every frame, in order.
-    pub async fn send(self, stream: &TcpStream) -> std::io::Result<()> {
-        stream.write_all_vectored(self.parts).await
     }
 }

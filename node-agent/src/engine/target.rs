@@ -10,7 +10,7 @@ use super::config::{LunConfig, TargetConfig};
 use super::drain::{DrainEvent, DrainState, Gate, InvalidTransition};
 use crate::metrics::{self, LunMetrics};
 use crate::scsi::opcodes::Dir;
-use crate::scsi::{self, LogicalUnit, LuConfig, NexusId, Response, Status};
+use crate::scsi::{self, Backend, LogicalUnit, LuConfig, NexusId, Response, Status};
 use crate::store::{FileStore, OpenedStore};
 
 /// SCSI opcode of REPORT LUNS, answered at target level.
@@ -180,6 +180,32 @@ impl TargetState {
         resp
     }
 
+    /// How many bytes of Data-Out the CDB of a command to `lun` asks for (None: no Data-Out
+    /// or not decodable). The iSCSI layer compares it with the Expected Data Transfer Length
+    /// to report write residuals.
+    pub fn data_out_len(&self, lun: u64, cdb: &[u8]) -> Option<u32> {
+        use scsi::cdb::Command as C;
+        let slot = self.luns.borrow().get(&lun).cloned()?;
+        let cfg = slot.lu.config();
+        let bs = cfg.block_size;
+        let blocks = |n: u32| n.checked_mul(bs);
+        let (_, cmd) = scsi::opcodes::decode(cdb, cfg.thin).ok()?;
+        match cmd {
+            C::Write(rw) | C::OrWrite(rw) | C::WriteVerify(rw) => blocks(rw.blocks),
+            C::Verify(rw) => match rw.bytchk {
+                0 => Some(0),
+                3 => Some(bs),
+                _ => blocks(rw.blocks),
+            },
+            C::CompareAndWrite(rw) => blocks(rw.blocks.checked_mul(2)?),
+            C::WriteSame(ws) => Some(if ws.ndob { 0 } else { bs }),
+            C::ModeSelect { len, .. } => Some(len.into()),
+            C::Unmap { len, .. } => Some(len.into()),
+            C::PrOut { len, .. } => Some(len),
+            _ => None,
+        }
+    }
+
     /// Raises a unit attention for every I_T nexus on every LUN.
     pub fn unit_attention_all(&self, asc: u8, ascq: u8) {
         for s in self.luns.borrow().values() {
@@ -194,10 +220,14 @@ impl TargetState {
         }
     }
 
-    /// LOGICAL UNIT RESET of one LUN (unknown LUNs are ignored: nothing to reset).
-    pub fn lun_reset(&self, lun: u64) {
-        if let Some(s) = self.luns.borrow().get(&lun) {
-            s.lu.reset();
+    /// LOGICAL UNIT RESET of one LUN; false if there is no such LUN.
+    pub fn lun_reset(&self, lun: u64) -> bool {
+        match self.luns.borrow().get(&lun) {
+            Some(s) => {
+                s.lu.reset();
+                true
+            }
+            None => false,
         }
     }
 
@@ -310,7 +340,7 @@ impl TargetState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::config::{Acl, DEFAULT_QUEUE_DEPTH};
+    use crate::iscsi::login::AclPolicy;
     use crate::store::{StoreSource, StoreSpec, open_store};
 
     fn write10(lba: u32, blocks: u16) -> [u8; 10] {
@@ -347,10 +377,9 @@ mod tests {
         let cfg = TargetConfig {
             name: "ns/t".into(),
             iqn: "iqn.2026-11.dev.spindle:ns.t".into(),
-            acl: Acl::AllowAll,
+            acl: AclPolicy::AllowAll,
             chap: None,
             limits: Default::default(),
-            queue_depth: DEFAULT_QUEUE_DEPTH,
             luns,
         };
         TargetState::new(cfg, stores)

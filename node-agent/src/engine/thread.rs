@@ -8,7 +8,8 @@ use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
 
 use super::config::{LunConfig, TargetConfig};
-use super::conn::{self, Attach, Sessions};
+use super::conn::{self, Attach, Host, Sessions};
+use crate::iscsi::discovery::DiscoveryEntry;
 use super::target::{DrainReport, TargetState};
 use crate::ring;
 use crate::store::OpenedStore;
@@ -103,9 +104,16 @@ fn run(
     rt.block_on(async move {
         let state = Rc::new(TargetState::new((*config).clone(), stores));
         let sessions = Rc::new(Sessions::default());
+        // What SendTargets shows inside a normal session: this target only.
+        let entries = Rc::new(vec![DiscoveryEntry {
+            iqn: config.iqn.clone(),
+            portals: Vec::new(),
+            acl: config.acl.clone(),
+        }]);
+        let host = Host::Target(state.clone(), entries);
         while let Some(cmd) = rx.recv().await {
             match cmd {
-                TargetCmd::Attach(a) => conn::start(state.clone(), sessions.clone(), a),
+                TargetCmd::Attach(a) => conn::start(host.clone(), sessions.clone(), a),
                 TargetCmd::Drain { device, reply } => {
                     let st = state.clone();
                     ring::spawn(async move {

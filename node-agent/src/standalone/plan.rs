@@ -8,7 +8,9 @@ use k8s_openapi::api::core::v1::Secret;
 use spindle_crds::{Device, Digest, Target, WriteCache};
 
 use super::manifest::{Manifests, Origin, Problem};
-use crate::engine::config::{Acl, ChapConfig, DEFAULT_QUEUE_DEPTH, LunConfig, TargetConfig};
+use crate::engine::config::{LunConfig, TargetConfig};
+use crate::iscsi::chap::{ChapSecrets, Credentials};
+use crate::iscsi::login::AclPolicy;
 use crate::iscsi::params::{DigestPolicy, TargetLimits};
 use crate::store::{StoreSource, StoreSpec};
 
@@ -62,30 +64,27 @@ fn secret_value(s: &Secret, k: &str) -> Option<Vec<u8>> {
     s.data.as_ref().and_then(|m| m.get(k)).map(|b| b.0.clone())
 }
 
-fn chap_from_secret(s: &Secret, mutual: bool) -> Result<ChapConfig, String> {
-    let get = |k: &str| secret_value(s, k).filter(|v| !v.is_empty());
-    let text = |k: &str| {
-        get(k)
-            .map(|v| String::from_utf8(v).map_err(|_| format!("key {k:?} is not UTF-8")))
-            .transpose()
+fn chap_from_secret(s: &Secret, mutual: bool) -> Result<ChapSecrets, String> {
+    let text = |k: &str, why: &str| {
+        let v = secret_value(s, k)
+            .filter(|v| !v.is_empty())
+            .ok_or(format!("has no key {k:?}{why}"))?;
+        String::from_utf8(v).map_err(|_| format!("key {k:?} is not UTF-8"))
     };
-    let user = text(CHAP_USER_KEY)?.ok_or(format!("has no key {CHAP_USER_KEY:?}"))?;
-    let secret = get(CHAP_SECRET_KEY).ok_or(format!("has no key {CHAP_SECRET_KEY:?}"))?;
-    let mutual = if mutual {
-        let u = text(CHAP_MUTUAL_USER_KEY)?
-            .ok_or(format!("has no key {CHAP_MUTUAL_USER_KEY:?} (spec.chap.mutual is true)"))?;
-        let p = get(CHAP_MUTUAL_SECRET_KEY).ok_or(format!(
-            "has no key {CHAP_MUTUAL_SECRET_KEY:?} (spec.chap.mutual is true)"
-        ))?;
-        Some((u, p))
+    let initiator = Credentials {
+        user: text(CHAP_USER_KEY, "")?,
+        secret: text(CHAP_SECRET_KEY, "")?,
+    };
+    let target = if mutual {
+        let why = " (spec.chap.mutual is true)";
+        Some(Credentials {
+            user: text(CHAP_MUTUAL_USER_KEY, why)?,
+            secret: text(CHAP_MUTUAL_SECRET_KEY, why)?,
+        })
     } else {
         None
     };
-    Ok(ChapConfig {
-        user,
-        secret,
-        mutual,
-    })
+    Ok(ChapSecrets { initiator, target })
 }
 
 fn digest_policy(d: Digest) -> DigestPolicy {
@@ -207,9 +206,9 @@ pub fn plan(m: &Manifests) -> (Vec<TargetConfig>, Vec<Problem>) {
             used_devices.insert(l.device.clone(), k.clone());
         }
         let acl = if t.spec.acl.allow_all {
-            Acl::AllowAll
+            AclPolicy::AllowAll
         } else {
-            Acl::Only(t.spec.acl.initiators.clone())
+            AclPolicy::Only(t.spec.acl.initiators.clone())
         };
         out.push(TargetConfig {
             name: k,
@@ -217,7 +216,6 @@ pub fn plan(m: &Manifests) -> (Vec<TargetConfig>, Vec<Problem>) {
             acl,
             chap,
             limits: limits(t),
-            queue_depth: DEFAULT_QUEUE_DEPTH,
             luns,
         });
     }
@@ -247,7 +245,7 @@ mod tests {
         assert!(p.is_empty(), "{p:?}");
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].iqn, "iqn.2026-11.dev.spindle:default.demo");
-        assert_eq!(t[0].acl, Acl::AllowAll);
+        assert_eq!(t[0].acl, AclPolicy::AllowAll);
         assert_eq!(t[0].luns.len(), 1);
         assert!(t[0].luns[0].thin && t[0].luns[0].write_cache);
         assert_eq!(t[0].luns[0].store.block_size, 512);
@@ -290,9 +288,9 @@ mod tests {
         let (t, p) = run(&text);
         assert!(p.is_empty(), "{p:?}");
         let c = t[0].chap.as_ref().unwrap();
-        assert_eq!(c.user, "alice");
-        assert_eq!(c.secret, b"sekrit123456");
-        assert_eq!(c.mutual.as_ref().unwrap().0, "tgt");
+        assert_eq!(c.initiator.user, "alice");
+        assert_eq!(c.initiator.secret, "sekrit123456");
+        assert_eq!(c.target.as_ref().unwrap().user, "tgt");
     }
 
     #[test]
