@@ -39,8 +39,8 @@ use super::pdu::{
 };
 use pool::BufferPool;
 use seq::{Admission, Sequencer};
-use tasks::Tasks;
 pub use tasks::TaskCounts;
+use tasks::Tasks;
 
 /// Identifies one SCSI command of a session between the session and the engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -319,7 +319,13 @@ impl Session {
 
     /// Checks a request's CmdSN: `false` when it must not be processed (ignored, or the
     /// connection is being closed for a gap).
-    fn admit(&mut self, cmd_sn: u32, immediate: bool, exp_stat_sn: u32, out: &mut Vec<Action>) -> bool {
+    fn admit(
+        &mut self,
+        cmd_sn: u32,
+        immediate: bool,
+        exp_stat_sn: u32,
+        out: &mut Vec<Action>,
+    ) -> bool {
         self.seq.acknowledge(exp_stat_sn);
         match self.seq.admit(cmd_sn, immediate) {
             Admission::Accept => true,

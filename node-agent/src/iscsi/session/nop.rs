@@ -65,7 +65,13 @@ impl Session {
     /// Asks the initiator to log out within `within_secs` seconds (Async Message, event 1),
     /// e.g. before the target goes away.
     pub fn request_logout(&mut self, within_secs: u16, out: &mut Vec<Action>) {
-        self.send_async(0, async_event::LOGOUT_REQUEST, within_secs, Bytes::new(), out);
+        self.send_async(
+            0,
+            async_event::LOGOUT_REQUEST,
+            within_secs,
+            Bytes::new(),
+            out,
+        );
     }
 
     /// Reports a SCSI asynchronous event with `sense` for `lun` (Async Message, event 0).
@@ -73,7 +79,14 @@ impl Session {
         self.send_async(lun, async_event::SCSI_EVENT, 0, sense, out);
     }
 
-    fn send_async(&mut self, lun: u64, event: u8, param3: u16, sense: Bytes, out: &mut Vec<Action>) {
+    fn send_async(
+        &mut self,
+        lun: u64,
+        event: u8,
+        param3: u16,
+        sense: Bytes,
+        out: &mut Vec<Action>,
+    ) {
         if self.state != State::Open {
             return;
         }

@@ -82,8 +82,8 @@ impl Session {
     }
 
     fn send_text_piece(&mut self, itt: u32, mut rest: Bytes, out: &mut Vec<Action>) {
-        let max = usize::try_from(self.params.max_send_data_segment_len.max(1))
-            .unwrap_or(usize::MAX);
+        let max =
+            usize::try_from(self.params.max_send_data_segment_len.max(1)).unwrap_or(usize::MAX);
         if rest.len() <= max {
             self.text.reply = None;
             self.send_text(itt, RESERVED_TAG, true, false, rest, out);
