@@ -37,6 +37,7 @@ use super::pdu::{
     BHS_LEN, Digests, Pdu, PduError, RESERVED_TAG, Reject, Sns, TaskAttr, TaskFunction, opcode,
     reject_reason,
 };
+use super::text::Pairs;
 use pool::BufferPool;
 use seq::{Admission, Sequencer};
 pub use tasks::TaskCounts;
@@ -137,9 +138,9 @@ pub enum Action {
         function: TaskFunction,
         lun: u64,
     },
-    /// Answer this complete text request (e.g. `SendTargets=All`) with
-    /// [`Session::on_text_reply`].
-    Text { itt: u32, request: Bytes },
+    /// Answer this complete text request (e.g. `SendTargets=All`; see
+    /// [`crate::iscsi::discovery::respond`]) with [`Session::on_text_reply`].
+    Text { itt: u32, keys: Pairs },
     /// Close the connection (after writing what came before). Nothing follows.
     Close,
 }
@@ -221,12 +222,12 @@ impl Session {
     /// header digest errors close the connection; otherwise the PDU is rejected (a command's
     /// CmdSN counts as used, since the initiator fails the task rather than resend it).
     pub fn on_decode_error(&mut self, bhs: &[u8; BHS_LEN], err: &PduError, out: &mut Vec<Action>) {
-        if self.state == State::Closed {
-            return;
-        }
         if !err.is_rejectable() {
             warn!(%err, "undecodable PDU; closing the connection");
             self.close(out);
+            return;
+        }
+        if self.state != State::Open {
             return;
         }
         let op = bhs[0] & 0x3f;

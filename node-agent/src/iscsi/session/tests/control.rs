@@ -412,7 +412,7 @@ fn text_request_is_answered_in_pieces() {
         actions,
         vec![Action::Text {
             itt: 3,
-            request: Bytes::from_static(b"SendTargets=All\0")
+            keys: vec![("SendTargets".to_owned(), "All".to_owned())]
         }]
     );
     // 40 bytes with MaxRecvDataSegmentLength 16: three pieces, the initiator asks for each.
@@ -450,9 +450,17 @@ fn text_request_in_pieces_is_gathered() {
         actions,
         vec![Action::Text {
             itt: 4,
-            request: Bytes::from_static(b"SendTargets=All\0")
+            keys: vec![("SendTargets".to_owned(), "All".to_owned())]
         }]
     );
+    // Text that is not key=value is rejected.
+    let r = as_reject(only(&h.feed(text_request(
+        5,
+        RESERVED_TAG,
+        false,
+        b"junk\0",
+    ))));
+    assert_eq!(r.reason, reject_reason::PROTOCOL_ERROR);
     // A continuation nobody asked for is rejected.
     let r = as_reject(only(&h.feed(text_request(4, 0x4242, false, b""))));
     assert_eq!(r.reason, reject_reason::INVALID_PDU_FIELD);
