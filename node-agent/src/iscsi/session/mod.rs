@@ -32,6 +32,7 @@ mod tests;
 use bytes::Bytes;
 use tracing::{debug, warn};
 
+use super::login::Established;
 use super::params::{SessionParams, SessionType};
 use super::pdu::{
     BHS_LEN, Digests, Pdu, PduError, RESERVED_TAG, Reject, Sns, TaskAttr, TaskFunction, opcode,
@@ -80,6 +81,20 @@ impl Default for SessionConfig {
             queue_depth: 64,
             max_write_len: 16 << 20,
             pooled_buffers: 8,
+        }
+    }
+}
+
+impl SessionConfig {
+    /// The start of a session whose login just completed. `queue_depth` must be the
+    /// `cmd_window` login advertised (its MaxCmdSN = ExpCmdSN + window − 1).
+    pub fn after_login(login: &Established, queue_depth: u32) -> Self {
+        Self {
+            cid: login.cid,
+            exp_cmd_sn: login.exp_cmd_sn,
+            stat_sn: login.next_stat_sn,
+            queue_depth,
+            ..Self::default()
         }
     }
 }

@@ -11,15 +11,12 @@ impl Session {
         if !self.admit(n.cmd_sn, n.immediate, n.exp_stat_sn, out) {
             return;
         }
-        if n.ttt != RESERVED_TAG {
+        if n.ttt != RESERVED_TAG && self.ping == Some(n.ttt) {
             // The answer to our ping.
-            if self.ping == Some(n.ttt) {
-                self.ping = None;
-            }
-            return;
+            self.ping = None;
         }
         if n.itt == RESERVED_TAG {
-            // A one-way ping that asks for no answer.
+            // An answer to a NOP-In, or a one-way ping: nothing to send back.
             return;
         }
         let max = usize::try_from(self.params.max_send_data_segment_len).unwrap_or(usize::MAX);

@@ -76,8 +76,15 @@ fn target_ping_and_its_answer() {
     assert!(!h.s.ping_outstanding());
     out.clear();
     h.s.ping(&mut out);
+    let second = as_nop_in(only(&out));
     out.clear();
     assert!(!h.s.ping(&mut out), "the previous ping was not answered");
+    let third = as_nop_in(only(&out));
+    assert_ne!(second.ttt, third.ttt, "each ping has its own tag");
+    // An answer that also asks for a ping back (valid ITT) gets its NOP-In.
+    let n = as_nop_in(only(&h.feed(Pdu::NopOut(nop_out(12, third.ttt, b"")))));
+    assert_eq!(n.itt, 12);
+    assert!(!h.s.ping_outstanding());
 }
 
 #[test]

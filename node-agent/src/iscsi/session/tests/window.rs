@@ -91,3 +91,35 @@ fn exp_stat_sn_is_recorded_up_to_what_was_sent() {
     h.command(c);
     assert_eq!(h.s.exp_stat_sn(), STAT_SN + 1, "beyond StatSN: ignored");
 }
+
+#[test]
+fn a_session_starts_where_login_left_off() {
+    use crate::iscsi::login::Established;
+    use crate::iscsi::params::SessionType;
+    let login = Established {
+        session_type: SessionType::Normal,
+        target_iqn: Some("iqn.2024-01.io.spindle:t".to_owned()),
+        initiator_name: "iqn.i".to_owned(),
+        initiator_alias: None,
+        isid: [0; 6],
+        tsih: 1,
+        cid: 3,
+        params: SessionParams::default(),
+        exp_cmd_sn: 0xffff_fffe,
+        next_stat_sn: 41,
+    };
+    let config = SessionConfig::after_login(&login, 16);
+    let mut s = Session::new(login.params.clone(), config);
+    // The same window login advertised: ExpCmdSN + 16 - 1, across the wrap.
+    assert_eq!(s.max_cmd_sn(), 0xffff_fffe_u32.wrapping_add(15));
+    let mut out = Vec::new();
+    s.on_pdu(tur(1, 0xffff_fffe), &mut out);
+    let [Action::Execute(cmd)] = &out[..] else {
+        panic!("expected Execute, got {out:?}")
+    };
+    let task = cmd.task;
+    out.clear();
+    s.on_scsi_done(task, good(Vec::new()), &mut out);
+    let r = as_response(only(&out));
+    assert_eq!((r.sns.stat_sn, r.sns.exp_cmd_sn), (41, 0xffff_ffff));
+}
