@@ -493,3 +493,23 @@ fn async_messages() {
     );
     assert_eq!(&b.sense[..], &[0x70, 0, 6]);
 }
+
+#[test]
+fn discovery_sessions_take_no_scsi_commands() {
+    let p = SessionParams {
+        session_type: crate::iscsi::params::SessionType::Discovery,
+        ..small_params()
+    };
+    let mut h = Harness::new(p, 8);
+    let r = as_reject(only(&h.command(read_cmd(1, 0))));
+    assert_eq!(r.reason, reject_reason::COMMAND_NOT_SUPPORTED);
+    let r = as_reject(only(&h.tmf(TaskFunction::AbortTaskSet, 0, RESERVED_TAG, 2)));
+    assert_eq!(r.reason, reject_reason::COMMAND_NOT_SUPPORTED);
+    // Text and NOP still work.
+    let actions = h.feed(text_request(3, RESERVED_TAG, false, b"SendTargets=All\0"));
+    assert!(matches!(&actions[..], [Action::Text { itt: 3, .. }]));
+    assert!(matches!(
+        only(&h.feed(Pdu::NopOut(nop_out(4, RESERVED_TAG, b"")))),
+        Pdu::NopIn(_)
+    ));
+}
