@@ -102,7 +102,12 @@ impl Assembly {
     /// Starts collecting `edtl` bytes into `buf` (reused: its old content is discarded).
     /// `immediate` is the data carried by the command PDU; `unsolicited` is the end offset of
     /// the unsolicited Data-Out sequence that follows, if one does (command F bit clear).
-    pub(crate) fn new(mut buf: Vec<u8>, edtl: u32, immediate: &[u8], unsolicited: Option<u32>) -> Self {
+    pub(crate) fn new(
+        mut buf: Vec<u8>,
+        edtl: u32,
+        immediate: &[u8],
+        unsolicited: Option<u32>,
+    ) -> Self {
         let len = usize::try_from(edtl).unwrap_or(usize::MAX);
         buf.clear();
         buf.resize(len, 0);
@@ -192,7 +197,8 @@ impl Assembly {
                 offset: self.next_offset,
                 len,
             };
-            self.r2ts.push(Sequence::new(plan.ttt, plan.offset, plan.len));
+            self.r2ts
+                .push(Sequence::new(plan.ttt, plan.offset, plan.len));
             self.next_offset += len;
             plans.push(plan);
         }
@@ -240,14 +246,33 @@ mod tests {
     #[test]
     fn immediate_then_unsolicited_then_r2t() {
         let mut a = Assembly::new(vec![9; 3], 10, b"ab", Some(6));
-        assert!(a.plan_r2ts(1, 4, ttts()).is_empty(), "no R2T before unsolicited ends");
-        a.on_data(&data_out(RESERVED_TAG, 0, 2, b"cd", false), true).unwrap();
-        a.on_data(&data_out(RESERVED_TAG, 1, 4, b"ef", true), true).unwrap();
+        assert!(
+            a.plan_r2ts(1, 4, ttts()).is_empty(),
+            "no R2T before unsolicited ends"
+        );
+        a.on_data(&data_out(RESERVED_TAG, 0, 2, b"cd", false), true)
+            .unwrap();
+        a.on_data(&data_out(RESERVED_TAG, 1, 4, b"ef", true), true)
+            .unwrap();
         let plans = a.plan_r2ts(1, 3, ttts());
-        assert_eq!(plans, vec![R2tPlan { ttt: 1, offset: 6, len: 3 }]);
+        assert_eq!(
+            plans,
+            vec![R2tPlan {
+                ttt: 1,
+                offset: 6,
+                len: 3
+            }]
+        );
         a.on_data(&data_out(1, 0, 6, b"ghi", true), true).unwrap();
         let plans = a.plan_r2ts(1, 3, ttts());
-        assert_eq!(plans, vec![R2tPlan { ttt: 1, offset: 9, len: 1 }]);
+        assert_eq!(
+            plans,
+            vec![R2tPlan {
+                ttt: 1,
+                offset: 9,
+                len: 1
+            }]
+        );
         assert!(!a.is_complete());
         a.on_data(&data_out(1, 0, 9, b"j", true), true).unwrap();
         assert!(a.is_complete());
@@ -257,13 +282,22 @@ mod tests {
     #[test]
     fn short_unsolicited_burst_is_completed_by_r2t() {
         let mut a = Assembly::new(Vec::new(), 8, b"", Some(8));
-        a.on_data(&data_out(RESERVED_TAG, 0, 0, b"ab", true), true).unwrap();
+        a.on_data(&data_out(RESERVED_TAG, 0, 0, b"ab", true), true)
+            .unwrap();
         let plans = a.plan_r2ts(2, 4, ttts());
         assert_eq!(
             plans,
             vec![
-                R2tPlan { ttt: 1, offset: 2, len: 4 },
-                R2tPlan { ttt: 2, offset: 6, len: 2 }
+                R2tPlan {
+                    ttt: 1,
+                    offset: 2,
+                    len: 4
+                },
+                R2tPlan {
+                    ttt: 2,
+                    offset: 6,
+                    len: 2
+                }
             ]
         );
     }
@@ -271,15 +305,23 @@ mod tests {
     #[test]
     fn rejects_bad_datasn_offset_overrun_and_short_sequence() {
         let mut a = Assembly::new(Vec::new(), 8, b"", None);
-        let [plan] = a.plan_r2ts(1, 8, ttts())[..] else { panic!("one R2T") };
+        let [plan] = a.plan_r2ts(1, 8, ttts())[..] else {
+            panic!("one R2T")
+        };
         assert!(a.expects(plan.ttt) && !a.expects(RESERVED_TAG));
         assert_eq!(
             a.on_data(&data_out(plan.ttt, 1, 0, b"ab", false), true),
-            Err(DataError::DataSn { expected: 0, got: 1 })
+            Err(DataError::DataSn {
+                expected: 0,
+                got: 1
+            })
         );
         assert_eq!(
             a.on_data(&data_out(plan.ttt, 0, 2, b"ab", false), true),
-            Err(DataError::Offset { expected: 0, got: 2 })
+            Err(DataError::Offset {
+                expected: 0,
+                got: 2
+            })
         );
         assert_eq!(
             a.on_data(&data_out(plan.ttt, 0, 0, b"abcdefghi", false), true),
@@ -298,9 +340,13 @@ mod tests {
     #[test]
     fn out_of_order_pdus_are_placed_when_allowed() {
         let mut a = Assembly::new(Vec::new(), 4, b"", None);
-        let [plan] = a.plan_r2ts(1, 4, ttts())[..] else { panic!("one R2T") };
-        a.on_data(&data_out(plan.ttt, 0, 2, b"cd", false), false).unwrap();
-        a.on_data(&data_out(plan.ttt, 1, 0, b"ab", true), false).unwrap();
+        let [plan] = a.plan_r2ts(1, 4, ttts())[..] else {
+            panic!("one R2T")
+        };
+        a.on_data(&data_out(plan.ttt, 0, 2, b"cd", false), false)
+            .unwrap();
+        a.on_data(&data_out(plan.ttt, 1, 0, b"ab", true), false)
+            .unwrap();
         assert!(a.is_complete());
         assert_eq!(a.into_buf(), b"abcd");
     }

@@ -70,9 +70,7 @@ impl Session {
         let collect = c.write && edtl > 0;
         let phase = if collect {
             let unsolicited_end = (!c.final_).then_some(self.params.first_burst_len.min(edtl));
-            let buf = self
-                .pool
-                .take(usize::try_from(edtl).unwrap_or(usize::MAX));
+            let buf = self.pool.take(usize::try_from(edtl).unwrap_or(usize::MAX));
             Phase::Collecting(Assembly::new(buf, edtl, &c.data, unsolicited_end))
         } else {
             Phase::Executing

@@ -24,7 +24,11 @@ impl Session {
                 Some(logout_response::RECOVERY_NOT_SUPPORTED)
             }
             LogoutReason::Other(_) => {
-                self.reject(reject_reason::INVALID_PDU_FIELD, &Pdu::LogoutRequest(l), out);
+                self.reject(
+                    reject_reason::INVALID_PDU_FIELD,
+                    &Pdu::LogoutRequest(l),
+                    out,
+                );
                 return;
             }
         };

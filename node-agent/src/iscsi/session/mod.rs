@@ -32,15 +32,17 @@ mod tests;
 use bytes::Bytes;
 use tracing::{debug, warn};
 
+use super::login::Established;
 use super::params::{SessionParams, SessionType};
 use super::pdu::{
     BHS_LEN, Digests, Pdu, PduError, RESERVED_TAG, Reject, Sns, TaskAttr, TaskFunction, opcode,
     reject_reason,
 };
+use super::text::Pairs;
 use pool::BufferPool;
 use seq::{Admission, Sequencer};
-use tasks::Tasks;
 pub use tasks::TaskCounts;
+use tasks::Tasks;
 
 /// Identifies one SCSI command of a session between the session and the engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -79,6 +81,20 @@ impl Default for SessionConfig {
             queue_depth: 64,
             max_write_len: 16 << 20,
             pooled_buffers: 8,
+        }
+    }
+}
+
+impl SessionConfig {
+    /// The start of a session whose login just completed. `queue_depth` must be the
+    /// `cmd_window` login advertised (its MaxCmdSN = ExpCmdSN + window − 1).
+    pub fn after_login(login: &Established, queue_depth: u32) -> Self {
+        Self {
+            cid: login.cid,
+            exp_cmd_sn: login.exp_cmd_sn,
+            stat_sn: login.next_stat_sn,
+            queue_depth,
+            ..Self::default()
         }
     }
 }
@@ -137,9 +153,9 @@ pub enum Action {
         function: TaskFunction,
         lun: u64,
     },
-    /// Answer this complete text request (e.g. `SendTargets=All`) with
-    /// [`Session::on_text_reply`].
-    Text { itt: u32, request: Bytes },
+    /// Answer this complete text request (e.g. `SendTargets=All`; see
+    /// [`crate::iscsi::discovery::respond`]) with [`Session::on_text_reply`].
+    Text { itt: u32, keys: Pairs },
     /// Close the connection (after writing what came before). Nothing follows.
     Close,
 }
@@ -221,12 +237,12 @@ impl Session {
     /// header digest errors close the connection; otherwise the PDU is rejected (a command's
     /// CmdSN counts as used, since the initiator fails the task rather than resend it).
     pub fn on_decode_error(&mut self, bhs: &[u8; BHS_LEN], err: &PduError, out: &mut Vec<Action>) {
-        if self.state == State::Closed {
-            return;
-        }
         if !err.is_rejectable() {
             warn!(%err, "undecodable PDU; closing the connection");
             self.close(out);
+            return;
+        }
+        if self.state != State::Open {
             return;
         }
         let op = bhs[0] & 0x3f;
@@ -319,7 +335,13 @@ impl Session {
 
     /// Checks a request's CmdSN: `false` when it must not be processed (ignored, or the
     /// connection is being closed for a gap).
-    fn admit(&mut self, cmd_sn: u32, immediate: bool, exp_stat_sn: u32, out: &mut Vec<Action>) -> bool {
+    fn admit(
+        &mut self,
+        cmd_sn: u32,
+        immediate: bool,
+        exp_stat_sn: u32,
+        out: &mut Vec<Action>,
+    ) -> bool {
         self.seq.acknowledge(exp_stat_sn);
         match self.seq.admit(cmd_sn, immediate) {
             Admission::Accept => true,

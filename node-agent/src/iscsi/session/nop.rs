@@ -11,15 +11,12 @@ impl Session {
         if !self.admit(n.cmd_sn, n.immediate, n.exp_stat_sn, out) {
             return;
         }
-        if n.ttt != RESERVED_TAG {
+        if n.ttt != RESERVED_TAG && self.ping == Some(n.ttt) {
             // The answer to our ping.
-            if self.ping == Some(n.ttt) {
-                self.ping = None;
-            }
-            return;
+            self.ping = None;
         }
         if n.itt == RESERVED_TAG {
-            // A one-way ping that asks for no answer.
+            // An answer to a NOP-In, or a one-way ping: nothing to send back.
             return;
         }
         let max = usize::try_from(self.params.max_send_data_segment_len).unwrap_or(usize::MAX);
@@ -65,7 +62,13 @@ impl Session {
     /// Asks the initiator to log out within `within_secs` seconds (Async Message, event 1),
     /// e.g. before the target goes away.
     pub fn request_logout(&mut self, within_secs: u16, out: &mut Vec<Action>) {
-        self.send_async(0, async_event::LOGOUT_REQUEST, within_secs, Bytes::new(), out);
+        self.send_async(
+            0,
+            async_event::LOGOUT_REQUEST,
+            within_secs,
+            Bytes::new(),
+            out,
+        );
     }
 
     /// Reports a SCSI asynchronous event with `sense` for `lun` (Async Message, event 0).
@@ -73,7 +76,14 @@ impl Session {
         self.send_async(lun, async_event::SCSI_EVENT, 0, sense, out);
     }
 
-    fn send_async(&mut self, lun: u64, event: u8, param3: u16, sense: Bytes, out: &mut Vec<Action>) {
+    fn send_async(
+        &mut self,
+        lun: u64,
+        event: u8,
+        param3: u16,
+        sense: Bytes,
+        out: &mut Vec<Action>,
+    ) {
         if self.state != State::Open {
             return;
         }

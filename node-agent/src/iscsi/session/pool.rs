@@ -81,7 +81,10 @@ mod tests {
         pool.give(Vec::with_capacity(100));
         pool.give(Vec::with_capacity(1000));
         let b = pool.take(50);
-        assert!(b.capacity() >= 100 && b.capacity() < 1000, "took the 100-byte buffer");
+        assert!(
+            b.capacity() >= 100 && b.capacity() < 1000,
+            "took the 100-byte buffer"
+        );
         assert!(b.is_empty());
         assert_eq!(pool.len(), 1);
     }
@@ -95,6 +98,9 @@ mod tests {
         assert_eq!(pool.len(), 1);
         assert!(pool.take(0).capacity() >= 500);
         assert_eq!(pool.len(), 0);
-        assert!(pool.take(64).capacity() >= 64, "a new buffer when the pool is empty");
+        assert!(
+            pool.take(64).capacity() >= 64,
+            "a new buffer when the pool is empty"
+        );
     }
 }

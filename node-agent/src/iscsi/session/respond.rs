@@ -39,7 +39,8 @@ impl Session {
             _ => Residual::None,
         };
         let sent = if task.read {
-            data.len().min(usize::try_from(task.read_len).unwrap_or(usize::MAX))
+            data.len()
+                .min(usize::try_from(task.read_len).unwrap_or(usize::MAX))
         } else {
             0
         };
@@ -78,8 +79,8 @@ impl Session {
         status: Option<(u8, Residual)>,
         out: &mut Vec<Action>,
     ) {
-        let segment = usize::try_from(self.params.max_send_data_segment_len.max(1))
-            .unwrap_or(usize::MAX);
+        let segment =
+            usize::try_from(self.params.max_send_data_segment_len.max(1)).unwrap_or(usize::MAX);
         let burst = usize::try_from(self.params.max_burst_len.max(1)).unwrap_or(usize::MAX);
         let total = data.len();
         let mut offset = 0;

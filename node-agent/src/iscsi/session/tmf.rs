@@ -63,7 +63,12 @@ impl Session {
                 // A task that already completed (its CmdSN is below ExpCmdSN) or never
                 // existed. One connection delivers in order, so a command the RefCmdSN names
                 // cannot still be on its way.
-                None => self.hold(Vec::new(), None, reply(tmf_response::TASK_DOES_NOT_EXIST), out),
+                None => self.hold(
+                    Vec::new(),
+                    None,
+                    reply(tmf_response::TASK_DOES_NOT_EXIST),
+                    out,
+                ),
             },
             TaskFunction::AbortTaskSet => {
                 let ids = self.tasks.select(|task| task.lun == lun);

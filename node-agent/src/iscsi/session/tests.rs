@@ -1,1 +1,0 @@
-//! Transcript tests of the session state machine.
