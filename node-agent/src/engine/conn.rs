@@ -145,8 +145,8 @@ impl Conn {
                     self.session.borrow_mut().on_tmf_done(id, response, &mut out);
                     open &= self.run(out);
                 }
-                Action::Text { itt, request } => {
-                    let reply = self.answer_text(&request);
+                Action::Text { itt, keys } => {
+                    let reply = self.answer_text(&keys);
                     let mut out = Vec::new();
                     self.session.borrow_mut().on_text_reply(itt, reply, &mut out);
                     open &= self.run(out);
@@ -157,15 +157,14 @@ impl Conn {
         open
     }
 
-    fn answer_text(&self, request: &[u8]) -> Bytes {
-        let pairs = text::parse(request).unwrap_or_default();
+    fn answer_text(&self, pairs: &text::Pairs) -> Bytes {
         let params = self.session.borrow().params().clone();
         let asker = Asker {
             initiator_name: &self.initiator,
             session_type: params.session_type,
             current_target: self.target_iqn.as_deref(),
         };
-        discovery::respond(&pairs, &asker, self.host.entries())
+        discovery::respond(pairs, &asker, self.host.entries())
     }
 
     fn execute(self: &Rc<Self>, cmd: Command) {
@@ -174,8 +173,8 @@ impl Conn {
             let outcome = match &me.host {
                 Host::Target(t, _) => {
                     let lun = decode_lun(cmd.lun);
-                    let data_out_len = t.data_out_len(lun, &cmd.cdb);
-                    let r = t.execute(me.nexus, lun, &cmd.cdb, cmd.data_out).await;
+                    let (r, data_out_len) =
+                        t.execute_transfer(me.nexus, lun, &cmd.cdb, cmd.data_out).await;
                     ScsiOutcome {
                         status: r.status as u8,
                         data_in: r.data_in,

@@ -20,6 +20,10 @@ pub enum SenseKey {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Asc(pub u8, pub u8);
 
+/// Data phase error (a Data-Out sequence error the transport could not recover).
+pub const DATA_PHASE_ERROR: Asc = Asc(0x4B, 0x00);
+/// Data offset error (a Data-Out at the wrong buffer offset).
+pub const DATA_OFFSET_ERROR: Asc = Asc(0x4B, 0x05);
 /// No additional sense information.
 pub const NO_ADDITIONAL_SENSE: Asc = Asc(0x00, 0x00);
 /// Logical unit not ready, initializing command required (a stopped unit).

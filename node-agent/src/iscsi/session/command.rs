@@ -6,9 +6,11 @@ use std::mem;
 use bytes::Bytes;
 use tracing::{debug, warn};
 
-use super::collect::Assembly;
+use super::collect::{Assembly, DataError};
 use super::tasks::{Phase, Task};
-use super::{Action, Command, Session, TaskId, next_tag};
+use super::{Action, Command, ScsiOutcome, Session, TaskId, next_tag};
+use crate::scsi::Status;
+use crate::scsi::sense::{self, Sense, SenseKey};
 use crate::iscsi::pdu::{
     DataOut, Pdu, R2t, Residual, ScsiCommand, ScsiResponse, reject_reason, scsi_response,
 };
@@ -138,6 +140,28 @@ impl Session {
         };
         match result {
             Ok(()) => self.advance_collect(id, out),
+            // A wrong DataSN or offset loses this command's data, not the connection: the
+            // command ends with CHECK CONDITION, ABORTED COMMAND and the rest of its
+            // Data-Out is discarded.
+            Err(err @ (DataError::DataSn { .. } | DataError::Offset { .. })) => {
+                warn!(itt = d.itt, ttt = d.ttt, %err, "bad Data-Out; failing the command");
+                let asc = match err {
+                    DataError::DataSn { .. } => sense::DATA_PHASE_ERROR,
+                    _ => sense::DATA_OFFSET_ERROR,
+                };
+                if let Some(mut task) = self.tasks.drop_collecting(id) {
+                    if let Phase::Collecting(asm) = mem::replace(&mut task.phase, Phase::Executing) {
+                        self.pool.give(asm.into_buf());
+                    }
+                    let outcome = ScsiOutcome {
+                        status: Status::CheckCondition as u8,
+                        sense: Sense::new(SenseKey::AbortedCommand, asc).to_bytes(false),
+                        ..ScsiOutcome::default()
+                    };
+                    self.respond(task, outcome, out);
+                    self.task_ended(id, out);
+                }
+            }
             Err(err) => {
                 warn!(itt = d.itt, ttt = d.ttt, %err, "bad Data-Out; closing the connection");
                 self.close(out);

@@ -28,7 +28,7 @@ impl Session {
         self.task_ended(task, out);
     }
 
-    fn respond(&mut self, mut task: Task, outcome: ScsiOutcome, out: &mut Vec<Action>) {
+    pub(super) fn respond(&mut self, mut task: Task, outcome: ScsiOutcome, out: &mut Vec<Action>) {
         let data = Bytes::from(outcome.data_in);
         let sense = Bytes::from(outcome.sense);
         let bidi = task.read && task.write;
