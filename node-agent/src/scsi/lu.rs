@@ -69,6 +69,41 @@ impl Default for LuConfig {
     }
 }
 
+/// Why an [`LuConfig`] cannot describe a logical unit.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The block size is not a power of two between 512 and 65536.
+    #[error("block size {0} is not a power of two between 512 and 65536")]
+    BlockSize(u32),
+    /// The capacity in bytes does not fit in 64 bits.
+    #[error("{blocks} blocks of {block_size} bytes overflow 64-bit byte offsets")]
+    Capacity { blocks: u64, block_size: u32 },
+    /// The NAA designator is not NAA 5 or 6 (first nibble).
+    #[error("NAA designator must start with nibble 5 or 6, not {0:#x}")]
+    Naa(u8),
+}
+
+impl LuConfig {
+    /// Checks that the configuration describes a unit this engine can serve.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bs = self.block_size;
+        if !bs.is_power_of_two() || !(512..=65536).contains(&bs) {
+            return Err(ConfigError::BlockSize(bs));
+        }
+        if self.num_blocks.checked_mul(u64::from(bs)).is_none() {
+            return Err(ConfigError::Capacity {
+                blocks: self.num_blocks,
+                block_size: bs,
+            });
+        }
+        let naa = self.naa[0] >> 4;
+        if naa != 5 && naa != 6 {
+            return Err(ConfigError::Naa(naa));
+        }
+        Ok(())
+    }
+}
+
 /// Why a command did not end GOOD.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Fail {
@@ -105,8 +140,17 @@ pub struct LogicalUnit<B: Backend> {
 }
 
 impl<B: Backend> LogicalUnit<B> {
-    /// Builds a logical unit from its configuration and backend.
-    pub fn new(cfg: LuConfig, backend: B) -> Self {
+    /// Builds a logical unit from its configuration and backend. Call
+    /// [`LuConfig::validate`] first: a configuration that fails it yields a unit with no
+    /// capacity (every medium access is out of range) rather than a panic.
+    pub fn new(mut cfg: LuConfig, backend: B) -> Self {
+        if let Err(e) = cfg.validate() {
+            tracing::error!(lun = cfg.lun, error = %e, "invalid logical unit configuration");
+            if matches!(e, ConfigError::BlockSize(_) | ConfigError::Capacity { .. }) {
+                cfg.block_size = 512;
+                cfg.num_blocks = 0;
+            }
+        }
         let mode = ModeState::initial(&cfg);
         LogicalUnit {
             cfg,
@@ -140,6 +184,14 @@ impl<B: Backend> LogicalUnit<B> {
     /// reservations use to identify registrants across sessions.
     pub fn nexus_named(&self, nexus: NexusId, name: &str) {
         self.nexuses.borrow_mut().touch(nexus).name = Some(name.to_owned());
+    }
+
+    /// The engine answered REPORT LUNS (with [`super::target::report_luns`]) for `nexus`
+    /// through this unit: clears its REPORTED LUNS DATA HAS CHANGED unit attention.
+    pub fn luns_reported(&self, nexus: NexusId) {
+        self.nexuses
+            .borrow_mut()
+            .clear(nexus, REPORTED_LUNS_DATA_HAS_CHANGED);
     }
 
     /// The I_T nexus is gone (session closed or lost): drops its unit attentions, its
@@ -217,12 +269,15 @@ impl<B: Backend> LogicalUnit<B> {
             C::TestUnitReady => Ok(empty(buf)),
             C::RequestSense { desc, alloc } => Ok(self.request_sense(nexus, desc, alloc)),
             C::Inquiry { evpd, page, alloc } => self.inquiry(evpd, page, alloc),
+            // The engine normally answers REPORT LUNS itself (it knows every LUN); a unit
+            // asked directly reports itself.
             C::ReportLuns { select, alloc } => {
-                self.nexuses
-                    .borrow_mut()
-                    .clear(nexus, REPORTED_LUNS_DATA_HAS_CHANGED);
-                let r = super::target::report_luns_data(&[self.cfg.lun], select, alloc)?;
-                Ok(r)
+                self.luns_reported(nexus);
+                Ok(super::target::report_luns_data(
+                    &[self.cfg.lun],
+                    select,
+                    alloc,
+                )?)
             }
             C::ModeSense(ms) => self.mode_sense(ms),
             C::ModeSelect { ten, pf, sp, len } => self.mode_select(nexus, ten, pf, sp, len, &buf),

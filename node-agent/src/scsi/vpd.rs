@@ -205,6 +205,7 @@ mod tests {
             u32::from_be_bytes(d[8..12].try_into().unwrap()),
             (8 << 20) / 512
         );
+        assert_eq!(u32::from_be_bytes(d[20..24].try_into().unwrap()), u32::MAX);
         assert_eq!(u32::from_be_bytes(d[24..28].try_into().unwrap()), 256);
         let d = page(&c, 0xB2).unwrap();
         assert_eq!(d[5], 0xE4);
