@@ -13,6 +13,7 @@ use super::sense::{
     SenseKey,
 };
 use super::ua::Nexuses;
+use super::xcopy::HeldResults;
 use super::{Backend, NexusId, Response, Status};
 
 /// Everything a logical unit needs to know about itself.
@@ -137,6 +138,8 @@ pub struct LogicalUnit<B: Backend> {
     /// Writes take it shared; COMPARE AND WRITE takes it exclusively, so its
     /// read-compare-write is atomic with respect to other writes on this unit.
     pub(super) io_guard: tokio::sync::RwLock<()>,
+    /// EXTENDED COPY results held for RECEIVE COPY RESULTS.
+    pub(super) copies: RefCell<HeldResults>,
 }
 
 impl<B: Backend> LogicalUnit<B> {
@@ -161,6 +164,7 @@ impl<B: Backend> LogicalUnit<B> {
             prevent: RefCell::new(Vec::new()),
             reservations: RefCell::new(Reservations::default()),
             io_guard: tokio::sync::RwLock::new(()),
+            copies: RefCell::new(HeldResults::default()),
         }
     }
 
@@ -200,6 +204,7 @@ impl<B: Backend> LogicalUnit<B> {
         self.nexuses.borrow_mut().remove(nexus);
         self.reservations.borrow_mut().nexus_lost(nexus);
         self.prevent.borrow_mut().retain(|n| *n != nexus);
+        self.copies.borrow_mut().nexus_lost(nexus);
     }
 
     /// LUN RESET: releases RESERVE(6/10) reservations, clears PREVENT and the stopped state,
@@ -326,6 +331,10 @@ impl<B: Backend> LogicalUnit<B> {
             C::GetLbaStatus { lba, alloc } => self.get_lba_status(lba, alloc),
             C::Unmap { anchor, len } => self.unmap(anchor, len, buf).await,
             C::WriteSame(ws) => self.write_same(ws, buf).await,
+            C::ExtendedCopy { len } => self.extended_copy(nexus, len, buf).await,
+            C::ReceiveCopyResults { sa, list_id, alloc } => {
+                self.receive_copy_results(nexus, sa, list_id, alloc)
+            }
             C::ReadDefectData {
                 twelve,
                 plist,

@@ -21,6 +21,7 @@ mod spc;
 pub mod target;
 mod ua;
 mod vpd;
+mod xcopy;
 
 #[cfg(test)]
 mod testing;

@@ -52,7 +52,9 @@ impl<B: Backend> LogicalUnit<B> {
             vpd::page(&self.cfg, page)?
         } else {
             let c = &self.cfg;
-            standard_inquiry(0, 0x00, &c.vendor, &c.product, &c.revision)
+            let mut d = standard_inquiry(0, 0x00, &c.vendor, &c.product, &c.revision);
+            d[5] |= 0x08; // 3PC: EXTENDED COPY
+            d
         };
         Ok(truncate(data, usize::from(alloc)))
     }
