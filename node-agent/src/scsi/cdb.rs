@@ -148,6 +148,14 @@ pub enum Command {
         len: u16,
     },
     WriteSame(WriteSame),
+    ExtendedCopy {
+        len: u32,
+    },
+    ReceiveCopyResults {
+        sa: u8,
+        list_id: u8,
+        alloc: u32,
+    },
     ReadDefectData {
         twelve: bool,
         plist: bool,
@@ -648,6 +656,21 @@ pub fn write_same16(cdb: &[u8]) -> Decoded {
         ndob: c.bit(1, 0),
         group: c.group(14),
     }))
+}
+
+pub fn extended_copy(cdb: &[u8]) -> Decoded {
+    Ok(Command::ExtendedCopy {
+        len: C(cdb).be32(10),
+    })
+}
+
+pub fn receive_copy_results(cdb: &[u8]) -> Decoded {
+    let c = C(cdb);
+    Ok(Command::ReceiveCopyResults {
+        sa: c.b(1) & 0x1F,
+        list_id: c.b(2),
+        alloc: c.be32(10),
+    })
 }
 
 pub fn read_defect10(cdb: &[u8]) -> Decoded {

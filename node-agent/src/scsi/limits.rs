@@ -9,8 +9,6 @@ const MAX_TRANSFER_BYTES: u32 = 8 << 20;
 const OPTIMAL_TRANSFER_BYTES: u32 = 1 << 20;
 /// Largest WRITE SAME range, in bytes (written in bounded chunks).
 const MAX_WRITE_SAME_BYTES: u64 = 1 << 30;
-/// Largest range of one UNMAP descriptor, in bytes.
-const MAX_UNMAP_BYTES: u64 = 1 << 40;
 /// Largest number of UNMAP block descriptors in one parameter list.
 pub const MAX_UNMAP_DESCRIPTORS: u32 = 256;
 /// Largest COMPARE AND WRITE, in blocks (the CDB field is one byte).
@@ -33,10 +31,8 @@ pub fn max_write_same_blocks(cfg: &LuConfig) -> u64 {
     (MAX_WRITE_SAME_BYTES / u64::from(cfg.block_size.max(1))).max(1)
 }
 
-/// Maximum UNMAP LBA count (per descriptor), in logical blocks; 0 when not thin.
+/// Maximum UNMAP LBA COUNT (per descriptor), in logical blocks: 0 when not thin, else
+/// FFFFFFFFh ("no limit": deallocation is a hole punch whatever its size).
 pub fn max_unmap_blocks(cfg: &LuConfig) -> u32 {
-    if !cfg.thin {
-        return 0;
-    }
-    u32::try_from(MAX_UNMAP_BYTES / u64::from(cfg.block_size.max(1))).unwrap_or(u32::MAX)
+    if cfg.thin { u32::MAX } else { 0 }
 }

@@ -13,6 +13,7 @@ use super::sense::{
     SenseKey,
 };
 use super::ua::Nexuses;
+use super::xcopy::HeldResults;
 use super::{Backend, NexusId, Response, Status};
 
 /// Everything a logical unit needs to know about itself.
@@ -69,6 +70,41 @@ impl Default for LuConfig {
     }
 }
 
+/// Why an [`LuConfig`] cannot describe a logical unit.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The block size is not a power of two between 512 and 65536.
+    #[error("block size {0} is not a power of two between 512 and 65536")]
+    BlockSize(u32),
+    /// The capacity in bytes does not fit in 64 bits.
+    #[error("{blocks} blocks of {block_size} bytes overflow 64-bit byte offsets")]
+    Capacity { blocks: u64, block_size: u32 },
+    /// The NAA designator is not NAA 5 or 6 (first nibble).
+    #[error("NAA designator must start with nibble 5 or 6, not {0:#x}")]
+    Naa(u8),
+}
+
+impl LuConfig {
+    /// Checks that the configuration describes a unit this engine can serve.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bs = self.block_size;
+        if !bs.is_power_of_two() || !(512..=65536).contains(&bs) {
+            return Err(ConfigError::BlockSize(bs));
+        }
+        if self.num_blocks.checked_mul(u64::from(bs)).is_none() {
+            return Err(ConfigError::Capacity {
+                blocks: self.num_blocks,
+                block_size: bs,
+            });
+        }
+        let naa = self.naa[0] >> 4;
+        if naa != 5 && naa != 6 {
+            return Err(ConfigError::Naa(naa));
+        }
+        Ok(())
+    }
+}
+
 /// Why a command did not end GOOD.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Fail {
@@ -102,11 +138,22 @@ pub struct LogicalUnit<B: Backend> {
     /// Writes take it shared; COMPARE AND WRITE takes it exclusively, so its
     /// read-compare-write is atomic with respect to other writes on this unit.
     pub(super) io_guard: tokio::sync::RwLock<()>,
+    /// EXTENDED COPY results held for RECEIVE COPY RESULTS.
+    pub(super) copies: RefCell<HeldResults>,
 }
 
 impl<B: Backend> LogicalUnit<B> {
-    /// Builds a logical unit from its configuration and backend.
-    pub fn new(cfg: LuConfig, backend: B) -> Self {
+    /// Builds a logical unit from its configuration and backend. Call
+    /// [`LuConfig::validate`] first: a configuration that fails it yields a unit with no
+    /// capacity (every medium access is out of range) rather than a panic.
+    pub fn new(mut cfg: LuConfig, backend: B) -> Self {
+        if let Err(e) = cfg.validate() {
+            tracing::error!(lun = cfg.lun, error = %e, "invalid logical unit configuration");
+            if matches!(e, ConfigError::BlockSize(_) | ConfigError::Capacity { .. }) {
+                cfg.block_size = 512;
+                cfg.num_blocks = 0;
+            }
+        }
         let mode = ModeState::initial(&cfg);
         LogicalUnit {
             cfg,
@@ -117,6 +164,7 @@ impl<B: Backend> LogicalUnit<B> {
             prevent: RefCell::new(Vec::new()),
             reservations: RefCell::new(Reservations::default()),
             io_guard: tokio::sync::RwLock::new(()),
+            copies: RefCell::new(HeldResults::default()),
         }
     }
 
@@ -142,12 +190,21 @@ impl<B: Backend> LogicalUnit<B> {
         self.nexuses.borrow_mut().touch(nexus).name = Some(name.to_owned());
     }
 
+    /// The engine answered REPORT LUNS (with [`super::target::report_luns`]) for `nexus`
+    /// through this unit: clears its REPORTED LUNS DATA HAS CHANGED unit attention.
+    pub fn luns_reported(&self, nexus: NexusId) {
+        self.nexuses
+            .borrow_mut()
+            .clear(nexus, REPORTED_LUNS_DATA_HAS_CHANGED);
+    }
+
     /// The I_T nexus is gone (session closed or lost): drops its unit attentions, its
     /// RESERVE(6/10) reservation and its PREVENT state. Persistent reservations stay.
     pub fn nexus_lost(&self, nexus: NexusId) {
         self.nexuses.borrow_mut().remove(nexus);
         self.reservations.borrow_mut().nexus_lost(nexus);
         self.prevent.borrow_mut().retain(|n| *n != nexus);
+        self.copies.borrow_mut().nexus_lost(nexus);
     }
 
     /// LUN RESET: releases RESERVE(6/10) reservations, clears PREVENT and the stopped state,
@@ -217,12 +274,15 @@ impl<B: Backend> LogicalUnit<B> {
             C::TestUnitReady => Ok(empty(buf)),
             C::RequestSense { desc, alloc } => Ok(self.request_sense(nexus, desc, alloc)),
             C::Inquiry { evpd, page, alloc } => self.inquiry(evpd, page, alloc),
+            // The engine normally answers REPORT LUNS itself (it knows every LUN); a unit
+            // asked directly reports itself.
             C::ReportLuns { select, alloc } => {
-                self.nexuses
-                    .borrow_mut()
-                    .clear(nexus, REPORTED_LUNS_DATA_HAS_CHANGED);
-                let r = super::target::report_luns_data(&[self.cfg.lun], select, alloc)?;
-                Ok(r)
+                self.luns_reported(nexus);
+                Ok(super::target::report_luns_data(
+                    &[self.cfg.lun],
+                    select,
+                    alloc,
+                )?)
             }
             C::ModeSense(ms) => self.mode_sense(ms),
             C::ModeSelect { ten, pf, sp, len } => self.mode_select(nexus, ten, pf, sp, len, &buf),
@@ -271,6 +331,10 @@ impl<B: Backend> LogicalUnit<B> {
             C::GetLbaStatus { lba, alloc } => self.get_lba_status(lba, alloc),
             C::Unmap { anchor, len } => self.unmap(anchor, len, buf).await,
             C::WriteSame(ws) => self.write_same(ws, buf).await,
+            C::ExtendedCopy { len } => self.extended_copy(nexus, len, buf).await,
+            C::ReceiveCopyResults { sa, list_id, alloc } => {
+                self.receive_copy_results(nexus, sa, list_id, alloc)
+            }
             C::ReadDefectData {
                 twelve,
                 plist,

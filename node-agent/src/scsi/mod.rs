@@ -21,6 +21,7 @@ mod spc;
 pub mod target;
 mod ua;
 mod vpd;
+mod xcopy;
 
 #[cfg(test)]
 mod testing;
@@ -28,7 +29,7 @@ mod testing;
 mod tests;
 
 pub use backend::Backend;
-pub use lu::{LogicalUnit, LuConfig};
+pub use lu::{ConfigError, LogicalUnit, LuConfig};
 
 /// Identifies an I_T nexus (one iSCSI session) for unit attentions and reservations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

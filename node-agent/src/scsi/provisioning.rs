@@ -91,7 +91,7 @@ impl<B: Backend> LogicalUnit<B> {
             self.backend
                 .unmap(e.lba * bs, u64::from(e.blocks) * bs)
                 .await
-                .map_err(|_| write_error())?;
+                .map_err(write_error)?;
         }
         Ok(empty(buf))
     }
@@ -131,7 +131,7 @@ impl<B: Backend> LogicalUnit<B> {
             self.backend
                 .unmap(offset, len as u64)
                 .await
-                .map_err(|_| write_error())?;
+                .map_err(write_error)?;
             return Ok(empty(buf));
         }
         let chunk = len.min((limits::WRITE_SAME_CHUNK_BYTES as usize / bs).max(1) * bs);
@@ -145,7 +145,7 @@ impl<B: Backend> LogicalUnit<B> {
                 .backend
                 .write_at(buf, offset + done as u64, durable)
                 .await;
-            r.map_err(|_| write_error())?;
+            r.map_err(write_error)?;
             buf = back;
             done += n;
         }
@@ -165,7 +165,7 @@ impl<B: Backend> LogicalUnit<B> {
         while cur < n && (d.len() - 8) / 16 < max_desc {
             let left = n - cur;
             let (mapped, blocks) = if self.cfg.thin {
-                let (mapped, bytes) = self.backend.mapping(cur * bs).map_err(|_| read_error())?;
+                let (mapped, bytes) = self.backend.mapping(cur * bs).map_err(read_error)?;
                 if mapped {
                     (true, bytes.div_ceil(bs))
                 } else if bytes / bs == 0 {

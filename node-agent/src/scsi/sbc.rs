@@ -68,14 +68,14 @@ impl<B: Backend> LogicalUnit<B> {
         buf.clear();
         buf.resize(len, 0);
         let (r, buf) = self.backend.read_at(buf, offset).await;
-        r.map_err(|_| read_error())?;
+        r.map_err(read_error)?;
         Ok(buf)
     }
 
     /// Writes `buf` at `offset`, handing the buffer back.
     async fn write_from(&self, buf: Vec<u8>, offset: u64, fua: bool) -> Result<Vec<u8>, Sense> {
         let (r, buf) = self.backend.write_at(buf, offset, self.durable(fua)).await;
-        r.map_err(|_| write_error())?;
+        r.map_err(write_error)?;
         Ok(buf)
     }
 
@@ -215,7 +215,7 @@ impl<B: Backend> LogicalUnit<B> {
     /// SYNCHRONIZE CACHE: range-checked (0 blocks means to the end), then a full flush.
     pub(super) async fn sync_cache(&self, rw: Rw, buf: Vec<u8>) -> Out {
         self.range_or_to_end(rw.lba, rw.blocks)?;
-        self.backend.flush().await.map_err(|_| write_error())?;
+        self.backend.flush().await.map_err(write_error)?;
         Ok(empty(buf))
     }
 

@@ -52,7 +52,9 @@ impl<B: Backend> LogicalUnit<B> {
             vpd::page(&self.cfg, page)?
         } else {
             let c = &self.cfg;
-            standard_inquiry(0, 0x00, &c.vendor, &c.product, &c.revision)
+            let mut d = standard_inquiry(0, 0x00, &c.vendor, &c.product, &c.revision);
+            d[5] |= 0x08; // 3PC: EXTENDED COPY
+            d
         };
         Ok(truncate(data, usize::from(alloc)))
     }
@@ -91,7 +93,7 @@ impl<B: Backend> LogicalUnit<B> {
             self.backend
                 .flush()
                 .await
-                .map_err(|_| Fail::Check(write_error()))?;
+                .map_err(|e| Fail::Check(write_error(e)))?;
         }
         self.stopped.set(!start);
         Ok(Vec::new())
@@ -150,12 +152,14 @@ impl<B: Backend> LogicalUnit<B> {
     }
 }
 
-/// MEDIUM ERROR, WRITE ERROR: a backend write or flush failed.
-pub(super) fn write_error() -> Sense {
+/// MEDIUM ERROR, WRITE ERROR: a backend write, flush or unmap failed (logged).
+pub(super) fn write_error(e: std::io::Error) -> Sense {
+    tracing::warn!(error = %e, "backend write failed");
     Sense::new(SenseKey::MediumError, super::sense::WRITE_ERROR)
 }
 
-/// MEDIUM ERROR, UNRECOVERED READ ERROR: a backend read failed.
-pub(super) fn read_error() -> Sense {
+/// MEDIUM ERROR, UNRECOVERED READ ERROR: a backend read failed (logged).
+pub(super) fn read_error(e: std::io::Error) -> Sense {
+    tracing::warn!(error = %e, "backend read failed");
     Sense::new(SenseKey::MediumError, super::sense::UNRECOVERED_READ_ERROR)
 }

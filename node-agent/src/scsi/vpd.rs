@@ -7,7 +7,7 @@ use super::limits;
 use super::sense::Sense;
 
 /// The supported VPD pages, in ascending order.
-pub const SUPPORTED: [u8; 6] = [0x00, 0x80, 0x83, 0xB0, 0xB1, 0xB2];
+pub const SUPPORTED: [u8; 7] = [0x00, 0x80, 0x83, 0x8F, 0xB0, 0xB1, 0xB2];
 
 /// The VPD page `code`, or INVALID FIELD IN CDB (pointing at the page code) if unsupported.
 pub fn page(cfg: &LuConfig, code: u8) -> Result<Vec<u8>, Sense> {
@@ -19,6 +19,7 @@ pub fn page(cfg: &LuConfig, code: u8) -> Result<Vec<u8>, Sense> {
             .filter(|c| (0x20..=0x7E).contains(c))
             .collect(),
         0x83 => device_identification(cfg),
+        0x8F => super::xcopy::third_party_copy_page(),
         0xB0 => block_limits(cfg),
         0xB1 => block_device_characteristics(),
         0xB2 => logical_block_provisioning(cfg),
@@ -61,18 +62,26 @@ const TYPE_RELATIVE_PORT: u8 = 0x4;
 const TYPE_PORT_GROUP: u8 = 0x5;
 const TYPE_NAME: u8 = 0x8;
 
-fn device_identification(cfg: &LuConfig) -> Vec<u8> {
-    let mut d = Vec::with_capacity(128);
-    designator(&mut d, CODE_BINARY, ASSOC_LU | TYPE_NAA, &cfg.naa);
-    let mut t10 = [b' '; 8].to_vec();
-    super::spc::ascii_field(&mut t10, &cfg.vendor);
-    t10.extend(
+/// The designation descriptors that name the logical unit itself: NAA and T10 vendor ID.
+/// (EXTENDED COPY target descriptors are matched against these.)
+pub fn lu_designators(cfg: &LuConfig) -> Vec<Vec<u8>> {
+    let mut naa = Vec::with_capacity(20);
+    designator(&mut naa, CODE_BINARY, ASSOC_LU | TYPE_NAA, &cfg.naa);
+    let mut value = [b' '; 8].to_vec();
+    super::spc::ascii_field(&mut value, &cfg.vendor);
+    value.extend(
         cfg.serial
             .bytes()
             .filter(|c| (0x20..=0x7E).contains(c))
             .take(200),
     );
-    designator(&mut d, CODE_ASCII, ASSOC_LU | TYPE_T10, &t10);
+    let mut t10 = Vec::with_capacity(4 + value.len());
+    designator(&mut t10, CODE_ASCII, ASSOC_LU | TYPE_T10, &value);
+    vec![naa, t10]
+}
+
+fn device_identification(cfg: &LuConfig) -> Vec<u8> {
+    let mut d = lu_designators(cfg).concat();
     let mut rel = [0u8; 4];
     rel[2..].copy_from_slice(&cfg.relative_port.to_be_bytes());
     designator(
@@ -205,6 +214,7 @@ mod tests {
             u32::from_be_bytes(d[8..12].try_into().unwrap()),
             (8 << 20) / 512
         );
+        assert_eq!(u32::from_be_bytes(d[20..24].try_into().unwrap()), u32::MAX);
         assert_eq!(u32::from_be_bytes(d[24..28].try_into().unwrap()), 256);
         let d = page(&c, 0xB2).unwrap();
         assert_eq!(d[5], 0xE4);

@@ -220,3 +220,51 @@ fn naca_in_control_byte_is_rejected() {
     assert_eq!(sense_of(&r), (5, 0x24, 0));
     assert_eq!(&r.sense[15..18], &[0xCA, 0, 5]);
 }
+
+#[test]
+fn config_validation() {
+    assert_eq!(config(10).validate(), Ok(()));
+    for bs in [0u32, 100, 1000, 1 << 17] {
+        let c = LuConfig {
+            block_size: bs,
+            ..config(10)
+        };
+        assert_eq!(c.validate(), Err(crate::scsi::ConfigError::BlockSize(bs)));
+    }
+    let c = LuConfig {
+        num_blocks: u64::MAX,
+        ..config(0)
+    };
+    assert!(matches!(
+        c.validate(),
+        Err(crate::scsi::ConfigError::Capacity { .. })
+    ));
+    let c = LuConfig {
+        naa: [0x30; 16],
+        ..config(10)
+    };
+    assert_eq!(c.validate(), Err(crate::scsi::ConfigError::Naa(3)));
+}
+
+#[test]
+fn invalid_config_gives_an_empty_unit_not_a_panic() {
+    let cfg = LuConfig {
+        block_size: 0,
+        ..config(10)
+    };
+    let lu = crate::scsi::LogicalUnit::new(cfg, MemBackend::new(0));
+    clear_ua(&lu, N1);
+    let r = exec(&lu, N1, &cdb10(0x28, 0, 0, 1), Vec::new());
+    assert_eq!(sense_of(&r), (5, 0x21, 0));
+    let r = exec(&lu, N1, &cdb10(0x41, 0, 0, 0), vec![0; 512]);
+    assert_eq!(r.status, Status::CheckCondition);
+}
+
+#[test]
+fn engine_answered_report_luns_clears_the_unit_attention() {
+    let lu = lu(config(100));
+    clear_ua(&lu, N1);
+    lu.establish_ua(Some(N1), 0x3F, 0x0E);
+    lu.luns_reported(N1);
+    assert_eq!(exec(&lu, N1, &[0; 6], Vec::new()).status, Status::Good);
+}

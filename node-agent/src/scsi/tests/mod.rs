@@ -2,6 +2,7 @@
 
 mod block;
 mod compare;
+mod copy;
 mod core;
 mod mode;
 mod provisioning;
