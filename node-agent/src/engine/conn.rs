@@ -132,11 +132,11 @@ impl Conn {
                     let mut response = tmf_response::COMPLETE;
                     if let Host::Target(t, _) = &self.host {
                         match function {
-                            TaskFunction::LogicalUnitReset if !t.lun_reset(decode_lun(lun)) => {
+                            TaskFunction::LogicalUnitReset if !t.lun_reset(decode_lun(lun), self.nexus) => {
                                 response = tmf_response::LUN_DOES_NOT_EXIST;
                             }
                             TaskFunction::TargetWarmReset | TaskFunction::TargetColdReset => {
-                                t.target_reset()
+                                t.target_reset(self.nexus)
                             }
                             _ => {}
                         }

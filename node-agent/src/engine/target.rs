@@ -308,21 +308,21 @@ impl TargetState {
         }
     }
 
-    /// LOGICAL UNIT RESET of one LUN; false if there is no such LUN.
-    pub fn lun_reset(&self, lun: u64) -> bool {
+    /// LOGICAL UNIT RESET of one LUN, received through `issuer`; false if there is no such LUN.
+    pub fn lun_reset(&self, lun: u64, issuer: NexusId) -> bool {
         match self.luns.borrow().get(&lun) {
             Some(s) => {
-                s.lu.reset();
+                s.lu.reset(issuer);
                 true
             }
             None => false,
         }
     }
 
-    /// TARGET WARM/COLD RESET: every LUN.
-    pub fn target_reset(&self) {
+    /// TARGET WARM/COLD RESET received through `issuer`: every LUN.
+    pub fn target_reset(&self, issuer: NexusId) {
         for s in self.luns.borrow().values() {
-            s.lu.reset();
+            s.lu.reset(issuer);
         }
     }
 

@@ -207,14 +207,17 @@ impl<B: Backend> LogicalUnit<B> {
         self.copies.borrow_mut().nexus_lost(nexus);
     }
 
-    /// LUN RESET: releases RESERVE(6/10) reservations, clears PREVENT and the stopped state,
-    /// and raises BUS DEVICE RESET FUNCTION OCCURRED (29h/03h) on every nexus. Persistent
-    /// reservations and mode pages survive (SPC-4 / SAM-5).
-    pub fn reset(&self) {
+    /// LUN RESET received through `issuer`: releases RESERVE(6/10) reservations, clears
+    /// PREVENT and the stopped state, and raises BUS DEVICE RESET FUNCTION OCCURRED (29h/03h)
+    /// on every other nexus (the issuer learns of the reset from the TMF response).
+    /// Persistent reservations and mode pages survive (SPC-4 / SAM-5).
+    pub fn reset(&self, issuer: NexusId) {
         self.reservations.borrow_mut().reset();
         self.prevent.borrow_mut().clear();
         self.stopped.set(false);
-        self.nexuses.borrow_mut().establish(None, BUS_DEVICE_RESET);
+        self.nexuses
+            .borrow_mut()
+            .establish_others(issuer, BUS_DEVICE_RESET);
     }
 
     /// Whether the control mode page asks for descriptor-format sense data.
