@@ -222,9 +222,13 @@ pub async fn serve(
     }
     let gauge = metrics::get().sessions.with_label_values(&[host.name()]);
     gauge.inc();
-    tracing::info!(target = %host.name(), initiator = %port, session = id, "session started");
     let params = login.params.clone();
     let digests = params.digests();
+    tracing::info!(
+        target = %host.name(), initiator = %port, session = id,
+        header_digest = digests.header, data_digest = digests.data,
+        max_burst = params.max_burst_len, "session started"
+    );
     let max_recv = params.max_recv_data_segment_len as usize;
     let outbox = Rc::new(Outbox::default());
     let writer = ring::spawn(outbox.clone().run(stream.clone()));
