@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import shutil
 import subprocess
@@ -143,6 +144,7 @@ class Harness:
         self.args, self.scratch = args, scratch
         self.stops: list[Callable[[], str | None]] = []
         self.problems: list[str] = []
+        self.notes: list[str] = []
         self.commands: list[tuple[str, list[str]]] = []
         self.binary = ""
 
@@ -253,6 +255,8 @@ class Harness:
                                           settle=1.0 if a.quick else 3.0,
                                           workdir=self.scratch / "memory", stops=self.stops)
                 self.problems += out[key].errors
+                self.notes += [f"{key}, {n} targets: {why}"
+                               for n, why in out[key].limits.items()]
         if out:
             self.commands.append(("Session holders (one per session)", [
                 "qemu-io -r --image-opts 'driver=raw,file.driver=iscsi,file.transport=tcp,"
@@ -262,17 +266,31 @@ class Harness:
 
 
 def mode_line(a: argparse.Namespace) -> str:
+    memory = ("" if a.skip_memory else
+              f" Memory: {', '.join(map(str, a.targets))} idle targets, {a.sessions} idle "
+              f"sessions.")
+    if a.skip_perf:
+        return f"Mode: {'quick' if a.quick else 'full'} — memory phase only.{memory}"
     counts = "/".join(str(w.count(a.quick)) for w in a.selected if w.client == "qemu-img")
     return (f"Mode: {'quick (a smoke test, not a measurement)' if a.quick else 'full'} — "
             f"{a.reps} repetition(s); iscsi-perf and the matching fio runs last {a.seconds} s; "
             f"qemu-img bench counts {counts or '—'}; per workload the subjects alternate and "
             f"the first one rotates each repetition. Backing files: {a.size >> 20} MiB each, "
-            f"written in full before the first run.")
+            f"written in full before the first run.{memory}")
+
+
+def raise_fd_limit() -> None:
+    """Many idle targets need many descriptors (a file and a ring each): lift the soft
+    limit to the hard one for this process and its children."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def run(argv: list[str]) -> int:
     args = parse_args(argv)
     procs.install_signal_handlers()
+    raise_fd_limit()
     load_start = machine.loadavg()
     harness = None
     scratch = None
@@ -297,7 +315,7 @@ def run(argv: list[str]) -> int:
             workloads=args.selected, runs=runs, reps=args.reps, machine=info,
             commands=harness.commands, memory=mem,
             memory_labels={k: ("Spindle" if k == "spindle" else "tgtd") for k in mem},
-            problems=harness.problems)
+            problems=harness.problems, notes=harness.notes)
         text = report.render(rep)
         print(text)
         if args.out:
@@ -308,7 +326,7 @@ def run(argv: list[str]) -> int:
                 "seconds": args.seconds, "size": args.size, "machine": dict(info),
                 "runs": [r.as_dict() for r in runs],
                 "memory": {k: asdict(v) for k, v in mem.items()},
-                "problems": harness.problems}, indent=2) + "\n")
+                "problems": harness.problems, "notes": harness.notes}, indent=2) + "\n")
         if harness.problems:
             procs.log(f"[done] {len(harness.problems)} problem(s):")
             for p in harness.problems:

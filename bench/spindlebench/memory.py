@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import procs, procstat
 from .sessions import Sessions
-from .targets import Server, TargetError
+from .targets import Server, TargetError, TargetLimit
 
 SMALL_DEVICE = 1 << 20  # each idle target's LUN: a 1 MiB sparse file
 
@@ -18,12 +18,14 @@ SMALL_DEVICE = 1 << 20  # each idle target's LUN: a 1 MiB sparse file
 class MemoryResult:
     """What the memory phase measured for one server (kB figures are RSS in KiB)."""
 
+    counts: list[int] = field(default_factory=list)  # the N tried, measured or not
     targets: dict[int, procstat.Footprint] = field(default_factory=dict)
     sessions: int = 0
     before_sessions: procstat.Footprint | None = None
     with_sessions: procstat.Footprint | None = None
     after_sessions: procstat.Footprint | None = None
     errors: list[str] = field(default_factory=list)
+    limits: dict[int, str] = field(default_factory=dict)  # N -> why the machine refused
 
     def per_session_kib(self) -> float | None:
         if self.before_sessions is None or self.with_sessions is None or not self.sessions:
@@ -40,7 +42,7 @@ def measure(label: str, factory: Factory, counts: list[int], sessions: int, sett
             workdir: Path, stops: list[Callable[[], str | None]]) -> MemoryResult:
     """For each N in `counts` start a fresh server with N idle targets and read its RSS;
     on the smallest N also open `sessions` idle sessions and read it again."""
-    result = MemoryResult(sessions=sessions)
+    result = MemoryResult(counts=list(counts), sessions=sessions)
     smallest = min(counts) if counts else 0
     for n in counts:
         procs.log(f"[memory] {label}: {n} idle target(s) …")
@@ -55,6 +57,9 @@ def measure(label: str, factory: Factory, counts: list[int], sessions: int, sett
                       f"{result.targets[n].rss_kib} KiB RSS, {result.targets[n].threads} threads")
             if n == smallest and sessions > 0:
                 _sessions(label, server, first, sessions, settle, workdir, result)
+        except TargetLimit as err:
+            result.limits[n] = str(err)
+            procs.log(f"[memory] {label}: {n} idle target(s) not measured: {err}")
         except (TargetError, procs.ClientError, ProcessLookupError, OSError) as err:
             result.errors.append(f"{label}, {n} targets: {err}")
             procs.log(f"[memory] {label}: {n} idle target(s) FAILED: {err}")

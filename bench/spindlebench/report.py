@@ -28,6 +28,7 @@ class Report:
     memory: dict[str, MemoryResult] = field(default_factory=dict)  # key -> result
     memory_labels: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def median_of(runs: list[RunResult], wl: str, subject: str,
@@ -137,7 +138,7 @@ class _Renderer:
             return []
         keys = list(mem)
         names = [self.rep.memory_labels.get(k, k) for k in keys]
-        counts = sorted({n for m in mem.values() for n in m.targets})
+        counts = sorted({n for m in mem.values() for n in [*m.counts, *m.targets]})
         out = ["## Memory: idle targets", "",
                "RSS of the target's process tree after it serves N targets, each a 1 MiB "
                "file-backed LUN, with no session open.", ""]
@@ -149,7 +150,8 @@ class _Renderer:
             row = [str(n)]
             for k in keys:
                 fp = mem[k].targets.get(n)
-                row += [fmt(fp.rss_kib / 1024, 1) if fp else "FAILED",
+                missing = "n/a (limit)" if n in mem[k].limits else "FAILED"
+                row += [fmt(fp.rss_kib / 1024, 1) if fp else missing,
                         str(fp.threads) if fp else DASH]
             rows.append(row)
         out += _table(header, rows) + [""]
@@ -199,6 +201,8 @@ class _Renderer:
         out += ["## Commands", ""]
         for heading, lines in rep.commands:
             out += [f"{heading}:", "", "```", *lines, "```", ""]
+        if rep.notes:
+            out += ["## Notes", ""] + [f"- {n}" for n in rep.notes] + [""]
         if rep.problems:
             out += ["## Problems", ""] + [f"- {p}" for p in rep.problems] + [""]
         return "\n".join(out)

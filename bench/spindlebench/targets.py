@@ -15,6 +15,10 @@ class TargetError(RuntimeError):
     """A target server could not be started, configured or reached."""
 
 
+class TargetLimit(TargetError):
+    """The machine's limits (not the harness, not the target's code) stopped the setup."""
+
+
 def sparse_file(path: Path, size: int) -> None:
     """A fresh sparse file of `size` bytes (any old content is dropped)."""
     with open(path, "wb") as f:
@@ -166,13 +170,24 @@ class Tgtd(Server):
         if create_file:
             sparse_file(path, size)
         tid = len(self.tids) + 1
-        self._adm("--lld", "iscsi", "--op", "new", "--mode", "target", "--tid", str(tid),
-                  "-T", iqn, record=record)
-        self.tids.append(tid)
-        self._adm("--lld", "iscsi", "--op", "new", "--mode", "logicalunit", "--tid", str(tid),
-                  "--lun", str(self.TGT_LUN), "-b", str(path), "--bstype", "aio", record=record)
-        self._adm("--lld", "iscsi", "--op", "bind", "--mode", "target", "--tid", str(tid),
-                  "-I", "ALL", record=record)
+        try:
+            self._adm("--lld", "iscsi", "--op", "new", "--mode", "target", "--tid", str(tid),
+                      "-T", iqn, record=record)
+            self.tids.append(tid)
+            self._adm("--lld", "iscsi", "--op", "new", "--mode", "logicalunit", "--tid",
+                      str(tid), "--lun", str(self.TGT_LUN), "-b", str(path), "--bstype", "aio",
+                      record=record)
+            self._adm("--lld", "iscsi", "--op", "bind", "--mode", "target", "--tid", str(tid),
+                      "-I", "ALL", record=record)
+        except procs.ClientError as err:
+            tail = self.daemon.log_tail(300) if self.daemon else ""
+            if "failed to create aio context" in tail:
+                raise TargetLimit(
+                    f"tgtd could not open aio LUN {tid}: the kernel's aio event limit is "
+                    f"used up (fs.aio-max-nr={_sysctl('fs/aio-max-nr')}, each aio LUN takes "
+                    f"128); raise it with sysctl to measure tgt at this count") from err
+            last = tail.splitlines()[-1] if tail else ""
+            raise TargetError(f"{err}; tgtd says: {last}") from err
         return self.url(iqn, self.TGT_LUN)
 
     def stop(self) -> str | None:
@@ -195,6 +210,13 @@ class Tgtd(Server):
         for sock in self.sockets:
             sock.unlink(missing_ok=True)
         return complaint
+
+
+def _sysctl(name: str) -> str:
+    try:
+        return Path("/proc/sys", name).read_text().strip()
+    except OSError:
+        return "?"
 
 
 def default_agent_binary(repo: Path) -> Path:

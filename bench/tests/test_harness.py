@@ -153,10 +153,15 @@ class ReportTest(unittest.TestCase):
                                        sessions=4, before_sessions=fp(10240, 3, 1),
                                        with_sessions=fp(10640, 3, 1),
                                        after_sessions=fp(10300, 3, 1)),
-               "tgt": MemoryResult(targets={1: fp(4096, 1, 1)}, errors=["boom"])}
+               "tgt": MemoryResult(counts=[1, 64, 512], targets={1: fp(4096, 1, 1)},
+                                   errors=["boom"])}
         text = report.render(self.make([], mem))
         self.assertIn("| 64 | 20.0 | 3 | FAILED | — |", text)
         self.assertIn("| per session (KiB) | 100 | FAILED |", text)
+        mem["tgt"].limits[64] = "aio-max-nr"
+        text = report.render(self.make([], mem))
+        self.assertIn("| 64 | 20.0 | 3 | n/a (limit) | — |", text)
+        self.assertIn("| 512 | FAILED | — | FAILED | — |", text)  # tried, never measured
 
 
 if __name__ == "__main__":
