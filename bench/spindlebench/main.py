@@ -206,7 +206,7 @@ class Harness:
         if "raw" in keys:
             subjects.append(perf.Subject("raw", LABELS["raw"], str(files["raw"]), size=a.size))
         results = perf.run_all(subjects, a.selected, a.reps, a.seconds, a.quick,
-                               count_timeout=120 if a.quick else 900,
+                               count_timeout=60 if a.quick else 900,
                                pause=0.2 if a.quick else 1.0)
         for s in subjects:
             if s.server:

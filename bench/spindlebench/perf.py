@@ -96,7 +96,8 @@ def run_all(subjects: list[Subject], wls: tuple[Workload, ...], reps: int, secon
     for i, (rep, wl, subject) in enumerate(order, 1):
         tag = f"[{i}/{len(order)}] {subject.key} {wl.name}"
         procs.log(f"{tag} …")
-        timeout = seconds + 60 if wl.client == "iscsi-perf" else count_timeout
+        slack = 30 if quick else 60
+        timeout = seconds + slack if wl.client == "iscsi-perf" else count_timeout
         r = run_one(subject, wl, rep, seconds, wl.count(quick), timeout)
         if r.error:
             procs.log(f"{tag} FAILED: {r.error}")

@@ -45,26 +45,37 @@ def run(cmd: list[str], timeout: float, stdin: int | None = subprocess.DEVNULL,
     """Run `cmd` to the end (killing it after `timeout` s) and return its output.
 
     The CPU time is the growth of this process's reaped-children usage, so only one
-    command may run at a time through this function (the harness is sequential).
+    command may run at a time through this function (the harness is sequential). The
+    command gets its own process group, so a timeout ends all of it.
     """
     cpu0, t0 = _children_cpu(), time.monotonic()
     proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, errors="replace")
+                            text=True, errors="replace", start_new_session=True)
     _LIVE.append(proc)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired as expired:
-        proc.kill()
+        _kill_group(proc)  # fio's job processes too, or they keep the pipes open
         out, err = proc.communicate()
-        raise ClientError(
-            f"{cmd[0]} timed out after {timeout:.0f} s: {err.strip()[-300:]}") from expired
+        raise ClientError(f"{cmd[0]} timed out after {timeout:.0f} s; last output: "
+                          f"{_last_words(err, out)}") from expired
+    except BaseException:  # interrupted: the client must not outlive the harness
+        _kill_group(proc)
+        proc.wait()
+        raise
     finally:
         _LIVE.remove(proc)
     result = ClientRun(out, err, proc.returncode, time.monotonic() - t0, _children_cpu() - cpu0)
     if check and proc.returncode != 0:
-        detail = (err.strip() or out.strip())[-400:]
-        raise ClientError(f"{cmd[0]} exited with {proc.returncode}: {detail}")
+        raise ClientError(f"{cmd[0]} exited with {proc.returncode}: {_last_words(err, out)}")
     return result
+
+
+def _last_words(err: str, out: str, limit: int = 300) -> str:
+    """The end of what a command printed (stderr first), progress carriage returns folded."""
+    text = " | ".join(t.replace("\r", "\n").strip() for t in (err, out) if t.strip())
+    text = " ".join(text.split())
+    return text[-limit:] if text else "(nothing)"
 
 
 class Daemon:
@@ -141,17 +152,16 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def kill_all() -> None:
-    """End every child still running (used by the cleanup path)."""
+    """End every child still running, with its process group (the cleanup path)."""
     for proc in list(_LIVE):
         if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGTERM)
             try:
-                proc.terminate()
                 proc.wait(timeout=3)
             except subprocess.TimeoutExpired:
                 _kill_group(proc)
                 proc.wait()
-            except ProcessLookupError:
-                pass
         _LIVE.remove(proc)
 
 
