@@ -1,0 +1,1 @@
+"""Spindle benchmark harness (bench/run)."""

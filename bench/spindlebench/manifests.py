@@ -1,0 +1,67 @@
+"""Spindle Device + Target manifests for the standalone agent (pure text rendering)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+IQN_PREFIX = "iqn.2026-11.dev.spindle"
+NAMESPACE = "default"
+
+
+@dataclass(frozen=True)
+class Export:
+    """One file-backed Device exported as one LUN of its own Target (same name)."""
+
+    name: str
+    file: str  # relative to the agent's data dir
+    size_bytes: int
+    lun: int = 0
+
+    @property
+    def iqn(self) -> str:
+        return f"{IQN_PREFIX}:{NAMESPACE}.{self.name}"
+
+
+WRITE_CACHE_MODES = ("writeback", "writethrough")
+
+
+def render(export: Export, write_cache: str = "writeback", block_size: int = 512) -> str:
+    """A two-document YAML manifest: the Device and the Target serving it.
+
+    O_DIRECT with the write cache on (WCE=1: a write completes when the O_DIRECT write
+    does; SYNCHRONIZE CACHE flushes) is what tgt's aio backing store and raw fio do;
+    `writethrough` makes every write durable first and is not comparable with them.
+    Every ACL is open because the clients log in with their default initiator names.
+    """
+    if write_cache not in WRITE_CACHE_MODES:
+        raise ValueError(f"writeCache must be one of {WRITE_CACHE_MODES}, not {write_cache!r}")
+    if export.size_bytes % block_size:
+        raise ValueError(f"size {export.size_bytes} is not a multiple of {block_size}")
+    return f"""apiVersion: spindle.dev/v1alpha1
+kind: Device
+metadata:
+  name: {export.name}
+  namespace: {NAMESPACE}
+spec:
+  nodeName: local
+  source:
+    file:
+      path: {export.file}
+      sizeBytes: {export.size_bytes}
+  blockSize: {block_size}
+  directIO: true
+  writeCache: {write_cache}
+---
+apiVersion: spindle.dev/v1alpha1
+kind: Target
+metadata:
+  name: {export.name}
+  namespace: {NAMESPACE}
+spec:
+  iqn: {export.iqn}
+  luns:
+    - lun: {export.lun}
+      deviceRef: {export.name}
+  acl:
+    allowAll: true
+"""

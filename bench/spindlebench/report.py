@@ -1,0 +1,213 @@
+"""Render the results as one Markdown document (medians, ratios, memory, machine)."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from .memory import MemoryResult
+from .perf import RunResult
+from .workloads import Workload
+
+DASH = "—"
+
+
+@dataclass
+class Report:
+    """Everything one harness run learned, ready to render."""
+
+    title: str
+    mode_line: str
+    subjects: list[tuple[str, str]]  # (key, label) in column order
+    workloads: Sequence[Workload]
+    runs: list[RunResult]
+    reps: int
+    machine: list[tuple[str, str]]
+    commands: list[tuple[str, list[str]]]  # (heading, command lines)
+    memory: dict[str, MemoryResult] = field(default_factory=dict)  # key -> result
+    memory_labels: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def median_of(runs: list[RunResult], wl: str, subject: str,
+              metric: Callable[[RunResult], float | None]) -> float | None:
+    """Median of `metric` over the successful runs of one workload on one subject."""
+    values = [v for r in runs if r.workload == wl and r.subject == subject
+              and r.error is None and (v := metric(r)) is not None]
+    return statistics.median(values) if values else None
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b == 0:
+        return DASH
+    return f"{a / b:.2f}"
+
+
+def fmt(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return DASH
+    return f"{value:,.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]], right_from: int = 1) -> list[str]:
+    align = ["---" if i < right_from else "---:" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+Metric = Callable[[RunResult], float | None]
+
+
+def headline(wl: Workload) -> tuple[Metric, int]:
+    """The figure a workload is judged by, and its decimals."""
+    if wl.unit == "MiB/s":
+        return (lambda r: r.mib_per_s), 1
+    return (lambda r: r.iops), 0
+
+
+class _Renderer:
+    def __init__(self, rep: Report):
+        self.rep = rep
+        self.keys = [k for k, _ in rep.subjects]
+        self.labels = dict(rep.subjects)
+        has_spindle = "spindle" in self.keys
+        self.others = [k for k in ("tgt", "raw") if k in self.keys] if has_spindle else []
+
+    def med(self, wl: Workload, key: str, metric) -> float | None:
+        return median_of(self.rep.runs, wl.name, key, metric)
+
+    def per_subject_table(self, metric_for: Callable[[Workload], tuple[Metric, int]],
+                          with_unit: bool) -> list[str]:
+        """One row per workload: the median per subject, then the Spindle ratios."""
+        header = ["workload"] + (["unit"] if with_unit else [])
+        header += [self.labels[k] for k in self.keys]
+        header += [f"Spindle/{self.labels[o]}" for o in self.others]
+        rows = []
+        for wl in self.rep.workloads:
+            m, d = metric_for(wl)
+            values = {k: self.med(wl, k, m) for k in self.keys}
+            row = [wl.title] + ([wl.unit] if with_unit else [])
+            row += [fmt(values[k], d) if values[k] is not None else self.failed(wl, k)
+                    for k in self.keys]
+            row += [ratio(values["spindle"], values[o]) for o in self.others]
+            rows.append(row)
+        return _table(header, rows, right_from=2 if with_unit else 1)
+
+    def failed(self, wl: Workload, key: str) -> str:
+        ran = [r for r in self.rep.runs if r.workload == wl.name and r.subject == key]
+        return "FAILED" if ran else DASH
+
+    def cpu_table(self) -> list[str]:
+        servers = [k for k in self.keys if k != "raw"]
+        names = {"spindle": "Spindle agent", "tgt": "tgtd"}
+        header = ["workload"] + [names[k] for k in servers]
+        if "spindle" in servers and "tgt" in servers:
+            header.append("Spindle/tgt")
+        header += [f"client of {self.labels[k]}" if k != "raw" else "fio on the raw file"
+                   for k in self.keys]
+        rows = []
+        for wl in self.rep.workloads:
+            target = {k: self.med(wl, k, lambda r: r.target_cpu_us_per_io) for k in servers}
+            client = {k: self.med(wl, k, lambda r: r.client_cpu_us_per_io) for k in self.keys}
+            row = [wl.title] + [fmt(target[k], 2) for k in servers]
+            if "spindle" in servers and "tgt" in servers:
+                row.append(ratio(target["spindle"], target["tgt"]))
+            row += [fmt(client[k], 2) for k in self.keys]
+            rows.append(row)
+        return _table(header, rows)
+
+    def runs_table(self) -> list[str]:
+        header = ["workload", "unit"] + [self.labels[k] for k in self.keys]
+        rows = []
+        for wl in self.rep.workloads:
+            metric, digits = headline(wl)
+            row = [wl.title, wl.unit]
+            for k in self.keys:
+                cells = [("FAILED" if r.error else fmt(metric(r), digits))
+                         for r in self.rep.runs if r.workload == wl.name and r.subject == k]
+                row.append(" / ".join(cells) or DASH)
+            rows.append(row)
+        return _table(header, rows, right_from=2)
+
+    def memory_tables(self) -> list[str]:
+        mem = self.rep.memory
+        if not mem:
+            return []
+        keys = list(mem)
+        names = [self.rep.memory_labels.get(k, k) for k in keys]
+        counts = sorted({n for m in mem.values() for n in [*m.counts, *m.targets]})
+        out = ["## Memory: idle targets", "",
+               "RSS of the target's process tree after it serves N targets, each a 1 MiB "
+               "file-backed LUN, with no session open.", ""]
+        header = ["idle targets"]
+        for name in names:
+            header += [f"{name} RSS (MiB)", f"{name} threads"]
+        rows = []
+        for n in counts:
+            row = [str(n)]
+            for k in keys:
+                fp = mem[k].targets.get(n)
+                missing = "n/a (limit)" if n in mem[k].limits else "FAILED"
+                row += [fmt(fp.rss_kib / 1024, 1) if fp else missing,
+                        str(fp.threads) if fp else DASH]
+            rows.append(row)
+        out += _table(header, rows) + [""]
+        k_sessions = max((m.sessions for m in mem.values()), default=0)
+        if k_sessions:
+            out += [f"## Memory: idle sessions ({k_sessions} on one target)", "",
+                    "Each session is a read-only `qemu-io` that logged in, read the capacity "
+                    "and sits at its prompt (distinct initiator names; the target sees one "
+                    "ESTABLISHED TCP connection per session).", ""]
+            rows = []
+            for title, get in (
+                ("RSS, no session (MiB)", lambda m: m.before_sessions),
+                (f"RSS, {k_sessions} sessions (MiB)", lambda m: m.with_sessions),
+                ("RSS after they logged out (MiB)", lambda m: m.after_sessions),
+            ):
+                rows.append([title] + [fmt(get(mem[k]).rss_kib / 1024, 1) if get(mem[k])
+                                       else "FAILED" for k in keys])
+            rows.append(["per session (KiB)"] + [fmt(mem[k].per_session_kib(), 0)
+                                                 if mem[k].per_session_kib() is not None
+                                                 else "FAILED" for k in keys])
+            out += _table([""] + names, rows) + [""]
+        return out
+
+    def render(self) -> str:
+        rep = self.rep
+        out = [f"# {rep.title}", "", rep.mode_line, ""]
+        if self.others:
+            out += ["Ratios are Spindle ÷ the other subject: above 1 is better for "
+                    "throughput, below 1 is better for latency and CPU.", ""]
+        if rep.runs:
+            out += [f"## Throughput (median of {rep.reps})", ""]
+            out += self.per_subject_table(headline, with_unit=True) + [""]
+            out += ["## Mean latency, µs (queue depth ÷ IOPS, median)", ""]
+            out += self.per_subject_table(lambda _wl: ((lambda r: r.latency_us), 0),
+                                          with_unit=False) + [""]
+            out += ["## CPU time per I/O, µs (median)", "",
+                    "Target: utime+stime of the target's process tree (/proc/PID/stat, "
+                    "10 ms resolution) over the run ÷ I/Os done. Client: user+system CPU of "
+                    "the client command, start-up and login included; for fio on the raw "
+                    "file, the job's own usr+sys, which is all the work of that I/O.", ""]
+            out += self.cpu_table() + [""]
+            out += ["## Every run (headline figure, in run order)", ""]
+            out += self.runs_table() + [""]
+        out += self.memory_tables()
+        out += ["## Machine", ""]
+        out += _table(["", ""], [[k, v] for k, v in rep.machine], right_from=99) + [""]
+        out += ["## Commands", ""]
+        for heading, lines in rep.commands:
+            out += [f"{heading}:", "", "```", *lines, "```", ""]
+        if rep.notes:
+            out += ["## Notes", ""] + [f"- {n}" for n in rep.notes] + [""]
+        if rep.problems:
+            out += ["## Problems", ""] + [f"- {p}" for p in rep.problems] + [""]
+        return "\n".join(out)
+
+
+def render(rep: Report) -> str:
+    """The whole report as Markdown."""
+    return _Renderer(rep).render()
