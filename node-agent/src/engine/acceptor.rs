@@ -46,7 +46,10 @@ impl AcceptorHandle {
 }
 
 /// Starts the acceptor thread on a bound listener.
-pub fn spawn(listener: std::net::TcpListener, dir: Arc<Directory>) -> std::io::Result<AcceptorHandle> {
+pub fn spawn(
+    listener: std::net::TcpListener,
+    dir: Arc<Directory>,
+) -> std::io::Result<AcceptorHandle> {
     let (stop, stopped) = oneshot::channel();
     let portal = listener.local_addr()?;
     let thread = std::thread::Builder::new()
@@ -59,7 +62,12 @@ pub fn spawn(listener: std::net::TcpListener, dir: Arc<Directory>) -> std::io::R
                     return;
                 }
             };
-            rt.block_on(accept_loop(TcpListener::from_std(listener), dir, portal, stopped));
+            rt.block_on(accept_loop(
+                TcpListener::from_std(listener),
+                dir,
+                portal,
+                stopped,
+            ));
         })?;
     Ok(AcceptorHandle {
         stop: Some(stop),
@@ -189,7 +197,14 @@ async fn handle(
         let entries = Rc::new(discovery_entries(&dir, portal));
         // Discovery sessions are short; serve them right here.
         let sessions = Rc::new(Sessions::default());
-        conn::serve(Host::Discovery(entries), sessions, stream, BytesMut::new(), established).await;
+        conn::serve(
+            Host::Discovery(entries),
+            sessions,
+            stream,
+            BytesMut::new(),
+            established,
+        )
+        .await;
         return Ok(());
     }
     // Hand the socket over once the login response is on the wire.
@@ -213,7 +228,7 @@ async fn handle(
         leftover,
         login: established,
     };
-    if entry.handle.send(TargetCmd::Attach(attach)).is_err() {
+    if entry.handle.send(TargetCmd::Attach(Box::new(attach))).is_err() {
         tracing::warn!(%peer, target = %entry.config.name, "target is shutting down; connection dropped");
     }
     Ok(())

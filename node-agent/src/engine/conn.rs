@@ -132,7 +132,9 @@ impl Conn {
                     let mut response = tmf_response::COMPLETE;
                     if let Host::Target(t, _) = &self.host {
                         match function {
-                            TaskFunction::LogicalUnitReset if !t.lun_reset(decode_lun(lun), self.nexus) => {
+                            TaskFunction::LogicalUnitReset
+                                if !t.lun_reset(decode_lun(lun), self.nexus) =>
+                            {
                                 response = tmf_response::LUN_DOES_NOT_EXIST;
                             }
                             TaskFunction::TargetWarmReset | TaskFunction::TargetColdReset => {
@@ -142,13 +144,17 @@ impl Conn {
                         }
                     }
                     let mut out = Vec::new();
-                    self.session.borrow_mut().on_tmf_done(id, response, &mut out);
+                    self.session
+                        .borrow_mut()
+                        .on_tmf_done(id, response, &mut out);
                     open &= self.run(out);
                 }
                 Action::Text { itt, keys } => {
                     let reply = self.answer_text(&keys);
                     let mut out = Vec::new();
-                    self.session.borrow_mut().on_text_reply(itt, reply, &mut out);
+                    self.session
+                        .borrow_mut()
+                        .on_text_reply(itt, reply, &mut out);
                     open &= self.run(out);
                 }
                 Action::Close => open = false,
@@ -173,8 +179,9 @@ impl Conn {
             let outcome = match &me.host {
                 Host::Target(t, _) => {
                     let lun = decode_lun(cmd.lun);
-                    let (r, data_out_len) =
-                        t.execute_transfer(me.nexus, lun, &cmd.cdb, cmd.data_out).await;
+                    let (r, data_out_len) = t
+                        .execute_transfer(me.nexus, lun, &cmd.cdb, cmd.data_out)
+                        .await;
                     ScsiOutcome {
                         status: r.status as u8,
                         data_in: r.data_in,
@@ -190,7 +197,9 @@ impl Conn {
                 },
             };
             let mut out = Vec::new();
-            me.session.borrow_mut().on_scsi_done(cmd.task, outcome, &mut out);
+            me.session
+                .borrow_mut()
+                .on_scsi_done(cmd.task, outcome, &mut out);
             if !me.run(out) {
                 me.outbox.close();
             }
@@ -255,7 +264,9 @@ pub async fn serve(
             Ok(pdu) => conn.session.borrow_mut().on_pdu(pdu, &mut actions),
             Err(ReadError::Pdu { bhs, err, consumed }) => {
                 tracing::debug!(session = id, "bad PDU: {err}");
-                conn.session.borrow_mut().on_decode_error(&bhs, &err, &mut actions);
+                conn.session
+                    .borrow_mut()
+                    .on_decode_error(&bhs, &err, &mut actions);
                 if !consumed {
                     let _ = conn.run(actions);
                     break format!("undecodable PDU: {err}");

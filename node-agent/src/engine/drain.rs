@@ -192,7 +192,9 @@ mod tests {
 
     #[test]
     fn wait_idle_returns_only_when_the_last_command_finishes() {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let local = tokio::task::LocalSet::new();
         local.block_on(&rt, async {
             let g = Rc::new(Gate::default());

@@ -24,8 +24,8 @@ use std::sync::Arc;
 pub use target::{DrainError, DrainReport};
 pub use thread::{TargetCmd, TargetHandle};
 
-use config::TargetConfig;
 use crate::store::{self, StoreError};
+use config::TargetConfig;
 
 /// How the agent serves.
 #[derive(Clone, Debug)]
@@ -83,12 +83,11 @@ impl Agent {
     /// Opens every target's stores, starts one engine thread per target and the acceptor.
     /// A target whose store cannot be opened is reported and left out; the rest are served.
     pub fn start(opts: AgentOptions, configs: Vec<TargetConfig>) -> Result<Agent, EngineError> {
-        let listener = std::net::TcpListener::bind(opts.listen).map_err(|source| {
-            EngineError::Bind {
+        let listener =
+            std::net::TcpListener::bind(opts.listen).map_err(|source| EngineError::Bind {
                 addr: opts.listen,
                 source,
-            }
-        })?;
+            })?;
         let mut targets = Vec::new();
         let mut directory = Directory::new();
         for cfg in configs {
@@ -120,7 +119,8 @@ impl Agent {
                 );
             }
             let config = Arc::new(cfg);
-            let handle = TargetHandle::spawn(config.clone(), stores).map_err(EngineError::Thread)?;
+            let handle =
+                TargetHandle::spawn(config.clone(), stores).map_err(EngineError::Thread)?;
             directory.insert(
                 config.iqn.to_ascii_lowercase(),
                 DirectoryEntry {
@@ -138,7 +138,8 @@ impl Agent {
             return Err(EngineError::NothingServed);
         }
         crate::metrics::get().targets.set(targets.len() as i64);
-        let acceptor = acceptor::spawn(listener, Arc::new(directory)).map_err(EngineError::Thread)?;
+        let acceptor =
+            acceptor::spawn(listener, Arc::new(directory)).map_err(EngineError::Thread)?;
         Ok(Agent { acceptor, targets })
     }
 

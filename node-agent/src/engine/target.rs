@@ -99,10 +99,10 @@ pub enum WriteFit {
 /// Where the TRANSFER LENGTH field of a WRITE / WRITE AND VERIFY CDB is (offset, width).
 fn write_length_field(opcode: u8) -> Option<(usize, usize)> {
     match opcode {
-        0x0A => Some((4, 1)),               // WRITE(6)
-        0x2A | 0x2E => Some((7, 2)),        // WRITE(10), WRITE AND VERIFY(10)
-        0xAA | 0xAE => Some((6, 4)),        // WRITE(12), WRITE AND VERIFY(12)
-        0x8A | 0x8E => Some((10, 4)),       // WRITE(16), WRITE AND VERIFY(16)
+        0x0A => Some((4, 1)),         // WRITE(6)
+        0x2A | 0x2E => Some((7, 2)),  // WRITE(10), WRITE AND VERIFY(10)
+        0xAA | 0xAE => Some((6, 4)),  // WRITE(12), WRITE AND VERIFY(12)
+        0x8A | 0x8E => Some((10, 4)), // WRITE(16), WRITE AND VERIFY(16)
         _ => None,
     }
 }
@@ -433,12 +433,18 @@ mod tests {
     fn writes_are_fitted_to_the_smaller_of_edtl_and_cdb_length() {
         let w10 = |blocks: u8| [0x2A, 0, 0, 0, 0, 0, 0, 0, blocks, 0];
         assert_eq!(fit_write(&w10(1), 512, Some(512), 512), WriteFit::AsIs);
-        assert_eq!(fit_write(&w10(1), 1024, Some(512), 512), WriteFit::Truncate(512));
+        assert_eq!(
+            fit_write(&w10(1), 1024, Some(512), 512),
+            WriteFit::Truncate(512)
+        );
         assert_eq!(fit_write(&w10(1), 0, Some(512), 512), WriteFit::Nothing);
         assert_eq!(fit_write(&w10(1), 200, Some(512), 512), WriteFit::Nothing);
         assert_eq!(
             fit_write(&w10(2), 512, Some(1024), 512),
-            WriteFit::Shorten { cdb: w10(1).to_vec(), len: 512 }
+            WriteFit::Shorten {
+                cdb: w10(1).to_vec(),
+                len: 512
+            }
         );
         // WRITE(16): a 4-byte length at byte 10.
         let mut w16 = [0u8; 16];
@@ -518,7 +524,8 @@ mod tests {
             for i in 0..8u32 {
                 let st = st.clone();
                 tasks.push(crate::ring::spawn(async move {
-                    st.execute(n0, 0, &write10(i * 8, 8), vec![i as u8 + 1; 4096]).await
+                    st.execute(n0, 0, &write10(i * 8, 8), vec![i as u8 + 1; 4096])
+                        .await
                 }));
             }
             // Let every write start (be admitted) before the fence goes up.
@@ -528,7 +535,11 @@ mod tests {
             assert_eq!(report.drained_commands, 8);
             assert_eq!(st.slots()[0].gate.state(), DrainState::Flushed);
             for t in tasks {
-                assert_eq!(t.await.unwrap().status, Status::Good, "admitted writes complete");
+                assert_eq!(
+                    t.await.unwrap().status,
+                    Status::Good,
+                    "admitted writes complete"
+                );
             }
             // After the fence: 25h/00h, nothing executed.
             let r = st.execute(n0, 0, &write10(100, 1), vec![0xEE; 512]).await;
@@ -538,7 +549,10 @@ mod tests {
             let tur = [0u8; 6];
             let r = st.execute(n0, 1, &tur, Vec::new()).await;
             assert_eq!((r.sense[12], r.sense[13]), (0x3F, 0x0E));
-            assert_eq!(st.execute(n0, 1, &tur, Vec::new()).await.status, Status::Good);
+            assert_eq!(
+                st.execute(n0, 1, &tur, Vec::new()).await.status,
+                Status::Good
+            );
             assert_eq!(st.live_luns(), vec![1]);
             // Re-entrant: a second drain reports flushed again.
             assert!(st.drain_device("ns/a").await.is_ok());
@@ -546,16 +560,29 @@ mod tests {
         });
         let data = std::fs::read(dir.path().join("a.img")).unwrap();
         for i in 0..8usize {
-            assert!(data[i * 4096..(i + 1) * 4096].iter().all(|&b| b == i as u8 + 1));
+            assert!(
+                data[i * 4096..(i + 1) * 4096]
+                    .iter()
+                    .all(|&b| b == i as u8 + 1)
+            );
         }
-        assert!(data[100 * 512..101 * 512].iter().all(|&b| b == 0), "fenced write not executed");
+        assert!(
+            data[100 * 512..101 * 512].iter().all(|&b| b == 0),
+            "fenced write not executed"
+        );
     }
 
     #[test]
     fn release_before_flush_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let st = target(dir.path(), &[(0, "a")]);
-        assert!(matches!(st.release_device("ns/a"), Err(DrainError::Transition(_))));
-        assert!(matches!(st.release_device("ns/x"), Err(DrainError::UnknownDevice(_))));
+        assert!(matches!(
+            st.release_device("ns/a"),
+            Err(DrainError::Transition(_))
+        ));
+        assert!(matches!(
+            st.release_device("ns/x"),
+            Err(DrainError::UnknownDevice(_))
+        ));
     }
 }

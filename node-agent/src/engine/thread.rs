@@ -9,15 +9,15 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::config::{LunConfig, TargetConfig};
 use super::conn::{self, Attach, Host, Sessions};
-use crate::iscsi::discovery::DiscoveryEntry;
 use super::target::{DrainReport, TargetState};
+use crate::iscsi::discovery::DiscoveryEntry;
 use crate::ring;
 use crate::store::OpenedStore;
 
 /// What the rest of the agent asks of a target's thread.
 pub enum TargetCmd {
     /// Serve a connection that logged in to this target.
-    Attach(Attach),
+    Attach(Box<Attach>),
     /// Fence the LUNs of a Device, finish what was accepted, flush; answer = acknowledgement.
     Drain {
         device: String,
@@ -113,7 +113,7 @@ fn run(
         let host = Host::Target(state.clone(), entries);
         while let Some(cmd) = rx.recv().await {
             match cmd {
-                TargetCmd::Attach(a) => conn::start(host.clone(), sessions.clone(), a),
+                TargetCmd::Attach(a) => conn::start(host.clone(), sessions.clone(), *a),
                 TargetCmd::Drain { device, reply } => {
                     let st = state.clone();
                     ring::spawn(async move {

@@ -7,8 +7,8 @@ pub use http::serve;
 use std::sync::LazyLock;
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 /// Every metric of the agent, registered in one registry.
@@ -43,19 +43,24 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["target", "lun", "direction"],
     )?;
     let latency = HistogramVec::new(
-        HistogramOpts::new("scsi_latency_seconds", "SCSI command latency").buckets(
-            prometheus::exponential_buckets(10e-6, 2.0, 18)?,
-        ),
+        HistogramOpts::new("scsi_latency_seconds", "SCSI command latency")
+            .buckets(prometheus::exponential_buckets(10e-6, 2.0, 18)?),
         &["target", "lun", "class"],
     )?;
     let inflight = IntGaugeVec::new(
         Opts::new("scsi_inflight", "SCSI commands in flight"),
         &["target", "lun"],
     )?;
-    let sessions = IntGaugeVec::new(Opts::new("iscsi_sessions", "Logged-in sessions"), &["target"])?;
+    let sessions = IntGaugeVec::new(
+        Opts::new("iscsi_sessions", "Logged-in sessions"),
+        &["target"],
+    )?;
     let drain_seconds = HistogramVec::new(
-        HistogramOpts::new("drain_seconds", "Drain duration, fence to flush acknowledgement")
-            .buckets(prometheus::exponential_buckets(0.001, 4.0, 10)?),
+        HistogramOpts::new(
+            "drain_seconds",
+            "Drain duration, fence to flush acknowledgement",
+        )
+        .buckets(prometheus::exponential_buckets(0.001, 4.0, 10)?),
         &["target"],
     )?;
     let login_failures = IntCounter::new("iscsi_login_failures_total", "Logins refused")?;
@@ -145,7 +150,14 @@ mod tests {
         l.read_bytes.inc_by(4096);
         l.command("READ_10", "GOOD");
         let text = render();
-        assert!(text.contains(r#"spindle_scsi_bytes_total{direction="read",lun="3",target="ns/t"} 4096"#), "{text}");
-        assert!(text.contains(r#"spindle_scsi_commands_total{lun="3",opcode="READ_10",status="GOOD",target="ns/t"} 1"#));
+        assert!(
+            text.contains(
+                r#"spindle_scsi_bytes_total{direction="read",lun="3",target="ns/t"} 4096"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            r#"spindle_scsi_commands_total{lun="3",opcode="READ_10",status="GOOD",target="ns/t"} 1"#
+        ));
     }
 }

@@ -93,7 +93,10 @@ impl File {
         pos: u64,
     ) -> (io::Result<()>, Vec<u8>) {
         use tokio_uring::buf::BoundedBuf;
-        let (res, slice) = self.inner.read_exact_at(buf.slice(off..off + len), pos).await;
+        let (res, slice) = self
+            .inner
+            .read_exact_at(buf.slice(off..off + len), pos)
+            .await;
         (res, slice.into_inner())
     }
 
@@ -106,7 +109,10 @@ impl File {
         pos: u64,
     ) -> (io::Result<()>, Vec<u8>) {
         use tokio_uring::buf::BoundedBuf;
-        let (res, slice) = self.inner.write_all_at(buf.slice(off..off + len), pos).await;
+        let (res, slice) = self
+            .inner
+            .write_all_at(buf.slice(off..off + len), pos)
+            .await;
         (res, slice.into_inner())
     }
 

@@ -150,12 +150,17 @@ pub fn parse_into(file: &Path, text: &str, m: &mut Manifests) {
         let name = str_at(&doc, &["metadata", "name"]).unwrap_or("");
         let ns = str_at(&doc, &["metadata", "namespace"]).unwrap_or("default");
         let object = if name.is_empty() {
-            format!("{} (document {})", if kind.is_empty() { "object" } else { &kind }, i + 1)
+            format!(
+                "{} (document {})",
+                if kind.is_empty() { "object" } else { &kind },
+                i + 1
+            )
         } else {
             format!("{kind} {ns}/{name}")
         };
         if name.is_empty() {
-            m.problems.push(problem(object, "metadata.name", "is required".into()));
+            m.problems
+                .push(problem(object, "metadata.name", "is required".into()));
             continue;
         }
         let api = str_at(&doc, &["apiVersion"]).unwrap_or("");
@@ -212,7 +217,10 @@ mod tests {
         assert!(m.problems.is_empty(), "{:?}", m.problems);
         assert_eq!(m.devices.len(), 1);
         assert_eq!(m.targets.len(), 1);
-        assert_eq!(m.devices[0].1.spec.source.file.as_ref().unwrap().size_bytes, 1 << 30);
+        assert_eq!(
+            m.devices[0].1.spec.source.file.as_ref().unwrap().size_bytes,
+            1 << 30
+        );
     }
 
     #[test]
@@ -224,7 +232,10 @@ mod tests {
         assert_eq!(m.devices.len(), 1, "the good document is kept");
         assert_eq!(m.problems.len(), 1);
         let line = m.problems[0].to_string();
-        assert!(line.starts_with("t.yaml: Target default/t1: spec.luns[0]"), "{line}");
+        assert!(
+            line.starts_with("t.yaml: Target default/t1: spec.luns[0]"),
+            "{line}"
+        );
         assert!(line.contains("deviceRef"), "{line}");
         assert!(!line.contains('\n'));
     }

@@ -125,20 +125,34 @@ pub fn plan(m: &Manifests) -> (Vec<TargetConfig>, Vec<Problem>) {
             continue;
         }
         if devices.insert(k.clone(), (o, d)).is_some() {
-            problems.push(problem(o, object, "metadata.name", "is defined twice".into()));
+            problems.push(problem(
+                o,
+                object,
+                "metadata.name",
+                "is defined twice".into(),
+            ));
         }
     }
     let secrets: BTreeMap<String, &Secret> = m
         .secrets
         .iter()
-        .map(|(_, s)| (key(s.metadata.namespace.as_ref(), s.metadata.name.as_ref()), s))
+        .map(|(_, s)| {
+            (
+                key(s.metadata.namespace.as_ref(), s.metadata.name.as_ref()),
+                s,
+            )
+        })
         .collect();
 
     let mut out = Vec::new();
     let mut iqns = BTreeSet::new();
     let mut used_devices: BTreeMap<String, String> = BTreeMap::new();
     for (o, t) in &m.targets {
-        let ns = t.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let ns = t
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
         let k = key(Some(&ns), t.metadata.name.as_ref());
         let object = format!("Target {k}");
         if let Err(errs) = t.validate() {
@@ -150,7 +164,10 @@ pub fn plan(m: &Manifests) -> (Vec<TargetConfig>, Vec<Problem>) {
         let iqn = t.effective_iqn();
         let mut bad = Vec::new();
         if !iqns.insert(iqn.to_ascii_lowercase()) {
-            bad.push(("spec.iqn".to_string(), format!("{iqn} is served by another Target")));
+            bad.push((
+                "spec.iqn".to_string(),
+                format!("{iqn} is served by another Target"),
+            ));
         }
         let mut luns = Vec::new();
         for (i, l) in t.spec.luns.iter().enumerate() {
@@ -161,7 +178,10 @@ pub fn plan(m: &Manifests) -> (Vec<TargetConfig>, Vec<Problem>) {
                 continue;
             };
             if let Some(other) = used_devices.get(&dk).filter(|o| **o != k) {
-                bad.push((field, format!("Device {dk:?} is already used by Target {other}")));
+                bad.push((
+                    field,
+                    format!("Device {dk:?} is already used by Target {other}"),
+                ));
                 continue;
             }
             let Some(store) = store_spec(d) else {
@@ -260,7 +280,11 @@ mod tests {
         let (t, p) = run(&text);
         assert!(t.is_empty());
         assert_eq!(p.len(), 1, "{p:?}");
-        assert!(p[0].starts_with("m.yaml: Target ns/t: spec.luns[1].deviceRef: "), "{}", p[0]);
+        assert!(
+            p[0].starts_with("m.yaml: Target ns/t: spec.luns[1].deviceRef: "),
+            "{}",
+            p[0]
+        );
     }
 
     #[test]
@@ -301,6 +325,9 @@ mod tests {
         );
         let (t, p) = run(&text);
         assert!(t.is_empty());
-        assert!(p[0].contains("spec.chap.secretRef: no Secret \"ns/gone\""), "{p:?}");
+        assert!(
+            p[0].contains("spec.chap.secretRef: no Secret \"ns/gone\""),
+            "{p:?}"
+        );
     }
 }

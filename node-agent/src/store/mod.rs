@@ -92,7 +92,12 @@ impl Backend for FileStore {
         (res, buf)
     }
 
-    async fn write_at(&self, mut buf: Vec<u8>, offset: u64, fua: bool) -> (io::Result<()>, Vec<u8>) {
+    async fn write_at(
+        &self,
+        mut buf: Vec<u8>,
+        offset: u64,
+        fua: bool,
+    ) -> (io::Result<()>, Vec<u8>) {
         let (res, buf) = if self.direct {
             let len = buf.len();
             let off = aligned_window(&mut buf, len);
@@ -144,7 +149,9 @@ impl Backend for FileStore {
             Ok(d) => d.min(self.len),
             Err(e) if e.raw_os_error() == Some(libc::ENXIO) => self.len,
             // Stores without hole support (some block devices): everything is mapped.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok((true, self.len - offset)),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                return Ok((true, self.len - offset));
+            }
             Err(e) => return Err(e),
         };
         if next_data > offset {
@@ -173,7 +180,9 @@ mod tests {
         };
         match open_store(&spec, dir, &[]) {
             Ok(s) => Some(FileStore::new(s.file, s.len, true)),
-            Err(StoreError::Io { source, .. }) if source.raw_os_error() == Some(libc::EINVAL) => None,
+            Err(StoreError::Io { source, .. }) if source.raw_os_error() == Some(libc::EINVAL) => {
+                None
+            }
             Err(e) => panic!("{e}"),
         }
     }

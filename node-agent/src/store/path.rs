@@ -62,7 +62,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         for bad in ["../x.img", "a/../../x.img", ""] {
             assert!(
-                matches!(resolve_in_data_dir(d.path(), bad), Err(StoreError::Escapes { .. })),
+                matches!(
+                    resolve_in_data_dir(d.path(), bad),
+                    Err(StoreError::Escapes { .. })
+                ),
                 "{bad}"
             );
         }

@@ -9,11 +9,11 @@ use tracing::{debug, warn};
 use super::collect::{Assembly, DataError};
 use super::tasks::{Phase, Task};
 use super::{Action, Command, ScsiOutcome, Session, TaskId, next_tag};
-use crate::scsi::Status;
-use crate::scsi::sense::{self, Sense, SenseKey};
 use crate::iscsi::pdu::{
     DataOut, Pdu, R2t, Residual, ScsiCommand, ScsiResponse, reject_reason, scsi_response,
 };
+use crate::scsi::Status;
+use crate::scsi::sense::{self, Sense, SenseKey};
 
 /// Why a command is rejected before it becomes a task.
 fn check_command(s: &Session, c: &ScsiCommand) -> Option<u8> {
@@ -150,7 +150,8 @@ impl Session {
                     _ => sense::DATA_OFFSET_ERROR,
                 };
                 if let Some(mut task) = self.tasks.drop_collecting(id) {
-                    if let Phase::Collecting(asm) = mem::replace(&mut task.phase, Phase::Executing) {
+                    if let Phase::Collecting(asm) = mem::replace(&mut task.phase, Phase::Executing)
+                    {
                         self.pool.give(asm.into_buf());
                     }
                     let outcome = ScsiOutcome {

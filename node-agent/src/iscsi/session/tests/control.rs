@@ -313,7 +313,8 @@ fn bad_data_sn_fails_the_command_and_keeps_the_connection() {
         assert_failed_with_data_phase_error(&actions);
         assert!(!h.s.is_closed());
         assert!(
-            h.feed(data_out(1, r2t.ttt, 1, 512, &[0; 512], true)).is_empty(),
+            h.feed(data_out(1, r2t.ttt, 1, 512, &[0; 512], true))
+                .is_empty(),
             "the rest of the failed command's data is discarded"
         );
     }
