@@ -9,8 +9,8 @@ use super::mode::ModeState;
 use super::opcodes::{self, OpInfo, UaPolicy};
 use super::pr::Reservations;
 use super::sense::{
-    Asc, BUS_DEVICE_RESET, LU_NOT_READY_INIT_REQUIRED, REPORTED_LUNS_DATA_HAS_CHANGED, Sense,
-    SenseKey,
+    Asc, BUS_DEVICE_RESET, LU_NOT_READY_INIT_REQUIRED, POWER_ON_RESET,
+    REPORTED_LUNS_DATA_HAS_CHANGED, Sense, SenseKey,
 };
 use super::ua::Nexuses;
 use super::xcopy::HeldResults;
@@ -211,10 +211,21 @@ impl<B: Backend> LogicalUnit<B> {
     /// and raises BUS DEVICE RESET FUNCTION OCCURRED (29h/03h) on every nexus. Persistent
     /// reservations and mode pages survive (SPC-4 / SAM-5).
     pub fn reset(&self) {
+        self.clear_for_reset();
+        self.nexuses.borrow_mut().establish(None, BUS_DEVICE_RESET);
+    }
+
+    /// TARGET WARM/COLD RESET as seen by this unit: the same state is cleared as for a
+    /// LUN RESET, and every nexus gets POWER ON, RESET, OR BUS DEVICE RESET OCCURRED (29h/00h).
+    pub fn target_reset(&self) {
+        self.clear_for_reset();
+        self.nexuses.borrow_mut().establish(None, POWER_ON_RESET);
+    }
+
+    fn clear_for_reset(&self) {
         self.reservations.borrow_mut().reset();
         self.prevent.borrow_mut().clear();
         self.stopped.set(false);
-        self.nexuses.borrow_mut().establish(None, BUS_DEVICE_RESET);
     }
 
     /// Whether the control mode page asks for descriptor-format sense data.

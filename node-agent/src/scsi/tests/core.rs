@@ -85,6 +85,12 @@ fn ua_for_one_nexus_reset_for_all_and_lost_nexus() {
         sense_of(&exec(&lu, N1, &[0; 6], Vec::new())),
         (6, 0x29, 0x00)
     );
+    // TARGET RESET raises the generic POWER ON, RESET, OR BUS DEVICE RESET OCCURRED.
+    lu.target_reset();
+    assert_eq!(
+        sense_of(&exec(&lu, N2, &[0; 6], Vec::new())),
+        (6, 0x29, 0x00)
+    );
     // A nexus never seen before also gets POWER ON, not the reset it missed.
     assert_eq!(
         sense_of(&exec(&lu, NexusId(9), &[0; 6], Vec::new())),
