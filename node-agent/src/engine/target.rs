@@ -322,7 +322,7 @@ impl TargetState {
     /// TARGET WARM/COLD RESET received through `issuer`: every LUN.
     pub fn target_reset(&self, issuer: NexusId) {
         for s in self.luns.borrow().values() {
-            s.lu.reset(issuer);
+            s.lu.target_reset(issuer);
         }
     }
 

@@ -9,6 +9,8 @@ const MAX_TRANSFER_BYTES: u32 = 8 << 20;
 const OPTIMAL_TRANSFER_BYTES: u32 = 1 << 20;
 /// Largest WRITE SAME range, in bytes (written in bounded chunks).
 const MAX_WRITE_SAME_BYTES: u64 = 1 << 30;
+/// Largest WRITE SAME range, in blocks (a 2-byte count, whatever the block size).
+const MAX_WRITE_SAME_BLOCKS: u64 = 0xFFFF;
 /// Largest number of UNMAP block descriptors in one parameter list.
 pub const MAX_UNMAP_DESCRIPTORS: u32 = 256;
 /// Largest COMPARE AND WRITE, in blocks (the CDB field is one byte).
@@ -28,7 +30,7 @@ pub fn optimal_transfer_blocks(cfg: &LuConfig) -> u32 {
 
 /// Maximum WRITE SAME length in logical blocks.
 pub fn max_write_same_blocks(cfg: &LuConfig) -> u64 {
-    (MAX_WRITE_SAME_BYTES / u64::from(cfg.block_size.max(1))).max(1)
+    (MAX_WRITE_SAME_BYTES / u64::from(cfg.block_size.max(1))).clamp(1, MAX_WRITE_SAME_BLOCKS)
 }
 
 /// Maximum UNMAP LBA COUNT (per descriptor), in logical blocks: 0 when not thin, else

@@ -9,8 +9,8 @@ use super::mode::ModeState;
 use super::opcodes::{self, OpInfo, UaPolicy};
 use super::pr::Reservations;
 use super::sense::{
-    Asc, BUS_DEVICE_RESET, LU_NOT_READY_INIT_REQUIRED, REPORTED_LUNS_DATA_HAS_CHANGED, Sense,
-    SenseKey,
+    Asc, BUS_DEVICE_RESET, LU_NOT_READY_INIT_REQUIRED, POWER_ON_RESET,
+    REPORTED_LUNS_DATA_HAS_CHANGED, Sense, SenseKey,
 };
 use super::ua::Nexuses;
 use super::xcopy::HeldResults;
@@ -212,12 +212,26 @@ impl<B: Backend> LogicalUnit<B> {
     /// on every other nexus (the issuer learns of the reset from the TMF response).
     /// Persistent reservations and mode pages survive (SPC-4 / SAM-5).
     pub fn reset(&self, issuer: NexusId) {
-        self.reservations.borrow_mut().reset();
-        self.prevent.borrow_mut().clear();
-        self.stopped.set(false);
+        self.clear_for_reset();
         self.nexuses
             .borrow_mut()
             .establish_others(issuer, BUS_DEVICE_RESET);
+    }
+
+    /// TARGET WARM/COLD RESET received through `issuer`, as seen by this unit: the same state
+    /// is cleared as for a LUN RESET, and every other nexus gets POWER ON, RESET, OR BUS
+    /// DEVICE RESET OCCURRED (29h/00h).
+    pub fn target_reset(&self, issuer: NexusId) {
+        self.clear_for_reset();
+        self.nexuses
+            .borrow_mut()
+            .establish_others(issuer, POWER_ON_RESET);
+    }
+
+    fn clear_for_reset(&self) {
+        self.reservations.borrow_mut().reset();
+        self.prevent.borrow_mut().clear();
+        self.stopped.set(false);
     }
 
     /// Whether the control mode page asks for descriptor-format sense data.

@@ -127,7 +127,9 @@ impl<B: Backend> LogicalUnit<B> {
             return Err(bad_data_out().into());
         }
         let _shared = self.io_guard.read().await;
-        if ws.unmap && buf.iter().all(|b| *b == 0) {
+        // UNMAP on a thin unit deallocates whatever the pattern: deallocated blocks read as
+        // zeros (LBPRZ), which SBC-3 allows in place of the pattern.
+        if ws.unmap {
             self.backend
                 .unmap(offset, len as u64)
                 .await

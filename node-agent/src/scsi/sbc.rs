@@ -87,14 +87,16 @@ impl<B: Backend> LogicalUnit<B> {
         Ok(self.read_into(buf, offset, len).await?)
     }
 
-    /// The Data-Out trimmed to `len` bytes (extra bytes beyond the CDB's transfer length are
-    /// not written); a shorter Data-Out fails without writing anything.
-    fn data_out(mut buf: Vec<u8>, len: usize) -> Result<Vec<u8>, Sense> {
-        if buf.len() < len {
-            return Err(bad_data_out());
-        }
-        buf.truncate(len);
-        Ok(buf)
+    /// The Data-Out a command may use: at most the `len` bytes its CDB asks for (extra bytes
+    /// are ignored), and when the initiator sent less (Expected Data Transfer Length below the
+    /// CDB's transfer length) only the whole blocks it did send. The command then completes
+    /// normally on those and the iSCSI layer reports the residual: nothing beyond the data
+    /// received is ever written (SAM-5 / FCP-4 overflow handling).
+    fn data_out(&self, mut buf: Vec<u8>, len: usize) -> Vec<u8> {
+        let bs = self.cfg.block_size as usize;
+        let usable = buf.len().min(len) / bs * bs;
+        buf.truncate(usable);
+        buf
     }
 
     pub(super) async fn write(&self, rw: Rw, buf: Vec<u8>) -> Out {
@@ -105,7 +107,10 @@ impl<B: Backend> LogicalUnit<B> {
         if len == 0 {
             return Ok(empty(buf));
         }
-        let buf = Self::data_out(buf, len)?;
+        let buf = self.data_out(buf, len);
+        if buf.is_empty() {
+            return Ok(buf);
+        }
         let _shared = self.io_guard.read().await;
         let buf = self.write_from(buf, offset, rw.fua).await?;
         Ok(empty(buf))
@@ -146,8 +151,12 @@ impl<B: Backend> LogicalUnit<B> {
         } else {
             len
         };
-        let data = Self::data_out(buf, need)?;
-        self.compare(&data, offset, len, one_block).await?;
+        let data = self.data_out(buf, need);
+        if data.is_empty() {
+            return Ok(data);
+        }
+        let compared = if one_block { len } else { data.len() };
+        self.compare(&data, offset, compared, one_block).await?;
         Ok(empty(data))
     }
 
@@ -159,12 +168,15 @@ impl<B: Backend> LogicalUnit<B> {
         if len == 0 {
             return Ok(empty(buf));
         }
-        let data = Self::data_out(buf, len)?;
+        let data = self.data_out(buf, len);
+        if data.is_empty() {
+            return Ok(data);
+        }
         let _shared = self.io_guard.read().await;
         // Verification means the data is on the medium: write through.
         let data = self.write_from(data, offset, true).await?;
         if rw.bytchk == 1 {
-            self.compare(&data, offset, len, false).await?;
+            self.compare(&data, offset, data.len(), false).await?;
         }
         Ok(empty(data))
     }
@@ -180,6 +192,11 @@ impl<B: Backend> LogicalUnit<B> {
         }
         let (offset, len) = self.range(rw.lba, u64::from(rw.blocks))?;
         if len == 0 {
+            // No blocks: nothing to compare or write, but Data-Out sent for it means the
+            // NUMBER OF LOGICAL BLOCKS field is wrong (e.g. 256 truncated to one byte).
+            if !buf.is_empty() {
+                return Err(Sense::invalid_cdb_field(13, None).into());
+            }
             return Ok(empty(buf));
         }
         if buf.len() != 2 * len {
@@ -204,9 +221,12 @@ impl<B: Backend> LogicalUnit<B> {
         if len == 0 {
             return Ok(empty(buf));
         }
-        let data = Self::data_out(buf, len)?;
+        let data = self.data_out(buf, len);
+        if data.is_empty() {
+            return Ok(data);
+        }
         let _exclusive = self.io_guard.write().await;
-        let mut current = self.read_into(Vec::new(), offset, len).await?;
+        let mut current = self.read_into(Vec::new(), offset, data.len()).await?;
         current.iter_mut().zip(&data).for_each(|(c, d)| *c |= d);
         self.write_from(current, offset, rw.fua).await?;
         Ok(empty(data))

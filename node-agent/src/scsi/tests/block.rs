@@ -115,17 +115,28 @@ fn write_protected_units() {
 }
 
 #[test]
-fn short_data_out_writes_nothing_long_data_out_is_trimmed() {
+fn data_out_shorter_or_longer_than_the_cdb() {
     let lu = ready(config(64));
     lu.backend().data.borrow_mut().fill(b'a');
+    // Less than a block: nothing is written, the command completes (residual overflow).
     let r = exec(&lu, N1, &cdb10(0x2A, 0, 0, 1), vec![b'b'; 200]);
-    assert_eq!(sense_of(&r), (5, 0x0E, 0x03));
+    assert_eq!(r.status, Status::Good);
     assert!(lu.backend().data.borrow()[..512].iter().all(|b| *b == b'a'));
-    let r = exec(&lu, N1, &cdb10(0x2A, 0, 0, 1), vec![b'b'; 10000]);
+    assert_eq!(lu.backend().writes.get(), 0);
+    // Two blocks asked, one sent: only that block is written.
+    let r = exec(&lu, N1, &cdb10(0x2A, 0, 0, 2), vec![b'b'; 512]);
+    assert_eq!(r.status, Status::Good);
+    {
+        let d = lu.backend().data.borrow();
+        assert!(d[..512].iter().all(|b| *b == b'b'));
+        assert!(d[512..1024].iter().all(|b| *b == b'a'));
+    }
+    // More than asked: only the CDB's transfer length is written.
+    let r = exec(&lu, N1, &cdb10(0x2A, 0, 2, 1), vec![b'c'; 10000]);
     assert_eq!(r.status, Status::Good);
     let d = lu.backend().data.borrow();
-    assert!(d[..512].iter().all(|b| *b == b'b'));
-    assert!(d[512..].iter().all(|b| *b == b'a'));
+    assert!(d[1024..1536].iter().all(|b| *b == b'c'));
+    assert!(d[1536..].iter().all(|b| *b == b'a'));
 }
 
 #[test]

@@ -118,6 +118,10 @@ fn compare_and_write_rejects_bad_sizes_and_ranges() {
     let r = exec(&lu, N1, &caw(0, 0), Vec::new());
     assert_eq!(r.status, Status::Good);
     assert_eq!(lu.backend().writes.get(), 0);
+    // Zero blocks in the CDB but Data-Out sent (256 truncated to one byte): invalid.
+    let r = exec(&lu, N1, &caw(0, 0), vec![0; 512 * 512]);
+    assert_eq!(sense_of(&r), (5, 0x24, 0));
+    assert_eq!(&r.sense[15..18], &[0xC0, 0, 13]);
 }
 
 #[test]

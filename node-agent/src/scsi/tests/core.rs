@@ -86,6 +86,14 @@ fn ua_for_one_nexus_reset_for_all_and_lost_nexus() {
         sense_of(&exec(&lu, N1, &[0; 6], Vec::new())),
         (6, 0x29, 0x00)
     );
+    // TARGET RESET (through N1) raises the generic POWER ON, RESET, OR BUS DEVICE RESET
+    // OCCURRED on the other nexuses.
+    lu.target_reset(N1);
+    assert_eq!(exec(&lu, N1, &[0; 6], Vec::new()).status, Status::Good);
+    assert_eq!(
+        sense_of(&exec(&lu, N2, &[0; 6], Vec::new())),
+        (6, 0x29, 0x00)
+    );
     // A nexus never seen before also gets POWER ON, not the reset it missed.
     assert_eq!(
         sense_of(&exec(&lu, NexusId(9), &[0; 6], Vec::new())),

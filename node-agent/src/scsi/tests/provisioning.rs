@@ -152,13 +152,13 @@ fn write_same_unmap_and_ndob() {
             .iter()
             .all(|x| *x == 0)
     );
-    // UNMAP with a non-zero pattern writes the pattern.
+    // UNMAP deallocates even with a non-zero pattern (the blocks then read as zeros).
     let r = exec(&lu, N1, &ws10(0x08, 20, 1), vec![5; 512]);
     assert_eq!(r.status, Status::Good);
     assert!(
         lu.backend().data.borrow()[20 * 512..21 * 512]
             .iter()
-            .all(|x| *x == 5)
+            .all(|x| *x == 0)
     );
     // WRITE SAME(16) with NDOB: zeros without Data-Out.
     let r = exec(&lu, N1, &cdb16(0x93, 0x09, 30, 2), Vec::new());
@@ -210,7 +210,7 @@ fn write_same_errors() {
 
 #[test]
 fn write_same_longer_than_the_limit_is_invalid() {
-    let blocks = (1u64 << 30) / 512 + 10;
+    let blocks = 0x10000 + 10;
     let lu = LogicalUnit::new(
         LuConfig {
             thin: true,
@@ -220,6 +220,8 @@ fn write_same_longer_than_the_limit_is_invalid() {
     );
     clear_ua(&lu, N1);
     let r = exec(&lu, N1, &ws10(0, 0, 0), vec![0; 512]);
+    assert_eq!(sense_of(&r), (5, 0x24, 0));
+    let r = exec(&lu, N1, &cdb16(0x93, 0x08, 0, 0x10000), vec![0; 512]);
     assert_eq!(sense_of(&r), (5, 0x24, 0));
 }
 
