@@ -184,7 +184,7 @@ impl<B: Backend> LogicalUnit<B> {
         self.nexuses.borrow_mut().establish(nexus, Asc(asc, ascq));
     }
 
-    /// Records the initiator port name of a nexus ("iqn...,i,0x<isid>"), which persistent
+    /// Records the initiator port name of a nexus (`iqn...,i,0x<isid>`), which persistent
     /// reservations use to identify registrants across sessions.
     pub fn nexus_named(&self, nexus: NexusId, name: &str) {
         self.nexuses.borrow_mut().touch(nexus).name = Some(name.to_owned());
