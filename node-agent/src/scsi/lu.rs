@@ -184,7 +184,7 @@ impl<B: Backend> LogicalUnit<B> {
         self.nexuses.borrow_mut().establish(nexus, Asc(asc, ascq));
     }
 
-    /// Records the initiator port name of a nexus ("iqn...,i,0x<isid>"), which persistent
+    /// Records the initiator port name of a nexus (`iqn...,i,0x<isid>`), which persistent
     /// reservations use to identify registrants across sessions.
     pub fn nexus_named(&self, nexus: NexusId, name: &str) {
         self.nexuses.borrow_mut().touch(nexus).name = Some(name.to_owned());
@@ -232,6 +232,30 @@ impl<B: Backend> LogicalUnit<B> {
         self.reservations.borrow_mut().reset();
         self.prevent.borrow_mut().clear();
         self.stopped.set(false);
+    }
+
+    /// How many bytes of Data-Out the command in `cdb` asks for, per its CDB (None: the
+    /// command takes no Data-Out or does not decode). The iSCSI layer compares this with the
+    /// Expected Data Transfer Length to report write residuals.
+    pub fn data_out_len(&self, cdb: &[u8]) -> Option<u32> {
+        use Command as C;
+        let bs = self.cfg.block_size;
+        let blocks = |n: u32| n.checked_mul(bs);
+        let (_, command) = opcodes::decode(cdb, self.cfg.thin).ok()?;
+        match command {
+            C::Write(rw) | C::OrWrite(rw) | C::WriteVerify(rw) => blocks(rw.blocks),
+            C::Verify(rw) => match rw.bytchk {
+                0 => Some(0),
+                3 => Some(bs),
+                _ => blocks(rw.blocks),
+            },
+            C::CompareAndWrite(rw) => blocks(rw.blocks.checked_mul(2)?),
+            C::WriteSame(ws) => Some(if ws.ndob { 0 } else { bs }),
+            C::ModeSelect { len, .. } => Some(len.into()),
+            C::Unmap { len, .. } => Some(len.into()),
+            C::PrOut { len, .. } | C::ExtendedCopy { len } => Some(len),
+            _ => None,
+        }
     }
 
     /// Whether the control mode page asks for descriptor-format sense data.

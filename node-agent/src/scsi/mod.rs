@@ -1,11 +1,27 @@
 //! The SCSI command set (SPC-4, SBC-3) for one logical unit, over a [`Backend`].
 //!
 //! Contract with the engine (which owns the LUN map, the drain fence and in-flight counts):
-//! - the engine builds one [`LogicalUnit`] per LUN from an [`LuConfig`] and a backend;
+//! - the engine builds one [`LogicalUnit`] per LUN from an [`LuConfig`] (check it with
+//!   [`LuConfig::validate`]) and a backend;
 //! - for a command addressed to a LUN it calls [`LogicalUnit::execute`] with the complete
-//!   Data-Out (all of it collected by the iSCSI layer) and gets a [`Response`] back;
+//!   Data-Out (all of it collected by the iSCSI layer) and gets a [`Response`] back; the
+//!   Data-Out allocation comes back as the Data-In where possible;
+//! - [`LogicalUnit::data_out_len`] says how much Data-Out a CDB asks for, and
+//!   [`opcodes::lookup`] gives a command's name and data direction;
+//! - session events: [`LogicalUnit::nexus_named`] when an I_T nexus starts,
+//!   [`LogicalUnit::nexus_lost`] when it ends, [`LogicalUnit::reset`] for LOGICAL UNIT
+//!   RESET, [`LogicalUnit::target_reset`] for TARGET WARM/COLD RESET,
+//!   [`LogicalUnit::establish_ua`] for anything else a nexus must be told (e.g. REPORTED
+//!   LUNS DATA HAS CHANGED when another LUN is fenced);
 //! - REPORT LUNS and commands to LUNs that do not exist (or are fenced) are answered by the
-//!   target-level helpers in [`target`], since only the engine knows which LUNs are live.
+//!   target-level helpers in [`target`], since only the engine knows which LUNs are live;
+//!   after answering REPORT LUNS through a live LUN the engine calls
+//!   [`LogicalUnit::luns_reported`] so its REPORTED LUNS DATA HAS CHANGED attention clears.
+//!
+//! Inside: [`cdb`] decodes CDBs into typed commands, [`opcodes`] is the one table of
+//! supported commands (REPORT SUPPORTED OPERATION CODES is generated from it), [`sense`] is
+//! the one sense-data builder; `spc`, `sbc`, `provisioning`, `mode`, `vpd`, `pr`, `xcopy`
+//! hold the handlers, `ua` the unit attention queues, `limits` the block limits.
 
 pub mod backend;
 pub mod cdb;

@@ -15,7 +15,7 @@ const MAX_PENDING: usize = 8;
 pub(crate) struct NexusState {
     /// Pending unit attentions, oldest first.
     ua: Vec<Asc>,
-    /// Initiator port name ("iqn...,i,0x<isid>"), if the engine told us.
+    /// Initiator port name (`iqn...,i,0x<isid>`), if the engine told us.
     pub name: Option<String>,
 }
 
