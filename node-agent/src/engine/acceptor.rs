@@ -228,7 +228,11 @@ async fn handle(
         leftover,
         login: established,
     };
-    if entry.handle.send(TargetCmd::Attach(Box::new(attach))).is_err() {
+    if entry
+        .handle
+        .send(TargetCmd::Attach(Box::new(attach)))
+        .is_err()
+    {
         tracing::warn!(%peer, target = %entry.config.name, "target is shutting down; connection dropped");
     }
     Ok(())

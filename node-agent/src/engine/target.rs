@@ -81,63 +81,6 @@ fn status_name(s: Status) -> &'static str {
     }
 }
 
-/// How a write is carried out when the initiator's Expected Data Transfer Length differs from
-/// what the CDB asks for (iSCSI residuals): never more than the CDB says, never beyond the data
-/// received, in whole blocks.
-#[derive(Debug, PartialEq, Eq)]
-pub enum WriteFit {
-    /// Lengths agree (or not a plain write): execute as is.
-    AsIs,
-    /// More data than the CDB wants: execute with the first `len` bytes.
-    Truncate(usize),
-    /// Less data than the CDB wants: execute this CDB (transfer length lowered) on `len` bytes.
-    Shorten { cdb: Vec<u8>, len: usize },
-    /// Not one whole block of data: nothing to write; the command completes GOOD.
-    Nothing,
-}
-
-/// Where the TRANSFER LENGTH field of a WRITE / WRITE AND VERIFY CDB is (offset, width).
-fn write_length_field(opcode: u8) -> Option<(usize, usize)> {
-    match opcode {
-        0x0A => Some((4, 1)),         // WRITE(6)
-        0x2A | 0x2E => Some((7, 2)),  // WRITE(10), WRITE AND VERIFY(10)
-        0xAA | 0xAE => Some((6, 4)),  // WRITE(12), WRITE AND VERIFY(12)
-        0x8A | 0x8E => Some((10, 4)), // WRITE(16), WRITE AND VERIFY(16)
-        _ => None,
-    }
-}
-
-/// Decides how to execute a write of `data_len` bytes whose CDB asks for `want` bytes.
-pub fn fit_write(cdb: &[u8], data_len: usize, want: Option<u32>, block_size: u32) -> WriteFit {
-    let (Some(want), Some(&op)) = (want, cdb.first()) else {
-        return WriteFit::AsIs;
-    };
-    let Some((at, width)) = write_length_field(op) else {
-        return WriteFit::AsIs;
-    };
-    let want = want as usize;
-    if data_len == want {
-        return WriteFit::AsIs;
-    }
-    if data_len > want {
-        return WriteFit::Truncate(want);
-    }
-    let blocks = data_len / block_size as usize;
-    if blocks == 0 {
-        return WriteFit::Nothing;
-    }
-    let mut short = cdb.to_vec();
-    let Some(field) = short.get_mut(at..at + width) else {
-        return WriteFit::AsIs;
-    };
-    let be = (blocks as u64).to_be_bytes();
-    field.copy_from_slice(&be[8 - width..]);
-    WriteFit::Shorten {
-        cdb: short,
-        len: blocks * block_size as usize,
-    }
-}
-
 /// The target as its engine thread sees it.
 pub struct TargetState {
     pub config: TargetConfig,
@@ -163,6 +106,10 @@ impl TargetState {
                 target_iqn: config.iqn.clone(),
                 ..LuConfig::default()
             };
+            if let Err(e) = lu_cfg.validate() {
+                tracing::error!(target = %config.name, lun = lc.lun, "LUN not served: {e}");
+                continue;
+            }
             let store = FileStore::new(st.file, st.len, lc.store.direct);
             let slot = LunSlot {
                 lun: lc.lun,
@@ -203,7 +150,12 @@ impl TargetState {
         data_out: Vec<u8>,
     ) -> Response {
         if cdb.first() == Some(&REPORT_LUNS) {
-            return scsi::target::report_luns(&self.live_luns(), cdb);
+            let resp = scsi::target::report_luns(&self.live_luns(), cdb);
+            // Reading the inventory clears "reported LUNs data has changed" on every LUN.
+            for s in self.luns.borrow().values() {
+                s.lu.luns_reported(nexus);
+            }
+            return resp;
         }
         let slot = self.luns.borrow().get(&lun).cloned();
         let Some(slot) = slot else {
@@ -237,61 +189,22 @@ impl TargetState {
         resp
     }
 
-    /// Executes a command as it came over iSCSI: a write whose Expected Data Transfer Length
-    /// differs from its CDB is fitted first (see [`fit_write`]). Returns the response and how
-    /// many Data-Out bytes the CDB asked for (for the write residual).
+    /// Executes a command as it came over iSCSI. Returns the response and how many Data-Out
+    /// bytes the CDB asked for (the iSCSI layer reports the difference to the Expected Data
+    /// Transfer Length as the write residual; the logical unit uses only what both allow).
     pub async fn execute_transfer(
         &self,
         nexus: NexusId,
         lun: u64,
         cdb: &[u8],
-        mut data_out: Vec<u8>,
+        data_out: Vec<u8>,
     ) -> (Response, Option<u32>) {
-        let want = self.data_out_len(lun, cdb);
-        let bs = self
+        let want = self
             .luns
             .borrow()
             .get(&lun)
-            .map_or(512, |s| s.lu.config().block_size);
-        let resp = match fit_write(cdb, data_out.len(), want, bs) {
-            WriteFit::AsIs => self.execute(nexus, lun, cdb, data_out).await,
-            WriteFit::Truncate(len) => {
-                data_out.truncate(len);
-                self.execute(nexus, lun, cdb, data_out).await
-            }
-            WriteFit::Shorten { cdb, len } => {
-                data_out.truncate(len);
-                self.execute(nexus, lun, &cdb, data_out).await
-            }
-            WriteFit::Nothing => Response::good(Vec::new()),
-        };
-        (resp, want)
-    }
-
-    /// How many bytes of Data-Out the CDB of a command to `lun` asks for (None: no Data-Out
-    /// or not decodable). The iSCSI layer compares it with the Expected Data Transfer Length
-    /// to report write residuals.
-    pub fn data_out_len(&self, lun: u64, cdb: &[u8]) -> Option<u32> {
-        use scsi::cdb::Command as C;
-        let slot = self.luns.borrow().get(&lun).cloned()?;
-        let cfg = slot.lu.config();
-        let bs = cfg.block_size;
-        let blocks = |n: u32| n.checked_mul(bs);
-        let (_, cmd) = scsi::opcodes::decode(cdb, cfg.thin).ok()?;
-        match cmd {
-            C::Write(rw) | C::OrWrite(rw) | C::WriteVerify(rw) => blocks(rw.blocks),
-            C::Verify(rw) => match rw.bytchk {
-                0 => Some(0),
-                3 => Some(bs),
-                _ => blocks(rw.blocks),
-            },
-            C::CompareAndWrite(rw) => blocks(rw.blocks.checked_mul(2)?),
-            C::WriteSame(ws) => Some(if ws.ndob { 0 } else { bs }),
-            C::ModeSelect { len, .. } => Some(len.into()),
-            C::Unmap { len, .. } => Some(len.into()),
-            C::PrOut { len, .. } => Some(len),
-            _ => None,
-        }
+            .and_then(|s| s.lu.data_out_len(cdb));
+        (self.execute(nexus, lun, cdb, data_out).await, want)
     }
 
     /// Raises a unit attention for every I_T nexus on every LUN.
@@ -428,38 +341,6 @@ impl TargetState {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn writes_are_fitted_to_the_smaller_of_edtl_and_cdb_length() {
-        let w10 = |blocks: u8| [0x2A, 0, 0, 0, 0, 0, 0, 0, blocks, 0];
-        assert_eq!(fit_write(&w10(1), 512, Some(512), 512), WriteFit::AsIs);
-        assert_eq!(
-            fit_write(&w10(1), 1024, Some(512), 512),
-            WriteFit::Truncate(512)
-        );
-        assert_eq!(fit_write(&w10(1), 0, Some(512), 512), WriteFit::Nothing);
-        assert_eq!(fit_write(&w10(1), 200, Some(512), 512), WriteFit::Nothing);
-        assert_eq!(
-            fit_write(&w10(2), 512, Some(1024), 512),
-            WriteFit::Shorten {
-                cdb: w10(1).to_vec(),
-                len: 512
-            }
-        );
-        // WRITE(16): a 4-byte length at byte 10.
-        let mut w16 = [0u8; 16];
-        w16[0] = 0x8A;
-        w16[13] = 8;
-        match fit_write(&w16, 3 * 4096 + 100, Some(8 * 4096), 4096) {
-            WriteFit::Shorten { cdb, len } => {
-                assert_eq!(&cdb[10..14], &[0, 0, 0, 3]);
-                assert_eq!(len, 3 * 4096);
-            }
-            other => panic!("{other:?}"),
-        }
-        // Not a plain write: untouched.
-        assert_eq!(fit_write(&[0x89; 16], 10, Some(1024), 512), WriteFit::AsIs);
-    }
     use crate::iscsi::login::AclPolicy;
     use crate::store::{StoreSource, StoreSpec, open_store};
 
