@@ -17,6 +17,13 @@ die() {
     exit 1
 }
 
+# lock_clusters: serializes `up` and `down` on this machine (one lock file for all names, so
+# nothing is left behind per cluster). Spawned processes must not inherit fd 9.
+lock_clusters() {
+    exec 9>"$STATE_ROOT/spindle-cluster.lock"
+    flock 9
+}
+
 # state_dir NAME: the state directory of cluster NAME.
 state_dir() {
     [[ "$1" =~ ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$ ]] || die "invalid cluster name: $1"

@@ -102,10 +102,14 @@ impl TestCluster {
         &self.kubeconfig
     }
 
-    /// A `kubectl` command (the pinned build) already pointed at this cluster.
+    /// A `kubectl` command (the pinned build) already pointed at this cluster. For a cluster of
+    /// our own, kubectl's discovery cache lives in its state directory, not in ~/.kube.
     pub fn kubectl_command(&self) -> Command {
         let mut cmd = Command::new(self.bin_dir.join("kubectl"));
         cmd.arg("--kubeconfig").arg(&self.kubeconfig);
+        if let (Some(_), Some(state)) = (&self.owned, self.kubeconfig.parent()) {
+            cmd.arg("--cache-dir").arg(state.join("kube-cache"));
+        }
         cmd
     }
 

@@ -2,3 +2,4 @@
 //! source by `e2e/cluster/build`) started per test binary, and kubectl driven against it.
 
 pub mod cluster;
+pub mod wait;

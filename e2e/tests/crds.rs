@@ -5,7 +5,10 @@
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 use spindle_crds::{Device, Target};
+use std::time::Duration;
+
 use spindle_e2e::cluster::{TestCluster, workspace_dir};
+use spindle_e2e::wait::eventually;
 
 /// Everything a check needs: the cluster and the namespace it may use.
 struct Ctx {
@@ -88,7 +91,17 @@ fn apply_crds(ctx: &Ctx) -> Result<()> {
         "crd/devices.spindle.dev",
         "crd/targets.spindle.dev",
     ])?;
-    Ok(())
+    // Discovery serves the new kinds shortly after they are established.
+    eventually(Duration::from_secs(30), || {
+        let kinds = ctx.kubectl(&["api-resources", "--api-group=spindle.dev", "-o", "name"])?;
+        ensure!(
+            kinds
+                .split_whitespace()
+                .eq(["devices.spindle.dev", "targets.spindle.dev"]),
+            "discovery lists {kinds:?}"
+        );
+        Ok(())
+    })
 }
 
 /// The description the generated schema holds at `path` (dot-separated, under the root).
@@ -127,21 +140,24 @@ fn explain_shows_descriptions(ctx: &Ctx) -> Result<()> {
     ];
     for (resource, crd, path) in cases {
         let want = squash(&schema_description(crd, path)?);
-        // --api-version avoids explain's discovery race right after the CRD is established.
-        let got =
-            squash(&ctx.kubectl(&["explain", resource, "--api-version=spindle.dev/v1alpha1"])?);
-        ensure!(
-            got.contains(&want),
-            "`kubectl explain {resource}` lacks {want:?}:\n{got}"
-        );
+        // The apiserver publishes a new CRD's OpenAPI a moment after discovery lists it.
+        eventually(Duration::from_secs(30), || {
+            let got = squash(&ctx.kubectl(&["explain", resource])?);
+            ensure!(
+                got.contains(&want),
+                "`kubectl explain {resource}` lacks {want:?}:\n{got}"
+            );
+            Ok(())
+        })?;
     }
     Ok(())
 }
 
-/// A manifest, the field the apiserver must name when rejecting it (None: accepted).
+/// A manifest and, when it must be rejected, the field the apiserver names and part of its
+/// message (None: accepted).
 struct Case {
     yaml: String,
-    field: Option<&'static str>,
+    rejected: Option<(&'static str, &'static str)>,
 }
 
 fn device_yaml(ns: &str, spec: &str) -> String {
@@ -157,13 +173,13 @@ fn target_yaml(ns: &str, spec: &str) -> String {
 }
 
 fn cases(ns: &str) -> Vec<Case> {
-    let d = |spec: &str, field| Case {
+    let d = |spec: &str, rejected| Case {
         yaml: device_yaml(ns, spec),
-        field,
+        rejected,
     };
-    let t = |spec: &str, field| Case {
+    let t = |spec: &str, rejected| Case {
         yaml: target_yaml(ns, spec),
-        field,
+        rejected,
     };
     vec![
         d(
@@ -172,20 +188,29 @@ fn cases(ns: &str) -> Vec<Case> {
         ),
         d(
             "  blockSize: 4096\n  source:\n    file: {path: d0.img, sizeBytes: 6144}\n",
-            Some("spec.source.file.sizeBytes"),
+            Some((
+                "spec.source.file.sizeBytes",
+                "must be a multiple of blockSize",
+            )),
         ),
         d(
             "  source:\n    file: {path: d0.img, sizeBytes: 1000}\n",
-            Some("spec.source.file.sizeBytes"),
+            Some((
+                "spec.source.file.sizeBytes",
+                "must be a multiple of blockSize",
+            )),
         ),
         d(
             "  blockSize: 2048\n  source:\n    block: {path: /dev/sdb}\n",
-            Some("spec.blockSize"),
+            Some(("spec.blockSize", "supported values")),
         ),
-        d("  source: {}\n", Some("spec.source")),
+        d(
+            "  source: {}\n",
+            Some(("spec.source", "exactly one of file or block")),
+        ),
         d(
             "  source:\n    file: {path: ../etc/x, sizeBytes: 512}\n",
-            Some("spec.source.file.path"),
+            Some(("spec.source.file.path", "must not contain '..'")),
         ),
         t(
             "  luns:\n  - {lun: 0, deviceRef: d0}\n  - {lun: 1, deviceRef: d1}\n",
@@ -193,22 +218,28 @@ fn cases(ns: &str) -> Vec<Case> {
         ),
         t(
             "  luns:\n  - {lun: 0, deviceRef: d0}\n  - {lun: 0, deviceRef: d1}\n",
-            Some("spec.luns"),
+            Some(("spec.luns", "LUN numbers must be unique")),
         ),
         t("  iqn: iqn.2026-11.dev.spindle:ok\n", None),
-        t("  iqn: iqn.26-11.dev.spindle\n", Some("spec.iqn")),
+        t(
+            "  iqn: iqn.26-11.dev.spindle\n",
+            Some(("spec.iqn", "should match")),
+        ),
         t("  iqn: eui.02004567A425678D\n", None),
         t(
             "  acl:\n    initiators: [iqn.2026-11.dev.x, nope]\n",
-            Some("spec.acl.initiators[1]"),
+            Some(("spec.acl.initiators[1]", "should match")),
         ),
         t(
             "  acl: {allowAll: true, initiators: [iqn.2026-11.dev.x]}\n",
-            Some("spec.acl"),
+            Some(("spec.acl", "mutually exclusive")),
         ),
         t(
             "  iscsi: {firstBurstLength: 1048576, maxBurstLength: 65536}\n",
-            Some("spec.iscsi.firstBurstLength"),
+            Some((
+                "spec.iscsi.firstBurstLength",
+                "must not exceed maxBurstLength",
+            )),
         ),
     ]
 }
@@ -236,17 +267,19 @@ fn rejections_agree(ctx: &Ctx) -> Result<()> {
             .cluster
             .kubectl_fails(&["create", "--dry-run=server", "-f", "-"], Some(&case.yaml))?;
         let rust = rust_fields(&case.yaml)?;
-        let ok = match (case.field, &server) {
+        let ok = match (case.rejected, &server) {
             (None, None) => rust.is_empty(),
-            (Some(field), Some(stderr)) => {
-                stderr.contains(field) && rust.iter().any(|f| f.starts_with(field))
+            (Some((field, message)), Some(stderr)) => {
+                stderr.contains(&format!("{field}: "))
+                    && stderr.contains(message)
+                    && rust.iter().any(|f| f.starts_with(field))
             }
             _ => false,
         };
         if !ok {
             problems.push(format!(
                 "expected {:?}; apiserver said {server:?}; validate() named {rust:?}\n{}",
-                case.field, case.yaml
+                case.rejected, case.yaml
             ));
         }
     }
@@ -306,76 +339,73 @@ fn defaults_agree(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-fn printer_columns(ctx: &Ctx) -> Result<()> {
-    let ns = ctx.ns.as_str();
-    let status = r#"{"status":{"node":"node-a","iqn":"iqn.2026-11.dev.spindle:x.t0","portals":["127.0.0.1:3260"],"sessions":2,"conditions":[{"type":"Ready","status":"True","reason":"Serving","message":""}]}}"#;
-    ctx.kubectl(&[
+/// `kubectl get` output split into rows of words.
+fn table(ctx: &Ctx, args: &[&str]) -> Result<Vec<Vec<String>>> {
+    let out = ctx.kubectl(args)?;
+    Ok(out
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .collect())
+}
+
+fn patch_status(ctx: &Ctx, object: &str, status: &str) -> Result<()> {
+    let patch = format!(r#"{{"status":{status}}}"#);
+    let args = [
         "patch",
         "-n",
-        ns,
-        "target/t0",
+        &ctx.ns,
+        object,
         "--subresource=status",
         "--type=merge",
         "-p",
-        status,
-    ])?;
-    let got = ctx.kubectl(&["get", "-n", ns, "targets"])?;
-    let lines: Vec<Vec<&str>> = got
-        .lines()
-        .map(|l| l.split_whitespace().collect())
-        .collect();
+    ];
+    ctx.kubectl(&[&args[..], &[patch.as_str()]].concat())?;
+    Ok(())
+}
+
+fn printer_columns(ctx: &Ctx) -> Result<()> {
+    patch_status(
+        ctx,
+        "target/t0",
+        r#"{"node":"node-a","iqn":"iqn.2026-11.dev.spindle:x.t0","sessions":2,
+            "portals":["127.0.0.1:3260","10.0.0.2:3260"],
+            "conditions":[{"type":"Ready","status":"True","reason":"Serving","message":""}]}"#,
+    )?;
+    let rows = table(ctx, &["get", "-n", &ctx.ns, "targets"])?;
     ensure!(
-        lines.first().is_some_and(|h| h[..] == ["NAME", "READY", "NODE", "IQN", "PORTAL", "SESSIONS", "AGE"]),
-        "target header: {got}"
+        rows.first().is_some_and(|h| h[..] == ["NAME", "READY", "NODE", "IQN", "PORTAL", "SESSIONS", "AGE"]),
+        "target header: {rows:?}"
     );
+    // PORTAL shows the first portal.
     ensure!(
-        lines.get(1).is_some_and(|r| r[..6]
+        rows.get(1).and_then(|r| r.get(..6)).is_some_and(|r| r
             == [
                 "t0",
                 "True",
                 "node-a",
                 "iqn.2026-11.dev.spindle:x.t0",
-                "[\"127.0.0.1:3260\"]",
+                "127.0.0.1:3260",
                 "2"
-            ]
-            || r[..6]
-                == [
-                    "t0",
-                    "True",
-                    "node-a",
-                    "iqn.2026-11.dev.spindle:x.t0",
-                    "127.0.0.1:3260",
-                    "2"
-                ]),
-        "target row: {got}"
+            ]),
+        "target row: {rows:?}"
     );
-    let status = r#"{"status":{"capacityBytes":1048576,"usedBy":["t0"],"conditions":[{"type":"Ready","status":"False","reason":"Pending","message":""}]}}"#;
-    ctx.kubectl(&[
-        "patch",
-        "-n",
-        ns,
+    patch_status(
+        ctx,
         "device/d0",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        status,
-    ])?;
-    let got = ctx.kubectl(&["get", "-n", ns, "devices", "-o", "wide"])?;
-    let lines: Vec<Vec<&str>> = got
-        .lines()
-        .map(|l| l.split_whitespace().collect())
-        .collect();
+        r#"{"capacityBytes":1048576,"usedBy":["ns/t0"],
+            "conditions":[{"type":"Ready","status":"False","reason":"Pending","message":""}]}"#,
+    )?;
+    let rows = table(ctx, &["get", "-n", &ctx.ns, "devices", "-o", "wide"])?;
     ensure!(
-        lines
-            .first()
+        rows.first()
             .is_some_and(|h| h[..] == ["NAME", "READY", "NODE", "SIZE", "USED-BY", "AGE"]),
-        "device header: {got}"
+        "device header: {rows:?}"
     );
     ensure!(
-        lines.get(1).is_some_and(|r| r.len() == 6
-            && r[..4] == ["d0", "False", "node-a", "1048576"]
-            && r[4].contains("t0")),
-        "device row: {got}"
+        rows.get(1)
+            .and_then(|r| r.get(..5))
+            .is_some_and(|r| r == ["d0", "False", "node-a", "1048576", r#"["ns/t0"]"#]),
+        "device row: {rows:?}"
     );
     Ok(())
 }
