@@ -65,8 +65,8 @@ const NO_DOTDOT_RULE: &str = "!self.split('/').exists(p, p == '..')";
     "rule": "!has(self.source.file) || self.source.file.sizeBytes % self.blockSize == 0",
     "message": "must be a multiple of blockSize",
     "fieldPath": ".source.file.sizeBytes",
-    "reason": "FieldValueInvalid",
 }]))]
+#[schemars(transform = crate::prose::flow_descriptions)]
 pub struct DeviceSpec {
     /// Name of the node whose agent holds the backing store and serves this device.
     #[schemars(length(min = 1))]
@@ -166,6 +166,7 @@ pub enum ReclaimPolicy {
 /// Observed state of a Device, written by the operator from what the agent reports.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::prose::flow_descriptions)]
 pub struct DeviceStatus {
     /// Ready, Deleting and Flushed conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

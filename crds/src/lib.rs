@@ -9,6 +9,7 @@ mod condition;
 mod device;
 pub mod manifest;
 mod names;
+mod prose;
 mod target;
 mod validate;
 

@@ -59,7 +59,7 @@ const ISCSI_LENGTH_MAX: u32 = 16_777_215;
     printcolumn(
         name = "Portal",
         type_ = "string",
-        json_path = ".status.portals",
+        json_path = ".status.portals[*]",
         description = "Addresses (ip:port) initiators connect to"
     ),
     printcolumn(
@@ -75,6 +75,7 @@ const ISCSI_LENGTH_MAX: u32 = 16_777_215;
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::prose::flow_descriptions)]
 pub struct TargetSpec {
     /// iSCSI qualified name (`iqn.YYYY-MM.reversed.domain[:suffix]` or `eui.` + 16 hex digits,
     /// lower case). Default: `iqn.2026-11.dev.spindle:<namespace>.<name>`.
@@ -91,7 +92,6 @@ pub struct TargetSpec {
     #[schemars(length(max = MAX_LUNS), extend("x-kubernetes-validations" = [{
         "rule": "self.all(l, self.exists_one(m, m.lun == l.lun))",
         "message": "LUN numbers must be unique",
-        "reason": "FieldValueDuplicate",
     }]))]
     pub luns: Vec<LunSpec>,
     /// Which initiators may log in. Default: nobody.
@@ -244,6 +244,7 @@ pub enum Digest {
 /// Observed state of a Target, written by the operator from what the agent reports.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::prose::flow_descriptions)]
 pub struct TargetStatus {
     /// Ready and AgentReachable conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -1,1 +1,5 @@
-//! placeholder
+//! End-to-end test support: a real Kubernetes control plane (etcd + kube-apiserver built from
+//! source by `e2e/cluster/build`) started per test binary, and kubectl driven against it.
+
+pub mod cluster;
+pub mod wait;

@@ -1,0 +1,65 @@
+# Shared by build, up and down: pinned versions, cache and state locations, small helpers.
+# shellcheck shell=bash
+
+CLUSTER_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=versions
+source "$CLUSTER_DIR/versions"
+
+# Where the built binaries live; reused across runs and worktrees.
+CACHE_DIR="${SPINDLE_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/spindle/k8s-$KUBERNETES_VERSION}"
+BIN_DIR="$CACHE_DIR/bin"
+
+# Root under which each named cluster keeps its state (certs, data, logs, pids).
+STATE_ROOT="${XDG_RUNTIME_DIR:-/tmp}"
+
+die() {
+    echo "${0##*/}: $*" >&2
+    exit 1
+}
+
+# lock_clusters: serializes `up` and `down` on this machine (one lock file for all names, so
+# nothing is left behind per cluster). Spawned processes must not inherit fd 9.
+lock_clusters() {
+    exec 9>"$STATE_ROOT/spindle-cluster.lock"
+    flock 9
+}
+
+# state_dir NAME: the state directory of cluster NAME.
+state_dir() {
+    [[ "$1" =~ ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$ ]] || die "invalid cluster name: $1"
+    echo "$STATE_ROOT/spindle-cluster-$1"
+}
+
+# pid_alive PIDFILE PROGRAM: true if the pid in PIDFILE runs PROGRAM, i.e. PROGRAM is one of its
+# command-line words (guards against pid reuse).
+pid_alive() {
+    local pid
+    [[ -s "$1" ]] || return 1
+    pid="$(<"$1")"
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    [[ -r "/proc/$pid/cmdline" ]] || return 1
+    tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qxF "$2"
+}
+
+# stop_pid PIDFILE BINARY: SIGTERM the process, SIGKILL after 10 s; no-op if it is gone.
+stop_pid() {
+    local pid i
+    pid_alive "$1" "$2" || return 0
+    pid="$(<"$1")"
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < 100; i++)); do
+        pid_alive "$1" "$2" || return 0
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
+# stop_cluster DIR: stops the processes recorded in a state directory and removes it.
+stop_cluster() {
+    local dir="$1"
+    [[ -d "$dir" ]] || return 0
+    stop_pid "$dir/watchdog.pid" "$CLUSTER_DIR/watchdog"
+    stop_pid "$dir/kube-apiserver.pid" "$BIN_DIR/kube-apiserver"
+    stop_pid "$dir/etcd.pid" "$BIN_DIR/etcd"
+    rm -rf -- "$dir"
+}
