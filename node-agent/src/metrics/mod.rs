@@ -4,6 +4,7 @@ mod http;
 
 pub use http::serve;
 
+use std::cell::RefCell;
 use std::sync::LazyLock;
 
 use prometheus::{
@@ -104,6 +105,9 @@ pub struct LunMetrics {
     pub inflight: IntGauge,
     target: String,
     lun: String,
+    /// Counters already looked up, by (opcode name, status name): a handful per LUN, so a
+    /// linear scan beats hashing label values on every command.
+    commands: RefCell<Vec<(&'static str, &'static str, IntCounter)>>,
 }
 
 impl LunMetrics {
@@ -119,15 +123,22 @@ impl LunMetrics {
             inflight: m.inflight.with_label_values(&[target, &l]),
             target: target.to_string(),
             lun: l,
+            commands: RefCell::new(Vec::new()),
         }
     }
 
     /// Counts one completed command.
-    pub fn command(&self, opcode: &str, status: &str) {
-        get()
+    pub fn command(&self, opcode: &'static str, status: &'static str) {
+        let mut cache = self.commands.borrow_mut();
+        if let Some((_, _, c)) = cache.iter().find(|(o, s, _)| *o == opcode && *s == status) {
+            c.inc();
+            return;
+        }
+        let c = get()
             .commands
-            .with_label_values(&[&self.target, &self.lun, opcode, status])
-            .inc();
+            .with_label_values(&[&self.target, &self.lun, opcode, status]);
+        c.inc();
+        cache.push((opcode, status, c));
     }
 }
 
@@ -149,6 +160,7 @@ mod tests {
         let l = LunMetrics::new("ns/t", 3);
         l.read_bytes.inc_by(4096);
         l.command("READ_10", "GOOD");
+        l.command("READ_10", "GOOD");
         let text = render();
         assert!(
             text.contains(
@@ -157,7 +169,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(
-            r#"spindle_scsi_commands_total{lun="3",opcode="READ_10",status="GOOD",target="ns/t"} 1"#
+            r#"spindle_scsi_commands_total{lun="3",opcode="READ_10",status="GOOD",target="ns/t"} 2"#
         ));
     }
 }
