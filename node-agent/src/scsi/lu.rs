@@ -47,6 +47,9 @@ pub struct LuConfig {
     pub target_port_group: u16,
     /// Relative target port identifier (VPD 83h).
     pub relative_port: u16,
+    /// Logical blocks per physical block, as a power of two (READ CAPACITY(16)): the store's
+    /// allocation unit, e.g. 3 for 512-byte blocks on a filesystem with 4 KiB blocks.
+    pub physical_block_exp: u8,
 }
 
 impl Default for LuConfig {
@@ -66,6 +69,7 @@ impl Default for LuConfig {
             target_iqn: String::new(),
             target_port_group: 1,
             relative_port: 1,
+            physical_block_exp: 0,
         }
     }
 }
@@ -82,6 +86,9 @@ pub enum ConfigError {
     /// The NAA designator is not NAA 5 or 6 (first nibble).
     #[error("NAA designator must start with nibble 5 or 6, not {0:#x}")]
     Naa(u8),
+    /// The physical block exponent does not fit its 4-bit field.
+    #[error("logical blocks per physical block exponent {0} exceeds 15")]
+    PhysicalBlockExp(u8),
 }
 
 impl LuConfig {
@@ -100,6 +107,9 @@ impl LuConfig {
         let naa = self.naa[0] >> 4;
         if naa != 5 && naa != 6 {
             return Err(ConfigError::Naa(naa));
+        }
+        if self.physical_block_exp > 15 {
+            return Err(ConfigError::PhysicalBlockExp(self.physical_block_exp));
         }
         Ok(())
     }

@@ -267,7 +267,8 @@ impl<B: Backend> LogicalUnit<B> {
         let mut d = vec![0u8; 32];
         d[0..8].copy_from_slice(&self.cfg.num_blocks.saturating_sub(1).to_be_bytes());
         d[8..12].copy_from_slice(&self.cfg.block_size.to_be_bytes());
-        // Byte 13: logical blocks per physical block exponent 0.
+        // Byte 13: logical blocks per physical block exponent.
+        d[13] = self.cfg.physical_block_exp & 0x0F;
         if self.cfg.thin {
             d[14] = 0x80 | 0x40; // LBPME, LBPRZ
         }

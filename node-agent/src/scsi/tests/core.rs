@@ -190,6 +190,26 @@ fn read_capacity_10_and_16() {
 }
 
 #[test]
+fn read_capacity_16_reports_the_physical_block_exponent() {
+    let lu = lu(LuConfig {
+        physical_block_exp: 3,
+        ..config(1000)
+    });
+    clear_ua(&lu, N1);
+    let mut cdb = vec![0x9E, 0x10];
+    cdb.extend_from_slice(&[0; 8]);
+    cdb.extend_from_slice(&32u32.to_be_bytes());
+    cdb.extend_from_slice(&[0, 0]);
+    let r = exec(&lu, N1, &cdb, Vec::new());
+    assert_eq!(r.data_in[13] & 0x0F, 3, "8 logical blocks per physical block");
+    let bad = LuConfig {
+        physical_block_exp: 16,
+        ..config(1000)
+    };
+    assert!(bad.validate().is_err());
+}
+
+#[test]
 fn read_capacity10_saturates_for_huge_units() {
     let cfg = LuConfig {
         num_blocks: 1 << 33,
