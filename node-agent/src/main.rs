@@ -49,6 +49,10 @@ struct StandaloneArgs {
     /// A block device Devices may use (`spec.source.block.path`); repeat for several.
     #[arg(long = "allow-block", value_name = "PATH")]
     allow_block: Vec<PathBuf>,
+    /// Seconds a connection may be idle before the target pings it with a NOP-In; a ping
+    /// still unanswered at the next one closes the connection.
+    #[arg(long, value_name = "SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    nop_interval: u64,
 }
 
 fn init_logging() {
@@ -88,6 +92,7 @@ fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         listen: args.listen,
         data_dir: args.data_dir,
         allow_block: args.allow_block,
+        keepalive: std::time::Duration::from_secs(args.nop_interval),
     };
     let agent = engine::Agent::start(opts, targets)?;
     wait_for_shutdown_signal()?;

@@ -6,6 +6,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
@@ -54,15 +55,35 @@ impl Host {
     }
 }
 
+/// How long a connection may be idle before the target pings it (NOP-In); a ping still
+/// unanswered at the next one closes the connection.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(15);
+
 /// Live connections of one target, so shutdown can close them and wait.
-#[derive(Default)]
 pub struct Sessions {
     live: RefCell<BTreeMap<u64, Rc<TcpStream>>>,
     next: Cell<u64>,
     gone: Notify,
+    keepalive: Duration,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions::new(DEFAULT_KEEPALIVE)
+    }
 }
 
 impl Sessions {
+    /// No live session yet; idle connections are pinged every `keepalive`.
+    pub fn new(keepalive: Duration) -> Self {
+        Sessions {
+            live: RefCell::default(),
+            next: Cell::new(0),
+            gone: Notify::new(),
+            keepalive,
+        }
+    }
+
     fn add(&self, stream: Rc<TcpStream>) -> u64 {
         let id = self.next.get() + 1;
         self.next.set(id);
@@ -108,6 +129,8 @@ pub fn decode_lun(raw: u64) -> u64 {
 
 /// Everything a connection's tasks share.
 struct Conn {
+    /// When the last PDU arrived (the keepalive pings only idle connections).
+    last_rx: Cell<Instant>,
     host: Host,
     session: RefCell<Session>,
     outbox: Rc<Outbox>,
@@ -249,6 +272,7 @@ pub async fn serve(
         ..SessionConfig::default()
     };
     let conn = Rc::new(Conn {
+        last_rx: Cell::new(Instant::now()),
         host: host.clone(),
         session: RefCell::new(Session::new(params, config)),
         outbox: outbox.clone(),
@@ -258,9 +282,12 @@ pub async fn serve(
         target_iqn: login.target_iqn.clone(),
     });
     let mut reader = PduReader::new(stream.clone(), leftover);
+    let pinger = ring::spawn(keepalive(conn.clone(), stream.clone(), sessions.keepalive));
     let why = loop {
         let mut actions = Vec::new();
-        match reader.next(digests, max_recv).await {
+        let next = reader.next(digests, max_recv).await;
+        conn.last_rx.set(Instant::now());
+        match next {
             Ok(pdu) => conn.session.borrow_mut().on_pdu(pdu, &mut actions),
             Err(ReadError::Pdu { bhs, err, consumed }) => {
                 tracing::debug!(session = id, "bad PDU: {err}");
@@ -282,6 +309,7 @@ pub async fn serve(
             break "write failed".to_string();
         }
     };
+    pinger.abort();
     outbox.close();
     let _ = writer.await;
     if let Host::Target(t, _) = &host {
@@ -290,6 +318,28 @@ pub async fn serve(
     sessions.remove(id);
     gauge.dec();
     tracing::info!(target = %host.name(), session = id, "session ended: {why}");
+}
+
+/// Pings the initiator (NOP-In) when the connection has been idle for `every`; closes the
+/// connection when the previous ping is still unanswered (RFC 7143 §11.19).
+async fn keepalive(conn: Rc<Conn>, stream: Rc<TcpStream>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if conn.last_rx.get().elapsed() < every {
+            continue;
+        }
+        let mut out = Vec::new();
+        let answered = conn.session.borrow_mut().ping(&mut out);
+        if !answered {
+            tracing::warn!("initiator did not answer a NOP-In ping; closing the connection");
+            let _ = stream.shutdown();
+            return;
+        }
+        metrics::get().nop_pings.inc();
+        if !conn.run(out) {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -36,6 +36,8 @@ pub struct AgentOptions {
     pub data_dir: PathBuf,
     /// Block devices Devices may use.
     pub allow_block: Vec<PathBuf>,
+    /// Idle time after which a connection is pinged (NOP-In).
+    pub keepalive: std::time::Duration,
 }
 
 /// Why the agent could not start or stop cleanly.
@@ -120,7 +122,7 @@ impl Agent {
             }
             let config = Arc::new(cfg);
             let handle =
-                TargetHandle::spawn(config.clone(), stores).map_err(EngineError::Thread)?;
+                TargetHandle::spawn(config.clone(), stores, opts.keepalive).map_err(EngineError::Thread)?;
             directory.insert(
                 config.iqn.to_ascii_lowercase(),
                 DirectoryEntry {

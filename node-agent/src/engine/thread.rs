@@ -4,6 +4,7 @@
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -46,12 +47,13 @@ impl TargetHandle {
     pub fn spawn(
         config: Arc<TargetConfig>,
         stores: Vec<(LunConfig, OpenedStore)>,
+        keepalive: Duration,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         let name = config.name.clone();
         let thread = std::thread::Builder::new()
             .name(format!("tgt-{}", config.name.replace('/', ".")))
-            .spawn(move || run(config, stores, rx))?;
+            .spawn(move || run(config, stores, keepalive, rx))?;
         Ok(TargetHandle { name, tx, thread })
     }
 
@@ -85,6 +87,7 @@ impl TargetHandle {
 fn run(
     config: Arc<TargetConfig>,
     stores: Vec<(LunConfig, OpenedStore)>,
+    keepalive: Duration,
     mut rx: mpsc::UnboundedReceiver<TargetCmd>,
 ) {
     let rt = match ring::Runtime::new() {
@@ -103,7 +106,7 @@ fn run(
     };
     rt.block_on(async move {
         let state = Rc::new(TargetState::new((*config).clone(), stores));
-        let sessions = Rc::new(Sessions::default());
+        let sessions = Rc::new(Sessions::new(keepalive));
         // What SendTargets shows inside a normal session: this target only.
         let entries = Rc::new(vec![DiscoveryEntry {
             iqn: config.iqn.clone(),

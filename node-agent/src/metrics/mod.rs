@@ -29,6 +29,8 @@ pub struct Metrics {
     pub drain_seconds: HistogramVec,
     /// Logins refused (bad credentials, ACL, unknown target).
     pub login_failures: IntCounter,
+    /// Keepalive NOP-In pings sent to idle connections.
+    pub nop_pings: IntCounter,
     /// Targets being served.
     pub targets: IntGauge,
 }
@@ -65,6 +67,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["target"],
     )?;
     let login_failures = IntCounter::new("iscsi_login_failures_total", "Logins refused")?;
+    let nop_pings = IntCounter::new("iscsi_nop_pings_total", "Keepalive NOP-In pings sent")?;
     let targets = IntGauge::new("targets", "Targets served")?;
     registry.register(Box::new(commands.clone()))?;
     registry.register(Box::new(bytes.clone()))?;
@@ -73,6 +76,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(sessions.clone()))?;
     registry.register(Box::new(drain_seconds.clone()))?;
     registry.register(Box::new(login_failures.clone()))?;
+    registry.register(Box::new(nop_pings.clone()))?;
     registry.register(Box::new(targets.clone()))?;
     Ok(Metrics {
         registry,
@@ -83,6 +87,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         sessions,
         drain_seconds,
         login_failures,
+        nop_pings,
         targets,
     })
 }
