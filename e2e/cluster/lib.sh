@@ -2,7 +2,7 @@
 # shellcheck shell=bash
 
 CLUSTER_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=versions
+# shellcheck source=e2e/cluster/versions
 source "$CLUSTER_DIR/versions"
 
 # Where the built binaries live; reused across runs and worktrees.
