@@ -121,8 +121,8 @@ impl Agent {
                 );
             }
             let config = Arc::new(cfg);
-            let handle =
-                TargetHandle::spawn(config.clone(), stores, opts.keepalive).map_err(EngineError::Thread)?;
+            let handle = TargetHandle::spawn(config.clone(), stores, opts.keepalive)
+                .map_err(EngineError::Thread)?;
             directory.insert(
                 config.iqn.to_ascii_lowercase(),
                 DirectoryEntry {

@@ -201,7 +201,11 @@ fn read_capacity_16_reports_the_physical_block_exponent() {
     cdb.extend_from_slice(&32u32.to_be_bytes());
     cdb.extend_from_slice(&[0, 0]);
     let r = exec(&lu, N1, &cdb, Vec::new());
-    assert_eq!(r.data_in[13] & 0x0F, 3, "8 logical blocks per physical block");
+    assert_eq!(
+        r.data_in[13] & 0x0F,
+        3,
+        "8 logical blocks per physical block"
+    );
     let bad = LuConfig {
         physical_block_exp: 16,
         ..config(1000)
