@@ -195,19 +195,7 @@ impl<B: Backend> LogicalUnit<B> {
 mod tests {
     use super::*;
     use crate::scsi::sense::{INVALID_FIELD_IN_PARAMETER_LIST, LBA_OUT_OF_RANGE};
-
-    fn list(extents: &[(u64, u32)]) -> Vec<u8> {
-        let mut d = vec![0u8; 8];
-        for (lba, n) in extents {
-            d.extend_from_slice(&lba.to_be_bytes());
-            d.extend_from_slice(&n.to_be_bytes());
-            d.extend_from_slice(&[0; 4]);
-        }
-        let bd = (d.len() - 8) as u16;
-        d[0..2].copy_from_slice(&(bd + 6).to_be_bytes());
-        d[2..4].copy_from_slice(&bd.to_be_bytes());
-        d
-    }
+    use crate::scsi::testing::unmap_list as list;
 
     #[test]
     fn unmap_list_parses() {

@@ -183,3 +183,30 @@ pub fn cdb16(op: u8, flags: u8, lba: u64, blocks: u32) -> Vec<u8> {
     c.extend_from_slice(&[0, 0]);
     c
 }
+
+/// An UNMAP parameter list with these (LBA, blocks) descriptors.
+pub(crate) fn unmap_list(extents: &[(u64, u32)]) -> Vec<u8> {
+    let mut d = vec![0u8; 8];
+    for (lba, n) in extents {
+        d.extend_from_slice(&lba.to_be_bytes());
+        d.extend_from_slice(&n.to_be_bytes());
+        d.extend_from_slice(&[0; 4]);
+    }
+    let bd = (d.len() - 8) as u16;
+    d[0..2].copy_from_slice(&(bd + 6).to_be_bytes());
+    d[2..4].copy_from_slice(&bd.to_be_bytes());
+    d
+}
+
+/// An EXTENDED COPY block-to-block segment descriptor (02h).
+pub(crate) fn segment(src: u16, dst: u16, blocks: u16, from: u64, to: u64) -> Vec<u8> {
+    let mut s = vec![0u8; 28];
+    s[0] = 0x02;
+    s[2..4].copy_from_slice(&24u16.to_be_bytes());
+    s[4..6].copy_from_slice(&src.to_be_bytes());
+    s[6..8].copy_from_slice(&dst.to_be_bytes());
+    s[10..12].copy_from_slice(&blocks.to_be_bytes());
+    s[12..20].copy_from_slice(&from.to_be_bytes());
+    s[20..28].copy_from_slice(&to.to_be_bytes());
+    s
+}

@@ -363,6 +363,7 @@ impl<B: Backend> LogicalUnit<B> {
 mod tests {
     use super::*;
     use crate::scsi::sense::{INVALID_FIELD_IN_PARAMETER_LIST, PARAMETER_LIST_LENGTH_ERROR};
+    use crate::scsi::testing::segment;
 
     fn cfg() -> LuConfig {
         LuConfig {
@@ -380,18 +381,6 @@ mod tests {
         t[8..24].copy_from_slice(naa);
         t[29..32].copy_from_slice(&block.to_be_bytes()[1..]);
         t
-    }
-
-    fn segment(src: u16, dst: u16, blocks: u16, from: u64, to: u64) -> Vec<u8> {
-        let mut s = vec![0u8; 28];
-        s[0] = 0x02;
-        s[2..4].copy_from_slice(&24u16.to_be_bytes());
-        s[4..6].copy_from_slice(&src.to_be_bytes());
-        s[6..8].copy_from_slice(&dst.to_be_bytes());
-        s[10..12].copy_from_slice(&blocks.to_be_bytes());
-        s[12..20].copy_from_slice(&from.to_be_bytes());
-        s[20..28].copy_from_slice(&to.to_be_bytes());
-        s
     }
 
     fn list(targets: &[&[u8]], segments: &[&[u8]]) -> Vec<u8> {

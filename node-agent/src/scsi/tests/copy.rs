@@ -24,18 +24,6 @@ fn target(designator: &[u8]) -> Vec<u8> {
     t
 }
 
-fn segment(src: u16, dst: u16, blocks: u16, from: u64, to: u64) -> Vec<u8> {
-    let mut s = vec![0u8; 28];
-    s[0] = 0x02;
-    s[2..4].copy_from_slice(&24u16.to_be_bytes());
-    s[4..6].copy_from_slice(&src.to_be_bytes());
-    s[6..8].copy_from_slice(&dst.to_be_bytes());
-    s[10..12].copy_from_slice(&blocks.to_be_bytes());
-    s[12..20].copy_from_slice(&from.to_be_bytes());
-    s[20..28].copy_from_slice(&to.to_be_bytes());
-    s
-}
-
 fn xcopy(
     lu: &LogicalUnit<MemBackend>,
     list_id: u8,

@@ -12,19 +12,6 @@ fn thin(blocks: u64) -> LogicalUnit<MemBackend> {
     lu
 }
 
-fn unmap_list(extents: &[(u64, u32)]) -> Vec<u8> {
-    let mut d = vec![0u8; 8];
-    for (lba, n) in extents {
-        d.extend_from_slice(&lba.to_be_bytes());
-        d.extend_from_slice(&n.to_be_bytes());
-        d.extend_from_slice(&[0; 4]);
-    }
-    let bd = (d.len() - 8) as u16;
-    d[0..2].copy_from_slice(&(bd + 6).to_be_bytes());
-    d[2..4].copy_from_slice(&bd.to_be_bytes());
-    d
-}
-
 fn unmap_cdb(len: usize) -> Vec<u8> {
     vec![0x42, 0, 0, 0, 0, 0, 0, (len >> 8) as u8, len as u8, 0]
 }
