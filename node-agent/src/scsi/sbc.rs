@@ -32,6 +32,14 @@ fn first_mismatch(a: &[u8], b: &[u8]) -> Option<usize> {
     a.iter().zip(b).position(|(x, y)| x != y)
 }
 
+/// What a writing command has to do once its CDB and Data-Out are checked.
+enum Writable {
+    /// Nothing to write; the command completes GOOD with this (empty) buffer.
+    Nothing(Vec<u8>),
+    /// Write this Data-Out at this byte offset.
+    Data(u64, Vec<u8>),
+}
+
 impl<B: Backend> LogicalUnit<B> {
     /// Checks that `blocks` blocks from `lba` lie on the medium and returns the byte offset
     /// and byte length. An LBA at or beyond the end is out of range even for 0 blocks.
@@ -99,18 +107,28 @@ impl<B: Backend> LogicalUnit<B> {
         buf
     }
 
-    pub(super) async fn write(&self, rw: Rw, buf: Vec<u8>) -> Out {
+    /// The common start of the commands that write Data-Out to the medium: write protection,
+    /// the LBA range, and the usable Data-Out (see `data_out`).
+    fn writable(&self, rw: &Rw, buf: Vec<u8>) -> Result<Writable, super::lu::Fail> {
         if self.write_protected() {
             return Err(write_protected().into());
         }
-        let (offset, len) = self.transfer(&rw)?;
+        let (offset, len) = self.transfer(rw)?;
         if len == 0 {
-            return Ok(empty(buf));
+            return Ok(Writable::Nothing(empty(buf)));
         }
-        let buf = self.data_out(buf, len);
-        if buf.is_empty() {
-            return Ok(buf);
+        let data = self.data_out(buf, len);
+        if data.is_empty() {
+            return Ok(Writable::Nothing(data));
         }
+        Ok(Writable::Data(offset, data))
+    }
+
+    pub(super) async fn write(&self, rw: Rw, buf: Vec<u8>) -> Out {
+        let (offset, buf) = match self.writable(&rw, buf)? {
+            Writable::Nothing(b) => return Ok(b),
+            Writable::Data(offset, b) => (offset, b),
+        };
         let _shared = self.io_guard.read().await;
         let buf = self.write_from(buf, offset, rw.fua).await?;
         Ok(empty(buf))
@@ -161,17 +179,10 @@ impl<B: Backend> LogicalUnit<B> {
     }
 
     pub(super) async fn write_verify(&self, rw: Rw, buf: Vec<u8>) -> Out {
-        if self.write_protected() {
-            return Err(write_protected().into());
-        }
-        let (offset, len) = self.transfer(&rw)?;
-        if len == 0 {
-            return Ok(empty(buf));
-        }
-        let data = self.data_out(buf, len);
-        if data.is_empty() {
-            return Ok(data);
-        }
+        let (offset, data) = match self.writable(&rw, buf)? {
+            Writable::Nothing(b) => return Ok(b),
+            Writable::Data(offset, b) => (offset, b),
+        };
         let _shared = self.io_guard.read().await;
         // Verification means the data is on the medium: write through.
         let data = self.write_from(data, offset, true).await?;
@@ -214,17 +225,10 @@ impl<B: Backend> LogicalUnit<B> {
 
     /// ORWRITE(16): ORs the Data-Out into the medium (read-modify-write, exclusive guard).
     pub(super) async fn orwrite(&self, rw: Rw, buf: Vec<u8>) -> Out {
-        if self.write_protected() {
-            return Err(write_protected().into());
-        }
-        let (offset, len) = self.transfer(&rw)?;
-        if len == 0 {
-            return Ok(empty(buf));
-        }
-        let data = self.data_out(buf, len);
-        if data.is_empty() {
-            return Ok(data);
-        }
+        let (offset, data) = match self.writable(&rw, buf)? {
+            Writable::Nothing(b) => return Ok(b),
+            Writable::Data(offset, b) => (offset, b),
+        };
         let _exclusive = self.io_guard.write().await;
         let mut current = self.read_into(Vec::new(), offset, data.len()).await?;
         current.iter_mut().zip(&data).for_each(|(c, d)| *c |= d);
