@@ -35,6 +35,7 @@ fn crds_on_a_real_apiserver() {
     let ns = format!("spindle-e2e-{}", std::process::id());
     let ctx = Ctx { cluster, ns };
     let checks: &[(&str, Check)] = &[
+        ("apiserver reports the pinned version", pinned_version),
         ("cluster has the requested nodes", nodes_and_namespace),
         ("CRDs apply server-side", apply_crds),
         ("explain shows doc comments", explain_shows_descriptions),
@@ -55,6 +56,26 @@ fn crds_on_a_real_apiserver() {
         failures.len(),
         failures.join("\n\n")
     );
+}
+
+/// `kubectl get --raw /version` shows the Kubernetes version pinned in e2e/cluster/versions
+/// (a cached binary of another version would show up here). When the test reuses a cluster
+/// from KUBECONFIG it is not ours to check.
+fn pinned_version(ctx: &Ctx) -> Result<()> {
+    if !ctx.cluster.is_owned() {
+        return Ok(());
+    }
+    let versions = std::fs::read_to_string(workspace_dir().join("e2e/cluster/versions"))
+        .context("reading e2e/cluster/versions")?;
+    let pinned = versions
+        .lines()
+        .find_map(|l| l.strip_prefix("KUBERNETES_VERSION="))
+        .context("no KUBERNETES_VERSION in e2e/cluster/versions")?
+        .trim();
+    let v: Value = serde_json::from_str(&ctx.kubectl(&["get", "--raw", "/version"])?)?;
+    let got = v["gitVersion"].as_str().unwrap_or_default();
+    ensure!(got == pinned, "/version says {got:?}, pinned is {pinned:?}");
+    Ok(())
 }
 
 fn nodes_and_namespace(ctx: &Ctx) -> Result<()> {
