@@ -152,29 +152,61 @@ impl TcpStream {
     }
 
     /// Writes every byte of every buffer, in order.
+    ///
+    /// The socket usually has room for a response, so a non-blocking `sendmsg` is tried
+    /// first: it completes without a ring round trip (one wake-up less per command). Whatever
+    /// it could not take goes through the ring.
     pub async fn write_all_vectored(&self, mut bufs: Vec<Bytes>) -> io::Result<()> {
         bufs.retain(|b| !b.is_empty());
+        let sent = self.send_now(&bufs)?;
+        consume(&mut bufs, sent);
         while !bufs.is_empty() {
             let (res, back) = self.0.writev(bufs).await;
             bufs = back;
-            let mut n = res?;
+            let n = res?;
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
-            // Drop what was written, keep the rest.
-            while n > 0 {
-                let first_len = bufs[0].len();
-                if n >= first_len {
-                    bufs.remove(0);
-                    n -= first_len;
-                } else {
-                    let rest = bufs[0].slice(n..);
-                    bufs[0] = rest;
-                    n = 0;
-                }
-            }
+            consume(&mut bufs, n);
         }
         Ok(())
+    }
+
+    /// Sends as much of `bufs` as the socket takes right now, without blocking.
+    fn send_now(&self, bufs: &[Bytes]) -> io::Result<usize> {
+        const MAX_IOV: usize = 1024;
+        let iov: Vec<libc::iovec> = bufs
+            .iter()
+            .take(MAX_IOV)
+            .map(|b| libc::iovec {
+                iov_base: b.as_ptr() as *mut libc::c_void,
+                iov_len: b.len(),
+            })
+            .collect();
+        if iov.is_empty() {
+            return Ok(0);
+        }
+        // SAFETY: an all-zero msghdr is valid; the iovecs point into `bufs`, which outlive
+        // the call, and the kernel only reads from them.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = iov.len();
+        // SAFETY: a valid socket descriptor and message header.
+        let r = unsafe {
+            libc::sendmsg(
+                self.0.as_raw_fd(),
+                &msg,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if r >= 0 {
+            return Ok(r as usize);
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+            _ => Err(e),
+        }
     }
 
     /// Sets TCP_NODELAY.
@@ -214,5 +246,63 @@ impl TcpListener {
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let (s, a) = self.0.accept().await?;
         Ok((TcpStream(s), a))
+    }
+}
+
+/// Drops the first `n` bytes of `bufs` (whole buffers, then part of the next).
+fn consume(bufs: &mut Vec<Bytes>, mut n: usize) {
+    let mut whole = 0;
+    while whole < bufs.len() && n >= bufs[whole].len() {
+        n -= bufs[whole].len();
+        whole += 1;
+    }
+    bufs.drain(..whole);
+    if n > 0
+        && let Some(first) = bufs.first_mut()
+    {
+        *first = first.slice(n..);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consume_drops_whole_and_partial_buffers() {
+        let mut b = vec![
+            Bytes::from_static(b"abc"),
+            Bytes::from_static(b"de"),
+            Bytes::from_static(b"fgh"),
+        ];
+        consume(&mut b, 4);
+        assert_eq!(
+            b,
+            vec![Bytes::from_static(b"e"), Bytes::from_static(b"fgh")]
+        );
+        consume(&mut b, 4);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn vectored_writes_arrive_whole_and_in_order() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reader = std::thread::spawn(move || {
+            use std::io::Read;
+            let (mut s, _) = listener.accept().unwrap();
+            let mut all = Vec::new();
+            s.read_to_end(&mut all).unwrap();
+            all
+        });
+        // More than a socket buffer holds, so both the direct send and the ring path run.
+        let parts: Vec<Bytes> = (0..64u8).map(|i| Bytes::from(vec![i; 64 * 1024])).collect();
+        let expected: Vec<u8> = parts.iter().flat_map(|b| b.iter().copied()).collect();
+        Runtime::new().unwrap().block_on(async {
+            let s = TcpStream::from_std(std::net::TcpStream::connect(addr).unwrap());
+            s.write_all_vectored(parts).await.unwrap();
+            s.shutdown().unwrap();
+        });
+        assert!(reader.join().unwrap() == expected);
     }
 }
