@@ -187,40 +187,35 @@ async fn handle(
             LoginOutcome::FullFeature(est) => break *est,
         }
     };
+    // The login response is on the wire: the connection (and any bytes already read past the
+    // last login PDU) now belongs to the full feature phase.
+    outbox.detach();
+    let _ = writer.await;
+    let leftover = reader.into_leftover();
+    let Ok(stream) = Rc::try_unwrap(stream) else {
+        tracing::error!(%peer, "login connection still shared; closing it");
+        return Ok(());
+    };
     if established.session_type == SessionType::Discovery {
-        outbox.detach();
-        let _ = writer.await;
-        drop(reader);
-        let Ok(stream) = Rc::try_unwrap(stream) else {
-            return Ok(());
-        };
-        let entries = Rc::new(discovery_entries(&dir, portal));
         // Discovery sessions are short; serve them right here.
+        let entries = Rc::new(discovery_entries(&dir, portal));
         let sessions = Rc::new(Sessions::default());
         conn::serve(
             Host::Discovery(entries),
             sessions,
             stream,
-            BytesMut::new(),
+            leftover,
             established,
         )
         .await;
         return Ok(());
     }
-    // Hand the socket over once the login response is on the wire.
-    outbox.detach();
-    let _ = writer.await;
     let target = established
         .target_iqn
         .as_deref()
         .unwrap_or_default()
         .to_ascii_lowercase();
     let Some(entry) = dir.get(&target) else {
-        return Ok(());
-    };
-    let leftover = reader.into_leftover();
-    let Ok(stream) = Rc::try_unwrap(stream) else {
-        tracing::error!(%peer, "login connection still shared; closing it");
         return Ok(());
     };
     let attach = Attach {
