@@ -207,13 +207,6 @@ impl TargetState {
         (self.execute(nexus, lun, cdb, data_out).await, want)
     }
 
-    /// Raises a unit attention for every I_T nexus on every LUN.
-    pub fn unit_attention_all(&self, asc: u8, ascq: u8) {
-        for s in self.luns.borrow().values() {
-            s.lu.establish_ua(None, asc, ascq);
-        }
-    }
-
     /// A new I_T nexus: its SCSI initiator port name (for reservations).
     pub fn nexus_named(&self, nexus: NexusId, name: &str) {
         for s in self.luns.borrow().values() {

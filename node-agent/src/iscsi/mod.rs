@@ -21,4 +21,6 @@ pub mod session;
 pub mod text;
 
 #[cfg(test)]
+mod test_vectors;
+#[cfg(test)]
 mod transcript_tests;

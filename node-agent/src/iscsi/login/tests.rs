@@ -89,24 +89,7 @@ fn identity(session: &'static str) -> Vec<(&'static str, &'static str)> {
 
 /// The operational keys libiscsi sends (lib/login.c), in its order.
 fn libiscsi_opneg(header_digest: &'static str) -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("HeaderDigest", header_digest),
-        ("DataDigest", "None"),
-        ("InitialR2T", "Yes"),
-        ("ImmediateData", "Yes"),
-        ("MaxBurstLength", "262144"),
-        ("FirstBurstLength", "262144"),
-        ("DefaultTime2Wait", "2"),
-        ("DefaultTime2Retain", "0"),
-        ("MaxOutstandingR2T", "1"),
-        ("ErrorRecoveryLevel", "0"),
-        ("IFMarker", "No"),
-        ("OFMarker", "No"),
-        ("MaxConnections", "1"),
-        ("MaxRecvDataSegmentLength", "262144"),
-        ("DataPDUInOrder", "Yes"),
-        ("DataSequenceInOrder", "Yes"),
-    ]
+    crate::iscsi::test_vectors::libiscsi_operational_keys(header_digest)
 }
 
 fn keys_of(reply: &LoginReply) -> Pairs {

@@ -12,24 +12,9 @@ fn answer_of<'a>(response: &'a Pairs, key: &str) -> Option<&'a str> {
 
 /// The operational keys libiscsi sends in one login PDU.
 fn libiscsi_offer(header_digest: &str) -> Pairs {
-    pairs(&[
-        ("HeaderDigest", header_digest),
-        ("DataDigest", "None"),
-        ("InitialR2T", "Yes"),
-        ("ImmediateData", "Yes"),
-        ("MaxBurstLength", "262144"),
-        ("FirstBurstLength", "262144"),
-        ("DefaultTime2Wait", "2"),
-        ("DefaultTime2Retain", "0"),
-        ("MaxOutstandingR2T", "1"),
-        ("ErrorRecoveryLevel", "0"),
-        ("IFMarker", "No"),
-        ("OFMarker", "No"),
-        ("MaxConnections", "1"),
-        ("MaxRecvDataSegmentLength", "262144"),
-        ("DataPDUInOrder", "Yes"),
-        ("DataSequenceInOrder", "Yes"),
-    ])
+    pairs(&crate::iscsi::test_vectors::libiscsi_operational_keys(
+        header_digest,
+    ))
 }
 
 fn limits() -> TargetLimits {
