@@ -5,7 +5,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 AGENT=${SPINDLE_AGENT:-$TARGET_DIR/release/spindle-agent}
-WORK=${SPINDLE_TEST_WORK:-$(mktemp -d /tmp/spindle-test.XXXXXX)}
+# /var/tmp, not /tmp: backing files need a disk filesystem (tmpfs refuses O_DIRECT).
+WORK=${SPINDLE_TEST_WORK:-$(mktemp -d /var/tmp/spindle-test.XXXXXX)}
 TOOLS=$WORK/tools
 AGENT_PIDS=()
 

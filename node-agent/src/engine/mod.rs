@@ -117,7 +117,7 @@ impl Agent {
                 tracing::info!(
                     target = %cfg.name, lun = l.lun, device = %l.device,
                     path = %s.path.display(), bytes = s.len, created = s.created,
-                    "LUN ready"
+                    direct_io = l.store.direct, "LUN ready"
                 );
             }
             let config = Arc::new(cfg);

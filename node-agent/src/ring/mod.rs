@@ -11,6 +11,10 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use bytes::{Bytes, BytesMut};
 
+mod buf;
+
+pub use buf::{ALIGN, AlignedBuf};
+
 /// Why io_uring cannot be used on this machine, with what to change.
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -73,9 +77,14 @@ impl File {
         }
     }
 
-    /// Reads exactly `buf.len()` bytes at `pos`.
-    pub async fn read_exact_at(&self, buf: Vec<u8>, pos: u64) -> (io::Result<()>, Vec<u8>) {
-        self.inner.read_exact_at(buf, pos).await
+    /// Reads exactly `len` bytes at `pos` into a page-aligned pooled buffer (fit for
+    /// O_DIRECT) and returns them as [`Bytes`] over that buffer, without copying.
+    pub async fn read_exact_at_aligned(&self, len: usize, pos: u64) -> io::Result<Bytes> {
+        use tokio_uring::buf::BoundedBuf;
+        let buf = AlignedBuf::with_capacity(len);
+        let (res, slice) = self.inner.read_exact_at(buf.slice(..len), pos).await;
+        res?;
+        Ok(slice.into_inner().into_bytes())
     }
 
     /// Writes all of `buf` at `pos`.
@@ -83,37 +92,10 @@ impl File {
         self.inner.write_all_at(buf, pos).await
     }
 
-    /// Reads exactly `len` bytes at `pos` into `buf[off..off + len]` (the Vec's length becomes
-    /// `off + len`; its capacity must allow that). For O_DIRECT, where the memory must be aligned.
-    pub async fn read_exact_at_range(
-        &self,
-        buf: Vec<u8>,
-        off: usize,
-        len: usize,
-        pos: u64,
-    ) -> (io::Result<()>, Vec<u8>) {
-        use tokio_uring::buf::BoundedBuf;
-        let (res, slice) = self
-            .inner
-            .read_exact_at(buf.slice(off..off + len), pos)
-            .await;
-        (res, slice.into_inner())
-    }
-
-    /// Writes `buf[off..off + len]` at `pos`. For O_DIRECT, where the memory must be aligned.
-    pub async fn write_all_at_range(
-        &self,
-        buf: Vec<u8>,
-        off: usize,
-        len: usize,
-        pos: u64,
-    ) -> (io::Result<()>, Vec<u8>) {
-        use tokio_uring::buf::BoundedBuf;
-        let (res, slice) = self
-            .inner
-            .write_all_at(buf.slice(off..off + len), pos)
-            .await;
-        (res, slice.into_inner())
+    /// Writes the bytes of a page-aligned buffer at `pos` (for O_DIRECT); the buffer goes
+    /// back to its pool afterwards.
+    pub async fn write_all_at_aligned(&self, buf: AlignedBuf, pos: u64) -> io::Result<()> {
+        self.inner.write_all_at(buf, pos).await.0
     }
 
     /// fdatasync.

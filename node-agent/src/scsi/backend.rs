@@ -3,12 +3,16 @@
 
 use std::io;
 
+use bytes::Bytes;
+
 /// Block I/O on a backing store. Buffers are owned and handed back, so a ring driver can own
 /// them while the kernel works on them and the caller can reuse them afterwards.
 #[allow(async_fn_in_trait)]
 pub trait Backend {
-    /// Reads exactly `buf.len()` bytes at byte `offset` (an error if the store is shorter).
-    async fn read_at(&self, buf: Vec<u8>, offset: u64) -> (io::Result<()>, Vec<u8>);
+    /// Reads exactly `len` bytes at byte `offset` (an error if the store is shorter). The
+    /// store picks the memory (aligned for direct I/O) and hands it on as is: the bytes go
+    /// to the initiator without another copy.
+    async fn read(&self, offset: u64, len: usize) -> io::Result<Bytes>;
     /// Writes all of `buf` at byte `offset`. With `fua` the data is on stable storage when
     /// this returns.
     async fn write_at(&self, buf: Vec<u8>, offset: u64, fua: bool) -> (io::Result<()>, Vec<u8>);

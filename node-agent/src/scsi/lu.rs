@@ -4,6 +4,8 @@
 
 use std::cell::{Cell, RefCell};
 
+use bytes::Bytes;
+
 use super::cdb::Command;
 use super::mode::ModeState;
 use super::opcodes::{self, OpInfo, UaPolicy};
@@ -283,7 +285,7 @@ impl<B: Backend> LogicalUnit<B> {
         }
     }
 
-    async fn run(&self, nexus: NexusId, cdb: &[u8], buf: Vec<u8>) -> Out {
+    async fn run(&self, nexus: NexusId, cdb: &[u8], buf: Vec<u8>) -> Result<Bytes, Fail> {
         self.nexuses.borrow_mut().touch(nexus);
         let info = match opcodes::lookup(cdb, self.cfg.thin) {
             Ok(info) => info,
@@ -319,9 +321,14 @@ impl<B: Backend> LogicalUnit<B> {
         Ok(())
     }
 
-    async fn dispatch(&self, nexus: NexusId, command: Command, buf: Vec<u8>) -> Out {
+    async fn dispatch(
+        &self,
+        nexus: NexusId,
+        command: Command,
+        buf: Vec<u8>,
+    ) -> Result<Bytes, Fail> {
         use Command as C;
-        match command {
+        let out: Out = match command {
             C::TestUnitReady => Ok(empty(buf)),
             C::RequestSense { desc, alloc } => Ok(self.request_sense(nexus, desc, alloc)),
             C::Inquiry { evpd, page, alloc } => self.inquiry(evpd, page, alloc),
@@ -369,7 +376,7 @@ impl<B: Backend> LogicalUnit<B> {
                 kind,
                 len,
             } => self.pr_out(nexus, sa, scope, kind, len, &buf),
-            C::Read(rw) => self.read(rw, buf).await,
+            C::Read(rw) => return self.read(rw).await,
             C::Write(rw) => self.write(rw, buf).await,
             C::Verify(rw) => self.verify(rw, buf).await,
             C::WriteVerify(rw) => self.write_verify(rw, buf).await,
@@ -393,7 +400,8 @@ impl<B: Backend> LogicalUnit<B> {
                 format,
                 alloc,
             } => Ok(self.read_defect_data(twelve, plist, glist, format, alloc)),
-        }
+        };
+        out.map(Bytes::from)
     }
 }
 

@@ -5,7 +5,7 @@
 //!   [`LuConfig::validate`]) and a backend;
 //! - for a command addressed to a LUN it calls [`LogicalUnit::execute`] with the complete
 //!   Data-Out (all of it collected by the iSCSI layer) and gets a [`Response`] back; the
-//!   Data-Out allocation comes back as the Data-In where possible;
+//!   Data-In of a READ is the store's own buffer, handed on without a copy;
 //! - [`LogicalUnit::data_out_len`] says how much Data-Out a CDB asks for, and
 //!   [`opcodes::lookup`] gives a command's name and data direction;
 //! - session events: [`LogicalUnit::nexus_named`] when an I_T nexus starts,
@@ -44,6 +44,8 @@ mod testing;
 #[cfg(test)]
 mod tests;
 
+use bytes::Bytes;
+
 pub use backend::Backend;
 pub use lu::{ConfigError, LogicalUnit, LuConfig};
 
@@ -71,18 +73,18 @@ pub enum Status {
 pub struct Response {
     /// SCSI status.
     pub status: Status,
-    /// Data-In bytes.
-    pub data_in: Vec<u8>,
+    /// Data-In bytes (for READ, the store's own buffer: no copy on the way out).
+    pub data_in: Bytes,
     /// Sense data (fixed or descriptor format), empty unless CHECK CONDITION.
     pub sense: Vec<u8>,
 }
 
 impl Response {
     /// GOOD status with Data-In.
-    pub fn good(data_in: Vec<u8>) -> Self {
+    pub fn good(data_in: impl Into<Bytes>) -> Self {
         Response {
             status: Status::Good,
-            data_in,
+            data_in: data_in.into(),
             sense: Vec::new(),
         }
     }
@@ -91,7 +93,7 @@ impl Response {
     pub fn check(sense: &sense::Sense, descriptor: bool) -> Self {
         Response {
             status: Status::CheckCondition,
-            data_in: Vec::new(),
+            data_in: Bytes::new(),
             sense: sense.to_bytes(descriptor),
         }
     }
@@ -100,7 +102,7 @@ impl Response {
     pub fn status(status: Status) -> Self {
         Response {
             status,
-            data_in: Vec::new(),
+            data_in: Bytes::new(),
             sense: Vec::new(),
         }
     }

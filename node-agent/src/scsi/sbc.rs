@@ -2,9 +2,11 @@
 //! COMPARE AND WRITE, ORWRITE, SYNCHRONIZE CACHE, PRE-FETCH, READ CAPACITY, READ DEFECT DATA.
 //! Provisioning (UNMAP, WRITE SAME, GET LBA STATUS) is in `provisioning.rs`.
 
+use bytes::Bytes;
+
 use super::cdb::Rw;
 use super::limits;
-use super::lu::{LogicalUnit, Out, empty};
+use super::lu::{Fail, LogicalUnit, Out, empty};
 use super::sense::{
     INVALID_FIELD_IN_INFORMATION_UNIT, MISCOMPARE_DURING_VERIFY, Sense, SenseKey, WRITE_PROTECTED,
 };
@@ -71,13 +73,9 @@ impl<B: Backend> LogicalUnit<B> {
         fua || !self.mode.get().wce
     }
 
-    /// Reads `len` bytes at `offset` into `buf` (resized), for data to return or compare.
-    async fn read_into(&self, mut buf: Vec<u8>, offset: u64, len: usize) -> Result<Vec<u8>, Sense> {
-        buf.clear();
-        buf.resize(len, 0);
-        let (r, buf) = self.backend.read_at(buf, offset).await;
-        r.map_err(read_error)?;
-        Ok(buf)
+    /// Reads `len` bytes of the medium at `offset`, for data to return or compare.
+    async fn read_medium(&self, offset: u64, len: usize) -> Result<Bytes, Sense> {
+        self.backend.read(offset, len).await.map_err(read_error)
     }
 
     /// Writes `buf` at `offset`, handing the buffer back.
@@ -87,12 +85,13 @@ impl<B: Backend> LogicalUnit<B> {
         Ok(buf)
     }
 
-    pub(super) async fn read(&self, rw: Rw, buf: Vec<u8>) -> Out {
+    /// READ(6/10/12/16): the store's buffer goes out as the Data-In.
+    pub(super) async fn read(&self, rw: Rw) -> Result<Bytes, Fail> {
         let (offset, len) = self.transfer(&rw)?;
         if len == 0 {
-            return Ok(empty(buf));
+            return Ok(Bytes::new());
         }
-        Ok(self.read_into(buf, offset, len).await?)
+        Ok(self.read_medium(offset, len).await?)
     }
 
     /// The Data-Out a command may use: at most the `len` bytes its CDB asks for (extra bytes
@@ -143,7 +142,7 @@ impl<B: Backend> LogicalUnit<B> {
         len: usize,
         one_block: bool,
     ) -> Result<(), Sense> {
-        let current = self.read_into(Vec::new(), offset, len).await?;
+        let current = self.read_medium(offset, len).await?;
         let mismatch = if one_block {
             let bs = self.cfg.block_size as usize;
             current.chunks(bs).enumerate().find_map(|(i, blk)| {
@@ -214,12 +213,13 @@ impl<B: Backend> LogicalUnit<B> {
             return Err(bad_data_out().into());
         }
         let _exclusive = self.io_guard.write().await;
-        let mut current = self.read_into(Vec::new(), offset, len).await?;
+        let mut buf = buf;
+        let current = self.read_medium(offset, len).await?;
         if let Some(at) = first_mismatch(&current, &buf[..len]) {
             return Err(miscompare(at).into());
         }
-        current.copy_from_slice(&buf[len..]);
-        self.write_from(current, offset, rw.fua).await?;
+        let new = buf.split_off(len);
+        self.write_from(new, offset, rw.fua).await?;
         Ok(empty(buf))
     }
 
@@ -230,7 +230,7 @@ impl<B: Backend> LogicalUnit<B> {
             Writable::Data(offset, b) => (offset, b),
         };
         let _exclusive = self.io_guard.write().await;
-        let mut current = self.read_into(Vec::new(), offset, data.len()).await?;
+        let mut current = Vec::from(self.read_medium(offset, data.len()).await?);
         current.iter_mut().zip(&data).for_each(|(c, d)| *c |= d);
         self.write_from(current, offset, rw.fua).await?;
         Ok(empty(data))

@@ -3,6 +3,8 @@
 use std::cell::{Cell, RefCell};
 use std::io;
 
+use bytes::Bytes;
+
 use super::{Backend, LogicalUnit, LuConfig, NexusId, Response};
 
 /// Allocation granularity of the in-memory store (like a filesystem block).
@@ -46,14 +48,9 @@ impl MemBackend {
 }
 
 impl Backend for MemBackend {
-    async fn read_at(&self, mut buf: Vec<u8>, offset: u64) -> (io::Result<()>, Vec<u8>) {
-        match self.check(offset, buf.len()) {
-            Ok(r) => {
-                buf.copy_from_slice(&self.data.borrow()[r]);
-                (Ok(()), buf)
-            }
-            Err(e) => (Err(e), buf),
-        }
+    async fn read(&self, offset: u64, len: usize) -> io::Result<Bytes> {
+        let r = self.check(offset, len)?;
+        Ok(Bytes::copy_from_slice(&self.data.borrow()[r]))
     }
 
     async fn write_at(&self, buf: Vec<u8>, offset: u64, fua: bool) -> (io::Result<()>, Vec<u8>) {

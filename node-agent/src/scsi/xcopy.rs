@@ -294,21 +294,20 @@ impl<B: Backend> LogicalUnit<B> {
         // Copy backwards when the destination overlaps the source from above.
         let backwards = dst > src && dst < src + len;
         let _shared = self.io_guard.read().await;
-        let mut buf = Vec::with_capacity(chunk as usize);
         let mut copied = 0u64;
         while copied < len {
             let n = chunk.min(len - copied);
             let at = if backwards { len - copied - n } else { copied };
-            buf.clear();
-            buf.resize(n as usize, 0);
-            let (r, b) = self.backend.read_at(buf, src + at).await;
-            r.map_err(super::spc::read_error)?;
-            let (r, b) = self
+            let data = self
                 .backend
-                .write_at(b, dst + at, !self.mode.get().wce)
+                .read(src + at, n as usize)
+                .await
+                .map_err(super::spc::read_error)?;
+            let (r, _) = self
+                .backend
+                .write_at(Vec::from(data), dst + at, !self.mode.get().wce)
                 .await;
             r.map_err(super::spc::write_error)?;
-            buf = b;
             copied += n;
         }
         Ok(len)

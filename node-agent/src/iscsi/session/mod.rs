@@ -125,7 +125,7 @@ pub struct ScsiOutcome {
     pub status: u8,
     /// Data-In as the command produced it (what the CDB's allocation or transfer length asks
     /// for, not truncated to the initiator's expected length).
-    pub data_in: Vec<u8>,
+    pub data_in: Bytes,
     /// Sense data (non-empty only with CHECK CONDITION).
     pub sense: Vec<u8>,
     /// For commands with Data-Out: how many bytes of it the CDB asked for, if known. The

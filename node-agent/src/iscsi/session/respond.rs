@@ -29,7 +29,7 @@ impl Session {
     }
 
     pub(super) fn respond(&mut self, mut task: Task, outcome: ScsiOutcome, out: &mut Vec<Action>) {
-        let data = Bytes::from(outcome.data_in);
+        let data = outcome.data_in;
         let sense = Bytes::from(outcome.sense);
         let bidi = task.read && task.write;
         // The read side: what the command produced against what the initiator expects.

@@ -186,17 +186,3 @@ fn backend_errors_become_medium_errors() {
     let r = exec(&lu, N1, &cdb10(0x35, 0, 0, 0), Vec::new());
     assert_eq!(sense_of(&r), (3, 0x0C, 0));
 }
-
-#[test]
-fn read_reuses_the_data_out_allocation() {
-    let lu = ready(config(64));
-    let buf = Vec::with_capacity(4096);
-    let ptr = buf.as_ptr();
-    let r = exec(&lu, N1, &cdb10(0x28, 0, 0, 8), buf);
-    assert_eq!(r.data_in.as_ptr(), ptr);
-    let mut buf = Vec::with_capacity(4096);
-    buf.resize(512, 7);
-    let ptr = buf.as_ptr();
-    let r = exec(&lu, N1, &cdb10(0x2A, 0, 0, 1), buf);
-    assert_eq!(r.data_in.as_ptr(), ptr);
-}

@@ -170,7 +170,7 @@ fn read_capacity_10_and_16() {
     });
     clear_ua(&lu, N1);
     let r = exec(&lu, N1, &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], Vec::new());
-    assert_eq!(r.data_in, [0, 0, 0x03, 0xE7, 0, 0, 2, 0]);
+    assert_eq!(r.data_in[..], [0, 0, 0x03, 0xE7, 0, 0, 2, 0]);
     let mut cdb = vec![0x9E, 0x10];
     cdb.extend_from_slice(&[0; 8]);
     cdb.extend_from_slice(&32u32.to_be_bytes());

@@ -29,7 +29,7 @@ fn prout(
 fn prin(lu: &LogicalUnit<MemBackend>, n: NexusId, sa: u8) -> Vec<u8> {
     let r = exec(lu, n, &[0x5E, sa, 0, 0, 0, 0, 0, 0x10, 0, 0], Vec::new());
     assert_eq!(r.status, Status::Good);
-    r.data_in
+    r.data_in.to_vec()
 }
 
 fn keys(lu: &LogicalUnit<MemBackend>) -> (u32, Vec<u64>) {

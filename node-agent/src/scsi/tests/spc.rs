@@ -200,7 +200,7 @@ fn prefetch_and_read_defect_data() {
         (5, 0x21, 0)
     );
     let r = exec(&lu, N1, &[0x37, 0, 0x18, 0, 0, 0, 0, 0, 32, 0], Vec::new());
-    assert_eq!(r.data_in, [0, 0x18, 0, 0]);
+    assert_eq!(r.data_in[..], [0, 0x18, 0, 0]);
     let r = exec(
         &lu,
         N1,

@@ -91,7 +91,7 @@ fn read_data_and_sense_go_as_data_in_then_response() {
     let cmd = h.execute(read_cmd(1, 100));
     let outcome = ScsiOutcome {
         status: 2,
-        data_in: pattern(100),
+        data_in: pattern(100).into(),
         sense: vec![0x70; 18],
         data_out_len: None,
     };

@@ -153,7 +153,7 @@ fn nop_out(itt: u32, ttt: u32, data: &[u8]) -> NopOut {
 fn good(data_in: Vec<u8>) -> ScsiOutcome {
     ScsiOutcome {
         status: 0,
-        data_in,
+        data_in: data_in.into(),
         ..ScsiOutcome::default()
     }
 }
