@@ -207,7 +207,7 @@ class Harness:
             subjects.append(perf.Subject("raw", LABELS["raw"], str(files["raw"]), size=a.size))
         results = perf.run_all(subjects, a.selected, a.reps, a.seconds, a.quick,
                                count_timeout=60 if a.quick else 900,
-                               pause=0.2 if a.quick else 1.0)
+                               pause=0.2 if a.quick else 1.0, backing_dir=self.scratch)
         for s in subjects:
             if s.server:
                 self._stop(s.server.stop)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import shlex
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
-from . import parsers, procs, procstat, workloads
+from . import hoststat, parsers, procs, procstat, workloads
 from .targets import Server
 from .workloads import Workload
 
@@ -44,6 +45,9 @@ class RunResult:
     ios: float | None = None
     target_cpu_us_per_io: float | None = None
     client_cpu_us_per_io: float | None = None
+    # The whole machine during the run: CPU busy % of all cores, mean requests at the disk.
+    cpu_busy_pct: float | None = None
+    disk_queue: float | None = None
     error: str | None = None
 
     def as_dict(self) -> dict:
@@ -63,14 +67,16 @@ def schedule(subjects: list[Subject], wls: tuple[Workload, ...], reps: int):
 
 
 def run_one(subject: Subject, wl: Workload, rep: int, seconds: int, count: int,
-            timeout: float) -> RunResult:
+            timeout: float, sampler: hoststat.Sampler) -> RunResult:
     cmd = subject.command(wl, seconds, count)
     result = RunResult(wl.name, subject.key, rep, shlex.join(cmd))
     try:
         if subject.server:
             subject.server.check_alive()
             cpu0 = procstat.cpu_seconds(subject.server.pid)
+        sampler.start()
         run = procs.run(cmd, timeout=timeout)
+        host = sampler.stop()
         if subject.server:
             subject.server.check_alive()
             cpu1 = procstat.cpu_seconds(subject.server.pid)
@@ -80,6 +86,7 @@ def run_one(subject: Subject, wl: Workload, rep: int, seconds: int, count: int,
         return result
     result.iops, result.mib_per_s, result.ios = m.iops, m.mib_per_s, m.ios
     result.latency_us = m.mean_latency_us(wl.depth)
+    result.cpu_busy_pct, result.disk_queue = host.cpu_busy_pct, host.disk_queue
     client_cpu = m.tool_cpu_s if m.tool_cpu_s is not None else run.cpu_s
     result.client_cpu_us_per_io = client_cpu / m.ios * 1e6
     if subject.server:
@@ -88,24 +95,27 @@ def run_one(subject: Subject, wl: Workload, rep: int, seconds: int, count: int,
 
 
 def run_all(subjects: list[Subject], wls: tuple[Workload, ...], reps: int, seconds: int,
-            quick: bool, count_timeout: float, pause: float) -> list[RunResult]:
+            quick: bool, count_timeout: float, pause: float,
+            backing_dir: Path) -> list[RunResult]:
     """Run the whole schedule; time-based runs may overrun `seconds` by a minute, counted
-    ones get `count_timeout`."""
+    ones get `count_timeout`. `backing_dir` holds the backing files (its disk is watched)."""
     order = schedule(subjects, wls, reps)
+    sampler = hoststat.Sampler(backing_dir)
     results = []
     for i, (rep, wl, subject) in enumerate(order, 1):
         tag = f"[{i}/{len(order)}] {subject.key} {wl.name}"
         procs.log(f"{tag} …")
         slack = 30 if quick else 60
         timeout = seconds + slack if wl.client == "iscsi-perf" else count_timeout
-        r = run_one(subject, wl, rep, seconds, wl.count(quick), timeout)
+        r = run_one(subject, wl, rep, seconds, wl.count(quick), timeout, sampler)
         if r.error:
             procs.log(f"{tag} FAILED: {r.error}")
         else:
             cpu = (f", target {r.target_cpu_us_per_io:.1f} µs CPU/IO"
                    if r.target_cpu_us_per_io is not None else "")
+            disk = f", disk queue {r.disk_queue:.1f}" if r.disk_queue is not None else ""
             procs.log(f"{tag}: {r.iops:,.0f} IOPS, {r.mib_per_s:,.1f} MiB/s, "
-                      f"{r.latency_us:,.0f} µs{cpu}")
+                      f"{r.latency_us:,.0f} µs{cpu}, CPUs {r.cpu_busy_pct:.0f} % busy{disk}")
         results.append(r)
         time.sleep(pause)
     return results

@@ -119,6 +119,18 @@ class _Renderer:
             rows.append(row)
         return _table(header, rows)
 
+    def host_table(self) -> list[str]:
+        """Mean requests at the disk and CPU busy % of the machine, per subject."""
+        header = (["workload", "queue depth"]
+                  + [f"disk queue, {self.labels[k]}" for k in self.keys]
+                  + [f"CPUs busy %, {self.labels[k]}" for k in self.keys])
+        rows = []
+        for wl in self.rep.workloads:
+            queue = [fmt(self.med(wl, k, lambda r: r.disk_queue), 1) for k in self.keys]
+            busy = [fmt(self.med(wl, k, lambda r: r.cpu_busy_pct), 0) for k in self.keys]
+            rows.append([wl.title, str(wl.depth)] + queue + busy)
+        return _table(header, rows)
+
     def runs_table(self) -> list[str]:
         header = ["workload", "unit"] + [self.labels[k] for k in self.keys]
         rows = []
@@ -193,6 +205,16 @@ class _Renderer:
                     "the client command, start-up and login included; for fio on the raw "
                     "file, the job's own usr+sys, which is all the work of that I/O.", ""]
             out += self.cpu_table() + [""]
+            out += ["## What the machine did (median)", "",
+                    "Disk queue: mean requests in flight at the disk under the backing files "
+                    "(weighted time in queue from its /sys/block stat ÷ run time). For random "
+                    "I/O the client keeps 'queue depth' commands outstanding, so the difference "
+                    "is how many were elsewhere (client, network, target); sequential I/O is "
+                    "merged by the block layer into fewer, larger requests, so compare those "
+                    "between subjects only. CPUs busy: all cores together, "
+                    "from /proc/stat (idle and iowait count as not busy). A subject with idle "
+                    "CPUs and an under-fed disk is waiting, not working.", ""]
+            out += self.host_table() + [""]
             out += ["## Every run (headline figure, in run order)", ""]
             out += self.runs_table() + [""]
         out += self.memory_tables()

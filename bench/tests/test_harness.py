@@ -3,7 +3,7 @@
 import os
 import unittest
 
-from spindlebench import manifests, procstat, report, workloads
+from spindlebench import hoststat, manifests, procstat, report, workloads
 from spindlebench.memory import MemoryResult
 from spindlebench.perf import RunResult, Subject, schedule
 
@@ -115,11 +115,49 @@ class ProcTest(unittest.TestCase):
         self.assertEqual(procstat.established_to("127.0.0.2", 3260, table), 2)
 
 
-def run(wl, subject, iops, rep=0, cpu=None, error=None):
+class HostStatTest(unittest.TestCase):
+    STAT = ("cpu  100 5 50 800 40 3 2 0 0 0\n"
+            "cpu0 50 2 25 400 20 1 1 0 0 0\n"
+            "intr 12345\n")
+
+    def test_cpu_busy_excludes_idle_and_iowait(self):
+        s = hoststat.parse_cpu(self.STAT)
+        self.assertEqual((s.busy, s.total), (160, 1000))
+        later = hoststat.CpuSample(busy=s.busy + 50, total=s.total + 200)
+        u = hoststat.usage(s, later, None, None, 1.0)
+        self.assertAlmostEqual(u.cpu_busy_pct, 25.0)
+        self.assertIsNone(u.disk_queue)
+
+    def test_disk_queue_is_weighted_time_over_wall_time(self):
+        line = "  18772480  1336071 762049842  9094622  5314562  1797032 441864919  1384374" \
+               "        0   875568 10525321   184677       74 217725912    39170\n"
+        d0 = hoststat.parse_disk(line)
+        self.assertEqual(d0.time_in_queue_ms, 10525321)
+        d1 = hoststat.DiskSample(time_in_queue_ms=d0.time_in_queue_ms + 30000)
+        cpu = hoststat.parse_cpu(self.STAT)
+        self.assertAlmostEqual(hoststat.usage(cpu, cpu, d0, d1, 2.0).disk_queue, 15.0)
+
+    def test_malformed_input_is_refused(self):
+        with self.assertRaises(ValueError):
+            hoststat.parse_cpu("intr 1\n")
+        with self.assertRaises(ValueError):
+            hoststat.parse_disk("1 2 3")
+
+    def test_sampler_on_this_machine(self):
+        s = hoststat.Sampler(__import__("pathlib").Path("."))
+        s.start()
+        u = s.stop()
+        self.assertGreaterEqual(u.cpu_busy_pct, 0.0)
+        self.assertLessEqual(u.cpu_busy_pct, 100.0)
+        if s.disk_path is not None:
+            self.assertIsNotNone(u.disk_queue)
+
+
+def run(wl, subject, iops, rep=0, cpu=None, error=None, busy=None, queue=None):
     return RunResult(wl, subject, rep, "cmd", iops=iops,
                      mib_per_s=iops * 4096 / 2**20 if iops else None,
                      latency_us=32e6 / iops if iops else None, target_cpu_us_per_io=cpu,
-                     error=error)
+                     cpu_busy_pct=busy, disk_queue=queue, error=error)
 
 
 class ReportTest(unittest.TestCase):
@@ -140,6 +178,15 @@ class ReportTest(unittest.TestCase):
         self.assertIn("| 4 KiB random read, QD32 | IOPS | 200 | 100 | 400 | 2.00 | 0.50 |", text)
         self.assertIn("| 100 / 300 / 200 |", text)
         self.assertIn("| 4 KiB random read, QD32 | 20.00 | 40.00 | 0.50 |", text)
+
+    def test_machine_table_shows_disk_queue_and_cpu_busy(self):
+        runs = [run("4k-randread-qd32", "spindle", 100, i, busy=b, queue=q)
+                for i, (b, q) in enumerate([(40, 14.0), (50, 16.0), (45, 15.0)])]
+        runs += [run("4k-randread-qd32", "tgt", 100, busy=70, queue=10.5),
+                 run("4k-randread-qd32", "raw", 400, busy=30, queue=31.9)]
+        text = report.render(self.make(runs))
+        self.assertIn("| 4 KiB random read, QD32 | 32 | 15.0 | 10.5 | 31.9 | 45 | 70 | 30 |",
+                      text)
 
     def test_failed_runs_show_as_failed_not_as_numbers(self):
         runs = [run("4k-randread-qd32", "spindle", None, error="login failed"),
