@@ -205,6 +205,7 @@ impl Conn {
                     let (r, data_out_len) = t
                         .execute_transfer(me.nexus, lun, &cmd.cdb, cmd.data_out)
                         .await;
+                    me.session.borrow_mut().recycle(r.spare);
                     ScsiOutcome {
                         status: r.status as u8,
                         data_in: r.data_in,

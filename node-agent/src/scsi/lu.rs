@@ -135,6 +135,9 @@ impl From<Sense> for Fail {
 /// What a handler returns: Data-In on success.
 pub(crate) type Out = Result<Vec<u8>, Fail>;
 
+/// A finished command: its Data-In and the Data-Out allocation to reuse.
+type Done = (Bytes, Vec<u8>);
+
 /// One SCSI logical unit over a backend. Single-threaded: all state is in `Cell`/`RefCell`,
 /// and the engine drives it from one thread.
 pub struct LogicalUnit<B: Backend> {
@@ -279,13 +282,16 @@ impl<B: Backend> LogicalUnit<B> {
     /// reused for Data-In where possible.
     pub async fn execute(&self, nexus: NexusId, cdb: &[u8], data_out: Vec<u8>) -> Response {
         match self.run(nexus, cdb, data_out).await {
-            Ok(data) => Response::good(data),
+            Ok((data, spare)) => Response {
+                spare,
+                ..Response::good(data)
+            },
             Err(Fail::Check(sense)) => Response::check(&sense, self.descriptor_sense()),
             Err(Fail::Conflict) => Response::status(Status::ReservationConflict),
         }
     }
 
-    async fn run(&self, nexus: NexusId, cdb: &[u8], buf: Vec<u8>) -> Result<Bytes, Fail> {
+    async fn run(&self, nexus: NexusId, cdb: &[u8], buf: Vec<u8>) -> Result<Done, Fail> {
         self.nexuses.borrow_mut().touch(nexus);
         let info = match opcodes::lookup(cdb, self.cfg.thin) {
             Ok(info) => info,
@@ -321,12 +327,7 @@ impl<B: Backend> LogicalUnit<B> {
         Ok(())
     }
 
-    async fn dispatch(
-        &self,
-        nexus: NexusId,
-        command: Command,
-        buf: Vec<u8>,
-    ) -> Result<Bytes, Fail> {
+    async fn dispatch(&self, nexus: NexusId, command: Command, buf: Vec<u8>) -> Result<Done, Fail> {
         use Command as C;
         let out: Out = match command {
             C::TestUnitReady => Ok(empty(buf)),
@@ -376,7 +377,7 @@ impl<B: Backend> LogicalUnit<B> {
                 kind,
                 len,
             } => self.pr_out(nexus, sa, scope, kind, len, &buf),
-            C::Read(rw) => return self.read(rw).await,
+            C::Read(rw) => return self.read(rw).await.map(|data| (data, buf)),
             C::Write(rw) => self.write(rw, buf).await,
             C::Verify(rw) => self.verify(rw, buf).await,
             C::WriteVerify(rw) => self.write_verify(rw, buf).await,
@@ -401,7 +402,14 @@ impl<B: Backend> LogicalUnit<B> {
                 alloc,
             } => Ok(self.read_defect_data(twelve, plist, glist, format, alloc)),
         };
-        out.map(Bytes::from)
+        // A handler that returns no data hands back the Data-Out allocation (emptied).
+        out.map(|v| {
+            if v.is_empty() {
+                (Bytes::new(), v)
+            } else {
+                (Bytes::from(v), Vec::new())
+            }
+        })
     }
 }
 

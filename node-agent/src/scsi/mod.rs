@@ -77,6 +77,9 @@ pub struct Response {
     pub data_in: Bytes,
     /// Sense data (fixed or descriptor format), empty unless CHECK CONDITION.
     pub sense: Vec<u8>,
+    /// The command's Data-Out allocation, emptied, for the caller to reuse for a later
+    /// command's Data-Out (no allocation, no fresh pages); empty when there was none.
+    pub spare: Vec<u8>,
 }
 
 impl Response {
@@ -86,6 +89,7 @@ impl Response {
             status: Status::Good,
             data_in: data_in.into(),
             sense: Vec::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -95,6 +99,7 @@ impl Response {
             status: Status::CheckCondition,
             data_in: Bytes::new(),
             sense: sense.to_bytes(descriptor),
+            spare: Vec::new(),
         }
     }
 
@@ -104,6 +109,7 @@ impl Response {
             status,
             data_in: Bytes::new(),
             sense: Vec::new(),
+            spare: Vec::new(),
         }
     }
 }

@@ -70,6 +70,9 @@ pub struct SessionConfig {
     pub max_write_len: u32,
     /// Data-Out buffers kept for reuse.
     pub pooled_buffers: usize,
+    /// Most bytes of capacity the pooled buffers may hold together (what an idle session
+    /// keeps after a burst of writes).
+    pub pooled_bytes: usize,
 }
 
 impl Default for SessionConfig {
@@ -80,7 +83,8 @@ impl Default for SessionConfig {
             stat_sn: 0,
             queue_depth: 64,
             max_write_len: 16 << 20,
-            pooled_buffers: 8,
+            pooled_buffers: 32,
+            pooled_bytes: 1 << 20,
         }
     }
 }
@@ -199,7 +203,7 @@ impl Session {
     pub fn new(params: SessionParams, config: SessionConfig) -> Self {
         Self {
             seq: Sequencer::new(config.exp_cmd_sn, config.stat_sn, config.queue_depth),
-            pool: BufferPool::new(config.pooled_buffers),
+            pool: BufferPool::new(config.pooled_buffers, config.pooled_bytes),
             tasks: Tasks::default(),
             waiters: tmf::Waiters::default(),
             text: text::TextState::default(),

@@ -1,18 +1,23 @@
 //! A small pool of Data-Out buffers, so a write does not allocate a fresh buffer (nor grow one
 //! PDU by PDU) when an earlier command's buffer can be reused.
 
-/// Buffers kept for reuse, at most `keep` of them.
+/// Buffers kept for reuse: at most `keep` of them, with at most `max_bytes` of capacity
+/// together.
 #[derive(Debug)]
 pub(crate) struct BufferPool {
     free: Vec<Vec<u8>>,
     keep: usize,
+    max_bytes: usize,
+    bytes: usize,
 }
 
 impl BufferPool {
-    pub(crate) fn new(keep: usize) -> Self {
+    pub(crate) fn new(keep: usize, max_bytes: usize) -> Self {
         Self {
-            free: Vec::with_capacity(keep),
+            free: Vec::new(),
             keep,
+            max_bytes,
+            bytes: 0,
         }
     }
 
@@ -37,18 +42,24 @@ impl BufferPool {
             Some(i) => self.free.swap_remove(i),
             None => Vec::new(),
         };
+        self.bytes -= buf.capacity();
         buf.clear();
         buf.reserve_exact(len);
         buf
     }
 
-    /// Returns a buffer for reuse; when the pool is full the smallest buffer is dropped.
+    /// Returns a buffer for reuse; when the pool is full the smallest buffer is dropped, and
+    /// a buffer that would take the pool past its byte limit is not kept.
     pub(crate) fn give(&mut self, buf: Vec<u8>) {
-        if self.keep == 0 || buf.capacity() == 0 {
+        let cap = buf.capacity();
+        if self.keep == 0 || cap == 0 {
             return;
         }
         if self.free.len() < self.keep {
-            self.free.push(buf);
+            if self.bytes + cap <= self.max_bytes {
+                self.bytes += cap;
+                self.free.push(buf);
+            }
             return;
         }
         if let Some((i, smallest)) = self
@@ -57,9 +68,11 @@ impl BufferPool {
             .enumerate()
             .min_by_key(|(_, b)| b.capacity())
             .map(|(i, b)| (i, b.capacity()))
-            && smallest < buf.capacity()
+            && smallest < cap
+            && self.bytes - smallest + cap <= self.max_bytes
             && let Some(slot) = self.free.get_mut(i)
         {
+            self.bytes = self.bytes - smallest + cap;
             *slot = buf;
         }
     }
@@ -77,7 +90,7 @@ mod tests {
 
     #[test]
     fn reuses_the_smallest_fitting_buffer() {
-        let mut pool = BufferPool::new(2);
+        let mut pool = BufferPool::new(2, 1 << 20);
         pool.give(Vec::with_capacity(100));
         pool.give(Vec::with_capacity(1000));
         let b = pool.take(50);
@@ -91,7 +104,7 @@ mod tests {
 
     #[test]
     fn keeps_at_most_keep_buffers_preferring_large_ones() {
-        let mut pool = BufferPool::new(1);
+        let mut pool = BufferPool::new(1, 1 << 20);
         pool.give(Vec::with_capacity(10));
         pool.give(Vec::with_capacity(500));
         pool.give(Vec::with_capacity(20));
@@ -102,5 +115,25 @@ mod tests {
             pool.take(64).capacity() >= 64,
             "a new buffer when the pool is empty"
         );
+    }
+
+    #[test]
+    fn never_holds_more_than_its_byte_limit() {
+        let mut pool = BufferPool::new(8, 1000);
+        for cap in [400, 400, 400, 2000] {
+            pool.give(Vec::with_capacity(cap));
+        }
+        assert_eq!(
+            pool.len(),
+            2,
+            "the third 400 and the 2000 would pass 1000 bytes"
+        );
+        assert!(pool.bytes <= 1000);
+        let b = pool.take(300);
+        assert!(b.capacity() >= 300);
+        assert_eq!(pool.len(), 1);
+        pool.give(b);
+        assert_eq!(pool.len(), 2);
+        assert!(pool.bytes <= 1000);
     }
 }

@@ -186,3 +186,19 @@ fn backend_errors_become_medium_errors() {
     let r = exec(&lu, N1, &cdb10(0x35, 0, 0, 0), Vec::new());
     assert_eq!(sense_of(&r), (3, 0x0C, 0));
 }
+
+#[test]
+fn writes_hand_back_their_data_out_allocation_for_reuse() {
+    let lu = ready(config(64));
+    let mut buf = Vec::with_capacity(4096);
+    buf.resize(512, 7);
+    let ptr = buf.as_ptr();
+    let r = exec(&lu, N1, &cdb10(0x2A, 0, 0, 1), buf);
+    assert_eq!(r.status, Status::Good);
+    assert!(r.spare.is_empty() && r.spare.capacity() >= 4096);
+    assert_eq!(r.spare.as_ptr(), ptr, "the same allocation comes back");
+    // A read returns data, not a spare.
+    let r = exec(&lu, N1, &cdb10(0x28, 0, 0, 1), Vec::new());
+    assert_eq!(r.data_in.len(), 512);
+    assert!(r.data_in.iter().all(|&b| b == 7));
+}

@@ -33,6 +33,7 @@ impl Harness {
             queue_depth: qd,
             max_write_len: 1 << 20,
             pooled_buffers: 2,
+            pooled_bytes: 1 << 20,
         };
         Self {
             s: Session::new(params, config),
