@@ -39,6 +39,17 @@ def median_of(runs: list[RunResult], wl: str, subject: str,
     return statistics.median(values) if values else None
 
 
+def paired_ratios(runs: list[RunResult], wl: str, a: str, b: str,
+                  metric: Callable[[RunResult], float | None]) -> list[float]:
+    """`a`'s metric ÷ `b`'s for each repetition where both succeeded. Within a repetition
+    the subjects run back to back, so these ratios shrug off slow drifts of the machine."""
+    def by_rep(key: str) -> dict[int, float]:
+        return {r.rep: v for r in runs if r.workload == wl and r.subject == key
+                and r.error is None and (v := metric(r)) is not None}
+    mine, other = by_rep(a), by_rep(b)
+    return [mine[rep] / other[rep] for rep in sorted(mine) if other.get(rep)]
+
+
 def ratio(a: float | None, b: float | None) -> str:
     if a is None or b is None or b == 0:
         return DASH
@@ -131,6 +142,21 @@ class _Renderer:
             rows.append([wl.title, str(wl.depth)] + queue + busy)
         return _table(header, rows)
 
+    def paired_table(self) -> list[str]:
+        """Spindle ÷ each other subject per repetition: median and range."""
+        header = ["workload"] + [f"Spindle/{self.labels[o]}: median (min–max)"
+                                 for o in self.others]
+        rows = []
+        for wl in self.rep.workloads:
+            metric, _ = headline(wl)
+            row = [wl.title]
+            for o in self.others:
+                rs = paired_ratios(self.rep.runs, wl.name, "spindle", o, metric)
+                row.append(f"{statistics.median(rs):.2f} ({min(rs):.2f}–{max(rs):.2f})"
+                           if rs else DASH)
+            rows.append(row)
+        return _table(header, rows)
+
     def runs_table(self) -> list[str]:
         header = ["workload", "unit"] + [self.labels[k] for k in self.keys]
         rows = []
@@ -205,6 +231,13 @@ class _Renderer:
                     "the client command, start-up and login included; for fio on the raw "
                     "file, the job's own usr+sys, which is all the work of that I/O.", ""]
             out += self.cpu_table() + [""]
+            if self.others:
+                out += ["## Ratios per repetition (median, min–max)", "",
+                        "Each repetition runs the subjects of a workload back to back; "
+                        "the headline figure of Spindle ÷ the other subject's in the same "
+                        "repetition. Less sensitive to a machine that speeds up or slows "
+                        "down during the run than the ratio of medians above.", ""]
+                out += self.paired_table() + [""]
             out += ["## What the machine did (median)", "",
                     "Disk queue: mean requests in flight at the disk under the backing files "
                     "(weighted time in queue from its /sys/block stat ÷ run time). For random "

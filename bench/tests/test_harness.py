@@ -179,6 +179,16 @@ class ReportTest(unittest.TestCase):
         self.assertIn("| 100 / 300 / 200 |", text)
         self.assertIn("| 4 KiB random read, QD32 | 20.00 | 40.00 | 0.50 |", text)
 
+    def test_ratios_per_repetition_pair_runs_of_the_same_repetition(self):
+        runs = [run("4k-randread-qd32", "spindle", v, i) for i, v in enumerate([100, 300, 200])]
+        runs += [run("4k-randread-qd32", "tgt", v, i) for i, v in enumerate([50, 300, 80])]
+        runs += [run("4k-randread-qd32", "raw", 400, 0),
+                 run("4k-randread-qd32", "raw", None, 1, error="boom")]
+        self.assertEqual(report.paired_ratios(runs, "4k-randread-qd32", "spindle", "tgt",
+                                              lambda r: r.iops), [2.0, 1.0, 2.5])
+        text = report.render(self.make(runs))
+        self.assertIn("| 4 KiB random read, QD32 | 2.00 (1.00–2.50) | 0.25 (0.25–0.25) |", text)
+
     def test_machine_table_shows_disk_queue_and_cpu_busy(self):
         runs = [run("4k-randread-qd32", "spindle", 100, i, busy=b, queue=q)
                 for i, (b, q) in enumerate([(40, 14.0), (50, 16.0), (45, 15.0)])]
