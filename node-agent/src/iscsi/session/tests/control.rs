@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::iscsi::pdu::{
-    LogoutReason, LogoutRequest, NopIn, PduError, SnackRequest, TextRequest, TextResponse,
-    async_event, logout_response, reject_reason, tmf_response,
+    LogoutReason, LogoutRequest, PduError, SnackRequest, TextRequest, async_event, logout_response,
+    reject_reason, tmf_response,
 };
 use crate::iscsi::session::TmfId;
 
@@ -13,20 +13,6 @@ fn small_params() -> SessionParams {
         initial_r2t: true,
         immediate_data: false,
         ..SessionParams::default()
-    }
-}
-
-fn as_nop_in(p: &Pdu) -> NopIn {
-    match p {
-        Pdu::NopIn(n) => n.clone(),
-        other => panic!("expected NOP-In, got {other:?}"),
-    }
-}
-
-fn as_text(p: &Pdu) -> TextResponse {
-    match p {
-        Pdu::TextResponse(t) => t.clone(),
-        other => panic!("expected Text Response, got {other:?}"),
     }
 }
 

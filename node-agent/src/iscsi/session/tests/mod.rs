@@ -9,8 +9,8 @@ use bytes::Bytes;
 use super::{Action, Command, ScsiOutcome, Session, SessionConfig, TaskId};
 use crate::iscsi::params::SessionParams;
 use crate::iscsi::pdu::{
-    DataIn, DataOut, NopOut, Pdu, R2t, RESERVED_TAG, Reject, ScsiCommand, ScsiResponse, TaskAttr,
-    TaskFunction, TaskMgmtRequest, TaskMgmtResponse,
+    DataIn, DataOut, NopIn, NopOut, Pdu, R2t, RESERVED_TAG, Reject, ScsiCommand, ScsiResponse,
+    TaskAttr, TaskFunction, TaskMgmtRequest, TaskMgmtResponse, TextResponse,
 };
 
 /// First CmdSN and StatSN of every test session.
@@ -175,39 +175,26 @@ fn sent(actions: &[Action]) -> Vec<&Pdu> {
         .collect()
 }
 
-fn as_data_in(p: &Pdu) -> DataIn {
-    match p {
-        Pdu::DataIn(d) => d.clone(),
-        other => panic!("expected Data-In, got {other:?}"),
-    }
+/// Test extractors: `as_x(pdu)` is the PDU as that variant, or a panic naming what came.
+macro_rules! extractors {
+    ($($name:ident: $variant:ident($ty:ty), $what:literal;)*) => {$(
+        fn $name(p: &Pdu) -> $ty {
+            match p {
+                Pdu::$variant(x) => x.clone(),
+                other => panic!(concat!("expected ", $what, ", got {:?}"), other),
+            }
+        }
+    )*};
 }
 
-fn as_response(p: &Pdu) -> ScsiResponse {
-    match p {
-        Pdu::ScsiResponse(r) => r.clone(),
-        other => panic!("expected SCSI Response, got {other:?}"),
-    }
-}
-
-fn as_r2t(p: &Pdu) -> R2t {
-    match p {
-        Pdu::R2t(r) => r.clone(),
-        other => panic!("expected R2T, got {other:?}"),
-    }
-}
-
-fn as_tmf_response(p: &Pdu) -> TaskMgmtResponse {
-    match p {
-        Pdu::TaskMgmtResponse(r) => r.clone(),
-        other => panic!("expected TMF response, got {other:?}"),
-    }
-}
-
-fn as_reject(p: &Pdu) -> Reject {
-    match p {
-        Pdu::Reject(r) => r.clone(),
-        other => panic!("expected Reject, got {other:?}"),
-    }
+extractors! {
+    as_data_in: DataIn(DataIn), "Data-In";
+    as_response: ScsiResponse(ScsiResponse), "SCSI Response";
+    as_r2t: R2t(R2t), "R2T";
+    as_tmf_response: TaskMgmtResponse(TaskMgmtResponse), "TMF response";
+    as_reject: Reject(Reject), "Reject";
+    as_nop_in: NopIn(NopIn), "NOP-In";
+    as_text: TextResponse(TextResponse), "Text Response";
 }
 
 /// The one PDU of `actions`.
