@@ -278,8 +278,8 @@ impl<B: Backend> LogicalUnit<B> {
         self.mode.get().d_sense
     }
 
-    /// Executes one command from `nexus`. `data_out` holds all Data-Out; its allocation is
-    /// reused for Data-In where possible.
+    /// Executes one command from `nexus`. `data_out` holds all Data-Out; a command that
+    /// returns no Data-In hands its allocation back in [`Response::spare`] for reuse.
     pub async fn execute(&self, nexus: NexusId, cdb: &[u8], data_out: Vec<u8>) -> Response {
         match self.run(nexus, cdb, data_out).await {
             Ok((data, spare)) => Response {

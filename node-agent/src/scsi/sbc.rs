@@ -193,7 +193,7 @@ impl<B: Backend> LogicalUnit<B> {
 
     /// COMPARE AND WRITE: atomically (exclusive guard) compares the first half of the
     /// Data-Out with the medium and, if equal, writes the second half.
-    pub(super) async fn compare_and_write(&self, rw: Rw, buf: Vec<u8>) -> Out {
+    pub(super) async fn compare_and_write(&self, rw: Rw, mut buf: Vec<u8>) -> Out {
         if self.write_protected() {
             return Err(write_protected().into());
         }
@@ -213,7 +213,6 @@ impl<B: Backend> LogicalUnit<B> {
             return Err(bad_data_out().into());
         }
         let _exclusive = self.io_guard.write().await;
-        let mut buf = buf;
         let current = self.read_medium(offset, len).await?;
         if let Some(at) = first_mismatch(&current, &buf[..len]) {
             return Err(miscompare(at).into());
