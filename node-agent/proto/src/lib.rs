@@ -1,0 +1,63 @@
+//! The node agent API, `spindle.agent.v1` (see `spindle/agent/v1/agent.proto` for what each
+//! call guarantees), and the names the operator and the agent must agree on: the Lease that
+//! registers an agent, and the TLS identities of both ends.
+
+/// Generated messages, `agent_client::AgentClient` and `agent_server::{Agent, AgentServer}`.
+#[allow(clippy::all, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("spindle.agent.v1");
+
+    impl std::fmt::Debug for ChapCredentials {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("ChapCredentials")
+                .field("user", &self.user)
+                .field("secret", &"<redacted>")
+                .finish()
+        }
+    }
+}
+
+/// How an agent registers: a `coordination.k8s.io/v1` Lease named after its node, in the
+/// operator's namespace, renewed while the agent runs.
+pub mod lease {
+    /// Label on every agent Lease (the operator watches Leases with it).
+    pub const AGENT_LABEL: &str = "spindle.dev/agent";
+    /// Annotation: the agent API endpoint, `host:port` (https, mutual TLS).
+    pub const API_ENDPOINT_ANNOTATION: &str = "spindle.dev/api-endpoint";
+    /// Annotation: the iSCSI portal initiators reach, `ip:port`; empty when the agent does not
+    /// know an address it can advertise.
+    pub const ISCSI_PORTAL_ANNOTATION: &str = "spindle.dev/iscsi-portal";
+    /// Annotation: the agent's version.
+    pub const VERSION_ANNOTATION: &str = "spindle.dev/agent-version";
+    /// How long a Lease holds without renewal.
+    pub const DURATION_SECONDS: i32 = 15;
+    /// How often the agent renews it.
+    pub const RENEW_EVERY_SECONDS: u64 = 5;
+}
+
+/// The TLS identities of the API's two ends. Both certificates are signed by one CA.
+pub mod identity {
+    /// DNS name in the agent's server certificate; the operator checks it whatever address it
+    /// dials (agents are reached by node or pod IP, which a certificate made at install time
+    /// cannot list).
+    pub const AGENT_SERVER_NAME: &str = "spindle-agent";
+    /// DNS name (subjectAltName) the operator's client certificate must carry; the agent refuses
+    /// any other client during the TLS handshake, before any call is read.
+    pub const OPERATOR_CLIENT_NAME: &str = "spindle-operator";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::v1::ChapCredentials;
+
+    #[test]
+    fn chap_secrets_never_show_in_debug_output() {
+        let c = ChapCredentials {
+            user: "alice".into(),
+            secret: "very-secret-1".into(),
+        };
+        let text = format!("{c:?}");
+        assert!(text.contains("alice"));
+        assert!(!text.contains("very-secret-1"), "{text}");
+    }
+}
