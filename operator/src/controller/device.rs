@@ -1,0 +1,142 @@
+//! Device reconcile: fetch (the Device, its node's agent, the Targets naming it) → validate and
+//! build the request ([`crate::desired::plan_device`]) → `ApplyDevice` → status. Deletion goes
+//! to [`crate::delete::device`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use spindle_crds::{ConditionStatus, Device, DeviceStatus, Target};
+
+use super::{Ctx, Error, RESYNC, WAIT};
+use crate::agent_client::AgentError;
+use crate::desired::{self, Problem, key_of};
+use crate::status::{self, Want, kind, reason};
+
+const KIND: &str = "Device";
+
+/// Entry point from the controller runtime.
+pub async fn reconcile(d: Arc<Device>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = if d.meta().deletion_timestamp.is_some() {
+        crate::delete::device(&ctx, &d).await
+    } else {
+        apply(&ctx, &d).await
+    };
+    super::account(&ctx, KIND, &key_of(d.as_ref()), started, &result);
+    result
+}
+
+/// Backoff after a failed reconcile.
+pub fn error_policy(d: Arc<Device>, e: &Error, ctx: Arc<Ctx>) -> Action {
+    Action::requeue(ctx.failed(KIND, &key_of(d.as_ref()), e))
+}
+
+async fn apply(ctx: &Arc<Ctx>, d: &Device) -> Result<Action, Error> {
+    let api: Api<Device> = Api::namespaced(ctx.client.clone(), &d.namespace().unwrap_or_default());
+    crate::delete::ensure_finalizer(&api, d).await?;
+    let node = d.spec.node_name.clone();
+    let agents = ctx.registry.snapshot();
+    let plan = desired::plan_device(d, &agents);
+    let old = d.status.clone().unwrap_or_default();
+    let mut new = DeviceStatus {
+        used_by: used_by(ctx, d),
+        ..old.clone()
+    };
+    let mut problems = plan.problems;
+    let mut result = Ok(());
+    if let (Some(req), Some(endpoint)) = (
+        plan.request,
+        agents.get(&node).and_then(|a| a.reachable_endpoint()),
+    ) {
+        match ctx.agents.apply_device(endpoint, req).await {
+            Ok(r) => {
+                if let Some(s) = r.status {
+                    new.capacity_bytes = Some(s.capacity_bytes);
+                    new.serial = Some(s.serial).filter(|s| !s.is_empty());
+                    new.naa = Some(s.naa).filter(|s| !s.is_empty());
+                }
+            }
+            Err(e) => {
+                problems.push(agent_problem(&node, &e));
+                if e.is_transient() {
+                    result = Err(e);
+                }
+            }
+        }
+    }
+    let agent_view = agents.get(&node).cloned().unwrap_or_default();
+    let reach = match desired::node_problem(&node, Some(&agent_view), "spec.nodeName") {
+        None => Want::new(
+            kind::AGENT_REACHABLE,
+            ConditionStatus::True,
+            reason::LEASE_CURRENT,
+            format!("the agent of node {node:?} renews its Lease"),
+        ),
+        Some(p) => Want::new(kind::AGENT_REACHABLE, ConditionStatus::False, p.reason, p.message),
+    };
+    let ready = ready_want(&problems, || {
+        format!(
+            "served by the agent of node {node:?} ({} bytes)",
+            new.capacity_bytes.unwrap_or_default()
+        )
+    });
+    new.conditions = status::next_conditions(
+        &old.conditions,
+        &[ready, reach],
+        d.meta().generation,
+        &status::now(),
+    );
+    if new != old {
+        status::write(&api, d, &new).await?;
+        ctx.events.transitions(d, &old.conditions, &new.conditions).await;
+    }
+    result?;
+    Ok(Action::requeue(if problems.is_empty() { RESYNC } else { WAIT }))
+}
+
+/// The Ready condition: True with `ok()` as message, or False naming every problem.
+pub fn ready_want(problems: &[Problem], ok: impl FnOnce() -> String) -> Want {
+    match problems.first() {
+        None => Want::new(kind::READY, ConditionStatus::True, reason::APPLIED, ok()),
+        Some(first) => Want::new(
+            kind::READY,
+            ConditionStatus::False,
+            first.reason,
+            problems
+                .iter()
+                .map(|p| p.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+    }
+}
+
+/// A failed agent call as a problem.
+pub fn agent_problem(node: &str, e: &AgentError) -> Problem {
+    let why = if e.is_transient() {
+        reason::AGENT_UNREACHABLE
+    } else {
+        reason::AGENT_REFUSED
+    };
+    Problem {
+        reason: why,
+        message: format!("the agent of node {node:?}: {e}"),
+    }
+}
+
+/// The Target (namespace/name) exporting this Device, if any.
+fn used_by(ctx: &Ctx, d: &Device) -> Vec<String> {
+    let ns = d.namespace();
+    let targets = ctx.targets.state();
+    let same_ns: Vec<&Target> = targets
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|t: &&Target| t.namespace() == ns)
+        .collect();
+    desired::device_owner(d, &same_ns)
+        .map(|t| vec![key_of(t)])
+        .unwrap_or_default()
+}
