@@ -2,4 +2,7 @@
 //! source by `e2e/cluster/build`) started per test binary, and kubectl driven against it.
 
 pub mod cluster;
+pub mod initiator;
+pub mod runtime;
+pub mod spindle;
 pub mod wait;
