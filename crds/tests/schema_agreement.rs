@@ -407,7 +407,8 @@ fn device_node_and_source_are_immutable() {
     };
     let node = edit(&|d| d.spec.node_name = "n2".into());
     assert!(
-        node.iter().any(|e| e.contains("nodeName") && e.contains("immutable")),
+        node.iter()
+            .any(|e| e.contains("nodeName") && e.contains("immutable")),
         "{node:?}"
     );
     let path = edit(&|d| {
@@ -416,7 +417,8 @@ fn device_node_and_source_are_immutable() {
         }
     });
     assert!(
-        path.iter().any(|e| e.contains("source") && e.contains("immutable")),
+        path.iter()
+            .any(|e| e.contains("source") && e.contains("immutable")),
         "{path:?}"
     );
     assert_eq!(edit(&|d| d.spec.read_only = true), Vec::<String>::new());

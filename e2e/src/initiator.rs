@@ -20,14 +20,18 @@ pub struct Chap<'a> {
 
 /// `iscsi://[user%secret@]portal/iqn/lun`.
 pub fn url(portal: &str, iqn: &str, lun: u64, chap: Option<&Chap<'_>>) -> String {
-    let creds = chap.map(|c| format!("{}%{}@", c.user, c.secret)).unwrap_or_default();
+    let creds = chap
+        .map(|c| format!("{}%{}@", c.user, c.secret))
+        .unwrap_or_default();
     format!("iscsi://{creds}{portal}/{iqn}/{lun}")
 }
 
 /// `iscsi-ls -s` of a portal (discovery, then a login to each target to list its LUNs);
 /// stdout, or the error with stderr.
 pub fn iscsi_ls(portal: &str, chap: Option<&Chap<'_>>) -> Result<String> {
-    let creds = chap.map(|c| format!("{}%{}@", c.user, c.secret)).unwrap_or_default();
+    let creds = chap
+        .map(|c| format!("{}%{}@", c.user, c.secret))
+        .unwrap_or_default();
     let out = Command::new("iscsi-ls")
         .args(["-s", &format!("iscsi://{creds}{portal}")])
         .output()

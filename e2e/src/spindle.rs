@@ -80,7 +80,8 @@ impl Spindle {
 
     /// `kubectl apply -n NS -f -` of `yaml`.
     pub fn apply(&self, ns: &str, yaml: &str) -> Result<()> {
-        self.cluster.kubectl(&["apply", "-n", ns, "-f", "-"], Some(yaml))?;
+        self.cluster
+            .kubectl(&["apply", "-n", ns, "-f", "-"], Some(yaml))?;
         Ok(())
     }
 
@@ -107,7 +108,9 @@ impl Spindle {
         if out.trim().is_empty() {
             return Ok(None);
         }
-        Ok(Some(serde_json::from_str(&out).context("kubectl get -o json")?))
+        Ok(Some(
+            serde_json::from_str(&out).context("kubectl get -o json")?,
+        ))
     }
 
     /// Polls `f` every 200 ms until it gives `Some`, or fails after `timeout` saying `what` and
@@ -169,14 +172,7 @@ impl Spindle {
 
     /// Events about the object, oldest first.
     pub fn events(&self, ns: &str, name: &str) -> Result<Vec<Ev>> {
-        let out = self.kubectl(&[
-            "get",
-            "events.events.k8s.io",
-            "-n",
-            ns,
-            "-o",
-            "json",
-        ])?;
+        let out = self.kubectl(&["get", "events.events.k8s.io", "-n", ns, "-o", "json"])?;
         let v: Value = serde_json::from_str(&out)?;
         let mut events: Vec<(String, Ev)> = v["items"]
             .as_array()
@@ -207,7 +203,10 @@ impl Spindle {
     /// Waits for an Event with `reason` about the object.
     pub fn wait_event(&self, ns: &str, name: &str, reason: &str, timeout: Duration) -> Result<Ev> {
         self.wait_for(&format!("Event {reason} on {ns}/{name}"), timeout, || {
-            Ok(self.events(ns, name)?.into_iter().find(|e| e.reason == reason))
+            Ok(self
+                .events(ns, name)?
+                .into_iter()
+                .find(|e| e.reason == reason))
         })
     }
 }

@@ -18,14 +18,21 @@ type Check = fn(&Spindle, &str) -> Result<()>;
 
 #[test]
 fn operator_end_to_end() {
-    let s = Spindle::start(&["node-a", "node-b"], &["node-c"]).expect("cluster with Spindle starts");
+    let s =
+        Spindle::start(&["node-a", "node-b"], &["node-c"]).expect("cluster with Spindle starts");
     let checks: &[(&str, Check)] = &[
         ("apply, connect, read and write", apply_connect_io),
         ("delete under I/O with Retain", delete_under_io_retain),
-        ("delete with reclaimPolicy Delete removes the file", delete_removes_file),
+        (
+            "delete with reclaimPolicy Delete removes the file",
+            delete_removes_file,
+        ),
         ("agent killed mid-drain", agent_killed_mid_drain),
         ("operator killed mid-delete", operator_killed_mid_delete),
-        ("agent stopped: the delete waits, then completes", agent_stopped_delete_waits),
+        (
+            "agent stopped: the delete waits, then completes",
+            agent_stopped_delete_waits,
+        ),
         ("node deleted: the delete proceeds", node_deleted),
         ("skip-flush annotation: the delete proceeds", skip_flush),
         ("bad specs say what to change and recover", bad_specs),
@@ -55,9 +62,17 @@ fn operator_end_to_end() {
     }
     assert!(ran > 0, "SPINDLE_E2E_ONLY={only:?} matched no check");
     if !failures.is_empty() {
-        eprintln!("operator log:\n{}", tail(&s.rt.operator_log(OPERATOR).unwrap_or_default(), 60));
+        eprintln!(
+            "operator log:\n{}",
+            tail(&s.rt.operator_log(OPERATOR).unwrap_or_default(), 60)
+        );
     }
-    assert!(failures.is_empty(), "{} of {ran} failed:\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {ran} failed:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
 
 fn tail(text: &str, n: usize) -> String {
@@ -78,13 +93,30 @@ fn apply_connect_io(s: &Spindle, ns: &str) -> Result<()> {
     let iqn = device_and_target(s, ns, "web", "node-a", "")?;
     let portal = s.rt.portal("node-a")?;
     let t = s.get("target", ns, "web")?.context("target")?;
-    ensure!(t["status"]["portals"][0] == portal.as_str(), "status.portals: {}", t["status"]);
-    ensure!(t["status"]["node"] == "node-a" && t["status"]["iqn"] == iqn.as_str(), "{}", t["status"]);
+    ensure!(
+        t["status"]["portals"][0] == portal.as_str(),
+        "status.portals: {}",
+        t["status"]
+    );
+    ensure!(
+        t["status"]["node"] == "node-a" && t["status"]["iqn"] == iqn.as_str(),
+        "{}",
+        t["status"]
+    );
     let d = s.get("device", ns, "web")?.context("device")?;
     ensure!(d["status"]["capacityBytes"] == 64 * MIB, "{}", d["status"]);
-    ensure!(d["status"]["usedBy"][0] == format!("{ns}/web"), "{}", d["status"]);
+    ensure!(
+        d["status"]["usedBy"][0] == format!("{ns}/web"),
+        "{}",
+        d["status"]
+    );
     let finalizers = &d["metadata"]["finalizers"];
-    ensure!(finalizers.as_array().is_some_and(|f| f.iter().any(|x| x == "spindle.dev/flush")), "{finalizers}");
+    ensure!(
+        finalizers
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x == "spindle.dev/flush")),
+        "{finalizers}"
+    );
     let ls = initiator::iscsi_ls(&portal, None)?;
     ensure!(ls.contains(&iqn), "iscsi-ls does not list {iqn}: {ls}");
     let url = initiator::url(&portal, &iqn, 0, None);
@@ -92,15 +124,25 @@ fn apply_connect_io(s: &Spindle, ns: &str) -> Result<()> {
     let read = initiator::qemu_io(&url, &["read -P 0x5a 1M 128k"])?;
     ensure!(read.contains("read 131072/131072"), "{read}");
     let table = s.kubectl(&["get", "-n", ns, "targets,devices"])?;
-    for want in ["READY", "NODE", "PORTAL", "SESSIONS", "SIZE", "True", "node-a", &portal, "67108864"] {
-        ensure!(table.contains(want), "kubectl get targets,devices lacks {want:?}:\n{table}");
+    for want in [
+        "READY", "NODE", "PORTAL", "SESSIONS", "SIZE", "True", "node-a", &portal, "67108864",
+    ] {
+        ensure!(
+            table.contains(want),
+            "kubectl get targets,devices lacks {want:?}:\n{table}"
+        );
     }
     Ok(())
 }
 
 /// Deletes a Device while the writer streams into its LUN; returns the writer's answers after
 /// the Device is gone.
-fn delete_while_writing(s: &Spindle, ns: &str, name: &str, node: &str) -> Result<initiator::Answers> {
+fn delete_while_writing(
+    s: &Spindle,
+    ns: &str,
+    name: &str,
+    node: &str,
+) -> Result<initiator::Answers> {
     let iqn = default_iqn(ns, name);
     let url = initiator::url(&s.rt.portal(node)?, &iqn, 0, None);
     let out = std::env::temp_dir().join(format!("spindle-e2e-{ns}-{name}.txt"));
@@ -109,8 +151,16 @@ fn delete_while_writing(s: &Spindle, ns: &str, name: &str, node: &str) -> Result
     s.kubectl(&["delete", "device", "-n", ns, name, "--wait=false"])?;
     s.wait_gone("device", ns, name, READY)?;
     let a = w.finish()?;
-    ensure!(a.other.is_empty(), "answers other than GOOD and 25h/00h: {:?}", &a.other[..a.other.len().min(5)]);
-    ensure!(!a.fenced.is_empty(), "no write was refused by the fence (good: {})", a.good.len());
+    ensure!(
+        a.other.is_empty(),
+        "answers other than GOOD and 25h/00h: {:?}",
+        &a.other[..a.other.len().min(5)]
+    );
+    ensure!(
+        !a.fenced.is_empty(),
+        "no write was refused by the fence (good: {})",
+        a.good.len()
+    );
     Ok(a)
 }
 
@@ -118,12 +168,20 @@ fn delete_while_writing(s: &Spindle, ns: &str, name: &str, node: &str) -> Result
 fn check_delete_events(s: &Spindle, ns: &str, name: &str) -> Result<()> {
     let events = s.events(ns, name)?;
     let pos = |r: &str| events.iter().position(|e| e.reason == r);
-    let (Some(del), Some(flushed), Some(rel)) = (pos("Deleting"), pos("FlushAcknowledged"), pos("Released")) else {
+    let (Some(del), Some(flushed), Some(rel)) =
+        (pos("Deleting"), pos("FlushAcknowledged"), pos("Released"))
+    else {
         bail!("Events lack Deleting, FlushAcknowledged or Released: {events:?}");
     };
-    ensure!(del < flushed && flushed < rel, "Events out of order: {events:?}");
+    ensure!(
+        del < flushed && flushed < rel,
+        "Events out of order: {events:?}"
+    );
     let note = &events[flushed].note;
-    ensure!(note.contains("refused by the fence") && note.contains("command(s)"), "{note}");
+    ensure!(
+        note.contains("refused by the fence") && note.contains("command(s)"),
+        "{note}"
+    );
     Ok(())
 }
 
@@ -133,11 +191,22 @@ fn delete_under_io_retain(s: &Spindle, ns: &str) -> Result<()> {
     check_delete_events(s, ns, "keep")?;
     let file = s.rt.data_dir("node-a")?.join("keep.img");
     let (lost, executed) = initiator::check_file(&file, &a)?;
-    ensure!(lost.is_empty(), "acknowledged writes missing from {}: {:?}", file.display(), &lost[..lost.len().min(10)]);
-    ensure!(executed.is_empty(), "writes refused by the fence were executed: {executed:?}");
+    ensure!(
+        lost.is_empty(),
+        "acknowledged writes missing from {}: {:?}",
+        file.display(),
+        &lost[..lost.len().min(10)]
+    );
+    ensure!(
+        executed.is_empty(),
+        "writes refused by the fence were executed: {executed:?}"
+    );
     let t = s.get("target", ns, "keep")?.context("target")?;
     let ready = condition(&t, "Ready").context("target Ready")?;
-    ensure!(ready.status == "False" && ready.message.contains("LUN 0"), "target Ready: {ready:?}");
+    ensure!(
+        ready.status == "False" && ready.message.contains("LUN 0"),
+        "target Ready: {ready:?}"
+    );
     Ok(())
 }
 
@@ -147,7 +216,11 @@ fn delete_removes_file(s: &Spindle, ns: &str) -> Result<()> {
     ensure!(file.exists(), "{} missing while served", file.display());
     delete_while_writing(s, ns, "scratch", "node-a")?;
     check_delete_events(s, ns, "scratch")?;
-    ensure!(!file.exists(), "{} still there after a delete under reclaimPolicy Delete", file.display());
+    ensure!(
+        !file.exists(),
+        "{} still there after a delete under reclaimPolicy Delete",
+        file.display()
+    );
     Ok(())
 }
 
@@ -161,12 +234,19 @@ fn agent_killed_mid_drain(s: &Spindle, ns: &str) -> Result<()> {
     s.rt.kill_agent("node-b")?;
     let answers = w.finish().ok();
     std::thread::sleep(Duration::from_secs(2));
-    ensure!(s.get("device", ns, "kd")?.is_some(), "the Device went while its agent was dead");
+    ensure!(
+        s.get("device", ns, "kd")?.is_some(),
+        "the Device went while its agent was dead"
+    );
     s.rt.start_agent("node-b")?;
     s.wait_gone("device", ns, "kd", LEASE + READY)?;
     if let Some(a) = answers {
         let (lost, _) = initiator::check_file(&s.rt.data_dir("node-b")?.join("kd.img"), &a)?;
-        ensure!(lost.is_empty(), "acknowledged writes lost: {:?}", &lost[..lost.len().min(10)]);
+        ensure!(
+            lost.is_empty(),
+            "acknowledged writes lost: {:?}",
+            &lost[..lost.len().min(10)]
+        );
     }
     Ok(())
 }
@@ -185,7 +265,10 @@ fn operator_killed_mid_delete(s: &Spindle, ns: &str) -> Result<()> {
     s.wait_gone("device", ns, "ok", LEASE + READY)?;
     let a = w.finish()?;
     let (lost, executed) = initiator::check_file(&s.rt.data_dir("node-a")?.join("ok.img"), &a)?;
-    ensure!(lost.is_empty() && executed.is_empty(), "lost {lost:?}, executed after fence {executed:?}");
+    ensure!(
+        lost.is_empty() && executed.is_empty(),
+        "lost {lost:?}, executed after fence {executed:?}"
+    );
     Ok(())
 }
 
@@ -202,7 +285,10 @@ fn agent_stopped_delete_waits(s: &Spindle, ns: &str) -> Result<()> {
     })?;
     ensure!(c.message.contains("unreachable since"), "{c:?}");
     std::thread::sleep(Duration::from_secs(3));
-    ensure!(s.get("device", ns, "wait")?.is_some(), "the finalizer did not hold");
+    ensure!(
+        s.get("device", ns, "wait")?.is_some(),
+        "the finalizer did not hold"
+    );
     s.rt.start_agent("node-b")?;
     s.wait_gone("device", ns, "wait", READY)?;
     check_delete_events(s, ns, "wait")
@@ -215,7 +301,10 @@ fn node_deleted(s: &Spindle, ns: &str) -> Result<()> {
     s.kubectl(&["delete", "device", "-n", ns, "gone", "--wait=false"])?;
     s.kubectl(&["delete", "target", "-n", ns, "gone", "--wait=false"])?;
     std::thread::sleep(Duration::from_secs(2));
-    ensure!(s.get("device", ns, "gone")?.is_some(), "deleted before the Node went");
+    ensure!(
+        s.get("device", ns, "gone")?.is_some(),
+        "deleted before the Node went"
+    );
     let node = s.kubectl(&["get", "node", "node-b", "-o", "yaml"])?;
     s.kubectl(&["delete", "node", "node-b"])?;
     let r = (|| {
@@ -227,7 +316,10 @@ fn node_deleted(s: &Spindle, ns: &str) -> Result<()> {
     })();
     // Put node-b back for the other checks.
     let node: serde_json::Value = parse_yaml(&node)?;
-    let name = node["metadata"]["name"].as_str().unwrap_or("node-b").to_owned();
+    let name = node["metadata"]["name"]
+        .as_str()
+        .unwrap_or("node-b")
+        .to_owned();
     s.apply("default", &format!("apiVersion: v1\nkind: Node\nmetadata: {{name: {name}, labels: {{kubernetes.io/hostname: {name}}}}}\n"))?;
     s.rt.start_agent("node-b")?;
     r
@@ -243,8 +335,18 @@ fn skip_flush(s: &Spindle, ns: &str) -> Result<()> {
     s.wait_condition("device", ns, "skip", "AgentReachable", "False", LEASE)?;
     s.kubectl(&["delete", "device", "-n", ns, "skip", "--wait=false"])?;
     std::thread::sleep(Duration::from_secs(2));
-    ensure!(s.get("device", ns, "skip")?.is_some(), "deleted without the annotation");
-    s.kubectl(&["annotate", "device", "-n", ns, "skip", "spindle.dev/skip-flush=true"])?;
+    ensure!(
+        s.get("device", ns, "skip")?.is_some(),
+        "deleted without the annotation"
+    );
+    s.kubectl(&[
+        "annotate",
+        "device",
+        "-n",
+        ns,
+        "skip",
+        "spindle.dev/skip-flush=true",
+    ])?;
     let r = (|| {
         s.wait_gone("device", ns, "skip", READY)?;
         let e = s.wait_event(ns, "skip", "FlushSkipped", READY)?;
@@ -256,20 +358,42 @@ fn skip_flush(s: &Spindle, ns: &str) -> Result<()> {
 }
 
 /// Waits until the object's Ready is False with `reason` and a message containing `says`.
-fn not_ready(s: &Spindle, kind: &str, ns: &str, name: &str, reason: &str, says: &str) -> Result<()> {
-    s.wait_for(&format!("{kind} {name} Ready=False {reason} ({says})"), READY, || {
-        let c = s.get(kind, ns, name)?.and_then(|o| condition(&o, "Ready"));
-        match c {
-            Some(c) if c.status == "False" && c.reason == reason && c.message.contains(says) => Ok(Some(())),
-            other => bail!("Ready: {other:?}"),
-        }
-    })
+fn not_ready(
+    s: &Spindle,
+    kind: &str,
+    ns: &str,
+    name: &str,
+    reason: &str,
+    says: &str,
+) -> Result<()> {
+    s.wait_for(
+        &format!("{kind} {name} Ready=False {reason} ({says})"),
+        READY,
+        || {
+            let c = s.get(kind, ns, name)?.and_then(|o| condition(&o, "Ready"));
+            match c {
+                Some(c)
+                    if c.status == "False" && c.reason == reason && c.message.contains(says) =>
+                {
+                    Ok(Some(()))
+                }
+                other => bail!("Ready: {other:?}"),
+            }
+        },
+    )
 }
 
 fn bad_specs(s: &Spindle, ns: &str) -> Result<()> {
     // A LUN naming a missing Device; creating it fixes the Target.
     s.apply(ns, &target_yaml("t-missing", &[(0, "later")], ""))?;
-    not_ready(s, "target", ns, "t-missing", "DeviceNotFound", "spec.luns[0].deviceRef: Device \"later\" not found")?;
+    not_ready(
+        s,
+        "target",
+        ns,
+        "t-missing",
+        "DeviceNotFound",
+        "spec.luns[0].deviceRef: Device \"later\" not found",
+    )?;
     s.apply(ns, &device_yaml("later", "node-a", MIB, ""))?;
     s.wait_condition("target", ns, "t-missing", "Ready", "True", READY)?;
 
@@ -277,16 +401,48 @@ fn bad_specs(s: &Spindle, ns: &str) -> Result<()> {
     s.apply(ns, &device_yaml("on-b", "node-b", MIB, ""))?;
     s.apply(ns, &device_yaml("on-a", "node-a", MIB, ""))?;
     s.apply(ns, &target_yaml("t-split", &[(0, "on-a"), (1, "on-b")], ""))?;
-    not_ready(s, "target", ns, "t-split", "DeviceOnOtherNode", "Device \"on-b\" is on node \"node-b\"")?;
-    s.kubectl(&["patch", "target", "-n", ns, "t-split", "--type", "json", "-p", r#"[{"op":"remove","path":"/spec/luns/1"}]"#])?;
+    not_ready(
+        s,
+        "target",
+        ns,
+        "t-split",
+        "DeviceOnOtherNode",
+        "Device \"on-b\" is on node \"node-b\"",
+    )?;
+    s.kubectl(&[
+        "patch",
+        "target",
+        "-n",
+        ns,
+        "t-split",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"remove","path":"/spec/luns/1"}]"#,
+    ])?;
     s.wait_condition("target", ns, "t-split", "Ready", "True", READY)?;
 
     // A Device whose node has no agent; starting the agent fixes it.
     s.apply(ns, &device_yaml("on-c", "node-c", MIB, ""))?;
-    not_ready(s, "device", ns, "on-c", "NoAgent", "node \"node-c\" has no Spindle agent")?;
+    not_ready(
+        s,
+        "device",
+        ns,
+        "on-c",
+        "NoAgent",
+        "node \"node-c\" has no Spindle agent",
+    )?;
     s.rt.start_agent("node-c")?;
     let fixed = s.wait_condition("device", ns, "on-c", "Ready", "True", READY);
-    s.kubectl(&["delete", "device", "-n", ns, "on-c", "--wait=true", "--timeout=30s"])?;
+    s.kubectl(&[
+        "delete",
+        "device",
+        "-n",
+        ns,
+        "on-c",
+        "--wait=true",
+        "--timeout=30s",
+    ])?;
     s.rt.stop_agent("node-c")?;
     fixed?;
 
@@ -294,8 +450,19 @@ fn bad_specs(s: &Spindle, ns: &str) -> Result<()> {
     let chap = "  acl: {allowAll: true}\n  chap: {secretRef: creds}\n";
     s.apply(ns, &device_yaml("locked", "node-a", MIB, ""))?;
     s.apply(ns, &target_yaml("locked", &[(0, "locked")], chap))?;
-    not_ready(s, "target", ns, "locked", "ChapSecretNotFound", "Secret \"creds\" not found")?;
-    let secret = |pw: &str| format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: creds}}\nstringData: {{username: alice, password: {pw}}}\n");
+    not_ready(
+        s,
+        "target",
+        ns,
+        "locked",
+        "ChapSecretNotFound",
+        "Secret \"creds\" not found",
+    )?;
+    let secret = |pw: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: creds}}\nstringData: {{username: alice, password: {pw}}}\n"
+        )
+    };
     s.apply(ns, &secret("short"))?;
     not_ready(s, "target", ns, "locked", "ChapSecretInvalid", "is 5 bytes")?;
     s.apply(ns, &secret("twelve-bytes"))?;
@@ -306,7 +473,14 @@ fn bad_specs(s: &Spindle, ns: &str) -> Result<()> {
     s.apply(ns, &target_yaml("first", &[(0, "shared")], ""))?;
     s.wait_condition("target", ns, "first", "Ready", "True", READY)?;
     s.apply(ns, &target_yaml("second", &[(0, "shared")], ""))?;
-    not_ready(s, "target", ns, "second", "DeviceClaimed", &format!("already exported by Target {ns}/first"))?;
+    not_ready(
+        s,
+        "target",
+        ns,
+        "second",
+        "DeviceClaimed",
+        &format!("already exported by Target {ns}/first"),
+    )?;
     s.kubectl(&["delete", "target", "-n", ns, "first"])?;
     s.wait_condition("target", ns, "second", "Ready", "True", READY)?;
 
@@ -316,32 +490,60 @@ fn bad_specs(s: &Spindle, ns: &str) -> Result<()> {
         .cluster
         .kubectl_fails(&["apply", "-n", ns, "-f", "-"], Some(&moved))?
         .context("changing spec.nodeName was accepted")?;
-    ensure!(err.contains("spec.nodeName") && err.contains("immutable"), "{err}");
+    ensure!(
+        err.contains("spec.nodeName") && err.contains("immutable"),
+        "{err}"
+    );
     let resized = device_yaml("shared", "node-a", 2 * MIB, "");
     let err = s
         .cluster
         .kubectl_fails(&["apply", "-n", ns, "-f", "-"], Some(&resized))?
         .context("changing spec.source was accepted")?;
-    ensure!(err.contains("spec.source") && err.contains("immutable"), "{err}");
+    ensure!(
+        err.contains("spec.source") && err.contains("immutable"),
+        "{err}"
+    );
     Ok(())
 }
 
 fn chap_rotation(s: &Spindle, ns: &str) -> Result<()> {
-    let secret = |pw: &str| format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: rot}}\nstringData: {{username: alice, password: {pw}}}\n");
+    let secret = |pw: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: rot}}\nstringData: {{username: alice, password: {pw}}}\n"
+        )
+    };
     s.apply(ns, &secret("old-secret-12"))?;
     s.apply(ns, &device_yaml("rot", "node-a", MIB, ""))?;
-    s.apply(ns, &target_yaml("rot", &[(0, "rot")], "  acl: {allowAll: true}\n  chap: {secretRef: rot}\n"))?;
+    s.apply(
+        ns,
+        &target_yaml(
+            "rot",
+            &[(0, "rot")],
+            "  acl: {allowAll: true}\n  chap: {secretRef: rot}\n",
+        ),
+    )?;
     s.wait_condition("target", ns, "rot", "Ready", "True", READY)?;
     let portal = s.rt.portal("node-a")?;
     let iqn = default_iqn(ns, "rot");
     let login = |pw: &str| {
-        let chap = Chap { user: "alice", secret: pw };
-        initiator::qemu_io(&initiator::url(&portal, &iqn, 0, Some(&chap)), &["read 0 4k"])
+        let chap = Chap {
+            user: "alice",
+            secret: pw,
+        };
+        initiator::qemu_io(
+            &initiator::url(&portal, &iqn, 0, Some(&chap)),
+            &["read 0 4k"],
+        )
     };
     login("old-secret-12").context("login with the first secret")?;
     s.apply(ns, &secret("new-secret-34"))?;
-    s.wait_for("the new CHAP secret works", READY, || Ok(login("new-secret-34").ok()))?;
-    ensure!(login("old-secret-12").is_err(), "the old CHAP secret still logs in after the rotation");
+    s.wait_for("the new CHAP secret works", READY, || {
+        Ok(login("new-secret-34").ok())
+    })?;
+    ensure!(
+        login("old-secret-12").is_err(),
+        "the old CHAP secret still logs in after the rotation"
+    );
     Ok(())
 }
 
@@ -350,20 +552,46 @@ fn orphan_sweep(s: &Spindle, ns: &str) -> Result<()> {
     // The operator is away while someone strips the finalizers and deletes the objects.
     s.rt.kill_operator(OPERATOR)?;
     for kind in ["target", "device"] {
-        s.kubectl(&["patch", kind, "-n", ns, "orphan", "--type", "merge", "-p", r#"{"metadata":{"finalizers":null}}"#])?;
+        s.kubectl(&[
+            "patch",
+            kind,
+            "-n",
+            ns,
+            "orphan",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ])?;
         s.kubectl(&["delete", kind, "-n", ns, "orphan"])?;
     }
     s.rt.start_operator(OPERATOR)?;
-    s.wait_for("the sweep released the orphan Device", LEASE + READY, || {
-        let log = s.rt.operator_log(OPERATOR)?;
-        Ok(log.contains(&format!("released Device {ns}/orphan")).then_some(()))
-    })?;
+    s.wait_for(
+        "the sweep released the orphan Device",
+        LEASE + READY,
+        || {
+            let log = s.rt.operator_log(OPERATOR)?;
+            Ok(log
+                .contains(&format!("released Device {ns}/orphan"))
+                .then_some(()))
+        },
+    )?;
     let log = s.rt.operator_log(OPERATOR)?;
-    ensure!(log.contains(&format!("removed Target {ns}/orphan")), "the orphan Target was not removed");
+    ensure!(
+        log.contains(&format!("removed Target {ns}/orphan")),
+        "the orphan Target was not removed"
+    );
     let file = s.rt.data_dir("node-a")?.join("orphan.img");
-    ensure!(file.exists(), "the orphan's data was deleted: {} is gone", file.display());
+    ensure!(
+        file.exists(),
+        "the orphan's data was deleted: {} is gone",
+        file.display()
+    );
     let ls = initiator::iscsi_ls(&s.rt.portal("node-a")?, None)?;
-    ensure!(!ls.contains(&default_iqn(ns, "orphan")), "the orphan Target is still served: {ls}");
+    ensure!(
+        !ls.contains(&default_iqn(ns, "orphan")),
+        "the orphan Target is still served: {ls}"
+    );
     Ok(())
 }
 
@@ -383,8 +611,14 @@ fn metric(s: &Spindle, id: &str, name: &str) -> Result<f64> {
 fn two_replicas(s: &Spindle, ns: &str) -> Result<()> {
     s.rt.start_operator("operator-1")?;
     std::thread::sleep(Duration::from_secs(3));
-    ensure!(metric(s, OPERATOR, "spindle_operator_leader")? == 1.0, "operator-0 does not lead");
-    ensure!(metric(s, "operator-1", "spindle_operator_leader")? == 0.0, "operator-1 leads too");
+    ensure!(
+        metric(s, OPERATOR, "spindle_operator_leader")? == 1.0,
+        "operator-0 does not lead"
+    );
+    ensure!(
+        metric(s, "operator-1", "spindle_operator_leader")? == 0.0,
+        "operator-1 leads too"
+    );
     device_and_target(s, ns, "ha", "node-a", "")?;
     ensure!(
         metric(s, "operator-1", "spindle_operator_reconciles_total")? == 0.0,
@@ -396,7 +630,15 @@ fn two_replicas(s: &Spindle, ns: &str) -> Result<()> {
     })?;
     s.apply(ns, &device_yaml("after", "node-b", MIB, ""))?;
     s.wait_condition("device", ns, "after", "Ready", "True", READY)?;
-    let holder = s.kubectl(&["get", "lease", "-n", "spindle-system", "spindle-operator", "-o", "jsonpath={.spec.holderIdentity}"])?;
+    let holder = s.kubectl(&[
+        "get",
+        "lease",
+        "-n",
+        "spindle-system",
+        "spindle-operator",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ])?;
     ensure!(holder == "operator-1", "Lease holder: {holder:?}");
     // Back to one replica named operator-0 for whatever runs next.
     s.rt.start_operator(OPERATOR)?;

@@ -56,7 +56,10 @@ impl AgentError {
     /// True when trying again later may succeed without anything changing in the cluster.
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Unreachable { .. })
-            || matches!(self.refused_code(), Some(Code::Unavailable | Code::ResourceExhausted | Code::Aborted))
+            || matches!(
+                self.refused_code(),
+                Some(Code::Unavailable | Code::ResourceExhausted | Code::Aborted)
+            )
     }
 }
 
@@ -85,7 +88,8 @@ impl AgentClients {
     /// Reads the operator's certificate, key and the CA that signed the agents' certificates.
     pub fn new(cert: &Path, key: &Path, ca: &Path) -> Result<Self, AgentError> {
         let read = |p: &Path| {
-            std::fs::read(p).map_err(|e| AgentError::Config(format!("reading {}: {e}", p.display())))
+            std::fs::read(p)
+                .map_err(|e| AgentError::Config(format!("reading {}: {e}", p.display())))
         };
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(read(ca)?))
@@ -168,7 +172,12 @@ impl AgentClients {
     /// `GetStatus`.
     pub async fn status(&self, endpoint: &str) -> Result<api::AgentStatus, AgentError> {
         let mut c = self.client(endpoint)?;
-        call(endpoint, CALL_TIMEOUT, c.get_status(api::GetStatusRequest {})).await
+        call(
+            endpoint,
+            CALL_TIMEOUT,
+            c.get_status(api::GetStatusRequest {}),
+        )
+        .await
     }
 }
 

@@ -79,8 +79,13 @@ pub fn lease_view(lease: &Lease, now: Timestamp) -> LeaseView {
         reachable: !endpoint.is_empty() && expires.is_some_and(|e| e > now),
         endpoint,
         portal: annotation(agent_lease::ISCSI_PORTAL_ANNOTATION),
-        expires: expires.map(|e| e.to_string()).unwrap_or_else(|| "never renewed".into()),
-        acquired: spec.acquire_time.map(|t| t.0.to_string()).unwrap_or_default(),
+        expires: expires
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "never renewed".into()),
+        acquired: spec
+            .acquire_time
+            .map(|t| t.0.to_string())
+            .unwrap_or_default(),
     }
 }
 
@@ -127,17 +132,17 @@ impl Registry {
                     .map_err(|e| ("Lease", e.to_string()))
             })
             .boxed();
-        let nodes = reflector::reflector(
-            node_writer,
-            watcher(node_api, watcher::Config::default()),
-        )
-        .default_backoff()
-        .map(|e| {
-            e.map(|e| Some(Kind::Node).filter(|_| matches!(e, watcher::Event::InitDone)))
-                .map_err(|e| ("Node", e.to_string()))
-        })
-        .boxed();
-        let tick = tokio_stream_interval(Duration::from_secs(1)).map(|()| Ok(None)).boxed();
+        let nodes =
+            reflector::reflector(node_writer, watcher(node_api, watcher::Config::default()))
+                .default_backoff()
+                .map(|e| {
+                    e.map(|e| Some(Kind::Node).filter(|_| matches!(e, watcher::Event::InitDone)))
+                        .map_err(|e| ("Node", e.to_string()))
+                })
+                .boxed();
+        let tick = tokio_stream_interval(Duration::from_secs(1))
+            .map(|()| Ok(None))
+            .boxed();
         let this = registry.clone();
         let drive = async move {
             let mut events = futures::stream::select_all([leases, nodes, tick]);
@@ -196,9 +201,9 @@ impl Registry {
                 .filter(|v| v.reachable_endpoint().is_some())
                 .count();
             metrics.agents_reachable.set(reachable as i64);
-            metrics.agents_registered.set(
-                views.values().filter(|v| v.lease.is_some()).count() as i64,
-            );
+            metrics
+                .agents_registered
+                .set(views.values().filter(|v| v.lease.is_some()).count() as i64);
             changed
         };
         for node in changed {
@@ -231,7 +236,11 @@ impl Registry {
     pub fn node_gone(&self, node: &str) -> bool {
         self.nodes_listed.load(Ordering::Relaxed)
             && self.leases_listed.load(Ordering::Relaxed)
-            && !self.nodes.state().iter().any(|n| n.metadata.name.as_deref() == Some(node))
+            && !self
+                .nodes
+                .state()
+                .iter()
+                .any(|n| n.metadata.name.as_deref() == Some(node))
             && self.view(node).reachable_endpoint().is_none()
     }
 
@@ -281,7 +290,10 @@ mod tests {
     fn lease(endpoint: Option<&str>, renewed: Option<Timestamp>, seconds: Option<i32>) -> Lease {
         let mut annotations = BTreeMap::new();
         if let Some(e) = endpoint {
-            annotations.insert(agent_lease::API_ENDPOINT_ANNOTATION.to_owned(), e.to_owned());
+            annotations.insert(
+                agent_lease::API_ENDPOINT_ANNOTATION.to_owned(),
+                e.to_owned(),
+            );
         }
         annotations.insert(
             agent_lease::ISCSI_PORTAL_ANNOTATION.to_owned(),

@@ -94,9 +94,14 @@ async fn patch_finalizers<K>(
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    let patch: json_patch::Patch = serde_json::from_value(patch).map_err(kube::Error::SerdeError)?;
+    let patch: json_patch::Patch =
+        serde_json::from_value(patch).map_err(kube::Error::SerdeError)?;
     match api
-        .patch(&obj.name_any(), &PatchParams::default(), &Patch::Json::<()>(patch))
+        .patch(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        )
         .await
     {
         Ok(_) => Ok(()),
@@ -157,7 +162,12 @@ pub enum TargetStep {
 }
 
 /// Decides a Target's next delete step (pure). `node` is where it runs (or would run).
-pub fn target_step(t: &Target, node: Option<&str>, agent: &AgentView, node_gone: bool) -> TargetStep {
+pub fn target_step(
+    t: &Target,
+    node: Option<&str>,
+    agent: &AgentView,
+    node_gone: bool,
+) -> TargetStep {
     if !has_finalizer(t) {
         TargetStep::Done
     } else if node.is_none() {
@@ -193,7 +203,12 @@ fn agent_reachable_want(node: &str, agent: &AgentView) -> Want {
             reason::LEASE_CURRENT,
             format!("the agent of node {node:?} renews its Lease"),
         ),
-        Some(p) => Want::new(kind::AGENT_REACHABLE, ConditionStatus::False, p.reason, p.message),
+        Some(p) => Want::new(
+            kind::AGENT_REACHABLE,
+            ConditionStatus::False,
+            p.reason,
+            p.message,
+        ),
     }
 }
 
@@ -207,9 +222,17 @@ pub async fn device(ctx: &Arc<Ctx>, d: &Device) -> Result<Action, Error> {
     let node = d.spec.node_name.clone();
     let agent = ctx.registry.view(&node);
     let uid = d.uid().unwrap_or_default();
-    let conditions = d.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let conditions = d
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
     let flushed = condition_is(&conditions, kind::FLUSHED, ConditionStatus::True)
-        || ctx.flushed.lock().unwrap_or_else(|e| e.into_inner()).contains(&uid);
+        || ctx
+            .flushed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&uid);
     let step = device_step(d, &agent, ctx.registry.node_gone(&node), flushed);
     tracing::debug!(device = key_of(d), ?step, "delete step");
     let mut w = DeviceWriter::new(ctx, &api, d, &node, &agent, flushed);
@@ -241,7 +264,9 @@ pub async fn device(ctx: &Arc<Ctx>, d: &Device) -> Result<Action, Error> {
             }
             w.flushed(ConditionStatus::False, reason::FLUSH_SKIPPED, &msg);
             w.deleting(reason::FLUSH_SKIPPED, &msg).await?;
-            ctx.events.publish(d, true, reason::FLUSH_SKIPPED, &msg).await;
+            ctx.events
+                .publish(d, true, reason::FLUSH_SKIPPED, &msg)
+                .await;
         }
         DeviceStep::WaitForAgent => {
             let msg = unreachable_message(&node, &agent, "drain and flush the Device");
@@ -253,16 +278,24 @@ pub async fn device(ctx: &Arc<Ctx>, d: &Device) -> Result<Action, Error> {
             if step == DeviceStep::Drain {
                 w.deleting(
                     reason::DELETING,
-                    format!("fencing the Device on node {node:?}, finishing accepted commands, flushing"),
+                    format!(
+                        "fencing the Device on node {node:?}, finishing accepted commands, flushing"
+                    ),
                 )
                 .await?;
                 let started = Instant::now();
                 match ctx.agents.drain_device(&endpoint, object_meta(d)).await {
-                    Ok(ack) => w.flushed(ConditionStatus::True, reason::FLUSH_ACKNOWLEDGED, &ack_message(&node, &ack)),
+                    Ok(ack) => w.flushed(
+                        ConditionStatus::True,
+                        reason::FLUSH_ACKNOWLEDGED,
+                        &ack_message(&node, &ack),
+                    ),
                     Err(e) if e.refused_code() == Some(Code::NotFound) => w.flushed(
                         ConditionStatus::True,
                         reason::NEVER_SERVED,
-                        &format!("the agent of node {node:?} never had this Device: nothing to flush"),
+                        &format!(
+                            "the agent of node {node:?} never had this Device: nothing to flush"
+                        ),
                     ),
                     Err(e) if e.refused_code() == Some(Code::DataLoss) => {
                         let msg = format!(
@@ -274,14 +307,26 @@ pub async fn device(ctx: &Arc<Ctx>, d: &Device) -> Result<Action, Error> {
                         return Ok(Action::requeue(crate::controller::RESYNC));
                     }
                     Err(e) => {
-                        let why = if e.is_transient() { reason::AGENT_UNREACHABLE } else { reason::AGENT_REFUSED };
-                        w.deleting(why, format!("draining on node {node:?}: {e}; retrying")).await?;
+                        let why = if e.is_transient() {
+                            reason::AGENT_UNREACHABLE
+                        } else {
+                            reason::AGENT_REFUSED
+                        };
+                        w.deleting(why, format!("draining on node {node:?}: {e}; retrying"))
+                            .await?;
                         return Err(e.into());
                     }
                 }
                 observe(ctx, "Device", "drain", started);
-                ctx.flushed.lock().unwrap_or_else(|e| e.into_inner()).insert(uid.clone());
-                w.deleting(reason::DELETING, format!("flushed; releasing the store on node {node:?}")).await?;
+                ctx.flushed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(uid.clone());
+                w.deleting(
+                    reason::DELETING,
+                    format!("flushed; releasing the store on node {node:?}"),
+                )
+                .await?;
             }
             let started = Instant::now();
             let req = api::ReleaseDeviceRequest {
@@ -293,7 +338,10 @@ pub async fn device(ctx: &Arc<Ctx>, d: &Device) -> Result<Action, Error> {
                 Ok(r) => {
                     observe(ctx, "Device", "release", started);
                     let what = if r.file_removed {
-                        format!("released; file {} removed (reclaimPolicy Delete)", r.backing_path)
+                        format!(
+                            "released; file {} removed (reclaimPolicy Delete)",
+                            r.backing_path
+                        )
                     } else if r.known {
                         format!("released; backing store {} kept", r.backing_path)
                     } else {
@@ -303,14 +351,26 @@ pub async fn device(ctx: &Arc<Ctx>, d: &Device) -> Result<Action, Error> {
                 }
                 Err(e) if e.refused_code() == Some(Code::FailedPrecondition) => {
                     // The agent does not consider it flushed: drain again (harmless, idempotent).
-                    ctx.flushed.lock().unwrap_or_else(|e| e.into_inner()).remove(&uid);
-                    w.flushed(ConditionStatus::False, reason::NOT_FLUSHED, &format!("the agent refused the release: {e}; draining again"));
+                    ctx.flushed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&uid);
+                    w.flushed(
+                        ConditionStatus::False,
+                        reason::NOT_FLUSHED,
+                        &format!("the agent refused the release: {e}; draining again"),
+                    );
                     w.deleting(reason::DELETING, "draining again").await?;
                     return Err(e.into());
                 }
                 Err(e) => {
-                    let why = if e.is_transient() { reason::AGENT_UNREACHABLE } else { reason::AGENT_REFUSED };
-                    w.deleting(why, format!("releasing on node {node:?}: {e}; retrying")).await?;
+                    let why = if e.is_transient() {
+                        reason::AGENT_UNREACHABLE
+                    } else {
+                        reason::AGENT_REFUSED
+                    };
+                    w.deleting(why, format!("releasing on node {node:?}: {e}; retrying"))
+                        .await?;
                     return Err(e.into());
                 }
             }
@@ -324,7 +384,10 @@ pub async fn device(ctx: &Arc<Ctx>, d: &Device) -> Result<Action, Error> {
 /// Runs the next steps of a Target's deletion. `node` is where it runs or would run.
 pub async fn target(ctx: &Arc<Ctx>, t: &Target, node: Option<String>) -> Result<Action, Error> {
     let api: Api<Target> = Api::namespaced(ctx.client.clone(), &t.namespace().unwrap_or_default());
-    let agent = node.as_deref().map(|n| ctx.registry.view(n)).unwrap_or_default();
+    let agent = node
+        .as_deref()
+        .map(|n| ctx.registry.view(n))
+        .unwrap_or_default();
     let gone = node.as_deref().is_some_and(|n| ctx.registry.node_gone(n));
     let step = target_step(t, node.as_deref(), &agent, gone);
     tracing::debug!(target = key_of(t), ?step, "delete step");
@@ -334,34 +397,74 @@ pub async fn target(ctx: &Arc<Ctx>, t: &Target, node: Option<String>) -> Result<
         TargetStep::NeverPlaced => {}
         TargetStep::NodeGone | TargetStep::SkipFlush => {
             let (why, msg) = if step == TargetStep::NodeGone {
-                (reason::NODE_GONE, format!("Node {node:?} was deleted; removing the finalizer"))
+                (
+                    reason::NODE_GONE,
+                    format!("Node {node:?} was deleted; removing the finalizer"),
+                )
             } else {
-                (reason::FLUSH_SKIPPED, format!("annotation {SKIP_FLUSH_ANNOTATION}=true: removing without the agent"))
+                (
+                    reason::FLUSH_SKIPPED,
+                    format!("annotation {SKIP_FLUSH_ANNOTATION}=true: removing without the agent"),
+                )
             };
             target_deleting(ctx, &api, t, &node, &agent, why, msg.clone()).await?;
             ctx.events.publish(t, true, why, msg).await;
         }
         TargetStep::WaitForAgent => {
-            target_deleting(ctx, &api, t, &node, &agent, reason::AGENT_UNREACHABLE, unreachable_message(&node, &agent, "stop serving the Target")).await?;
+            target_deleting(
+                ctx,
+                &api,
+                t,
+                &node,
+                &agent,
+                reason::AGENT_UNREACHABLE,
+                unreachable_message(&node, &agent, "stop serving the Target"),
+            )
+            .await?;
             return Ok(Action::requeue(WAIT));
         }
         TargetStep::Remove => {
-            target_deleting(ctx, &api, t, &node, &agent, reason::DELETING, format!("closing its sessions on node {node:?}")).await?;
+            target_deleting(
+                ctx,
+                &api,
+                t,
+                &node,
+                &agent,
+                reason::DELETING,
+                format!("closing its sessions on node {node:?}"),
+            )
+            .await?;
             let endpoint = agent.reachable_endpoint().unwrap_or_default();
             let started = Instant::now();
             match ctx.agents.remove_target(endpoint, object_meta(t)).await {
                 Ok(r) => {
                     observe(ctx, "Target", "remove", started);
                     let note = if r.known {
-                        format!("no longer served on node {node:?}; {} session(s) closed", r.sessions_closed)
+                        format!(
+                            "no longer served on node {node:?}; {} session(s) closed",
+                            r.sessions_closed
+                        )
                     } else {
                         format!("the agent of node {node:?} was not serving it")
                     };
                     ctx.events.publish(t, false, reason::REMOVED, note).await;
                 }
                 Err(e) => {
-                    let why = if e.is_transient() { reason::AGENT_UNREACHABLE } else { reason::AGENT_REFUSED };
-                    target_deleting(ctx, &api, t, &node, &agent, why, format!("removing on node {node:?}: {e}; retrying")).await?;
+                    let why = if e.is_transient() {
+                        reason::AGENT_UNREACHABLE
+                    } else {
+                        reason::AGENT_REFUSED
+                    };
+                    target_deleting(
+                        ctx,
+                        &api,
+                        t,
+                        &node,
+                        &agent,
+                        why,
+                        format!("removing on node {node:?}: {e}; retrying"),
+                    )
+                    .await?;
                     return Err(e.into());
                 }
             }
@@ -385,20 +488,28 @@ async fn target_deleting(
 ) -> Result<(), Error> {
     let old = t.status.clone().unwrap_or_default();
     let mut wants = vec![
-        Want::new(kind::READY, ConditionStatus::False, reason::DELETING, "the Target is being deleted"),
+        Want::new(
+            kind::READY,
+            ConditionStatus::False,
+            reason::DELETING,
+            "the Target is being deleted",
+        ),
         Want::new(kind::DELETING, ConditionStatus::True, why, msg),
     ];
     if !node.is_empty() {
         wants.insert(1, agent_reachable_want(node, agent));
     }
-    let conditions = status::next_conditions(&old.conditions, &wants, t.meta().generation, &status::now());
+    let conditions =
+        status::next_conditions(&old.conditions, &wants, t.meta().generation, &status::now());
     let new = TargetStatus {
         conditions,
         ..old.clone()
     };
     if new != old {
         status::write(api, t, &new).await?;
-        ctx.events.transitions(t, &old.conditions, &new.conditions).await;
+        ctx.events
+            .transitions(t, &old.conditions, &new.conditions)
+            .await;
     }
     Ok(())
 }
@@ -416,7 +527,14 @@ struct DeviceWriter<'a> {
 }
 
 impl<'a> DeviceWriter<'a> {
-    fn new(ctx: &'a Arc<Ctx>, api: &'a Api<Device>, d: &'a Device, node: &'a str, agent: &'a AgentView, flushed: bool) -> Self {
+    fn new(
+        ctx: &'a Arc<Ctx>,
+        api: &'a Api<Device>,
+        d: &'a Device,
+        node: &'a str,
+        agent: &'a AgentView,
+        flushed: bool,
+    ) -> Self {
         let current = d.status.clone().unwrap_or_default();
         let flushed = current
             .conditions
@@ -424,9 +542,22 @@ impl<'a> DeviceWriter<'a> {
             .find(|c| c.type_ == kind::FLUSHED && (flushed || c.status != ConditionStatus::True))
             .map(|c| Want::new(kind::FLUSHED, c.status, &c.reason, c.message.clone()))
             .unwrap_or_else(|| {
-                Want::new(kind::FLUSHED, ConditionStatus::False, reason::NOT_FLUSHED, "waiting for the agent's flush acknowledgement")
+                Want::new(
+                    kind::FLUSHED,
+                    ConditionStatus::False,
+                    reason::NOT_FLUSHED,
+                    "waiting for the agent's flush acknowledgement",
+                )
             });
-        Self { ctx, api, d, node, agent, current, flushed }
+        Self {
+            ctx,
+            api,
+            d,
+            node,
+            agent,
+            current,
+            flushed,
+        }
     }
 
     fn flushed(&mut self, status: ConditionStatus, why: &str, msg: &str) {
@@ -435,19 +566,32 @@ impl<'a> DeviceWriter<'a> {
 
     async fn deleting(&mut self, why: &str, msg: impl Into<String>) -> Result<(), Error> {
         let wants = [
-            Want::new(kind::READY, ConditionStatus::False, reason::DELETING, "the Device is being deleted"),
+            Want::new(
+                kind::READY,
+                ConditionStatus::False,
+                reason::DELETING,
+                "the Device is being deleted",
+            ),
             agent_reachable_want(self.node, self.agent),
             Want::new(kind::DELETING, ConditionStatus::True, why, msg),
             self.flushed.clone(),
         ];
-        let conditions = status::next_conditions(&self.current.conditions, &wants, self.d.meta().generation, &status::now());
+        let conditions = status::next_conditions(
+            &self.current.conditions,
+            &wants,
+            self.d.meta().generation,
+            &status::now(),
+        );
         let new = DeviceStatus {
             conditions,
             ..self.current.clone()
         };
         if new != self.current {
             status::write(self.api, self.d, &new).await?;
-            self.ctx.events.transitions(self.d, &self.current.conditions, &new.conditions).await;
+            self.ctx
+                .events
+                .transitions(self.d, &self.current.conditions, &new.conditions)
+                .await;
             self.current = new;
         }
         Ok(())
@@ -473,7 +617,10 @@ fn ack_message(node: &str, ack: &api::DrainAck) -> String {
 }
 
 fn observe(ctx: &Ctx, kind: &str, phase: &str, started: Instant) {
-    ctx.metrics.delete_phases.with_label_values(&[kind, phase]).inc();
+    ctx.metrics
+        .delete_phases
+        .with_label_values(&[kind, phase])
+        .inc();
     ctx.metrics
         .delete_seconds
         .with_label_values(&[kind, phase])
@@ -481,9 +628,15 @@ fn observe(ctx: &Ctx, kind: &str, phase: &str, started: Instant) {
 }
 
 fn finished(ctx: &Ctx, kind: &str, obj: &impl Resource) {
-    ctx.metrics.delete_phases.with_label_values(&[kind, "total"]).inc();
+    ctx.metrics
+        .delete_phases
+        .with_label_values(&[kind, "total"])
+        .inc();
     if let Some(s) = seconds_since(obj.meta().deletion_timestamp.as_ref()) {
-        ctx.metrics.delete_seconds.with_label_values(&[kind, "total"]).observe(s);
+        ctx.metrics
+            .delete_seconds
+            .with_label_values(&[kind, "total"])
+            .observe(s);
     }
     tracing::info!(object = key_of(obj), "{kind} deleted: finalizer removed");
 }

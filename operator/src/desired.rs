@@ -331,8 +331,11 @@ pub fn plan_target(t: &Target, world: &TargetWorld<'_>) -> TargetPlan {
             problems,
         };
     };
-    if let Some(p) = node_problem(&node_name, world.agents.get(&node_name), "the node of its Devices")
-    {
+    if let Some(p) = node_problem(
+        &node_name,
+        world.agents.get(&node_name),
+        "the node of its Devices",
+    ) {
         problems.push(p);
         return TargetPlan {
             node,
@@ -457,7 +460,9 @@ fn lun_problem(
         let p = |what: &str| {
             Problem::new(
                 reason::DEVICE_DELETING,
-                format!("LUN {lun} is going away: Device {name:?} {what}; the other LUNs keep serving"),
+                format!(
+                    "LUN {lun} is going away: Device {name:?} {what}; the other LUNs keep serving"
+                ),
             )
         };
         return if flushed || !served {
@@ -481,7 +486,10 @@ fn lun_problem(
 }
 
 fn device_conditions(d: &Device) -> &[spindle_crds::Condition] {
-    d.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default()
+    d.status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default()
 }
 
 fn digest(d: Digest) -> api::Digest {

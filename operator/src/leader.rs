@@ -83,7 +83,12 @@ impl Elector {
             .lease_duration_seconds
             .and_then(|s| u64::try_from(s).ok())
             .map_or(self.duration, Duration::from_secs);
-        match decide(holder.as_deref(), &self.identity, first_seen.elapsed(), held_for) {
+        match decide(
+            holder.as_deref(),
+            &self.identity,
+            first_seen.elapsed(),
+            held_for,
+        ) {
             Decision::Renew => {
                 let acquired = spec.acquire_time.as_ref().map_or(now, |t| t.0);
                 lease.spec = Some(self.spec(acquired, now, transitions));
@@ -95,7 +100,11 @@ impl Elector {
     }
 
     async fn replace(&self, lease: &Lease) -> Result<Round, kube::Error> {
-        match self.api.replace(&self.name, &PostParams::default(), lease).await {
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), lease)
+            .await
+        {
             Ok(_) => Ok(Round::Leading),
             // Someone else wrote first: they hold it now, or will tell us next round.
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(Round::Following(String::new())),
@@ -127,7 +136,11 @@ impl Elector {
         }
         spec.holder_identity = None;
         spec.renew_time = None;
-        if let Err(e) = self.api.replace(&self.name, &PostParams::default(), &lease).await {
+        if let Err(e) = self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
             tracing::debug!("releasing the leader Lease: {e}");
         }
     }
@@ -218,7 +231,11 @@ mod tests {
             (None, s(0), Decision::Take),
         ];
         for (holder, unchanged, want) in cases {
-            assert_eq!(decide(holder, "me", unchanged, s(15)), want, "{holder:?} {unchanged:?}");
+            assert_eq!(
+                decide(holder, "me", unchanged, s(15)),
+                want,
+                "{holder:?} {unchanged:?}"
+            );
         }
     }
 

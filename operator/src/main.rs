@@ -97,7 +97,8 @@ fn main() -> std::process::ExitCode {
 async fn kube_client(path: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
     let config = match path {
         Some(p) => {
-            let kc = Kubeconfig::read_from(p).with_context(|| format!("--kubeconfig {}", p.display()))?;
+            let kc = Kubeconfig::read_from(p)
+                .with_context(|| format!("--kubeconfig {}", p.display()))?;
             kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
                 .await
                 .with_context(|| format!("--kubeconfig {}", p.display()))?

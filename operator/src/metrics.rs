@@ -66,8 +66,12 @@ impl Metrics {
             must(registry.register(Box::new(g.clone())));
             g
         };
-        let fast = vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-        let slow = vec![0.01, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0];
+        let fast = vec![
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let slow = vec![
+            0.01, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+        ];
         Arc::new(Self {
             reconciles: counter(
                 "spindle_operator_reconciles_total",
@@ -104,7 +108,10 @@ impl Metrics {
                 "spindle_operator_agents_registered",
                 "Agents with a Lease, current or expired",
             ),
-            leader: gauge("spindle_operator_leader", "1 while this replica is the leader"),
+            leader: gauge(
+                "spindle_operator_leader",
+                "1 while this replica is the leader",
+            ),
             orphans_removed: counter(
                 "spindle_operator_orphans_removed_total",
                 "Objects an agent served that the cluster no longer has, removed",
@@ -179,7 +186,10 @@ pub async fn serve(
                 if metrics.ready() {
                     (StatusCode::OK, "ok\n")
                 } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "the apiserver has not answered lately\n")
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the apiserver has not answered lately\n",
+                    )
                 }
             }),
         );
@@ -199,10 +209,18 @@ mod tests {
     fn every_family_is_exported() {
         let m = Metrics::new();
         m.reconciles.with_label_values(&["Device", "ok"]).inc();
-        m.reconcile_errors.with_label_values(&["Device", "agent"]).inc();
-        m.reconcile_seconds.with_label_values(&["Device"]).observe(0.01);
-        m.delete_phases.with_label_values(&["Device", "drain"]).inc();
-        m.delete_seconds.with_label_values(&["Device", "drain"]).observe(0.5);
+        m.reconcile_errors
+            .with_label_values(&["Device", "agent"])
+            .inc();
+        m.reconcile_seconds
+            .with_label_values(&["Device"])
+            .observe(0.01);
+        m.delete_phases
+            .with_label_values(&["Device", "drain"])
+            .inc();
+        m.delete_seconds
+            .with_label_values(&["Device", "drain"])
+            .observe(0.5);
         m.orphans_removed.with_label_values(&["Target"]).inc();
         m.agents_reachable.set(2);
         let text = m.render();

@@ -151,10 +151,9 @@ pub fn transitions<'a>(old: &[Condition], new: &'a [Condition]) -> Vec<&'a Condi
 
 /// Now, as a condition timestamp (RFC 3339, seconds).
 pub fn now() -> String {
-    Timestamp::now().round(k8s_openapi::jiff::Unit::Second).map_or_else(
-        |_| Timestamp::now().to_string(),
-        |t| t.to_string(),
-    )
+    Timestamp::now()
+        .round(k8s_openapi::jiff::Unit::Second)
+        .map_or_else(|_| Timestamp::now().to_string(), |t| t.to_string())
 }
 
 /// Writes `status` with server-side apply on the status subresource. A missing object (deleted
@@ -169,7 +168,10 @@ where
         "status": status,
     });
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    match api.patch_status(&obj.name_any(), &params, &Patch::Apply(&body)).await {
+    match api
+        .patch_status(&obj.name_any(), &params, &Patch::Apply(&body))
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e),
@@ -236,7 +238,9 @@ impl Events {
         for c in transitions(old, new) {
             let bad = match c.type_.as_str() {
                 kind::READY | kind::AGENT_REACHABLE => c.status != ConditionStatus::True,
-                kind::FLUSHED => c.status == ConditionStatus::False && c.reason != reason::NOT_FLUSHED,
+                kind::FLUSHED => {
+                    c.status == ConditionStatus::False && c.reason != reason::NOT_FLUSHED
+                }
                 _ => c.reason == reason::AGENT_UNREACHABLE,
             };
             // Flushed=False/NotFlushed only marks the start of a delete; Deleting says it already.
@@ -285,7 +289,10 @@ mod tests {
             .collect();
         assert_eq!(times, ["t0", "t1", "t1"]);
         assert!(new.iter().all(|c| c.observed_generation == Some(2)));
-        let changed: Vec<_> = transitions(&old, &new).iter().map(|c| c.type_.as_str()).collect();
+        let changed: Vec<_> = transitions(&old, &new)
+            .iter()
+            .map(|c| c.type_.as_str())
+            .collect();
         assert_eq!(changed, ["Ready", "AgentReachable", "Deleting"]);
         // Writing the same again is no transition and keeps every time.
         let again = next_conditions(&new, &wants, Some(2), "t2");
@@ -295,7 +302,12 @@ mod tests {
 
     #[test]
     fn condition_lookup() {
-        let c = [cond("Flushed", ConditionStatus::True, "FlushAcknowledged", "t")];
+        let c = [cond(
+            "Flushed",
+            ConditionStatus::True,
+            "FlushAcknowledged",
+            "t",
+        )];
         assert!(condition_is(&c, "Flushed", ConditionStatus::True));
         assert!(!condition_is(&c, "Flushed", ConditionStatus::False));
         assert!(!condition_is(&c, "Ready", ConditionStatus::True));

@@ -47,14 +47,7 @@ pub async fn run(ctx: Arc<Ctx>) {
                 }
             }
         }
-        let next = async {
-            loop {
-                match changes.recv().await {
-                    Ok(_) | Err(RecvError::Lagged(_)) => return true,
-                    Err(RecvError::Closed) => return false,
-                }
-            }
-        };
+        let next = async { !matches!(changes.recv().await, Err(RecvError::Closed)) };
         tokio::select! {
             open = next => if !open { return },
             () = tokio::time::sleep(RETRY), if failed => {}
@@ -92,7 +85,12 @@ async fn sweep(ctx: &Ctx, node: &str, endpoint: &str) -> Result<(), AgentError> 
         .targets
         .state()
         .iter()
-        .filter(|t| t.status.as_ref().and_then(|s| s.node.as_deref()).is_none_or(|n| n == node))
+        .filter(|t| {
+            t.status
+                .as_ref()
+                .and_then(|s| s.node.as_deref())
+                .is_none_or(|n| n == node)
+        })
         .filter_map(|t| t.uid())
         .collect();
     let (targets, devices) = orphans(&status, &device_uids, &target_uids);
@@ -104,8 +102,15 @@ async fn sweep(ctx: &Ctx, node: &str, endpoint: &str) -> Result<(), AgentError> 
     for t in targets {
         let meta = t.meta.clone().unwrap_or_default();
         ctx.agents.remove_target(endpoint, meta).await?;
-        ctx.metrics.orphans_removed.with_label_values(&["Target"]).inc();
-        tracing::info!(node, "orphan sweep: removed Target {} the cluster no longer has", name(&t.meta));
+        ctx.metrics
+            .orphans_removed
+            .with_label_values(&["Target"])
+            .inc();
+        tracing::info!(
+            node,
+            "orphan sweep: removed Target {} the cluster no longer has",
+            name(&t.meta)
+        );
     }
     for d in devices {
         let meta = d.meta.clone().unwrap_or_default();
@@ -119,7 +124,10 @@ async fn sweep(ctx: &Ctx, node: &str, endpoint: &str) -> Result<(), AgentError> 
             force: failed,
         };
         ctx.agents.release_device(endpoint, req).await?;
-        ctx.metrics.orphans_removed.with_label_values(&["Device"]).inc();
+        ctx.metrics
+            .orphans_removed
+            .with_label_values(&["Device"])
+            .inc();
         tracing::info!(
             node,
             "orphan sweep: released Device {} the cluster no longer has; its data stays at {}",
@@ -168,7 +176,9 @@ mod tests {
         let targets: HashSet<String> = ["t-known".to_owned()].into();
         let (t, d) = orphans(&status, &devices, &targets);
         let uids = |m: Vec<&Option<api::ObjectMeta>>| -> Vec<String> {
-            m.into_iter().map(|m| m.clone().unwrap_or_default().uid).collect()
+            m.into_iter()
+                .map(|m| m.clone().unwrap_or_default().uid)
+                .collect()
         };
         assert_eq!(uids(t.iter().map(|t| &t.meta).collect()), ["t-gone"]);
         assert_eq!(

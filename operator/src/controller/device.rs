@@ -75,7 +75,12 @@ async fn apply(ctx: &Arc<Ctx>, d: &Device) -> Result<Action, Error> {
             reason::LEASE_CURRENT,
             format!("the agent of node {node:?} renews its Lease"),
         ),
-        Some(p) => Want::new(kind::AGENT_REACHABLE, ConditionStatus::False, p.reason, p.message),
+        Some(p) => Want::new(
+            kind::AGENT_REACHABLE,
+            ConditionStatus::False,
+            p.reason,
+            p.message,
+        ),
     };
     let ready = ready_want(&problems, || {
         format!(
@@ -91,10 +96,16 @@ async fn apply(ctx: &Arc<Ctx>, d: &Device) -> Result<Action, Error> {
     );
     if new != old {
         status::write(&api, d, &new).await?;
-        ctx.events.transitions(d, &old.conditions, &new.conditions).await;
+        ctx.events
+            .transitions(d, &old.conditions, &new.conditions)
+            .await;
     }
     result?;
-    Ok(Action::requeue(if problems.is_empty() { RESYNC } else { WAIT }))
+    Ok(Action::requeue(if problems.is_empty() {
+        RESYNC
+    } else {
+        WAIT
+    }))
 }
 
 /// The Ready condition: True with `ok()` as message, or False naming every problem.

@@ -13,9 +13,9 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
+use kube::api::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::api::PartialObjectMeta;
 use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use spindle_crds::{Device, Target};
@@ -134,7 +134,10 @@ fn account(
     result: &Result<Action, Error>,
 ) {
     let outcome = if result.is_ok() { "ok" } else { "error" };
-    ctx.metrics.reconciles.with_label_values(&[kind, outcome]).inc();
+    ctx.metrics
+        .reconciles
+        .with_label_values(&[kind, outcome])
+        .inc();
     ctx.metrics
         .reconcile_seconds
         .with_label_values(&[kind])
@@ -147,7 +150,10 @@ fn account(
 /// Asks the Target controller to look again at the Targets that were refused a Device because
 /// `t` exported it (after `t` changed its LUNs or went away).
 pub fn poke_claimants(ctx: &Ctx, t: &Target) {
-    let needle = format!("is already exported by Target {}", crate::desired::key_of(t));
+    let needle = format!(
+        "is already exported by Target {}",
+        crate::desired::key_of(t)
+    );
     for other in ctx.targets.state() {
         let refused = other.status.as_ref().is_some_and(|s| {
             s.conditions
@@ -226,13 +232,14 @@ pub async fn run(
                 by_device
                     .state()
                     .iter()
-                    .filter(|t| t.namespace() == ns && t.spec.luns.iter().any(|l| l.device_ref == name))
+                    .filter(|t| {
+                        t.namespace() == ns && t.spec.luns.iter().any(|l| l.device_ref == name)
+                    })
                     .map(|t| ObjectRef::from_obj(t.as_ref()))
                     .collect::<Vec<_>>()
             })
             .watches_stream(
-                watcher(secrets_api, watcher::Config::default())
-                    .touched_objects(),
+                watcher(secrets_api, watcher::Config::default()).touched_objects(),
                 move |s| {
                     let (ns, name) = (s.namespace(), s.name_any());
                     by_secret
@@ -317,7 +324,10 @@ fn fan_out_node_changes(
                     || all_devices.iter().any(|d| {
                         on_node(d)
                             && d.namespace() == t.namespace()
-                            && t.spec.luns.iter().any(|l| Some(&l.device_ref) == d.meta().name.as_ref())
+                            && t.spec
+                                .luns
+                                .iter()
+                                .any(|l| Some(&l.device_ref) == d.meta().name.as_ref())
                     });
                 if hit {
                     let _ = tgt_tx.send(ObjectRef::from_obj(t.as_ref()));
@@ -337,11 +347,12 @@ fn receiver_stream<T: Send + 'static>(
 
 /// Logs what the controller machinery reports (a watch that failed and is retried) once per
 /// distinct message; reconcile failures are logged by the error policies.
+type RunItem<K, E> =
+    Result<(ObjectRef<K>, Action), kube::runtime::controller::Error<E, watcher::Error>>;
+
 fn reporter<K: Resource, E: std::fmt::Display>(
     kind: &'static str,
-) -> impl FnMut(
-    Result<(ObjectRef<K>, Action), kube::runtime::controller::Error<E, watcher::Error>>,
-) -> std::future::Ready<()> {
+) -> impl FnMut(RunItem<K, E>) -> std::future::Ready<()> {
     use kube::runtime::controller::Error as C;
     let mut last = String::new();
     move |r| {

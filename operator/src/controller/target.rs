@@ -162,7 +162,12 @@ async fn apply(ctx: &Arc<Ctx>, t: &Target) -> Result<Action, Error> {
                 reason::LEASE_CURRENT,
                 format!("the agent of node {node:?} renews its Lease"),
             ),
-            Some(p) => Want::new(kind::AGENT_REACHABLE, ConditionStatus::False, p.reason, p.message),
+            Some(p) => Want::new(
+                kind::AGENT_REACHABLE,
+                ConditionStatus::False,
+                p.reason,
+                p.message,
+            ),
         }
     };
     let ready = ready_want(&problems, || {
@@ -181,12 +186,18 @@ async fn apply(ctx: &Arc<Ctx>, t: &Target) -> Result<Action, Error> {
     );
     if new != old {
         status::write(&api, t, &new).await?;
-        ctx.events.transitions(t, &old.conditions, &new.conditions).await;
+        ctx.events
+            .transitions(t, &old.conditions, &new.conditions)
+            .await;
     }
     if old.observed_generation != t.meta().generation {
         // A changed LUN list may free a Device another Target waits for.
         super::poke_claimants(ctx, t);
     }
     result?;
-    Ok(Action::requeue(if problems.is_empty() { RESYNC } else { WAIT }))
+    Ok(Action::requeue(if problems.is_empty() {
+        RESYNC
+    } else {
+        WAIT
+    }))
 }

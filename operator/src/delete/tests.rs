@@ -18,8 +18,16 @@ fn agent(lease: Option<bool>) -> AgentView {
 }
 
 fn device(finalizer: bool, skip: bool) -> Device {
-    let finalizers: Vec<&str> = if finalizer { vec!["other.io/x", FINALIZER] } else { vec![] };
-    let annotations = if skip { json!({SKIP_FLUSH_ANNOTATION: "true"}) } else { json!({SKIP_FLUSH_ANNOTATION: "false"}) };
+    let finalizers: Vec<&str> = if finalizer {
+        vec!["other.io/x", FINALIZER]
+    } else {
+        vec![]
+    };
+    let annotations = if skip {
+        json!({SKIP_FLUSH_ANNOTATION: "true"})
+    } else {
+        json!({SKIP_FLUSH_ANNOTATION: "false"})
+    };
     serde_json::from_value(json!({
         "apiVersion": "spindle.dev/v1alpha1", "kind": "Device",
         "metadata": {"name": "d", "namespace": "ns", "finalizers": finalizers, "annotations": annotations,
@@ -47,7 +55,10 @@ fn device_delete_steps() {
     ];
     for ((fin, skip, lease, gone, flushed), want) in cases {
         let got = device_step(&device(fin, skip), &agent(lease), gone, flushed);
-        assert_eq!(got, want, "finalizer={fin} skip={skip} lease={lease:?} gone={gone} flushed={flushed}");
+        assert_eq!(
+            got, want,
+            "finalizer={fin} skip={skip} lease={lease:?} gone={gone} flushed={flushed}"
+        );
     }
 }
 
@@ -75,7 +86,10 @@ fn target_delete_steps() {
     ];
     for ((fin, skip, node, lease, gone), want) in cases {
         let got = target_step(&t(fin, skip), node, &agent(lease), gone);
-        assert_eq!(got, want, "finalizer={fin} skip={skip} node={node:?} lease={lease:?} gone={gone}");
+        assert_eq!(
+            got, want,
+            "finalizer={fin} skip={skip} node={node:?} lease={lease:?} gone={gone}"
+        );
     }
 }
 
@@ -101,7 +115,10 @@ fn ack_message_has_the_counts() {
         ..Default::default()
     };
     let m = ack_message("a", &ack);
-    assert!(m.contains("12 command(s) accepted before the fence finished"), "{m}");
+    assert!(
+        m.contains("12 command(s) accepted before the fence finished"),
+        "{m}"
+    );
     assert!(m.contains("34 refused by the fence"), "{m}");
     assert!(m.contains("15.5 ms"), "{m}");
     assert!(m.contains("LUN [1] of Target ns/t"), "{m}");

@@ -42,7 +42,10 @@ fn deleting(mut d: Device, flushed: bool) -> Device {
 }
 
 fn target(name: &str, created: &str, luns: &[(u64, &str)]) -> Target {
-    let luns: Vec<_> = luns.iter().map(|(l, d)| json!({"lun": l, "deviceRef": d})).collect();
+    let luns: Vec<_> = luns
+        .iter()
+        .map(|(l, d)| json!({"lun": l, "deviceRef": d}))
+        .collect();
     serde_json::from_value(json!({
         "apiVersion": "spindle.dev/v1alpha1", "kind": "Target",
         "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"), "generation": 2,
@@ -98,7 +101,12 @@ fn device_request_carries_every_field() {
     let r = device_request(&d);
     let meta = r.meta.expect("meta");
     assert_eq!(
-        (meta.namespace.as_str(), meta.name.as_str(), meta.uid.as_str(), meta.generation),
+        (
+            meta.namespace.as_str(),
+            meta.name.as_str(),
+            meta.uid.as_str(),
+            meta.generation
+        ),
         ("ns", "d0", "uid-d0", 3)
     );
     let s = r.spec.expect("spec");
@@ -131,7 +139,10 @@ fn device_goes_to_the_agent_of_its_node() {
     // (agents, expected reason or None when the request is made)
     let cases: [(Agents, Option<&str>); 4] = [
         (healthy(), None),
-        (agents(&[("a", true, Some(false))]), Some(reason::AGENT_UNREACHABLE)),
+        (
+            agents(&[("a", true, Some(false))]),
+            Some(reason::AGENT_UNREACHABLE),
+        ),
         (agents(&[("a", true, None)]), Some(reason::NO_AGENT)),
         (agents(&[]), Some(reason::NODE_NOT_FOUND)),
     ];
@@ -142,7 +153,9 @@ fn device_goes_to_the_agent_of_its_node() {
     }
     let plan = plan_device(&device("d0", "zz"), &agents(&[]));
     assert!(
-        plan.problems[0].message.contains("spec.nodeName: node \"zz\" does not exist"),
+        plan.problems[0]
+            .message
+            .contains("spec.nodeName: node \"zz\" does not exist"),
         "{:?}",
         plan.problems
     );
@@ -247,22 +260,38 @@ fn target_plans() {
         },
         Row {
             reasons: vec![reason::DEVICE_DELETING],
-            ..row("Device draining: its LUN stays mapped (fenced)", t1(), vec![deleting(device("d0", "a"), false)])
+            ..row(
+                "Device draining: its LUN stays mapped (fenced)",
+                t1(),
+                vec![deleting(device("d0", "a"), false)],
+            )
         },
         Row {
             luns: Some(vec![]),
             reasons: vec![reason::DEVICE_DELETING],
-            ..row("Device flushed: its LUN goes", t1(), vec![deleting(device("d0", "a"), true)])
+            ..row(
+                "Device flushed: its LUN goes",
+                t1(),
+                vec![deleting(device("d0", "a"), true)],
+            )
         },
         Row {
             luns: Some(vec![]),
             reasons: vec![reason::DEVICE_CLAIMED],
             others: vec![target("t0", "2026-11-30T08:00:00Z", &[(0, "d0")])],
-            ..row("an older Target owns the Device", t1(), vec![device("d0", "a")])
+            ..row(
+                "an older Target owns the Device",
+                t1(),
+                vec![device("d0", "a")],
+            )
         },
         Row {
             others: vec![target("t2", "2026-11-30T10:00:00Z", &[(0, "d0")])],
-            ..row("a newer Target is refused, not this one", t1(), vec![device("d0", "a")])
+            ..row(
+                "a newer Target is refused, not this one",
+                t1(),
+                vec![device("d0", "a")],
+            )
         },
         Row {
             node: None,
@@ -274,29 +303,49 @@ fn target_plans() {
             chap: ChapInput::Missing,
             luns: None,
             reasons: vec![reason::CHAP_SECRET_NOT_FOUND],
-            ..row("CHAP Secret missing", with_chap(t1(), false), vec![device("d0", "a")])
+            ..row(
+                "CHAP Secret missing",
+                with_chap(t1(), false),
+                vec![device("d0", "a")],
+            )
         },
         Row {
             chap: secret(&[("username", "u"), ("password", "short")]),
             luns: None,
             reasons: vec![reason::CHAP_SECRET_INVALID],
-            ..row("CHAP secret too short", with_chap(t1(), false), vec![device("d0", "a")])
+            ..row(
+                "CHAP secret too short",
+                with_chap(t1(), false),
+                vec![device("d0", "a")],
+            )
         },
         Row {
             chap: secret(&[("username", "u"), ("password", "0123456789abcdefg")]),
             luns: None,
             reasons: vec![reason::CHAP_SECRET_INVALID],
-            ..row("CHAP secret too long", with_chap(t1(), false), vec![device("d0", "a")])
+            ..row(
+                "CHAP secret too long",
+                with_chap(t1(), false),
+                vec![device("d0", "a")],
+            )
         },
         Row {
             chap: secret(&[("username", "u"), ("password", "0123456789ab")]),
-            ..row("CHAP secret of 12 bytes", with_chap(t1(), false), vec![device("d0", "a")])
+            ..row(
+                "CHAP secret of 12 bytes",
+                with_chap(t1(), false),
+                vec![device("d0", "a")],
+            )
         },
         Row {
             chap: secret(&[("username", "u"), ("password", "0123456789ab")]),
             luns: None,
             reasons: vec![reason::CHAP_SECRET_INVALID],
-            ..row("mutual CHAP without the target's keys", with_chap(t1(), true), vec![device("d0", "a")])
+            ..row(
+                "mutual CHAP without the target's keys",
+                with_chap(t1(), true),
+                vec![device("d0", "a")],
+            )
         },
         Row {
             chap: secret(&[
@@ -305,7 +354,11 @@ fn target_plans() {
                 ("mutualUsername", "t"),
                 ("mutualPassword", "0123456789abcdef"),
             ]),
-            ..row("mutual CHAP", with_chap(t1(), true), vec![device("d0", "a")])
+            ..row(
+                "mutual CHAP",
+                with_chap(t1(), true),
+                vec![device("d0", "a")],
+            )
         },
     ];
     for r in rows {
@@ -322,10 +375,12 @@ fn target_plans() {
         let reasons: Vec<&str> = plan.problems.iter().map(|p| p.reason).collect();
         assert_eq!(reasons, r.reasons, "{}: {:?}", r.name, plan.problems);
         assert_eq!(plan.node.as_deref(), r.node, "{}", r.name);
-        let luns = plan
-            .request
-            .as_ref()
-            .map(|q| q.spec.as_ref().map(|s| s.luns.iter().map(|l| l.lun).collect::<Vec<_>>()).unwrap_or_default());
+        let luns = plan.request.as_ref().map(|q| {
+            q.spec
+                .as_ref()
+                .map(|s| s.luns.iter().map(|l| l.lun).collect::<Vec<_>>())
+                .unwrap_or_default()
+        });
         assert_eq!(luns, r.luns, "{}: {:?}", r.name, plan.problems);
         for p in &plan.problems {
             assert!(!p.message.is_empty(), "{}", r.name);
@@ -360,9 +415,18 @@ fn target_request_carries_the_spec_and_resolved_references() {
             device_uid: "uid-d0".into()
         }]
     );
-    assert_eq!(s.acl, Some(api::Acl { allow_all: true, initiators: vec![] }));
+    assert_eq!(
+        s.acl,
+        Some(api::Acl {
+            allow_all: true,
+            initiators: vec![]
+        })
+    );
     let chap = s.chap.expect("chap");
-    assert_eq!(chap.initiator.as_ref().map(|c| c.user.as_str()), Some("alice"));
+    assert_eq!(
+        chap.initiator.as_ref().map(|c| c.user.as_str()),
+        Some("alice")
+    );
     assert_eq!(chap.target, None);
     let p = s.iscsi.expect("iscsi");
     assert_eq!(p.header_digest(), api::Digest::Crc32c);
@@ -373,7 +437,11 @@ fn target_request_carries_the_spec_and_resolved_references() {
 
 #[test]
 fn problems_say_what_to_change() {
-    let t = target("t1", "2026-11-30T09:00:00Z", &[(0, "d0"), (3, "gone"), (5, "far")]);
+    let t = target(
+        "t1",
+        "2026-11-30T09:00:00Z",
+        &[(0, "d0"), (3, "gone"), (5, "far")],
+    );
     let (d0, far) = (device("d0", "a"), device("far", "b"));
     let other = target("t0", "2026-11-30T08:00:00Z", &[(0, "d0")]);
     let agents = healthy();
@@ -452,12 +520,19 @@ fn chap_secret_lengths() {
         let r = chap_credentials("s", &data(&"x".repeat(len)), false);
         assert_eq!(r.is_ok(), ok, "{len} bytes");
         if let Err(p) = r {
-            assert!(p.message.contains(&format!("is {len} bytes")), "{}", p.message);
+            assert!(
+                p.message.contains(&format!("is {len} bytes")),
+                "{}",
+                p.message
+            );
         }
     }
     let mut same: BTreeMap<String, ByteString> = data("0123456789ab");
     same.insert("mutualUsername".into(), ByteString(b"t".to_vec()));
-    same.insert("mutualPassword".into(), ByteString(b"0123456789ab".to_vec()));
+    same.insert(
+        "mutualPassword".into(),
+        ByteString(b"0123456789ab".to_vec()),
+    );
     let e = chap_credentials("s", &same, true).expect_err("same secret both ways");
     assert!(e.message.contains("must differ"), "{}", e.message);
     let mut bad = data("0123456789ab");
