@@ -195,8 +195,8 @@ fn unreachable_message(node: &str, agent: &AgentView, what: &str) -> String {
     )
 }
 
-fn agent_reachable_want(node: &str, agent: &AgentView) -> Want {
-    match crate::desired::node_problem(node, Some(agent), "spec.nodeName") {
+fn agent_reachable_want(node: &str, agent: &AgentView, field: &str) -> Want {
+    match crate::desired::node_problem(node, Some(agent), field) {
         None => Want::new(
             kind::AGENT_REACHABLE,
             ConditionStatus::True,
@@ -497,7 +497,7 @@ async fn target_deleting(
         Want::new(kind::DELETING, ConditionStatus::True, why, msg),
     ];
     if !node.is_empty() {
-        wants.insert(1, agent_reachable_want(node, agent));
+        wants.insert(1, agent_reachable_want(node, agent, "the node of its Devices"));
     }
     let conditions =
         status::next_conditions(&old.conditions, &wants, t.meta().generation, &status::now());
@@ -572,7 +572,7 @@ impl<'a> DeviceWriter<'a> {
                 reason::DELETING,
                 "the Device is being deleted",
             ),
-            agent_reachable_want(self.node, self.agent),
+            agent_reachable_want(self.node, self.agent, "spec.nodeName"),
             Want::new(kind::DELETING, ConditionStatus::True, why, msg),
             self.flushed.clone(),
         ];

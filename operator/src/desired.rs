@@ -475,7 +475,7 @@ fn lun_problem(
         let why = device_conditions(device)
             .iter()
             .find(|c| c.type_ == "Ready")
-            .map(|c| format!(": {}", c.message))
+            .map(|c| format!(" ({}; see its Ready condition)", c.reason))
             .unwrap_or_default();
         return LunVerdict::Skip(Problem::new(
             reason::DEVICE_NOT_READY,

@@ -243,8 +243,14 @@ impl Events {
                 }
                 _ => c.reason == reason::AGENT_UNREACHABLE,
             };
-            // Flushed=False/NotFlushed only marks the start of a delete; Deleting says it already.
-            if c.type_ == kind::FLUSHED && c.reason == reason::NOT_FLUSHED {
+            // Flushed=False/NotFlushed and Ready=False/Deleting only mark the start of a delete
+            // (the Deleting condition's own Event says it); the escape hatches publish their own
+            // Warning.
+            if (c.type_ == kind::FLUSHED && c.reason == reason::NOT_FLUSHED)
+                || (c.type_ == kind::READY && c.reason == reason::DELETING)
+                || c.reason == reason::NODE_GONE
+                || c.reason == reason::FLUSH_SKIPPED
+            {
                 continue;
             }
             self.publish(obj, bad, &c.reason, &c.message).await;
