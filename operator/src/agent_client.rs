@@ -53,6 +53,15 @@ impl AgentError {
         }
     }
 
+    /// The condition reason that reports this error.
+    pub fn reason(&self) -> &'static str {
+        if self.is_transient() {
+            crate::status::reason::AGENT_UNREACHABLE
+        } else {
+            crate::status::reason::AGENT_REFUSED
+        }
+    }
+
     /// True when trying again later may succeed without anything changing in the cluster.
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Unreachable { .. })

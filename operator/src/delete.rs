@@ -195,23 +195,6 @@ fn unreachable_message(node: &str, agent: &AgentView, what: &str) -> String {
     )
 }
 
-fn agent_reachable_want(node: &str, agent: &AgentView, field: &str) -> Want {
-    match crate::desired::node_problem(node, Some(agent), field) {
-        None => Want::new(
-            kind::AGENT_REACHABLE,
-            ConditionStatus::True,
-            reason::LEASE_CURRENT,
-            format!("the agent of node {node:?} renews its Lease"),
-        ),
-        Some(p) => Want::new(
-            kind::AGENT_REACHABLE,
-            ConditionStatus::False,
-            p.reason,
-            p.message,
-        ),
-    }
-}
-
 fn seconds_since(ts: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> Option<f64> {
     ts.map(|t| Timestamp::now().duration_since(t.0).as_secs_f64().max(0.0))
 }
@@ -307,11 +290,7 @@ pub async fn device(ctx: &Arc<Ctx>, d: &Device) -> Result<Action, Error> {
                         return Ok(Action::requeue(crate::controller::RESYNC));
                     }
                     Err(e) => {
-                        let why = if e.is_transient() {
-                            reason::AGENT_UNREACHABLE
-                        } else {
-                            reason::AGENT_REFUSED
-                        };
+                        let why = e.reason();
                         w.deleting(why, format!("draining on node {node:?}: {e}; retrying"))
                             .await?;
                         return Err(e.into());
@@ -364,11 +343,7 @@ pub async fn device(ctx: &Arc<Ctx>, d: &Device) -> Result<Action, Error> {
                     return Err(e.into());
                 }
                 Err(e) => {
-                    let why = if e.is_transient() {
-                        reason::AGENT_UNREACHABLE
-                    } else {
-                        reason::AGENT_REFUSED
-                    };
+                    let why = e.reason();
                     w.deleting(why, format!("releasing on node {node:?}: {e}; retrying"))
                         .await?;
                     return Err(e.into());
@@ -450,11 +425,7 @@ pub async fn target(ctx: &Arc<Ctx>, t: &Target, node: Option<String>) -> Result<
                     ctx.events.publish(t, false, reason::REMOVED, note).await;
                 }
                 Err(e) => {
-                    let why = if e.is_transient() {
-                        reason::AGENT_UNREACHABLE
-                    } else {
-                        reason::AGENT_REFUSED
-                    };
+                    let why = e.reason();
                     target_deleting(
                         ctx,
                         &api,
@@ -497,7 +468,10 @@ async fn target_deleting(
         Want::new(kind::DELETING, ConditionStatus::True, why, msg),
     ];
     if !node.is_empty() {
-        wants.insert(1, agent_reachable_want(node, agent, "the node of its Devices"));
+        wants.insert(
+            1,
+            status::agent_reachable(node, Some(agent), "the node of its Devices"),
+        );
     }
     let conditions =
         status::next_conditions(&old.conditions, &wants, t.meta().generation, &status::now());
@@ -505,12 +479,7 @@ async fn target_deleting(
         conditions,
         ..old.clone()
     };
-    if new != old {
-        status::write(api, t, &new).await?;
-        ctx.events
-            .transitions(t, &old.conditions, &new.conditions)
-            .await;
-    }
+    status::update(&ctx.events, api, t, &old, &new).await?;
     Ok(())
 }
 
@@ -572,7 +541,7 @@ impl<'a> DeviceWriter<'a> {
                 reason::DELETING,
                 "the Device is being deleted",
             ),
-            agent_reachable_want(self.node, self.agent, "spec.nodeName"),
+            status::agent_reachable(self.node, Some(self.agent), "spec.nodeName"),
             Want::new(kind::DELETING, ConditionStatus::True, why, msg),
             self.flushed.clone(),
         ];
@@ -586,14 +555,8 @@ impl<'a> DeviceWriter<'a> {
             conditions,
             ..self.current.clone()
         };
-        if new != self.current {
-            status::write(self.api, self.d, &new).await?;
-            self.ctx
-                .events
-                .transitions(self.d, &self.current.conditions, &new.conditions)
-                .await;
-            self.current = new;
-        }
+        status::update(&self.ctx.events, self.api, self.d, &self.current, &new).await?;
+        self.current = new;
         Ok(())
     }
 }

@@ -9,6 +9,9 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use spindle_crds::{Condition, ConditionStatus};
 
+use crate::agents::AgentView;
+use crate::desired::Problem;
+
 /// Field manager of every status write.
 pub const FIELD_MANAGER: &str = "spindle-operator";
 
@@ -147,6 +150,84 @@ pub fn transitions<'a>(old: &[Condition], new: &'a [Condition]) -> Vec<&'a Condi
                 .any(|o| o.type_ == n.type_ && o.status == n.status && o.reason == n.reason)
         })
         .collect()
+}
+
+/// The Ready condition: True with `ok()` as message, or False with the first problem's reason
+/// and every problem's message.
+pub fn ready(problems: &[Problem], ok: impl FnOnce() -> String) -> Want {
+    match problems.first() {
+        None => Want::new(kind::READY, ConditionStatus::True, reason::APPLIED, ok()),
+        Some(first) => Want::new(
+            kind::READY,
+            ConditionStatus::False,
+            first.reason,
+            problems
+                .iter()
+                .map(|p| p.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+    }
+}
+
+/// The AgentReachable condition for an object on `node`; `field` names where the node comes
+/// from (for the message).
+pub fn agent_reachable(node: &str, agent: Option<&AgentView>, field: &str) -> Want {
+    match crate::desired::node_problem(node, agent, field) {
+        None => Want::new(
+            kind::AGENT_REACHABLE,
+            ConditionStatus::True,
+            reason::LEASE_CURRENT,
+            format!("the agent of node {node:?} renews its Lease"),
+        ),
+        Some(p) => Want::new(
+            kind::AGENT_REACHABLE,
+            ConditionStatus::False,
+            p.reason,
+            p.message,
+        ),
+    }
+}
+
+/// A status and its conditions.
+pub trait HasConditions: Serialize + PartialEq {
+    /// The conditions.
+    fn conditions(&self) -> &[Condition];
+}
+
+impl HasConditions for spindle_crds::DeviceStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+}
+
+impl HasConditions for spindle_crds::TargetStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+}
+
+/// Writes `new` when it differs from `old`, and publishes an Event per condition transition.
+/// Returns whether it wrote.
+pub async fn update<K, S>(
+    events: &Events,
+    api: &Api<K>,
+    obj: &K,
+    old: &S,
+    new: &S,
+) -> Result<bool, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: HasConditions,
+{
+    if new == old {
+        return Ok(false);
+    }
+    write(api, obj, new).await?;
+    events
+        .transitions(obj, old.conditions(), new.conditions())
+        .await;
+    Ok(true)
 }
 
 /// Now, as a condition timestamp (RFC 3339, seconds).

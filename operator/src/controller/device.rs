@@ -8,12 +8,12 @@ use std::time::Instant;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
-use spindle_crds::{ConditionStatus, Device, DeviceStatus, Target};
+use spindle_crds::{Device, DeviceStatus, Target};
 
 use super::{Ctx, Error, RESYNC, WAIT};
 use crate::agent_client::AgentError;
 use crate::desired::{self, Problem, key_of};
-use crate::status::{self, Want, kind, reason};
+use crate::status::{self, reason};
 
 const KIND: &str = "Device";
 
@@ -67,22 +67,8 @@ async fn apply(ctx: &Arc<Ctx>, d: &Device) -> Result<Action, Error> {
             }
         }
     }
-    let agent_view = agents.get(&node).cloned().unwrap_or_default();
-    let reach = match desired::node_problem(&node, Some(&agent_view), "spec.nodeName") {
-        None => Want::new(
-            kind::AGENT_REACHABLE,
-            ConditionStatus::True,
-            reason::LEASE_CURRENT,
-            format!("the agent of node {node:?} renews its Lease"),
-        ),
-        Some(p) => Want::new(
-            kind::AGENT_REACHABLE,
-            ConditionStatus::False,
-            p.reason,
-            p.message,
-        ),
-    };
-    let ready = ready_want(&problems, || {
+    let reach = status::agent_reachable(&node, agents.get(&node), "spec.nodeName");
+    let ready = status::ready(&problems, || {
         format!(
             "served by the agent of node {node:?} ({} bytes)",
             new.capacity_bytes.unwrap_or_default()
@@ -94,12 +80,7 @@ async fn apply(ctx: &Arc<Ctx>, d: &Device) -> Result<Action, Error> {
         d.meta().generation,
         &status::now(),
     );
-    if new != old {
-        status::write(&api, d, &new).await?;
-        ctx.events
-            .transitions(d, &old.conditions, &new.conditions)
-            .await;
-    }
+    status::update(&ctx.events, &api, d, &old, &new).await?;
     result?;
     Ok(Action::requeue(if problems.is_empty() {
         RESYNC
@@ -108,30 +89,9 @@ async fn apply(ctx: &Arc<Ctx>, d: &Device) -> Result<Action, Error> {
     }))
 }
 
-/// The Ready condition: True with `ok()` as message, or False naming every problem.
-pub fn ready_want(problems: &[Problem], ok: impl FnOnce() -> String) -> Want {
-    match problems.first() {
-        None => Want::new(kind::READY, ConditionStatus::True, reason::APPLIED, ok()),
-        Some(first) => Want::new(
-            kind::READY,
-            ConditionStatus::False,
-            first.reason,
-            problems
-                .iter()
-                .map(|p| p.message.as_str())
-                .collect::<Vec<_>>()
-                .join("; "),
-        ),
-    }
-}
-
 /// A failed agent call as a problem.
 pub fn agent_problem(node: &str, e: &AgentError) -> Problem {
-    let why = if e.is_transient() {
-        reason::AGENT_UNREACHABLE
-    } else {
-        reason::AGENT_REFUSED
-    };
+    let why = e.reason();
     Problem {
         reason: why,
         message: format!("the agent of node {node:?}: {e}"),

@@ -13,7 +13,7 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use spindle_crds::{ConditionStatus, Device, Target, TargetStatus};
 
-use super::device::{agent_problem, ready_want};
+use super::device::agent_problem;
 use super::{Ctx, Error, RESYNC, WAIT};
 use crate::desired::{self, ChapInput, TargetWorld, key_of, object_meta};
 use crate::status::{self, Want, kind, reason};
@@ -155,22 +155,9 @@ async fn apply(ctx: &Arc<Ctx>, t: &Target) -> Result<Action, Error> {
             "no node yet: the Target runs on the node of its Devices",
         )
     } else {
-        match desired::node_problem(&node, agents.get(&node), "the node of its Devices") {
-            None => Want::new(
-                kind::AGENT_REACHABLE,
-                ConditionStatus::True,
-                reason::LEASE_CURRENT,
-                format!("the agent of node {node:?} renews its Lease"),
-            ),
-            Some(p) => Want::new(
-                kind::AGENT_REACHABLE,
-                ConditionStatus::False,
-                p.reason,
-                p.message,
-            ),
-        }
+        status::agent_reachable(&node, agents.get(&node), "the node of its Devices")
     };
-    let ready = ready_want(&problems, || {
+    let ready = status::ready(&problems, || {
         format!(
             "serving {} on node {node:?} at {} with {} LUN(s)",
             t.effective_iqn(),
@@ -184,12 +171,7 @@ async fn apply(ctx: &Arc<Ctx>, t: &Target) -> Result<Action, Error> {
         t.meta().generation,
         &status::now(),
     );
-    if new != old {
-        status::write(&api, t, &new).await?;
-        ctx.events
-            .transitions(t, &old.conditions, &new.conditions)
-            .await;
-    }
+    status::update(&ctx.events, &api, t, &old, &new).await?;
     if old.observed_generation != t.meta().generation {
         // A changed LUN list may free a Device another Target waits for.
         super::poke_claimants(ctx, t);
