@@ -13,7 +13,7 @@ use spindle_crds::{Device, DeviceStatus, Target};
 use super::{Ctx, Error, RESYNC, WAIT};
 use crate::agent_client::AgentError;
 use crate::desired::{self, Problem, key_of};
-use crate::status::{self, reason};
+use crate::status;
 
 const KIND: &str = "Device";
 
