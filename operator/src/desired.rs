@@ -324,55 +324,31 @@ pub fn plan_target(t: &Target, world: &TargetWorld<'_>) -> TargetPlan {
             LunVerdict::Skip(p) => problems.push(p),
         }
     }
-    let Some(node_name) = node.clone() else {
-        return TargetPlan {
-            node,
-            request: None,
-            problems,
-        };
+    let node_blocked = match &node {
+        None => true,
+        Some(n) => node_problem(n, world.agents.get(n), "the node of its Devices")
+            .map(|p| problems.push(p))
+            .is_some(),
     };
-    if let Some(p) = node_problem(
-        &node_name,
-        world.agents.get(&node_name),
-        "the node of its Devices",
-    ) {
-        problems.push(p);
-        return TargetPlan {
-            node,
-            request: None,
-            problems,
-        };
-    }
-    let chap = match (&t.spec.chap, world.chap) {
-        (None, _) | (_, ChapInput::NotUsed) => None,
-        (Some(c), ChapInput::Missing) => {
-            problems.push(Problem::new(
-                reason::CHAP_SECRET_NOT_FOUND,
-                format!(
-                    "spec.chap.secretRef: Secret {:?} not found in namespace {ns}; create it with \
-                     keys {CHAP_USER_KEY:?} and {CHAP_SECRET_KEY:?}",
-                    c.secret_ref
-                ),
-            ));
+    // A CHAP problem blocks the call too: a Target is never served without the CHAP it asks for.
+    let chap = match chap_of(t, world.chap, ns) {
+        Ok(chap) => chap,
+        Err(p) => {
+            problems.push(p);
             return TargetPlan {
                 node,
                 request: None,
                 problems,
             };
         }
-        (Some(c), ChapInput::Secret(data)) => match chap_credentials(&c.secret_ref, data, c.mutual)
-        {
-            Ok(chap) => Some(chap),
-            Err(p) => {
-                problems.push(p);
-                return TargetPlan {
-                    node,
-                    request: None,
-                    problems,
-                };
-            }
-        },
     };
+    if node_blocked {
+        return TargetPlan {
+            node,
+            request: None,
+            problems,
+        };
+    }
     let request = api::ApplyTargetRequest {
         meta: Some(object_meta(t)),
         spec: Some(api::TargetSpec {
@@ -391,6 +367,24 @@ pub fn plan_target(t: &Target, world: &TargetWorld<'_>) -> TargetPlan {
         node,
         request: Some(request),
         problems,
+    }
+}
+
+/// The CHAP credentials a Target asks for (None: no CHAP), or the problem with its Secret.
+fn chap_of(t: &Target, input: &ChapInput, ns: &str) -> Result<Option<api::Chap>, Problem> {
+    match (&t.spec.chap, input) {
+        (None, _) | (_, ChapInput::NotUsed) => Ok(None),
+        (Some(c), ChapInput::Missing) => Err(Problem::new(
+            reason::CHAP_SECRET_NOT_FOUND,
+            format!(
+                "spec.chap.secretRef: Secret {:?} not found in namespace {ns}; create it with \
+                 keys {CHAP_USER_KEY:?} and {CHAP_SECRET_KEY:?}",
+                c.secret_ref
+            ),
+        )),
+        (Some(c), ChapInput::Secret(data)) => {
+            chap_credentials(&c.secret_ref, data, c.mutual).map(Some)
+        }
     }
 }
 

@@ -310,6 +310,17 @@ fn target_plans() {
             )
         },
         Row {
+            agents: agents(&[("a", true, None)]),
+            chap: ChapInput::Missing,
+            luns: None,
+            reasons: vec![reason::NO_AGENT, reason::CHAP_SECRET_NOT_FOUND],
+            ..row(
+                "no agent and no CHAP Secret: both named",
+                with_chap(t1(), false),
+                vec![device("d0", "a")],
+            )
+        },
+        Row {
             chap: secret(&[("username", "u"), ("password", "short")]),
             luns: None,
             reasons: vec![reason::CHAP_SECRET_INVALID],
