@@ -38,6 +38,10 @@ fn operator_end_to_end() {
         ("bad specs say what to change and recover", bad_specs),
         ("CHAP Secret rotation reaches the agent", chap_rotation),
         ("orphans are released, their data kept", orphan_sweep),
+        (
+            "apiserver paused: the operator carries on",
+            apiserver_paused,
+        ),
         ("two replicas: only the leader acts", two_replicas),
     ];
     let only = std::env::var("SPINDLE_E2E_ONLY").unwrap_or_default();
@@ -643,5 +647,40 @@ fn two_replicas(s: &Spindle, ns: &str) -> Result<()> {
     // Back to one replica named operator-0 for whatever runs next.
     s.rt.start_operator(OPERATOR)?;
     s.rt.kill_operator("operator-1")?;
+    Ok(())
+}
+
+/// SIGSTOP the kube-apiserver for 20 s (longer than the leader's renew deadline): the operator
+/// neither crashes nor floods its log, and serves new objects once the apiserver is back.
+fn apiserver_paused(s: &Spindle, ns: &str) -> Result<()> {
+    let state = s.cluster.kubeconfig().parent().context("state dir")?;
+    let pid = std::fs::read_to_string(state.join("kube-apiserver.pid"))
+        .context("this check pauses the local kube-apiserver (e2e/cluster/up)")?;
+    let pid = pid.trim();
+    let log_before = s.rt.operator_log(OPERATOR)?.lines().count();
+    std::process::Command::new("kill")
+        .args(["-STOP", pid])
+        .status()?;
+    std::thread::sleep(Duration::from_secs(20));
+    std::process::Command::new("kill")
+        .args(["-CONT", pid])
+        .status()?;
+    s.apply(ns, &device_yaml("back", "node-a", MIB, ""))?;
+    s.wait_condition("device", ns, "back", "Ready", "True", LEASE + READY)?;
+    let log = s.rt.operator_log(OPERATOR)?;
+    let new: Vec<&str> = log.lines().skip(log_before).collect();
+    let warnings = new
+        .iter()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .count();
+    ensure!(
+        warnings <= 12,
+        "{warnings} warnings in 20 s of apiserver pause:\n{}",
+        new.join("\n")
+    );
+    ensure!(
+        s.rt.operator_metrics(OPERATOR).is_ok(),
+        "the operator is gone"
+    );
     Ok(())
 }

@@ -176,17 +176,27 @@ impl Elector {
     /// or renewing failed for longer than the renew deadline).
     pub async fn hold(&mut self, mut beat: impl FnMut(bool)) {
         let mut renewed = Instant::now();
+        let mut last_error = String::new();
         loop {
             tokio::time::sleep(self.period()).await;
             let round = self.round().await;
             beat(round.is_ok());
             match round {
-                Ok(Round::Leading) => renewed = Instant::now(),
+                Ok(Round::Leading) => {
+                    renewed = Instant::now();
+                    last_error.clear();
+                }
                 Ok(Round::Following(holder)) => {
                     tracing::warn!(leader = %holder, "lost the leader Lease");
                     return;
                 }
-                Err(e) => tracing::warn!("renewing the leader Lease: {e}"),
+                Err(e) => {
+                    let msg = e.to_string();
+                    if msg != last_error {
+                        tracing::warn!("renewing the leader Lease: {msg} (retrying)");
+                        last_error = msg;
+                    }
+                }
             }
             if renewed.elapsed() > self.renew_deadline() {
                 tracing::warn!(
