@@ -1,174 +1,125 @@
-//! Real iSCSI initiators driven by the tests: libiscsi's `iscsi-ls`, QEMU's `qemu-io` (both over
-//! `iscsi://` URLs) and the continuous writer of the standalone tests (`e2e/standalone/tools/
-//! writer.c`, libiscsi's async API), compiled once per test binary.
+//! Real initiators driven from tests: libiscsi's `iscsi-ls`, qemu's `qemu-io`, and the
+//! repository's libiscsi writer (`e2e/standalone/tools/writer.c`), whose output says which
+//! writes got GOOD and which were fenced.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::process::{Child, Command};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, bail};
 
 use crate::cluster::workspace_dir;
 
-/// CHAP credentials for an `iscsi://` URL.
-pub struct Chap<'a> {
-    /// CHAP_N.
-    pub user: &'a str,
-    /// The secret.
-    pub secret: &'a str,
-}
-
-/// `iscsi://[user%secret@]portal/iqn/lun`.
-pub fn url(portal: &str, iqn: &str, lun: u64, chap: Option<&Chap<'_>>) -> String {
-    let creds = chap
-        .map(|c| format!("{}%{}@", c.user, c.secret))
-        .unwrap_or_default();
-    format!("iscsi://{creds}{portal}/{iqn}/{lun}")
-}
-
-/// `iscsi-ls -s` of a portal (discovery, then a login to each target to list its LUNs);
-/// stdout, or the error with stderr.
-pub fn iscsi_ls(portal: &str, chap: Option<&Chap<'_>>) -> Result<String> {
-    let creds = chap
-        .map(|c| format!("{}%{}@", c.user, c.secret))
-        .unwrap_or_default();
-    let out = Command::new("iscsi-ls")
-        .args(["-s", &format!("iscsi://{creds}{portal}")])
-        .output()
-        .context("running iscsi-ls (Debian libiscsi-bin)")?;
-    ensure!(
-        out.status.success(),
-        "iscsi-ls failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// Output of a command that must succeed.
+pub fn run_ok(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// `qemu-io -f raw -c CMD... URL`; stdout (qemu-io reports failed commands there and exits 0,
-/// so a line with "failed" or "error" is an error here).
-pub fn qemu_io(url: &str, cmds: &[&str]) -> Result<String> {
-    let mut c = Command::new("qemu-io");
-    c.args(["-f", "raw"]);
-    for cmd in cmds {
-        c.args(["-c", cmd]);
+/// `iscsi-ls -s` against a portal: the discovery listing (targets, portals, LUNs).
+pub fn iscsi_ls(portal: SocketAddr, initiator: &str) -> Result<String> {
+    run_ok(
+        Command::new("iscsi-ls")
+            .args(["-s", "-i", initiator])
+            .arg(format!("iscsi://{portal}")),
+    )
+}
+
+/// The URL of a LUN.
+pub fn lun_url(portal: SocketAddr, iqn: &str, lun: u64) -> String {
+    format!("iscsi://{portal}/{iqn}/{lun}")
+}
+
+/// Runs `qemu-io -c CMD...` on a LUN; fails on any error qemu-io reports.
+pub fn qemu_io(url: &str, commands: &[&str]) -> Result<String> {
+    let mut cmd = Command::new("qemu-io");
+    cmd.args(["-f", "raw"]);
+    for c in commands {
+        cmd.args(["-c", c]);
     }
-    let out = c
-        .arg(url)
-        .output()
-        .context("running qemu-io (Debian qemu-utils, qemu-block-extra)")?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lower = text.to_lowercase();
-    ensure!(
-        out.status.success() && !lower.contains("failed") && !lower.contains("error"),
-        "qemu-io {cmds:?}: {text}"
-    );
-    Ok(text)
+    cmd.arg(url);
+    let out = run_ok(&mut cmd)?;
+    if out.contains("failed") || out.contains("Pattern verification failed") {
+        bail!("qemu-io reported a failure: {out}");
+    }
+    Ok(out)
 }
 
-fn writer_binary() -> Result<PathBuf> {
-    static BIN: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("spindle-e2e-tools-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let bin = dir.join("writer");
-        let out = Command::new("gcc")
-            .args(["-O2", "-Wall", "-o"])
-            .arg(&bin)
-            .arg(workspace_dir().join("e2e/standalone/tools/writer.c"))
-            .arg("-liscsi")
-            .output()
-            .map_err(|e| format!("gcc: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "compiling writer.c: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(bin)
-    })
-    .clone()
-    .map_err(|e| anyhow::anyhow!(e))
+/// Compiles the libiscsi writer into `dir` (once) and returns its path.
+pub fn writer_tool(dir: &Path) -> Result<PathBuf> {
+    let out = dir.join("writer");
+    if !out.is_file() {
+        std::fs::create_dir_all(dir)?;
+        run_ok(
+            Command::new("gcc")
+                .args(["-O2", "-Wall", "-o"])
+                .arg(&out)
+                .arg(workspace_dir().join("e2e/standalone/tools/writer.c"))
+                .arg("-liscsi"),
+        )?;
+    }
+    Ok(out)
 }
 
-/// A continuous writer: block `i` (4 KiB) gets its sequence number and `i & 0xff`, QD 16; one
-/// line per answer (`GOOD i`, `CHECK i KEY ASC ASCQ`, `ERROR i`) in `out`.
+/// A writer running in the background: COUNT 4 KiB writes, QD in flight.
 pub struct Writer {
     child: Child,
     out: PathBuf,
-}
-
-/// What a writer's answers were.
-#[derive(Debug, Default)]
-pub struct Answers {
-    /// Blocks answered GOOD.
-    pub good: Vec<u64>,
-    /// Blocks answered CHECK CONDITION ILLEGAL REQUEST, 25h/00h (the fence).
-    pub fenced: Vec<u64>,
-    /// Other answers, as printed.
-    pub other: Vec<String>,
+    err: PathBuf,
 }
 
 impl Writer {
-    /// Starts writing `count` blocks to `url`, answers into `out`.
-    pub fn start(url: &str, count: u64, out: &Path) -> Result<Self> {
-        let file = std::fs::File::create(out)?;
-        let child = Command::new(writer_binary()?)
-            .args([url, &count.to_string(), "16"])
-            .stdout(file)
-            .stderr(Stdio::null())
+    /// Starts `writer URL COUNT QD [fua]`, its output in `out`.
+    pub fn start(tool: &Path, url: &str, count: u64, qd: u32, out: &Path) -> Result<Self> {
+        let err = out.with_extension("err");
+        let child = Command::new(tool)
+            .args([url, &count.to_string(), &qd.to_string()])
+            .stdout(std::fs::File::create(out)?)
+            .stderr(std::fs::File::create(&err)?)
             .spawn()
             .context("starting the writer")?;
-        Ok(Self {
+        Ok(Writer {
             child,
-            out: out.to_owned(),
+            out: out.to_path_buf(),
+            err,
         })
     }
 
-    /// The answers so far.
-    pub fn answers(&self) -> Result<Answers> {
-        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
-        let mut a = Answers::default();
-        for line in text.lines() {
-            let parts: Vec<&str> = line.split_whitespace().collect();
-            match parts[..] {
-                ["GOOD", i] => a.good.push(i.parse()?),
-                ["CHECK", i, "05", "25", "00"] => a.fenced.push(i.parse()?),
-                _ => a.other.push(line.to_owned()),
-            }
-        }
-        Ok(a)
+    /// Answers so far.
+    pub fn results(&self) -> Result<WriterResults> {
+        WriterResults::parse(&std::fs::read_to_string(&self.out)?)
     }
 
-    /// Waits until `n` writes were answered GOOD (or the writer ended).
-    pub fn wait_good(&mut self, n: usize) -> Result<()> {
-        for _ in 0..600 {
-            if self.answers()?.good.len() >= n {
-                return Ok(());
-            }
-            if let Some(status) = self.child.try_wait()? {
-                bail!("the writer ended ({status}) before {n} GOOD writes");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+    /// Waits for the writer; fails if it did not get an answer for every write it sent.
+    pub fn finish(mut self) -> Result<WriterResults> {
+        let status = self.child.wait()?;
+        let r = self.results()?;
+        if !status.success() {
+            bail!("the writer failed ({status}): {}: {r:?}", self.stderr());
         }
-        bail!("fewer than {n} GOOD writes after 30 s")
+        Ok(r)
     }
 
-    /// Waits for the writer to end (it stops after the first refused write) and returns the
-    /// answers.
-    pub fn finish(mut self) -> Result<Answers> {
-        for _ in 0..1200 {
-            if self.child.try_wait()?.is_some() {
-                return self.answers();
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+    /// Waits for a writer that must fail; returns what it printed on stderr.
+    pub fn finish_failed(mut self) -> Result<String> {
+        let status = self.child.wait()?;
+        if status.success() {
+            bail!("the writer succeeded: {:?}", self.results()?);
         }
-        let _ = self.child.kill();
-        bail!("the writer did not end within 60 s")
+        Ok(self.stderr())
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
     }
 }
 
@@ -179,30 +130,112 @@ impl Drop for Writer {
     }
 }
 
-/// Which of `good` blocks are not in `file` as written, and which of `fenced` are (must be none
-/// of either).
-pub fn check_file(file: &Path, a: &Answers) -> Result<(Vec<u64>, Vec<u64>)> {
-    let data = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let expected = |i: u64| {
-        let mut b = i.to_be_bytes().to_vec();
-        b.resize(4096, (i & 0xff) as u8);
-        b
-    };
-    let block = |i: u64| {
-        let at = (i as usize) * 4096;
-        data.get(at..at + 4096).map(<[u8]>::to_vec)
-    };
-    let lost = a
-        .good
-        .iter()
-        .copied()
-        .filter(|&i| block(i) != Some(expected(i)))
-        .collect();
-    let executed = a
-        .fenced
-        .iter()
-        .copied()
-        .filter(|&i| block(i) == Some(expected(i)))
-        .collect();
-    Ok((lost, executed))
+/// What the writer saw: write index → answer.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct WriterResults {
+    pub good: Vec<u64>,
+    /// CHECK CONDITION ILLEGAL REQUEST, LOGICAL UNIT NOT SUPPORTED (25h/00h): the fence.
+    pub fenced: Vec<u64>,
+    /// Any other answer, as printed.
+    pub other: Vec<String>,
+}
+
+impl WriterResults {
+    /// Parses the writer's lines (`GOOD i`, `CHECK i KEY ASC ASCQ`, `ERROR i`).
+    pub fn parse(text: &str) -> Result<Self> {
+        let mut r = WriterResults::default();
+        for line in text.lines() {
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            match parts.as_slice() {
+                ["GOOD", i] => r.good.push(i.parse()?),
+                ["CHECK", i, "05", "25", "00"] => r.fenced.push(i.parse()?),
+                [] => {}
+                _ => r.other.push(line.to_string()),
+            }
+        }
+        Ok(r)
+    }
+
+    /// Checks the backing file: every GOOD write is there, no fenced write was executed.
+    pub fn check_file(&self, path: &Path) -> Result<()> {
+        let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let block = |i: u64| {
+            let start = (i * 4096) as usize;
+            data.get(start..start + 4096)
+        };
+        let expected = |i: u64| {
+            let mut b = i.to_be_bytes().to_vec();
+            b.resize(4096, (i & 0xFF) as u8);
+            b
+        };
+        let lost: Vec<u64> = self
+            .good
+            .iter()
+            .copied()
+            .filter(|&i| block(i) != Some(expected(i).as_slice()))
+            .collect();
+        let executed: Vec<u64> = self
+            .fenced
+            .iter()
+            .copied()
+            .filter(|&i| block(i) == Some(expected(i).as_slice()))
+            .collect();
+        if !lost.is_empty() {
+            bail!(
+                "{} acknowledged writes are missing from {}: {:?}",
+                lost.len(),
+                path.display(),
+                &lost[..lost.len().min(10)]
+            );
+        }
+        if !executed.is_empty() {
+            bail!(
+                "writes refused by the fence were executed: {:?}",
+                &executed[..executed.len().min(10)]
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Parses `iscsi-ls -s` output into target name → portals listed for it.
+pub fn discovered(listing: &str) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in listing.lines() {
+        if let Some(rest) = line.trim().strip_prefix("Target:") {
+            let mut words = rest.split_whitespace();
+            if let Some(name) = words.next() {
+                let portals = out.entry(name.to_string()).or_default();
+                for w in words {
+                    if let Some(p) = w.strip_prefix("Portal:") {
+                        portals.push(p.to_string());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writer_lines_parse_into_answers() {
+        let r =
+            WriterResults::parse("GOOD 0\nGOOD 1\nCHECK 2 05 25 00\nCHECK 3 06 29 00\nERROR 4\n")
+                .unwrap();
+        assert_eq!(r.good, vec![0, 1]);
+        assert_eq!(r.fenced, vec![2]);
+        assert_eq!(r.other.len(), 2);
+        assert!(WriterResults::parse("GOOD x\n").is_err());
+    }
+
+    #[test]
+    fn discovery_listing_parses_targets_and_portals() {
+        let text = "Target:iqn.2026-11.dev.spindle:ns.t Portal:127.0.1.2:3260,1\n  Lun:0    Type:DIRECT_ACCESS (Size:1M)\n";
+        let d = discovered(text);
+        assert_eq!(d["iqn.2026-11.dev.spindle:ns.t"], vec!["127.0.1.2:3260,1"]);
+    }
 }

@@ -3,6 +3,7 @@
 //! chosen by `SPINDLE_E2E_RUNTIME` (`process`, the default: `e2e/cluster/spindle`).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -19,8 +20,8 @@ pub trait Runtime: Send + Sync {
     fn stop_agent(&self, node: &str) -> Result<()>;
     /// Kills the agent of `node` (SIGKILL).
     fn kill_agent(&self, node: &str) -> Result<()>;
-    /// `ip:port` of the agent's iSCSI portal.
-    fn portal(&self, node: &str) -> Result<String>;
+    /// The agent's iSCSI portal.
+    fn portal(&self, node: &str) -> Result<SocketAddr>;
     /// Where the agent keeps file-backed Devices, as seen from this machine.
     fn data_dir(&self, node: &str) -> Result<PathBuf>;
     /// Starts an operator replica named `id`; returns when its metrics endpoint listens.
@@ -113,8 +114,9 @@ impl Runtime for Processes {
     fn kill_agent(&self, node: &str) -> Result<()> {
         self.script(&["kill-agent", node]).map(drop)
     }
-    fn portal(&self, node: &str) -> Result<String> {
-        self.info(&["info", node], "portal")
+    fn portal(&self, node: &str) -> Result<SocketAddr> {
+        let p = self.info(&["info", node], "portal")?;
+        p.parse().with_context(|| format!("portal {p:?}"))
     }
     fn data_dir(&self, node: &str) -> Result<PathBuf> {
         self.info(&["info", node], "data").map(PathBuf::from)

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use spindle_e2e::initiator::{self, Chap, Writer};
+use spindle_e2e::initiator::{self, Writer, WriterResults};
 use spindle_e2e::spindle::{OPERATOR, Spindle, condition, default_iqn, device_yaml, target_yaml};
 
 const READY: Duration = Duration::from_secs(30);
@@ -79,6 +79,38 @@ fn operator_end_to_end() {
     );
 }
 
+/// The initiator name the checks log in with.
+const INITIATOR: &str = "iqn.2026-11.dev.spindle:e2e-operator";
+
+/// The URL of LUN 0 of a Target with CHAP credentials.
+fn chap_url(portal: std::net::SocketAddr, iqn: &str, user: &str, secret: &str) -> String {
+    format!("iscsi://{user}%{secret}@{portal}/{iqn}/0")
+}
+
+/// Starts the libiscsi writer (16 in flight) on LUN 0 of `iqn` at `portal` and waits until
+/// `good` writes were answered GOOD.
+fn writer(portal: std::net::SocketAddr, iqn: &str, tag: &str, good: usize) -> Result<Writer> {
+    let dir = std::env::temp_dir().join(format!("spindle-e2e-op-{}", std::process::id()));
+    let tool = initiator::writer_tool(&dir)?;
+    let w = Writer::start(
+        &tool,
+        &initiator::lun_url(portal, iqn, 0),
+        16_000,
+        16,
+        &dir.join(format!("{tag}.txt")),
+    )?;
+    for _ in 0..600 {
+        if w.results()?.good.len() >= good {
+            return Ok(w);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!(
+        "fewer than {good} GOOD writes after 30 s: {:?}",
+        w.results()?.other
+    )
+}
+
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
@@ -96,9 +128,10 @@ fn device_and_target(s: &Spindle, ns: &str, name: &str, node: &str, extra: &str)
 fn apply_connect_io(s: &Spindle, ns: &str) -> Result<()> {
     let iqn = device_and_target(s, ns, "web", "node-a", "")?;
     let portal = s.rt.portal("node-a")?;
+    let portal_text = portal.to_string();
     let t = s.get("target", ns, "web")?.context("target")?;
     ensure!(
-        t["status"]["portals"][0] == portal.as_str(),
+        t["status"]["portals"][0] == portal_text.as_str(),
         "status.portals: {}",
         t["status"]
     );
@@ -121,15 +154,23 @@ fn apply_connect_io(s: &Spindle, ns: &str) -> Result<()> {
             .is_some_and(|f| f.iter().any(|x| x == "spindle.dev/flush")),
         "{finalizers}"
     );
-    let ls = initiator::iscsi_ls(&portal, None)?;
+    let ls = initiator::iscsi_ls(portal, INITIATOR)?;
     ensure!(ls.contains(&iqn), "iscsi-ls does not list {iqn}: {ls}");
-    let url = initiator::url(&portal, &iqn, 0, None);
+    let url = initiator::lun_url(portal, &iqn, 0);
     initiator::qemu_io(&url, &["write -P 0x5a 1M 128k"])?;
     let read = initiator::qemu_io(&url, &["read -P 0x5a 1M 128k"])?;
     ensure!(read.contains("read 131072/131072"), "{read}");
     let table = s.kubectl(&["get", "-n", ns, "targets,devices"])?;
     for want in [
-        "READY", "NODE", "PORTAL", "SESSIONS", "SIZE", "True", "node-a", &portal, "67108864",
+        "READY",
+        "NODE",
+        "PORTAL",
+        "SESSIONS",
+        "SIZE",
+        "True",
+        "node-a",
+        &portal_text,
+        "67108864",
     ] {
         ensure!(
             table.contains(want),
@@ -141,24 +182,23 @@ fn apply_connect_io(s: &Spindle, ns: &str) -> Result<()> {
 
 /// Deletes a Device while the writer streams into its LUN; returns the writer's answers after
 /// the Device is gone.
-fn delete_while_writing(
-    s: &Spindle,
-    ns: &str,
-    name: &str,
-    node: &str,
-) -> Result<initiator::Answers> {
-    let iqn = default_iqn(ns, name);
-    let url = initiator::url(&s.rt.portal(node)?, &iqn, 0, None);
-    let out = std::env::temp_dir().join(format!("spindle-e2e-{ns}-{name}.txt"));
-    let mut w = Writer::start(&url, 16_000, &out)?;
-    w.wait_good(2000)?;
+fn delete_while_writing(s: &Spindle, ns: &str, name: &str, node: &str) -> Result<WriterResults> {
+    let tag = format!("{ns}-{name}");
+    let w = writer(s.rt.portal(node)?, &default_iqn(ns, name), &tag, 2000)?;
     s.kubectl(&["delete", "device", "-n", ns, name, "--wait=false"])?;
     s.wait_gone("device", ns, name, READY)?;
     let a = w.finish()?;
+    // After the flush the LUN leaves the Target's map: a write that late may meet the unit
+    // attention REPORTED LUNS DATA HAS CHANGED (06h 3Fh/0Eh) instead of the fence.
+    let other: Vec<&String> = a
+        .other
+        .iter()
+        .filter(|l| !l.ends_with(" 06 3f 0e"))
+        .collect();
     ensure!(
-        a.other.is_empty(),
+        other.is_empty(),
         "answers other than GOOD and 25h/00h: {:?}",
-        &a.other[..a.other.len().min(5)]
+        &other[..other.len().min(5)]
     );
     ensure!(
         !a.fenced.is_empty(),
@@ -193,22 +233,11 @@ fn delete_under_io_retain(s: &Spindle, ns: &str) -> Result<()> {
     device_and_target(s, ns, "keep", "node-a", "  reclaimPolicy: Retain\n")?;
     let a = delete_while_writing(s, ns, "keep", "node-a")?;
     check_delete_events(s, ns, "keep")?;
-    let file = s.rt.data_dir("node-a")?.join("keep.img");
-    let (lost, executed) = initiator::check_file(&file, &a)?;
-    ensure!(
-        lost.is_empty(),
-        "acknowledged writes missing from {}: {:?}",
-        file.display(),
-        &lost[..lost.len().min(10)]
-    );
-    ensure!(
-        executed.is_empty(),
-        "writes refused by the fence were executed: {executed:?}"
-    );
+    a.check_file(&s.rt.data_dir("node-a")?.join("keep.img"))?;
     let t = s.get("target", ns, "keep")?.context("target")?;
     let ready = condition(&t, "Ready").context("target Ready")?;
     ensure!(
-        ready.status == "False" && ready.message.contains("LUN 0"),
+        ready.status == "False" && ready.message.contains("\"keep\""),
         "target Ready: {ready:?}"
     );
     Ok(())
@@ -230,13 +259,13 @@ fn delete_removes_file(s: &Spindle, ns: &str) -> Result<()> {
 
 fn agent_killed_mid_drain(s: &Spindle, ns: &str) -> Result<()> {
     device_and_target(s, ns, "kd", "node-b", "  reclaimPolicy: Retain\n")?;
-    let url = initiator::url(&s.rt.portal("node-b")?, &default_iqn(ns, "kd"), 0, None);
-    let out = std::env::temp_dir().join(format!("spindle-e2e-{ns}.txt"));
-    let mut w = Writer::start(&url, 16_000, &out)?;
-    w.wait_good(1000)?;
+    let w = writer(s.rt.portal("node-b")?, &default_iqn(ns, "kd"), ns, 1000)?;
     s.kubectl(&["delete", "device", "-n", ns, "kd", "--wait=false"])?;
     s.rt.kill_agent("node-b")?;
-    let answers = w.finish().ok();
+    // The connection dies with the agent: the writer fails; what it was answered counts.
+    std::thread::sleep(Duration::from_millis(500));
+    let answers = w.results()?;
+    drop(w);
     std::thread::sleep(Duration::from_secs(2));
     ensure!(
         s.get("device", ns, "kd")?.is_some(),
@@ -244,36 +273,20 @@ fn agent_killed_mid_drain(s: &Spindle, ns: &str) -> Result<()> {
     );
     s.rt.start_agent("node-b")?;
     s.wait_gone("device", ns, "kd", LEASE + READY)?;
-    if let Some(a) = answers {
-        let (lost, _) = initiator::check_file(&s.rt.data_dir("node-b")?.join("kd.img"), &a)?;
-        ensure!(
-            lost.is_empty(),
-            "acknowledged writes lost: {:?}",
-            &lost[..lost.len().min(10)]
-        );
-    }
-    Ok(())
+    answers.check_file(&s.rt.data_dir("node-b")?.join("kd.img"))
 }
 
 fn operator_killed_mid_delete(s: &Spindle, ns: &str) -> Result<()> {
     device_and_target(s, ns, "ok", "node-a", "  reclaimPolicy: Retain\n")?;
-    let url = initiator::url(&s.rt.portal("node-a")?, &default_iqn(ns, "ok"), 0, None);
-    let out = std::env::temp_dir().join(format!("spindle-e2e-{ns}.txt"));
-    let mut w = Writer::start(&url, 16_000, &out)?;
-    w.wait_good(1000)?;
+    let w = writer(s.rt.portal("node-a")?, &default_iqn(ns, "ok"), ns, 1000)?;
     s.kubectl(&["delete", "device", "-n", ns, "ok", "--wait=false"])?;
     s.rt.kill_operator(OPERATOR)?;
     std::thread::sleep(Duration::from_secs(1));
     s.rt.start_operator(OPERATOR)?;
     // The killed replica's Lease must expire before the restarted one (same identity: at once).
     s.wait_gone("device", ns, "ok", LEASE + READY)?;
-    let a = w.finish()?;
-    let (lost, executed) = initiator::check_file(&s.rt.data_dir("node-a")?.join("ok.img"), &a)?;
-    ensure!(
-        lost.is_empty() && executed.is_empty(),
-        "lost {lost:?}, executed after fence {executed:?}"
-    );
-    Ok(())
+    w.finish()?
+        .check_file(&s.rt.data_dir("node-a")?.join("ok.img"))
 }
 
 fn agent_stopped_delete_waits(s: &Spindle, ns: &str) -> Result<()> {
@@ -529,16 +542,7 @@ fn chap_rotation(s: &Spindle, ns: &str) -> Result<()> {
     s.wait_condition("target", ns, "rot", "Ready", "True", READY)?;
     let portal = s.rt.portal("node-a")?;
     let iqn = default_iqn(ns, "rot");
-    let login = |pw: &str| {
-        let chap = Chap {
-            user: "alice",
-            secret: pw,
-        };
-        initiator::qemu_io(
-            &initiator::url(&portal, &iqn, 0, Some(&chap)),
-            &["read 0 4k"],
-        )
-    };
+    let login = |pw: &str| initiator::qemu_io(&chap_url(portal, &iqn, "alice", pw), &["read 0 4k"]);
     login("old-secret-12").context("login with the first secret")?;
     s.apply(ns, &secret("new-secret-34"))?;
     s.wait_for("the new CHAP secret works", READY, || {
@@ -591,7 +595,7 @@ fn orphan_sweep(s: &Spindle, ns: &str) -> Result<()> {
         "the orphan's data was deleted: {} is gone",
         file.display()
     );
-    let ls = initiator::iscsi_ls(&s.rt.portal("node-a")?, None)?;
+    let ls = initiator::iscsi_ls(s.rt.portal("node-a")?, INITIATOR)?;
     ensure!(
         !ls.contains(&default_iqn(ns, "orphan")),
         "the orphan Target is still served: {ls}"
@@ -678,9 +682,13 @@ fn apiserver_paused(s: &Spindle, ns: &str) -> Result<()> {
         "{warnings} warnings in 20 s of apiserver pause:\n{}",
         new.join("\n")
     );
+    let addr = s.rt.operator_metrics(OPERATOR)?;
+    let health = std::process::Command::new("curl")
+        .args(["-fsS", "--max-time", "5", &format!("http://{addr}/healthz")])
+        .status()?;
     ensure!(
-        s.rt.operator_metrics(OPERATOR).is_ok(),
-        "the operator is gone"
+        health.success(),
+        "/healthz of the operator fails after the pause"
     );
     Ok(())
 }

@@ -250,6 +250,28 @@ impl Engine {
     }
 }
 
+/// How long a bind waits for its address to be given back. A killed agent's listening socket
+/// stays bound until the kernel has torn down its ring (the pending accept holds it), which
+/// happens shortly after the process is gone: a restarted agent waits for it.
+const BIND_PATIENCE: Duration = Duration::from_secs(10);
+
 fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, EngineError> {
-    std::net::TcpListener::bind(addr).map_err(|source| EngineError::Bind { addr, source })
+    let deadline = std::time::Instant::now() + BIND_PATIENCE;
+    let mut logged = false;
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(l) => return Ok(l),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                if !logged {
+                    tracing::info!(%addr, "address in use; waiting for it to be given back");
+                    logged = true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(source) => return Err(EngineError::Bind { addr, source }),
+        }
+    }
 }
