@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
 use spindle_agent_proto::v1 as api;
@@ -24,33 +24,41 @@ pub async fn run(ctx: Arc<Ctx>) {
     ctx.registry.wait_synced().await;
     let _ = ctx.devices.wait_until_ready().await;
     let _ = ctx.targets.wait_until_ready().await;
-    // (endpoint, acquire time) swept last, per node.
+    // (endpoint, acquire time) swept last, per node; when a sweep failed, the error and when.
     let mut swept: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut failed: BTreeMap<String, (String, Instant)> = BTreeMap::new();
     loop {
-        let mut failed = false;
         for (node, view) in ctx.registry.snapshot() {
             let Some(lease) = view.lease.as_ref().filter(|l| l.reachable) else {
                 swept.remove(&node);
+                failed.remove(&node);
                 continue;
             };
             let registration = (lease.endpoint.clone(), lease.acquired.clone());
-            if swept.get(&node) == Some(&registration) {
+            let too_soon = failed
+                .get(&node)
+                .is_some_and(|(_, at)| at.elapsed() < RETRY);
+            if swept.get(&node) == Some(&registration) || too_soon {
                 continue;
             }
             match sweep(&ctx, &node, &lease.endpoint).await {
                 Ok(()) => {
-                    swept.insert(node, registration);
+                    swept.insert(node.clone(), registration);
+                    failed.remove(&node);
                 }
                 Err(e) => {
-                    tracing::warn!(node, "orphan sweep: {e} (will try again)");
-                    failed = true;
+                    let msg = e.to_string();
+                    if failed.get(&node).is_none_or(|(m, _)| *m != msg) {
+                        tracing::warn!(node, "orphan sweep: {msg} (will try again)");
+                    }
+                    failed.insert(node, (msg, Instant::now()));
                 }
             }
         }
         let next = async { !matches!(changes.recv().await, Err(RecvError::Closed)) };
         tokio::select! {
             open = next => if !open { return },
-            () = tokio::time::sleep(RETRY), if failed => {}
+            () = tokio::time::sleep(RETRY), if !failed.is_empty() => {}
         }
     }
 }

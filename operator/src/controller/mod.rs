@@ -105,7 +105,14 @@ impl Ctx {
         } else {
             tracing::debug!(object = key, attempt = entry.0, "{kind}: {msg}");
         }
-        backoff(entry.0)
+        // An agent that did not answer while its Lease is current is usually restarting: look
+        // again soon. Everything else backs off up to a minute.
+        let cap = if e.label() == "agent_unreachable" {
+            AGENT_RETRY_CAP
+        } else {
+            Duration::from_secs(60)
+        };
+        backoff(entry.0).min(cap)
     }
 }
 
@@ -165,6 +172,9 @@ pub fn poke_claimants(ctx: &Ctx, t: &Target) {
         }
     }
 }
+
+/// Longest wait before calling an agent again that did not answer.
+const AGENT_RETRY_CAP: Duration = Duration::from_secs(5);
 
 /// 1 s, 2 s, 4 s, ... up to 60 s.
 pub fn backoff(attempt: u32) -> Duration {
