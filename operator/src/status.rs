@@ -316,27 +316,38 @@ impl Events {
         old: &[Condition],
         new: &[Condition],
     ) {
-        for c in transitions(old, new) {
-            let bad = match c.type_.as_str() {
-                kind::READY | kind::AGENT_REACHABLE => c.status != ConditionStatus::True,
-                kind::FLUSHED => {
-                    c.status == ConditionStatus::False && c.reason != reason::NOT_FLUSHED
-                }
-                _ => c.reason == reason::AGENT_UNREACHABLE,
-            };
-            // Flushed=False/NotFlushed and Ready=False/Deleting only mark the start of a delete
-            // (the Deleting condition's own Event says it); the escape hatches publish their own
-            // Warning.
-            if (c.type_ == kind::FLUSHED && c.reason == reason::NOT_FLUSHED)
-                || (c.type_ == kind::READY && c.reason == reason::DELETING)
-                || c.reason == reason::NODE_GONE
-                || c.reason == reason::FLUSH_SKIPPED
-            {
-                continue;
-            }
-            self.publish(obj, bad, &c.reason, &c.message).await;
+        for (c, warning) in newsworthy(old, new) {
+            self.publish(obj, warning, &c.reason, &c.message).await;
         }
     }
+}
+
+/// The transitions a person cares about, each with whether it is a Warning (pure). Left out:
+/// an agent found reachable at the first look; a Target waiting for its new Device (the
+/// Device's own Events tell); and the marks of a delete's start (`Ready=False/Deleting`,
+/// `Flushed=False/NotFlushed`: the Deleting condition's Event says it) and of the escape hatches
+/// (they publish their own Warning).
+pub fn newsworthy<'a>(old: &[Condition], new: &'a [Condition]) -> Vec<(&'a Condition, bool)> {
+    transitions(old, new)
+        .into_iter()
+        .filter(|c| {
+            let first_look = !old.iter().any(|o| o.type_ == c.type_);
+            !((c.type_ == kind::AGENT_REACHABLE && c.status == ConditionStatus::True && first_look)
+                || c.reason == reason::DEVICE_NOT_READY
+                || (c.type_ == kind::FLUSHED && c.reason == reason::NOT_FLUSHED)
+                || (c.type_ == kind::READY && c.reason == reason::DELETING)
+                || c.reason == reason::NODE_GONE
+                || c.reason == reason::FLUSH_SKIPPED)
+        })
+        .map(|c| {
+            let warning = match c.type_.as_str() {
+                kind::READY | kind::AGENT_REACHABLE => c.status != ConditionStatus::True,
+                kind::FLUSHED => c.status == ConditionStatus::False,
+                _ => c.reason == reason::AGENT_UNREACHABLE,
+            };
+            (c, warning)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -385,6 +396,68 @@ mod tests {
         let again = next_conditions(&new, &wants, Some(2), "t2");
         assert_eq!(again, new);
         assert!(transitions(&new, &again).is_empty());
+    }
+
+    #[test]
+    fn events_for_what_a_person_cares_about() {
+        use ConditionStatus::*;
+        let created = next_conditions(
+            &[],
+            &[
+                Want::new("Ready", True, "Applied", "serving"),
+                Want::new("AgentReachable", True, "LeaseCurrent", "renews"),
+            ],
+            Some(1),
+            "t0",
+        );
+        let news: Vec<_> = newsworthy(&[], &created)
+            .iter()
+            .map(|(c, w)| (c.reason.as_str(), *w))
+            .collect();
+        assert_eq!(news, [("Applied", false)]);
+        let lost = next_conditions(
+            &created,
+            &[
+                Want::new("Ready", False, "AgentUnreachable", "gone"),
+                Want::new("AgentReachable", False, "AgentUnreachable", "gone"),
+            ],
+            Some(1),
+            "t1",
+        );
+        let news: Vec<_> = newsworthy(&created, &lost)
+            .iter()
+            .map(|(c, w)| (c.type_.as_str(), *w))
+            .collect();
+        assert_eq!(news, [("Ready", true), ("AgentReachable", true)]);
+        let back = next_conditions(
+            &lost,
+            &[Want::new("AgentReachable", True, "LeaseCurrent", "ok")],
+            Some(1),
+            "t2",
+        );
+        assert_eq!(newsworthy(&lost, &back).len(), 1, "reachable again is news");
+        let waiting = next_conditions(
+            &[],
+            &[Want::new("Ready", False, "DeviceNotReady", "x")],
+            Some(1),
+            "t0",
+        );
+        assert!(newsworthy(&[], &waiting).is_empty());
+        let deleting = next_conditions(
+            &created,
+            &[
+                Want::new("Ready", False, "Deleting", "x"),
+                Want::new("Deleting", True, "Deleting", "fencing"),
+                Want::new("Flushed", False, "NotFlushed", "waiting"),
+            ],
+            Some(1),
+            "t3",
+        );
+        let news: Vec<_> = newsworthy(&created, &deleting)
+            .iter()
+            .map(|(c, w)| (c.type_.as_str(), *w))
+            .collect();
+        assert_eq!(news, [("Deleting", false)]);
     }
 
     #[test]
