@@ -3,7 +3,6 @@
 //! to [`crate::delete::device`].
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use kube::api::Api;
 use kube::runtime::controller::Action;
@@ -19,19 +18,19 @@ const KIND: &str = "Device";
 
 /// Entry point from the controller runtime.
 pub async fn reconcile(d: Arc<Device>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = if d.meta().deletion_timestamp.is_some() {
-        crate::delete::device(&ctx, &d).await
-    } else {
-        apply(&ctx, &d).await
-    };
-    super::account(&ctx, KIND, &key_of(d.as_ref()), started, &result);
-    result
+    super::timed(&ctx, KIND, d.as_ref(), async {
+        if d.meta().deletion_timestamp.is_some() {
+            crate::delete::device(&ctx, &d).await
+        } else {
+            apply(&ctx, &d).await
+        }
+    })
+    .await
 }
 
 /// Backoff after a failed reconcile.
 pub fn error_policy(d: Arc<Device>, e: &Error, ctx: Arc<Ctx>) -> Action {
-    Action::requeue(ctx.failed(KIND, &key_of(d.as_ref()), e))
+    super::backoff_action(&ctx, KIND, d.as_ref(), e)
 }
 
 async fn apply(ctx: &Arc<Ctx>, d: &Device) -> Result<Action, Error> {

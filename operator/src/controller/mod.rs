@@ -132,14 +132,15 @@ fn what_we_act_on<K: Resource>(obj: &K) -> Option<u64> {
     Some(h.finish())
 }
 
-/// Counts a reconcile and its duration; a success resets the object's backoff.
-fn account(
+/// Runs one reconcile of `obj`, counting it and its duration; a success resets its backoff.
+async fn timed(
     ctx: &Ctx,
     kind: &str,
-    key: &str,
-    started: std::time::Instant,
-    result: &Result<Action, Error>,
-) {
+    obj: &impl Resource,
+    reconcile: impl Future<Output = Result<Action, Error>>,
+) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile.await;
     let outcome = if result.is_ok() { "ok" } else { "error" };
     ctx.metrics
         .reconciles
@@ -150,8 +151,14 @@ fn account(
         .with_label_values(&[kind])
         .observe(started.elapsed().as_secs_f64());
     if result.is_ok() {
-        ctx.succeeded(key);
+        ctx.succeeded(&crate::desired::key_of(obj));
     }
+    result
+}
+
+/// The error policy of both controllers: try again after the object's backoff.
+fn backoff_action(ctx: &Ctx, kind: &str, obj: &impl Resource, e: &Error) -> Action {
+    Action::requeue(ctx.failed(kind, &crate::desired::key_of(obj), e))
 }
 
 /// Asks the Target controller to look again at the Targets that were refused a Device because

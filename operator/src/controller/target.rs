@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -22,20 +21,20 @@ const KIND: &str = "Target";
 
 /// Entry point from the controller runtime.
 pub async fn reconcile(t: Arc<Target>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = if t.meta().deletion_timestamp.is_some() {
-        let node = placed_node(&ctx, &t);
-        crate::delete::target(&ctx, &t, node).await
-    } else {
-        apply(&ctx, &t).await
-    };
-    super::account(&ctx, KIND, &key_of(t.as_ref()), started, &result);
-    result
+    super::timed(&ctx, KIND, t.as_ref(), async {
+        if t.meta().deletion_timestamp.is_some() {
+            let node = placed_node(&ctx, &t);
+            crate::delete::target(&ctx, &t, node).await
+        } else {
+            apply(&ctx, &t).await
+        }
+    })
+    .await
 }
 
 /// Backoff after a failed reconcile.
 pub fn error_policy(t: Arc<Target>, e: &Error, ctx: Arc<Ctx>) -> Action {
-    Action::requeue(ctx.failed(KIND, &key_of(t.as_ref()), e))
+    super::backoff_action(&ctx, KIND, t.as_ref(), e)
 }
 
 /// Where the Target runs (its status), or would run (its first LUN's Device's node).
