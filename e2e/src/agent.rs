@@ -13,11 +13,15 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::cluster::{scripts_dir, workspace_dir};
 
-/// The agent binary under test: `$SPINDLE_AGENT`, else the workspace's release build.
+/// The agent binary under test: `$SPINDLE_AGENT`, else the release build in
+/// `$CARGO_TARGET_DIR` (default: the workspace's `target/`).
 pub fn agent_binary() -> Result<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_dir().join("target"));
     let p = std::env::var_os("SPINDLE_AGENT")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_dir().join("target/release/spindle-agent"));
+        .unwrap_or_else(|| target.join("release/spindle-agent"));
     if !p.is_file() {
         bail!(
             "no agent binary at {} (run `cargo build --release -p spindle-agent`, or set SPINDLE_AGENT)",

@@ -157,6 +157,10 @@ fn agent_in_cluster_mode() {
         ("SIGKILL mid-drain, and after ApplyTarget", kill_and_restart),
         ("bad orders change nothing", bad_orders),
         (
+            "an ACL change closes the sessions it no longer admits",
+            acl_change_cuts_sessions,
+        ),
+        (
             "Lease through an apiserver outage",
             lease_survives_apiserver_outage,
         ),
@@ -539,6 +543,56 @@ fn bad_orders(ctx: &mut Ctx) -> Result<()> {
     ensure!(
         !ctx.agent.log_text().contains("too-short"),
         "a CHAP secret reached the agent's log"
+    );
+    Ok(())
+}
+
+fn acl_change_cuts_sessions(ctx: &mut Ctx) -> Result<()> {
+    let mut c = ctx.client()?;
+    let port = ctx.agent.config.iscsi_port;
+    let mut t = target("acl1", port, &[(0, "acl1")]);
+    t.spec.as_mut().unwrap().acl = Some(pb::Acl {
+        allow_all: false,
+        initiators: vec![INITIATOR.into()],
+    });
+    ctx.rt.block_on(async {
+        c.apply_device(file_device("acl1", 16 << 20)).await?;
+        c.apply_target(t.clone()).await?;
+        anyhow::Ok(())
+    })?;
+    let url = lun_url(ctx.agent.portal(), &iqn("acl1"), 0);
+    let mut perf = Command::new("iscsi-perf")
+        .args(["-m", "1", "-b", "8", "-i", INITIATOR, &url])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    std::thread::sleep(Duration::from_secs(1));
+    ensure!(perf.try_wait()?.is_none(), "iscsi-perf could not log in");
+    let sessions = |c: &mut AgentClient<Channel>| -> Result<usize> {
+        let s = ctx
+            .rt
+            .block_on(c.get_status(pb::GetStatusRequest {}))?
+            .into_inner();
+        Ok(s.targets
+            .iter()
+            .find(|t| t.iqn == iqn("acl1"))
+            .map_or(0, |t| t.sessions.len()))
+    };
+    ensure!(sessions(&mut c)? == 1, "the session is not in the status");
+    t.meta.as_mut().unwrap().generation = 2;
+    t.spec.as_mut().unwrap().acl = Some(pb::Acl {
+        allow_all: false,
+        initiators: vec!["iqn.2026-11.dev.spindle:someone-else".into()],
+    });
+    ctx.rt.block_on(c.apply_target(t))?;
+    let gone = wait_until(Duration::from_secs(10), || Ok(sessions(&mut c)? == 0));
+    let _ = perf.kill();
+    let _ = perf.wait();
+    gone.context("the session outlived the ACL change")?;
+    let listing = iscsi_ls(ctx.agent.portal(), INITIATOR)?;
+    ensure!(
+        !discovered(&listing).contains_key(&iqn("acl1")),
+        "discovery still shows the target to a refused initiator: {listing}"
     );
     Ok(())
 }
