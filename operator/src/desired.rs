@@ -11,17 +11,10 @@ use spindle_crds::{ConditionStatus, Device, Digest, ReclaimPolicy, Target, Write
 use crate::agents::AgentView;
 use crate::status::{condition_is, reason};
 
-/// Secret keys holding CHAP credentials (same names as in standalone mode).
-pub const CHAP_USER_KEY: &str = "username";
-/// The initiator's CHAP secret.
-pub const CHAP_SECRET_KEY: &str = "password";
-/// With `mutual: true`: the name the target answers with.
-pub const CHAP_MUTUAL_USER_KEY: &str = "mutualUsername";
-/// With `mutual: true`: the target's secret.
-pub const CHAP_MUTUAL_SECRET_KEY: &str = "mutualPassword";
-/// Shortest and longest CHAP secret accepted, in bytes (RFC 7143 asks for at least 96 bits;
-/// common initiators accept at most 16 bytes).
-pub const CHAP_SECRET_LEN: std::ops::RangeInclusive<usize> = 12..=16;
+use spindle_crds::chap::{
+    MUTUAL_SECRET_KEY as CHAP_MUTUAL_SECRET_KEY, MUTUAL_USER_KEY as CHAP_MUTUAL_USER_KEY,
+    SECRET_KEY as CHAP_SECRET_KEY, USER_KEY as CHAP_USER_KEY,
+};
 
 /// Why an object is not (fully) served, and what to change. `reason` is a CamelCase condition
 /// reason; `message` is for a person.
@@ -195,16 +188,13 @@ pub fn chap_credentials(
                 format!("{field}: Secret {secret_name:?} key {key:?} is not UTF-8 text"),
             )
         })?;
-        if secret && !CHAP_SECRET_LEN.contains(&bytes.len()) {
+        if let Some(p) = secret
+            .then(|| spindle_crds::chap::secret_length_problem(bytes.len()))
+            .flatten()
+        {
             return Err(Problem::new(
                 reason::CHAP_SECRET_INVALID,
-                format!(
-                    "{field}: Secret {secret_name:?} key {key:?} is {} bytes; a CHAP secret must \
-                     be {} to {} bytes",
-                    bytes.len(),
-                    CHAP_SECRET_LEN.start(),
-                    CHAP_SECRET_LEN.end()
-                ),
+                format!("{field}: Secret {secret_name:?} key {key:?} {p}"),
             ));
         }
         Ok(text.to_owned())
@@ -218,14 +208,10 @@ pub fn chap_credentials(
             user: value(CHAP_MUTUAL_USER_KEY, false)?,
             secret: value(CHAP_MUTUAL_SECRET_KEY, true)?,
         };
-        if target.secret == initiator.secret {
+        if let Some(p) = spindle_crds::chap::mutual_problem(&initiator.secret, &target.secret) {
             return Err(Problem::new(
                 reason::CHAP_SECRET_INVALID,
-                format!(
-                    "{field}: Secret {secret_name:?}: {CHAP_MUTUAL_SECRET_KEY:?} must differ \
-                     from {CHAP_SECRET_KEY:?} (the same secret in both directions allows a \
-                     reflection attack)"
-                ),
+                format!("{field}: Secret {secret_name:?}: {p}"),
             ));
         }
         Some(target)

@@ -331,7 +331,7 @@ fn target_plans() {
             )
         },
         Row {
-            chap: secret(&[("username", "u"), ("password", "0123456789abcdefg")]),
+            chap: secret(&[("username", "u"), ("password", &"x".repeat(256))]),
             luns: None,
             reasons: vec![reason::CHAP_SECRET_INVALID],
             ..row(
@@ -527,7 +527,7 @@ fn chap_secret_lengths() {
         ]
         .into()
     };
-    for (len, ok) in [(11, false), (12, true), (16, true), (17, false)] {
+    for (len, ok) in [(11, false), (12, true), (255, true), (256, false)] {
         let r = chap_credentials("s", &data(&"x".repeat(len)), false);
         assert_eq!(r.is_ok(), ok, "{len} bytes");
         if let Err(p) = r {
