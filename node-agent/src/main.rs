@@ -125,7 +125,10 @@ struct RunArgs {
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("SPINDLE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // The Kubernetes client logs every failed request itself; the agent reports an apiserver
+    // outage once (api::lease), so the client's own lines stay out unless asked for.
+    let filter = EnvFilter::try_from_env("SPINDLE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,kube_client=off,tower=off,hyper=off"));
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
