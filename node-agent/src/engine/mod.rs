@@ -12,9 +12,11 @@ pub mod config;
 pub mod conn;
 pub mod drain;
 pub mod framing;
+pub mod identity;
 pub mod outbox;
 pub mod target;
 mod thread;
+mod tmf;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -63,6 +65,8 @@ pub enum EngineError {
     NothingServed,
     #[error("Target {target}: {message}")]
     Drain { target: String, message: String },
+    #[error("the agent's identity: {0}")]
+    Identity(#[from] identity::IdentityError),
 }
 
 /// What the acceptor knows of a target: enough to log an initiator in and hand it over.
@@ -90,6 +94,7 @@ impl Agent {
                 addr: opts.listen,
                 source,
             })?;
+        let agent_id = identity::AgentId::load_or_create(&opts.data_dir)?;
         let mut targets = Vec::new();
         let mut directory = Directory::new();
         for cfg in configs {
@@ -121,7 +126,7 @@ impl Agent {
                 );
             }
             let config = Arc::new(cfg);
-            let handle = TargetHandle::spawn(config.clone(), stores, opts.keepalive)
+            let handle = TargetHandle::spawn(config.clone(), stores, opts.keepalive, agent_id)
                 .map_err(EngineError::Thread)?;
             directory.insert(
                 config.iqn.to_ascii_lowercase(),

@@ -8,9 +8,12 @@ use std::time::{Duration, Instant};
 
 use super::config::{LunConfig, TargetConfig};
 use super::drain::{DrainEvent, DrainState, Gate, InvalidTransition};
+use super::identity::{AgentId, device_identity};
 use crate::metrics::{self, LunMetrics};
 use crate::scsi::opcodes::Dir;
-use crate::scsi::{self, Backend, LogicalUnit, LuConfig, NexusId, Response, Status};
+use crate::scsi::{
+    self, Backend, LogicalUnit, LuConfig, NexusId, Response, Status, TaskAttr, TaskKey,
+};
 use crate::store::{FileStore, OpenedStore};
 
 /// SCSI opcode of REPORT LUNS, answered at target level.
@@ -51,18 +54,6 @@ pub enum DrainError {
     },
 }
 
-/// Identity of a Device as SCSI shows it: a unit serial number and an NAA designator, stable
-/// across restarts (derived from the Device's namespace/name).
-pub fn device_identity(device: &str) -> (String, [u8; 16]) {
-    use md5::{Digest, Md5};
-    let h: [u8; 16] = Md5::digest(device.as_bytes()).into();
-    let serial = hex::encode(&h[..8]);
-    let mut naa = h;
-    // NAA 6 (IEEE Registered Extended); the rest of the bits are ours.
-    naa[0] = 0x60 | (naa[0] & 0x0F);
-    (serial, naa)
-}
-
 /// READ/WRITE-family commands, whose bytes count as LUN traffic in the metrics.
 fn is_medium_access(name: &str) -> bool {
     name.starts_with("READ(") || name.starts_with("WRITE(")
@@ -89,10 +80,14 @@ pub struct TargetState {
 
 impl TargetState {
     /// Builds the target from its config and the stores opened for its LUNs (same order).
-    pub fn new(config: TargetConfig, stores: Vec<(LunConfig, OpenedStore)>) -> Self {
+    pub fn new(
+        config: TargetConfig,
+        stores: Vec<(LunConfig, OpenedStore)>,
+        agent: &AgentId,
+    ) -> Self {
         let mut luns = BTreeMap::new();
         for (lc, st) in stores {
-            let (serial, naa) = device_identity(&lc.device);
+            let (serial, naa) = device_identity(agent, &lc.device);
             let bs = lc.store.block_size;
             let lu_cfg = LuConfig {
                 lun: lc.lun,
@@ -110,7 +105,7 @@ impl TargetState {
                 tracing::error!(target = %config.name, lun = lc.lun, "LUN not served: {e}");
                 continue;
             }
-            let store = FileStore::new(st.file, st.len, lc.store.direct);
+            let store = FileStore::new(st.file, st.len, lc.store.direct).for_device(&lc.device);
             let slot = LunSlot {
                 lun: lc.lun,
                 device: lc.device.clone(),
@@ -141,7 +136,7 @@ impl TargetState {
         self.luns.borrow().values().cloned().collect()
     }
 
-    /// Executes one SCSI command addressed to `lun`.
+    /// Executes one SIMPLE SCSI command addressed to `lun`.
     pub async fn execute(
         &self,
         nexus: NexusId,
@@ -149,6 +144,23 @@ impl TargetState {
         cdb: &[u8],
         data_out: Vec<u8>,
     ) -> Response {
+        let key = TaskKey {
+            nexus,
+            tag: u64::MAX,
+            attr: TaskAttr::Simple,
+        };
+        self.execute_task(key, lun, cdb, data_out).await
+    }
+
+    /// Executes one SCSI command addressed to `lun`, as task `key` of that LUN's task set.
+    pub async fn execute_task(
+        &self,
+        key: TaskKey,
+        lun: u64,
+        cdb: &[u8],
+        data_out: Vec<u8>,
+    ) -> Response {
+        let nexus = key.nexus;
         if cdb.first() == Some(&REPORT_LUNS) {
             let resp = scsi::target::report_luns(&self.live_luns(), cdb);
             // Reading the inventory clears "reported LUNs data has changed" on every LUN.
@@ -168,7 +180,7 @@ impl TargetState {
         m.inflight.inc();
         let start = Instant::now();
         let write_len = data_out.len();
-        let resp = slot.lu.execute(nexus, cdb, data_out).await;
+        let resp = slot.lu.execute_task(key, cdb, data_out).await;
         let secs = start.elapsed().as_secs_f64();
         m.inflight.dec();
         let (name, dir) = scsi::opcodes::lookup(cdb, slot.lu.config().thin)
@@ -194,7 +206,7 @@ impl TargetState {
     /// Transfer Length as the write residual; the logical unit uses only what both allow).
     pub async fn execute_transfer(
         &self,
-        nexus: NexusId,
+        key: TaskKey,
         lun: u64,
         cdb: &[u8],
         data_out: Vec<u8>,
@@ -204,7 +216,7 @@ impl TargetState {
             .borrow()
             .get(&lun)
             .and_then(|s| s.lu.data_out_len(cdb));
-        (self.execute(nexus, lun, cdb, data_out).await, want)
+        (self.execute_task(key, lun, cdb, data_out).await, want)
     }
 
     /// A new I_T nexus: its SCSI initiator port name (for reservations).
@@ -214,21 +226,17 @@ impl TargetState {
         }
     }
 
-    /// LOGICAL UNIT RESET of one LUN, received through `issuer`; false if there is no such LUN.
-    pub fn lun_reset(&self, lun: u64, issuer: NexusId) -> bool {
-        match self.luns.borrow().get(&lun) {
-            Some(s) => {
-                s.lu.reset(issuer);
-                true
-            }
-            None => false,
-        }
+    /// The slot of `lun`, fenced or not.
+    pub fn slot(&self, lun: u64) -> Option<Rc<LunSlot>> {
+        self.luns.borrow().get(&lun).cloned()
     }
 
-    /// TARGET WARM/COLD RESET received through `issuer`: every LUN.
-    pub fn target_reset(&self, issuer: NexusId) {
+    /// ABORT TASK / ABORT TASK SET / logout: the commands `tags` of `nexus` that wait in a
+    /// logical unit never start (the session answers for them).
+    pub fn abort_tasks(&self, nexus: NexusId, tags: &[crate::iscsi::session::TaskId]) {
         for s in self.luns.borrow().values() {
-            s.lu.target_reset(issuer);
+            let _ =
+                s.lu.abort_tasks(|k| k.nexus == nexus && tags.iter().any(|t| t.0 == k.tag));
         }
     }
 
@@ -376,7 +384,7 @@ mod tests {
             limits: Default::default(),
             luns,
         };
-        TargetState::new(cfg, stores)
+        TargetState::new(cfg, stores, &AgentId([7; 16]))
     }
 
     /// Runs `f` on a ring, as the engine thread does.

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::config::{LunConfig, TargetConfig};
 use super::conn::{self, Attach, Host, Sessions};
+use super::identity::AgentId;
 use super::target::{DrainReport, TargetState};
 use crate::iscsi::discovery::DiscoveryEntry;
 use crate::ring;
@@ -48,12 +49,13 @@ impl TargetHandle {
         config: Arc<TargetConfig>,
         stores: Vec<(LunConfig, OpenedStore)>,
         keepalive: Duration,
+        agent: AgentId,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         let name = config.name.clone();
         let thread = std::thread::Builder::new()
             .name(format!("tgt-{}", config.name.replace('/', ".")))
-            .spawn(move || run(config, stores, keepalive, rx))?;
+            .spawn(move || run(config, stores, keepalive, agent, rx))?;
         Ok(TargetHandle { name, tx, thread })
     }
 
@@ -88,6 +90,7 @@ fn run(
     config: Arc<TargetConfig>,
     stores: Vec<(LunConfig, OpenedStore)>,
     keepalive: Duration,
+    agent: AgentId,
     mut rx: mpsc::UnboundedReceiver<TargetCmd>,
 ) {
     let rt = match ring::Runtime::new() {
@@ -105,7 +108,7 @@ fn run(
         }
     };
     rt.block_on(async move {
-        let state = Rc::new(TargetState::new((*config).clone(), stores));
+        let state = Rc::new(TargetState::new((*config).clone(), stores, &agent));
         let sessions = Rc::new(Sessions::new(keepalive));
         // What SendTargets shows inside a normal session: this target only.
         let entries = Rc::new(vec![DiscoveryEntry {

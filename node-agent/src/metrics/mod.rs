@@ -33,6 +33,8 @@ pub struct Metrics {
     pub nop_pings: IntCounter,
     /// Targets being served.
     pub targets: IntGauge,
+    /// 1 for a Device whose store failed a write or flush (it refuses writes until restarted).
+    pub device_failed: IntGaugeVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -69,6 +71,13 @@ fn build() -> Result<Metrics, prometheus::Error> {
     let login_failures = IntCounter::new("iscsi_login_failures_total", "Logins refused")?;
     let nop_pings = IntCounter::new("iscsi_nop_pings_total", "Keepalive NOP-In pings sent")?;
     let targets = IntGauge::new("targets", "Targets served")?;
+    let device_failed = IntGaugeVec::new(
+        Opts::new(
+            "device_failed",
+            "1 when a Device's store failed a write or flush; it refuses writes until restarted",
+        ),
+        &["device"],
+    )?;
     registry.register(Box::new(commands.clone()))?;
     registry.register(Box::new(bytes.clone()))?;
     registry.register(Box::new(latency.clone()))?;
@@ -78,6 +87,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(login_failures.clone()))?;
     registry.register(Box::new(nop_pings.clone()))?;
     registry.register(Box::new(targets.clone()))?;
+    registry.register(Box::new(device_failed.clone()))?;
     Ok(Metrics {
         registry,
         commands,
@@ -89,6 +99,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         login_failures,
         nop_pings,
         targets,
+        device_failed,
     })
 }
 

@@ -112,7 +112,7 @@ pub fn config(blocks: u64) -> LuConfig {
         num_blocks: blocks,
         serial: "TESTSERIAL".into(),
         target_iqn: "iqn.2026-11.dev.spindle:test".into(),
-        naa: [0x60, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
+        naa: [0x31, 2, 3, 4, 5, 6, 7, 8],
         ..LuConfig::default()
     }
 }

@@ -158,7 +158,7 @@ mod tests {
             num_blocks: 1000,
             serial: "SER1".into(),
             target_iqn: "iqn.2026-11.dev.spindle:t".into(),
-            naa: [0x61; 16],
+            naa: [0x31; 8],
             thin: true,
             ..LuConfig::default()
         }
@@ -190,7 +190,7 @@ mod tests {
             at += 4 + len;
         }
         assert_eq!(at, d.len());
-        assert_eq!(seen[0], (1, 0x03, vec![0x61; 16]));
+        assert_eq!(seen[0], (1, 0x03, vec![0x31; 8]));
         assert_eq!(seen[1].1, 0x01);
         assert_eq!(&seen[1].2, b"SPINDLE SER1");
         assert_eq!(seen[2], (1, 0x94, vec![0, 0, 0, 1]));

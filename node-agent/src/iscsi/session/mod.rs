@@ -122,6 +122,18 @@ pub struct Command {
     pub read_len: u32,
 }
 
+impl Command {
+    /// The command's task attribute as the logical unit honours it: untagged counts as
+    /// SIMPLE, and the session refuses ACA and reserved values before they become commands.
+    pub fn task_attr(&self) -> crate::scsi::TaskAttr {
+        match self.attr {
+            TaskAttr::Ordered => crate::scsi::TaskAttr::Ordered,
+            TaskAttr::HeadOfQueue => crate::scsi::TaskAttr::HeadOfQueue,
+            _ => crate::scsi::TaskAttr::Simple,
+        }
+    }
+}
+
 /// What the engine reports when a command it executed has ended.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ScsiOutcome {
@@ -182,6 +194,16 @@ enum State {
     Closed,
 }
 
+/// Why the session closed its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// The initiator asked for it (logout, TARGET COLD RESET).
+    ByInitiator(&'static str),
+    /// The target gave up on the connection (a protocol error it cannot recover from at
+    /// ErrorRecoveryLevel 0).
+    ByTarget(&'static str),
+}
+
 /// The full-feature phase of one session (one connection, ErrorRecoveryLevel 0).
 #[derive(Debug)]
 pub struct Session {
@@ -196,6 +218,7 @@ pub struct Session {
     /// TTT of our NOP-In ping that has not been answered yet.
     ping: Option<u32>,
     state: State,
+    closed: Option<Closed>,
 }
 
 impl Session {
@@ -210,6 +233,7 @@ impl Session {
             next_ttt: 1,
             ping: None,
             state: State::Open,
+            closed: None,
             params,
             config,
         }
@@ -243,7 +267,7 @@ impl Session {
     pub fn on_decode_error(&mut self, bhs: &[u8; BHS_LEN], err: &PduError, out: &mut Vec<Action>) {
         if !err.is_rejectable() {
             warn!(%err, "undecodable PDU; closing the connection");
-            self.close(out);
+            self.close(Closed::ByTarget("undecodable PDU"), out);
             return;
         }
         if self.state != State::Open {
@@ -275,7 +299,10 @@ impl Session {
         self.send_reject(reason, Bytes::copy_from_slice(bhs), out);
         if op == opcode::DATA_OUT {
             // The data is lost and ErrorRecoveryLevel 0 cannot ask for it again.
-            self.close(out);
+            self.close(
+                Closed::ByTarget("a Data-Out was lost to a digest error"),
+                out,
+            );
         }
     }
 
@@ -312,6 +339,11 @@ impl Session {
     /// Whether the session asked for the connection to close.
     pub fn is_closed(&self) -> bool {
         self.state == State::Closed
+    }
+
+    /// Why the session closed the connection, once it has.
+    pub fn closed(&self) -> Option<Closed> {
+        self.closed
     }
 
     /// The negotiated parameters.
@@ -364,7 +396,7 @@ impl Session {
                     exp_cmd_sn = self.seq.exp_cmd_sn(),
                     "CmdSN gap on a single connection; closing"
                 );
-                self.close(out);
+                self.close(Closed::ByTarget("a gap in CmdSN"), out);
                 false
             }
         }
@@ -393,9 +425,10 @@ impl Session {
         );
     }
 
-    fn close(&mut self, out: &mut Vec<Action>) {
+    fn close(&mut self, why: Closed, out: &mut Vec<Action>) {
         if self.state != State::Closed {
             self.state = State::Closed;
+            self.closed = Some(why);
             out.push(Action::Close);
         }
     }

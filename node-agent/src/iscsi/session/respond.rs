@@ -23,6 +23,7 @@ impl Session {
         match t.phase {
             Phase::Executing if self.state != State::Closed => self.respond(t, outcome, out),
             Phase::Collecting(asm) => self.pool.give(asm.into_buf()),
+            Phase::Ready(buf) => self.pool.give(buf),
             Phase::Executing | Phase::Aborted => {}
         }
         self.task_ended(task, out);
