@@ -2,6 +2,7 @@
 
 mod control;
 mod io;
+mod order;
 mod window;
 
 use bytes::Bytes;
