@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use spindle_agent::{engine, metrics, ring, standalone};
+use spindle_agent::{engine, iscsi, metrics, ring, standalone};
 
 /// Spindle's node agent: serves Devices (files or block devices) as LUNs of iSCSI Targets, with
 /// one io_uring SCSI engine per Target.
@@ -53,6 +53,28 @@ struct StandaloneArgs {
     /// still unanswered at the next one closes the connection.
     #[arg(long, value_name = "SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     nop_interval: u64,
+    /// Most Data-Out (write data) the agent holds at once, over all sessions, e.g. 512MiB.
+    /// Beyond it initiators are slowed down (CmdSN window, R2T), not served from more memory.
+    #[arg(long, value_name = "BYTES", default_value = "512MiB", value_parser = parse_bytes)]
+    max_write_memory: usize,
+    /// Most Data-Out one session holds at once (at least 16MiB, the largest write).
+    #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_bytes)]
+    max_session_write_memory: usize,
+}
+
+/// Parses a byte count: a number, optionally followed by KiB, MiB or GiB.
+fn parse_bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (num, shift) = [("GiB", 30), ("MiB", 20), ("KiB", 10)]
+        .iter()
+        .find_map(|(suffix, shift)| t.strip_suffix(suffix).map(|n| (n, *shift)))
+        .unwrap_or((t, 0));
+    let n: usize = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a byte count like 4096, 64MiB or 1GiB"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 fn init_logging() {
@@ -69,6 +91,17 @@ fn init_logging() {
 
 fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     ring::probe()?;
+    let min_session = 16 << 20;
+    if args.max_session_write_memory < min_session {
+        anyhow::bail!(
+            "--max-session-write-memory must be at least 16MiB (the largest write a session takes)"
+        );
+    }
+    if args.max_write_memory < args.max_session_write_memory {
+        anyhow::bail!("--max-write-memory must be at least --max-session-write-memory");
+    }
+    engine::memory::tune_allocator();
+    iscsi::session::WriteMemory::configure(args.max_write_memory, args.max_session_write_memory);
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let manifests = standalone::manifest::load_dir(&args.manifests)?;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use bytes::BytesMut;
 use tokio::sync::oneshot;
 
-use super::config::QUEUE_DEPTH;
+use super::config::LOGIN_WINDOW;
 use super::conn::{self, Attach, Host, Sessions};
 use super::framing::{PduReader, ReadError};
 use super::outbox::Outbox;
@@ -154,7 +154,7 @@ async fn handle(
     let outbox = Rc::new(Outbox::default());
     let writer = ring::spawn(outbox.clone().run(stream.clone()));
     let config = LoginConfig {
-        cmd_window: QUEUE_DEPTH,
+        cmd_window: LOGIN_WINDOW,
         ..LoginConfig::default()
     };
     let mut machine = LoginMachine::new(config, next_tsih());

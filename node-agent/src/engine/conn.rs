@@ -142,6 +142,8 @@ pub(super) struct Conn {
     pub(super) session: RefCell<Session>,
     pub(super) outbox: Rc<Outbox>,
     pub(super) nexus: NexusId,
+    /// Signalled when the session starts waiting for write memory (`super::memory`).
+    pub(super) memory_wanted: Notify,
     digests: Digests,
     initiator: String,
     target_iqn: Option<String>,
@@ -176,6 +178,9 @@ impl Conn {
                 }
                 Action::Close => open = false,
             }
+        }
+        if open && self.session.borrow().wants_memory() {
+            self.memory_wanted.notify_one();
         }
         open
     }
@@ -266,13 +271,11 @@ pub async fn serve(
     let max_recv = params.max_recv_data_segment_len as usize;
     let outbox = Rc::new(Outbox::default());
     let writer = ring::spawn(outbox.clone().run(stream.clone()));
-    let config = SessionConfig {
-        cid: login.cid,
-        exp_cmd_sn: login.exp_cmd_sn,
-        stat_sn: login.next_stat_sn,
-        queue_depth: super::config::QUEUE_DEPTH,
-        ..SessionConfig::default()
-    };
+    let config = SessionConfig::after_login(
+        &login,
+        super::config::LOGIN_WINDOW,
+        super::config::QUEUE_DEPTH,
+    );
     let conn = Rc::new(Conn {
         id,
         sessions: sessions.clone(),
@@ -281,6 +284,7 @@ pub async fn serve(
         session: RefCell::new(Session::new(params, config)),
         outbox: outbox.clone(),
         nexus,
+        memory_wanted: Notify::new(),
         digests,
         initiator: login.initiator_name.clone(),
         target_iqn: login.target_iqn.clone(),
@@ -288,6 +292,7 @@ pub async fn serve(
     sessions.conns.borrow_mut().insert(id, Rc::downgrade(&conn));
     let mut reader = PduReader::new(stream.clone(), leftover);
     let pinger = ring::spawn(keepalive(conn.clone(), stream.clone(), sessions.keepalive));
+    let memory = ring::spawn(super::memory::serve(conn.clone()));
     // Who ended the connection: the initiator (closed, logged out) or the agent (and why).
     let (by_agent, why) = loop {
         let mut actions = Vec::new();
@@ -320,6 +325,7 @@ pub async fn serve(
         }
     };
     pinger.abort();
+    memory.abort();
     outbox.close();
     let _ = writer.await;
     // A failed send shuts the socket, which the reader then sees as a close: the send's error
@@ -332,6 +338,8 @@ pub async fn serve(
         t.nexus_lost(nexus);
     }
     sessions.remove(id);
+    drop(conn);
+    super::memory::trim();
     gauge.dec();
     if by_agent {
         tracing::warn!(target = %host.name(), session = id, initiator = %port, "connection dropped by the agent: {why}");

@@ -54,11 +54,12 @@ impl Session {
             return;
         }
         let edtl = c.expected_data_len;
-        if c.write && edtl > self.config.max_write_len {
+        let max_write = (self.config.max_write_len as usize).min(self.mem.limit());
+        if c.write && edtl as usize > max_write {
             warn!(
                 itt = c.itt,
                 edtl,
-                max = self.config.max_write_len,
+                max = max_write,
                 "write longer than the session buffers; failing it"
             );
             self.answer_early(&c, scsi_response::TARGET_FAILURE, None, out);
@@ -77,6 +78,21 @@ impl Session {
             edtl
         };
         let collect = c.write && edtl > 0;
+        // The unsolicited data this write may bring: a non-immediate command's window slot
+        // held it already; an immediate command (outside the window) must find it now.
+        let reserved = if collect {
+            self.unsolicited.min(edtl as usize)
+        } else {
+            0
+        };
+        if c.immediate && !self.mem.try_take(reserved) {
+            self.reject(
+                reject_reason::IMMEDIATE_COMMAND_REJECT,
+                &Pdu::ScsiCommand(c),
+                out,
+            );
+            return;
+        }
         let phase = if collect {
             let unsolicited_end = (!c.final_).then_some(self.params.first_burst_len.min(edtl));
             let buf = self.pool.take(usize::try_from(edtl).unwrap_or(usize::MAX));
@@ -95,6 +111,8 @@ impl Session {
             read_len,
             in_sn: 0,
             phase,
+            reserved,
+            granted: false,
         });
         if collect {
             self.advance_collect(id, out);
@@ -147,7 +165,7 @@ impl Session {
                 continue;
             };
             match mem::replace(&mut task.phase, Phase::Executing) {
-                Phase::Collecting(asm) => self.pool.give(asm.into_buf()),
+                Phase::Collecting(asm) => self.pool.give(asm.into_spare()),
                 Phase::Ready(buf) => self.pool.give(buf),
                 Phase::Executing | Phase::Aborted => {}
             }
@@ -158,6 +176,7 @@ impl Session {
             self.respond(task, outcome, out);
             self.task_ended(id, out);
         }
+        self.settle_memory();
     }
 
     pub(super) fn on_data_out(&mut self, d: DataOut, out: &mut Vec<Action>) {
@@ -196,7 +215,7 @@ impl Session {
                 if let Some(mut task) = self.tasks.drop_collecting(id) {
                     if let Phase::Collecting(asm) = mem::replace(&mut task.phase, Phase::Executing)
                     {
-                        self.pool.give(asm.into_buf());
+                        self.pool.give(asm.into_spare());
                     }
                     let outcome = ScsiOutcome {
                         status: Status::CheckCondition as u8,
@@ -214,8 +233,15 @@ impl Session {
         }
     }
 
-    /// After data arrived: execute the task if all of it is in, else send the R2Ts now due.
-    fn advance_collect(&mut self, id: TaskId, out: &mut Vec<Action>) {
+    /// After data arrived: execute the task if all of it is in, else send the R2Ts now due
+    /// (once the memory for the rest of the write is granted).
+    pub(super) fn advance_collect(&mut self, id: TaskId, out: &mut Vec<Action>) {
+        let r2t_due = self.tasks.get_mut(id).is_some_and(|t| {
+            !t.granted && matches!(&t.phase, Phase::Collecting(asm) if asm.r2t_due())
+        });
+        if r2t_due && !self.grant(id) {
+            return;
+        }
         let (max_r2t, max_burst) = (self.params.max_outstanding_r2t, self.params.max_burst_len);
         let mut ttt = self.next_ttt;
         let Some(task) = self.tasks.get_mut(id) else {

@@ -42,6 +42,10 @@ pub(crate) struct Task {
     /// Next R2TSN / Data-In DataSN (one numbering for both, RFC 7143 §11.8.5).
     pub(crate) in_sn: u32,
     pub(crate) phase: Phase,
+    /// Write memory held for this task (its unsolicited data, then all of it once granted).
+    pub(crate) reserved: usize,
+    /// Whether the memory for all of its data was granted (its R2Ts may go out).
+    pub(crate) granted: bool,
 }
 
 impl Task {
@@ -68,6 +72,8 @@ pub(crate) struct Tasks {
     ordered: usize,
     /// Tasks in [`Phase::Ready`].
     ready: usize,
+    /// Write memory the tasks hold together.
+    reserved: usize,
 }
 
 impl Tasks {
@@ -79,6 +85,7 @@ impl Tasks {
         if task.attr == TaskAttr::Ordered {
             self.ordered += 1;
         }
+        self.reserved += task.reserved;
         self.by_itt.insert(task.itt, id);
         self.by_id.insert(id, task);
         id
@@ -108,7 +115,29 @@ impl Tasks {
         if matches!(task.phase, Phase::Ready(_)) {
             self.ready -= 1;
         }
+        self.reserved -= task.reserved;
         Some(task)
+    }
+
+    /// Write memory the tasks hold together.
+    pub(crate) fn reserved(&self) -> usize {
+        self.reserved
+    }
+
+    /// For a write collecting data whose memory is not granted yet: how much more it needs.
+    pub(crate) fn ungranted(&self, id: TaskId) -> Option<usize> {
+        let t = self.by_id.get(&id)?;
+        let collecting = matches!(t.phase, Phase::Collecting(_));
+        (collecting && !t.granted).then(|| (t.edtl as usize).saturating_sub(t.reserved))
+    }
+
+    /// Records that `more` bytes were granted to task `id` for the rest of its data.
+    pub(crate) fn granted(&mut self, id: TaskId, more: usize) {
+        if let Some(t) = self.by_id.get_mut(&id) {
+            t.reserved += more;
+            t.granted = true;
+            self.reserved += more;
+        }
     }
 
     /// Whether task `id` must wait before it goes to the engine (SAM-5 task attributes, as

@@ -147,7 +147,7 @@ impl Session {
                 Phase::Collecting(_) | Phase::Ready(_) => {
                     if let Some(t) = self.tasks.drop_collecting(id) {
                         match t.phase {
-                            Phase::Collecting(asm) => self.pool.give(asm.into_buf()),
+                            Phase::Collecting(asm) => self.pool.give(asm.into_spare()),
                             Phase::Ready(buf) => self.pool.give(buf),
                             Phase::Executing | Phase::Aborted => {}
                         }
