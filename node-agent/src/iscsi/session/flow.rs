@@ -35,7 +35,14 @@ impl Session {
         if !self.awaiting.is_empty() {
             return;
         }
-        let want = self.config.queue_depth.saturating_sub(self.tasks.len());
+        // Slow start: the window grows with what the initiator uses (twice the commands in
+        // flight, at least the login window), so an idle session holds little memory.
+        let running = self.tasks.len();
+        let want = self
+            .config
+            .queue_depth
+            .saturating_sub(running)
+            .min(self.config.login_window.max(running.saturating_mul(2)));
         let free = self.seq.window_free();
         if want <= free {
             return;
