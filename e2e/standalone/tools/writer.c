@@ -10,7 +10,8 @@
  *   CHECK i KEY ASC ASCQ   CHECK CONDITION with that sense (hex)
  *   ERROR i           no SCSI status (connection lost, cancelled)
  * After the first non-GOOD answer it submits at most 64 more writes, then stops.
- * Exits 0 when every submitted write got an answer line.
+ * Exits 0 when every submitted write got an answer (a SCSI status); 1 when one got none
+ * (the connection went away with writes in flight, or a write was cancelled).
  */
 #include <inttypes.h>
 #include <poll.h>
@@ -22,7 +23,7 @@
 
 #define BLOCK 4096
 
-static long next_i, count, inflight, answered, after_fail = -1;
+static long next_i, count, inflight, answered, unanswered, after_fail = -1;
 static int lun, fua, stopping;
 
 struct req {
@@ -43,6 +44,7 @@ static void done(struct iscsi_context *iscsi, int status, void *command_data, vo
 		       (task->sense.ascq >> 8) & 0xff, task->sense.ascq & 0xff);
 	} else {
 		printf("ERROR %ld\n", r->i);
+		unanswered++;
 	}
 	if (status != SCSI_STATUS_GOOD && after_fail < 0)
 		after_fail = 0;
@@ -74,6 +76,7 @@ static void submit(struct iscsi_context *iscsi)
 	if (!iscsi_write16_task(iscsi, lun, (uint64_t)r->i * (BLOCK / 512), r->buf, BLOCK, 512,
 				0, 0, fua, 0, 0, done, r)) {
 		printf("ERROR %ld\n", r->i);
+		unanswered++;
 		free(r);
 		stopping = 1;
 		return;
@@ -116,7 +119,7 @@ int main(int argc, char **argv)
 			break;
 		}
 	}
-	fprintf(stderr, "writer: submitted %ld, answered %ld, unanswered %ld\n", next_i, answered,
-		inflight);
-	return 0;
+	fprintf(stderr, "writer: submitted %ld, answered %ld, unanswered %ld\n", next_i,
+		answered - unanswered, unanswered + inflight);
+	return unanswered + inflight > 0 ? 1 : 0;
 }
