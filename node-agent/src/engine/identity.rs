@@ -5,8 +5,10 @@
 //! - unique across agents (two agents may both serve a Device called `default/db`).
 //!
 //! The designator is NAA 3 ("locally assigned", SPC-4 7.8.6.6.4), which needs no IEEE company
-//! ID: 60 bits taken from a hash of the agent's identity and the Device's name. The agent's
-//! identity is 128 random bits made once and kept in its data dir (`.spindle-agent-id`).
+//! ID: 60 bits of a hash of the Device's Kubernetes uid (unique everywhere and kept for the
+//! Device's life), or, for a Device from a manifest (which has no uid), of the agent's
+//! identity and the Device's name. The agent's identity is 128 random bits made once and kept
+//! in its data dir (`.spindle-agent-id`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -71,13 +73,15 @@ impl AgentId {
     }
 }
 
-/// The SCSI identity of a Device served by agent `agent`: its unit serial number (16 hex
-/// digits) and its NAA 3 designator (8 bytes), both from the same 60 bits.
-pub fn device_identity(agent: &AgentId, device: &str) -> (String, [u8; 8]) {
+/// The SCSI identity of the Device named `name` (unique within `scope`: an empty scope for a
+/// Kubernetes uid, the agent's identity for a manifest's `namespace/name`): its unit serial
+/// number (16 hex digits) and its NAA 3 designator (8 bytes), both from the same 60 bits.
+pub fn device_identity(scope: &[u8], name: &str) -> (String, [u8; 8]) {
     use md5::{Digest, Md5};
     let mut h = Md5::new();
-    h.update(agent.0);
-    h.update(device.as_bytes());
+    h.update(scope);
+    h.update([0]);
+    h.update(name.as_bytes());
     let h: [u8; 16] = h.finalize().into();
     let mut naa = [0u8; 8];
     naa.copy_from_slice(&h[..8]);
@@ -112,13 +116,17 @@ mod tests {
 
     #[test]
     fn designators_are_naa3_stable_and_differ_across_agents_and_devices() {
-        let a = AgentId([1; 16]);
-        let b = AgentId([2; 16]);
-        let (serial, naa) = device_identity(&a, "default/db");
+        let (a, b) = (AgentId([1; 16]), AgentId([2; 16]));
+        let (serial, naa) = device_identity(&a.0, "default/db");
         assert_eq!(naa[0] >> 4, 3, "NAA 3: locally assigned");
         assert_eq!(serial, hex::encode(naa));
-        assert_eq!(device_identity(&a, "default/db"), (serial, naa), "stable");
-        assert_ne!(device_identity(&b, "default/db").1, naa, "other agent");
-        assert_ne!(device_identity(&a, "default/db2").1, naa, "other device");
+        assert_eq!(device_identity(&a.0, "default/db"), (serial, naa), "stable");
+        assert_ne!(device_identity(&b.0, "default/db").1, naa, "other agent");
+        assert_ne!(device_identity(&a.0, "default/db2").1, naa, "other device");
+        assert_ne!(
+            device_identity(&[], "5c1f...uid").1,
+            naa,
+            "a uid needs no scope"
+        );
     }
 }

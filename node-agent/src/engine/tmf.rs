@@ -63,7 +63,7 @@ impl Conn {
 /// once its own aborted tasks have ended too.
 pub(super) async fn carry_out(conn: Rc<Conn>, id: TmfId, function: TaskFunction, raw_lun: u64) {
     let response = match &conn.host {
-        Host::Target(t, _) => {
+        Host::Target(t) => {
             let lun = decode_lun(raw_lun);
             let whole_target = !matches!(
                 function,

@@ -50,9 +50,9 @@ impl Session {
         // What ended gives its memory back first.
         self.settle_memory();
         let mut more = want - free;
-        if self.unsolicited > 0 {
-            let room = self.mem.limit().saturating_sub(self.mem.held()) / self.unsolicited;
-            more = more.min(u32::try_from(room).unwrap_or(u32::MAX));
+        let room = self.mem.limit().saturating_sub(self.mem.held());
+        if let Some(slots) = room.checked_div(self.unsolicited) {
+            more = more.min(u32::try_from(slots).unwrap_or(u32::MAX));
             while more > 0
                 && !self
                     .mem

@@ -98,8 +98,8 @@ fn a_write_waits_for_memory_before_its_r2t_and_gets_it_when_some_comes_back() {
     assert_eq!(cmd.data_out.len(), 16 * KIB);
     // Its response goes out, and the waiting write gets its R2T at once.
     let out = h.done(cmd.task, good(Vec::new()));
-    assert_eq!(as_response(&sent(&out)[0]).itt, 1);
-    let r2t = as_r2t(&sent(&out)[1]);
+    assert_eq!(as_response(sent(&out)[0]).itt, 1);
+    let r2t = as_r2t(sent(&out)[1]);
     assert_eq!((r2t.itt, r2t.buffer_offset), (2, 4096));
     assert!(!h.s.wants_memory());
 }
