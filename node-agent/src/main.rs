@@ -127,7 +127,7 @@ struct RunArgs {
     memory: MemoryArgs,
 }
 
-/// Bounds on the write data (Data-Out) the agent holds.
+/// Bounds on what the data path holds: write data (Data-Out) and a drain's time.
 #[derive(clap::Args)]
 struct MemoryArgs {
     /// Most Data-Out (write data) the agent holds at once, over all sessions, e.g. 512MiB.
@@ -137,6 +137,11 @@ struct MemoryArgs {
     /// Most Data-Out one session holds at once (at least 16MiB, the largest write).
     #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_bytes)]
     max_session_write_memory: usize,
+    /// Seconds a drain (a Device deleted, or the agent stopping) waits for the commands in
+    /// flight, and then for the flush, before it fails: a store that hangs cannot hold a
+    /// shutdown forever.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    drain_timeout: u64,
 }
 
 impl MemoryArgs {
@@ -151,6 +156,7 @@ impl MemoryArgs {
             anyhow::bail!("--max-write-memory must be at least --max-session-write-memory");
         }
         engine::memory::tune_allocator();
+        engine::target::set_drain_timeout(std::time::Duration::from_secs(self.drain_timeout));
         iscsi::session::WriteMemory::configure(
             self.max_write_memory,
             self.max_session_write_memory,

@@ -9,7 +9,8 @@
 //!   operation with EIO, until the process is restarted;
 //! - `fail-fsync`: the next fsync fails with EIO and, like Linux after a writeback error,
 //!   drops the file's cached pages and reports success to the fsync after it;
-//! - `fail-writes` / `ok-writes`: writes fail with EIO (or work again).
+//! - `fail-writes` / `ok-writes`: writes fail with EIO (or work again);
+//! - `hang-fsync`: the next fsync never returns (nor does anything after it: a dead disk).
 //!
 //! Reading `.faultfs` tells the cached pages, fsyncs and injected failures so far.
 
@@ -60,6 +61,7 @@ struct State {
     dead: bool,
     fail_writes: bool,
     fail_next_fsync: bool,
+    hang_fsync: bool,
     fsyncs: u64,
     injected: u64,
     lost_pages: u64,
@@ -126,6 +128,7 @@ impl State {
                     self.dead = true;
                 }
                 "fail-fsync" => self.fail_next_fsync = true,
+                "hang-fsync" => self.hang_fsync = true,
                 "fail-writes" => self.fail_writes = true,
                 "ok-writes" => self.fail_writes = false,
                 _ => return Err(Errno::EINVAL),
@@ -329,6 +332,12 @@ impl Filesystem for FaultFs {
         }
         let n = u64::from(ino);
         s.fsyncs += 1;
+        if s.hang_fsync {
+            // A disk that stopped answering: this request, and the filesystem, hang.
+            loop {
+                std::thread::park();
+            }
+        }
         if s.fail_next_fsync {
             // Like Linux after a writeback error: the error is reported once, the pages
             // that could not be written are gone, and the next fsync succeeds.
@@ -430,6 +439,7 @@ fn main() -> anyhow::Result<()> {
         dead: false,
         fail_writes: false,
         fail_next_fsync: false,
+        hang_fsync: false,
         fsyncs: 0,
         injected: 0,
         lost_pages: 0,

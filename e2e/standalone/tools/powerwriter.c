@@ -1,13 +1,15 @@
 /*
  * The load of Spindle's power-cut test, on libiscsi's async API.
  *
- *   powerwriter URL BLOCKS QD OPS SEED [thin]
+ *   powerwriter URL BLOCKS QD OPS SEED PLAIN_AFTER [thin]
  *
  * Keeps QD commands in flight on the first BLOCKS 4 KiB blocks of the LUN, chosen at random
  * (SEED): WRITE(16), WRITE(16) with FUA, SYNCHRONIZE CACHE(10) of the whole LUN and, with
  * `thin`, UNMAP of one block. No two commands on one block are in flight at once, so each
  * block's commands are ordered. A write of version v to block b fills it with an 8-byte
- * magic, b and v (big-endian) and the byte (b * 31 + v) & 0xff.
+ * magic, b and v (big-endian) and the byte (b * 31 + v) & 0xff. After PLAIN_AFTER
+ * submissions only plain writes and unmaps follow (nothing makes them durable), so that a
+ * power cut then has acknowledged data to lose.
  * Prints one line per event, in the order they happened:
  *   S seq kind block version   submitted (kind W write, F FUA write, U unmap, C sync cache)
  *   A seq G                    answered GOOD
@@ -26,7 +28,7 @@
 #define BLOCK 4096
 static const unsigned char MAGIC[8] = {'S', 'P', 'N', 'D', 'L', 'P', 'W', 'R'};
 
-static long blocks, ops, submitted, inflight;
+static long blocks, ops, submitted, inflight, plain_after;
 static int lun, thin, stopping;
 static uint64_t *version;
 static char *busy;
@@ -76,6 +78,8 @@ static void submit(struct iscsi_context *iscsi)
 	int dice = rand() % 100;
 	/* Few syncs, so that a cut finds acknowledged writes not yet durable. */
 	char kind = dice < 62 ? 'W' : dice < 80 ? 'F' : dice < 84 ? 'C' : (thin ? 'U' : 'W');
+	if (submitted > plain_after && (kind == 'F' || kind == 'C'))
+		kind = 'W';
 	struct scsi_task *t;
 	if (kind == 'C') {
 		r->block = -1;
@@ -118,15 +122,16 @@ static void submit(struct iscsi_context *iscsi)
 
 int main(int argc, char **argv)
 {
-	if (argc < 6) {
-		fprintf(stderr, "usage: powerwriter URL BLOCKS QD OPS SEED [thin]\n");
+	if (argc < 7) {
+		fprintf(stderr, "usage: powerwriter URL BLOCKS QD OPS SEED PLAIN_AFTER [thin]\n");
 		return 2;
 	}
 	blocks = atol(argv[2]);
 	long qd = atol(argv[3]);
 	ops = atol(argv[4]);
 	srand((unsigned)atol(argv[5]));
-	thin = argc > 6 && strcmp(argv[6], "thin") == 0;
+	plain_after = atol(argv[6]);
+	thin = argc > 7 && strcmp(argv[7], "thin") == 0;
 	version = calloc((size_t)blocks, sizeof *version);
 	busy = calloc((size_t)blocks, 1);
 	if (!version || !busy || qd >= blocks)

@@ -11,6 +11,8 @@ CHECK is one of
                 TASK ABORTED before FUNCTION COMPLETE; both nexuses get the unit attention
   preempt       PREEMPT AND ABORT ends the preempted nexus's write with TASK ABORTED; its
                 late Data-Out never lands
+  reinstate     a second login with the same initiator name and ISID (TSIH 0) closes the
+                first session, whose RESERVE(6) goes with it
 Exits non-zero (with a message) when the target does not behave so.
 """
 import os
@@ -221,11 +223,45 @@ def preempt(addr, iqn):
           "data never landed")
 
 
+def reinstate(addr, iqn):
+    host, port = addr.rsplit(":", 1)
+    name = "iqn.2026-11.dev.spindle:test.reinstate"
+    other = session(addr, iqn, "reinstate-other")
+    first = r.Session(host, int(port), name, iqn, isid=0x400000AB0001)
+    first.until_good()
+    p, _ = first.run(bytes([0x16, 0, 0, 0, 0, 0]))  # RESERVE(6)
+    if p.status != r.GOOD:
+        fail(f"RESERVE(6) failed: {p.status:#x}")
+    p, _ = other.run(bytes([0x16, 0, 0, 0, 0, 0]))
+    if p.status != 0x18:
+        fail(f"another initiator could reserve a reserved LUN: {p.status:#x}")
+    # The initiator reconnects after losing the connection: same name, same ISID, TSIH 0.
+    second = r.Session(host, int(port), name, iqn, isid=0x400000AB0001)
+    first.sock.settimeout(5)
+    try:
+        while True:
+            first.recv()
+    except r.Closed:
+        pass
+    except OSError as e:
+        fail(f"the old session was not closed by the reinstatement: {e!r}")
+    second.until_good()
+    p, _ = other.run(bytes([0x16, 0, 0, 0, 0, 0]))
+    if p.status != r.GOOD:
+        fail(f"the old session's RESERVE(6) outlived it: {p.status:#x}")
+    other.run(bytes([0x17, 0, 0, 0, 0, 0]))  # RELEASE(6)
+    second.logout()
+    other.logout()
+    print("reinstate: the second login closed the first session and its reservation")
+
+
 def main():
     if len(sys.argv) != 4:
         sys.exit(__doc__)
     addr, iqn, check = sys.argv[1:4]
-    {"vpd": vpd, "large-reads": large_reads, "tmf": tmf, "preempt": preempt}[check](addr, iqn)
+    checks = {"vpd": vpd, "large-reads": large_reads, "tmf": tmf, "preempt": preempt,
+              "reinstate": reinstate}
+    checks[check](addr, iqn)
 
 
 if __name__ == "__main__":

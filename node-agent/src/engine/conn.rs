@@ -72,9 +72,9 @@ pub struct SessionInfo {
     pub peer: Option<SocketAddr>,
 }
 
-struct LiveSession {
-    stream: Rc<TcpStream>,
-    info: SessionInfo,
+pub(super) struct LiveSession {
+    pub(super) stream: Rc<TcpStream>,
+    pub(super) info: SessionInfo,
 }
 
 /// How long a connection may be idle before the target pings it (NOP-In); a ping still
@@ -83,7 +83,7 @@ pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// Live connections of one target, so shutdown can close them and wait.
 pub struct Sessions {
-    live: RefCell<BTreeMap<u64, LiveSession>>,
+    pub(super) live: RefCell<BTreeMap<u64, LiveSession>>,
     /// The connections' state, for task management across sessions (`super::tmf`).
     pub(super) conns: RefCell<BTreeMap<u64, Weak<Conn>>>,
     next: Cell<u64>,
@@ -125,6 +125,17 @@ impl Sessions {
             .values()
             .map(|s| s.info.clone())
             .collect()
+    }
+
+    /// Waits until session `id` has ended.
+    pub(super) async fn wait_gone(&self, id: u64) {
+        loop {
+            let gone = self.gone.notified();
+            if !self.live.borrow().contains_key(&id) {
+                return;
+            }
+            gone.await;
+        }
     }
 
     fn remove(&self, id: u64) {
@@ -286,6 +297,11 @@ pub async fn serve(
 ) {
     let stream = Rc::new(stream);
     let _ = stream.set_nodelay(true);
+    if let Host::Target(t) = &host {
+        sessions
+            .reinstate(t, &login.initiator_name, login.isid)
+            .await;
+    }
     let info = SessionInfo {
         initiator_name: login.initiator_name.clone(),
         isid: login.isid,

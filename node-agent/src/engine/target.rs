@@ -76,6 +76,19 @@ pub enum DrainError {
     },
 }
 
+/// How long a drain waits for the commands in flight, and then for the flush.
+static DRAIN_TIMEOUT_SECS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(60);
+
+/// Sets how long a drain may wait for its commands in flight and for its flush (each) before
+/// it fails: a store that hangs cannot hold a shutdown forever.
+pub fn set_drain_timeout(limit: Duration) {
+    DRAIN_TIMEOUT_SECS.store(limit.as_secs().max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
+fn drain_timeout() -> Duration {
+    Duration::from_secs(DRAIN_TIMEOUT_SECS.load(std::sync::atomic::Ordering::Relaxed))
+}
+
 /// READ/WRITE-family commands, whose bytes count as LUN traffic in the metrics.
 fn is_medium_access(name: &str) -> bool {
     name.starts_with("READ(") || name.starts_with("WRITE(")
@@ -327,6 +340,18 @@ impl TargetState {
         self.luns.borrow().get(&lun).cloned()
     }
 
+    /// I_T nexus `nexus` is being replaced (session reinstatement): every command of it in a
+    /// logical unit is aborted; wait for them with the returned handles.
+    pub fn abort_nexus(&self, nexus: NexusId) -> Vec<(Rc<LunSlot>, scsi::Aborted)> {
+        self.slots()
+            .into_iter()
+            .map(|s| {
+                let a = s.lu.abort_tasks(|k| k.nexus == nexus);
+                (s, a)
+            })
+            .collect()
+    }
+
     /// ABORT TASK / ABORT TASK SET / logout: the commands `tags` of `nexus` that wait in a
     /// logical unit never start (the session answers for them).
     pub fn abort_tasks(&self, nexus: NexusId, tags: &[crate::iscsi::session::TaskId]) {
@@ -370,17 +395,29 @@ impl TargetState {
                 s.gate.apply(DrainEvent::Fenced)?;
             }
         }
+        // A store that hangs (a dead disk, a stuck network filesystem) must not hold the
+        // drain, and with it a shutdown, forever: past the deadline the drain fails.
+        let limit = drain_timeout();
+        let timed_out = |what: &str| DrainError::Flush {
+            device: device.to_string(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("{what} did not finish within {} s", limit.as_secs()),
+            ),
+        };
         for s in &mine {
-            s.gate.wait_idle().await;
+            tokio::time::timeout(limit, s.gate.wait_idle())
+                .await
+                .map_err(|_| timed_out("the commands in flight"))?;
             if s.gate.state() == DrainState::Draining {
                 s.gate.apply(DrainEvent::Idle)?;
             }
             if s.gate.state() == DrainState::Released {
                 continue;
             }
-            s.lu.backend()
-                .flush()
+            tokio::time::timeout(limit, s.lu.backend().flush())
                 .await
+                .map_err(|_| timed_out("the flush"))?
                 .map_err(|source| DrainError::Flush {
                     device: device.to_string(),
                     source,

@@ -9,11 +9,53 @@
 use std::rc::Rc;
 
 use super::conn::{Conn, Host, Sessions, decode_lun};
+use super::target::TargetState;
 use crate::iscsi::pdu::{TaskFunction, tmf_response};
 use crate::iscsi::session::TmfId;
+use crate::ring::TcpStream;
 use crate::scsi::NexusId;
 
+/// How long a reinstatement waits for the old session's commands to end.
+const REINSTATE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Sessions {
+    /// Session reinstatement (RFC 7143 6.3.5): a new login of `initiator` with `isid` (and
+    /// TSIH 0) replaces a session of that I_T nexus still open here. The old session goes
+    /// first: its commands waiting in the logical units are aborted, its connection is
+    /// closed (the I_T nexus is lost: unit attentions, RESERVE(6/10) and PREVENT go), and
+    /// this waits until its commands already at the store have ended.
+    pub(super) async fn reinstate(&self, target: &TargetState, initiator: &str, isid: [u8; 6]) {
+        let old: Vec<(u64, Rc<TcpStream>)> = self
+            .live
+            .borrow()
+            .iter()
+            .filter(|(_, s)| {
+                s.info.isid == isid && s.info.initiator_name.eq_ignore_ascii_case(initiator)
+            })
+            .map(|(id, s)| (*id, s.stream.clone()))
+            .collect();
+        for (id, stream) in old {
+            tracing::info!(
+                target = %target.name, session = id, initiator,
+                "session reinstatement: closing the old session of this I_T nexus"
+            );
+            let aborted = target.abort_nexus(NexusId(id));
+            let _ = stream.shutdown();
+            let done = async {
+                self.wait_gone(id).await;
+                for (slot, a) in aborted {
+                    slot.lu.tasks_ended(a).await;
+                }
+            };
+            if tokio::time::timeout(REINSTATE_WAIT, done).await.is_err() {
+                tracing::warn!(
+                    target = %target.name, session = id,
+                    "the old session's commands did not end in time; going on"
+                );
+            }
+        }
+    }
+
     /// Ends, with TASK ABORTED, the tasks on LUN `lun` of the sessions of `nexuses` that
     /// have not reached the logical unit yet (PREEMPT AND ABORT).
     pub(super) fn abort_third_party(&self, nexuses: &[NexusId], lun: u64) {
