@@ -18,12 +18,13 @@
  * Stops after OPS submissions or when the connection is lost; exits 0.
  */
 #include <inttypes.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <iscsi/iscsi.h>
 #include <iscsi/scsi-lowlevel.h>
+
+#include "session.h"
 
 #define BLOCK 4096
 static const unsigned char MAGIC[8] = {'S', 'P', 'N', 'D', 'L', 'P', 'W', 'R'};
@@ -137,33 +138,16 @@ int main(int argc, char **argv)
 	if (!version || !busy || qd >= blocks)
 		return 2;
 	setvbuf(stdout, NULL, _IOFBF, 1 << 20);
-	struct iscsi_context *iscsi = iscsi_create_context("iqn.2026-11.dev.spindle:test.powerwriter");
-	struct iscsi_url *url = iscsi_parse_full_url(iscsi, argv[1]);
-	if (!url) {
-		fprintf(stderr, "bad url: %s\n", iscsi_get_error(iscsi));
+	struct iscsi_context *iscsi = login_url(argv[1], "iqn.2026-11.dev.spindle:test.powerwriter", &lun);
+	if (!iscsi)
 		return 2;
-	}
-	iscsi_set_noautoreconnect(iscsi, 1);
-	iscsi_set_session_type(iscsi, ISCSI_SESSION_NORMAL);
-	iscsi_set_targetname(iscsi, url->target);
-	lun = url->lun;
-	if (iscsi_full_connect_sync(iscsi, url->portal, url->lun) != 0) {
-		fprintf(stderr, "login failed: %s\n", iscsi_get_error(iscsi));
-		return 2;
-	}
 	/* The power-on unit attention. */
 	struct scsi_task *tur = iscsi_testunitready_sync(iscsi, lun);
 	if (tur)
 		scsi_free_scsi_task(tur);
 	for (long k = 0; k < qd; k++)
 		submit(iscsi);
-	while (inflight > 0) {
-		struct pollfd pfd = {.fd = iscsi_get_fd(iscsi), .events = iscsi_which_events(iscsi)};
-		if (poll(&pfd, 1, 1000) < 0)
-			break;
-		if (iscsi_service(iscsi, pfd.revents) < 0)
-			break;
-	}
+	service_until_idle(iscsi, &inflight);
 	fflush(stdout);
 	fprintf(stderr, "powerwriter: submitted %ld, unanswered %ld\n", submitted, inflight);
 	return 0;
