@@ -13,6 +13,8 @@ CHECK is one of
                 late Data-Out never lands
   reinstate     a second login with the same initiator name and ISID (TSIH 0) closes the
                 first session, whose RESERVE(6) goes with it
+  slowloris     100 connections that send one byte a second do not keep another initiator
+                from logging in, and the target closes them within its login timeout
 Exits non-zero (with a message) when the target does not behave so.
 """
 import os
@@ -255,12 +257,51 @@ def reinstate(addr, iqn):
     print("reinstate: the second login closed the first session and its reservation")
 
 
+def slowloris(addr, iqn):
+    import socket
+    host, port = addr.rsplit(":", 1)
+    slow = [socket.create_connection((host, int(port)), timeout=5) for _ in range(100)]
+    start = time.monotonic()
+    logins = 0
+    closed = set()
+    while time.monotonic() - start < 20:
+        for i, c in enumerate(slow):
+            if i in closed:
+                continue
+            try:
+                c.send(b"\x43")  # a Login Request's first byte, then the next, ...
+            except OSError:
+                closed.add(i)
+        if time.monotonic() - start < 8:
+            t0 = time.monotonic()
+            s = session(addr, iqn, f"slowloris-{logins}")
+            s.logout()
+            if time.monotonic() - t0 > 3:
+                fail("a login took more than 3 s beside the slow connections")
+            logins += 1
+        time.sleep(1)
+        if len(closed) == len(slow):
+            break
+    for c in slow:
+        c.settimeout(1)
+        try:
+            if c.recv(1) == b"":
+                closed.add(id(c))
+        except OSError:
+            closed.add(id(c))
+    open_left = sum(1 for i, c in enumerate(slow) if i not in closed and id(c) not in closed)
+    if open_left:
+        fail(f"{open_left} slow connections still open after 20 s")
+    print(f"slowloris: {logins} logins went through beside 100 slow connections; all of these "
+          f"were closed within {time.monotonic() - start:.0f} s")
+
+
 def main():
     if len(sys.argv) != 4:
         sys.exit(__doc__)
     addr, iqn, check = sys.argv[1:4]
     checks = {"vpd": vpd, "large-reads": large_reads, "tmf": tmf, "preempt": preempt,
-              "reinstate": reinstate}
+              "reinstate": reinstate, "slowloris": slowloris}
     checks[check](addr, iqn)
 
 

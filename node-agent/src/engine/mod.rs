@@ -13,6 +13,7 @@ pub mod conn;
 pub mod drain;
 pub mod framing;
 pub mod identity;
+pub mod logins;
 pub mod memory;
 pub mod outbox;
 pub mod target;
