@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 use spindle_agent::engine::EngineOptions;
 use spindle_agent::node::{Node, NodeOptions};
-use spindle_agent::{api, metrics, ring, standalone};
+use spindle_agent::{api, engine, iscsi, metrics, ring, standalone};
 
 /// Spindle's node agent: serves Devices (files or block devices) as LUNs of iSCSI Targets, with
 /// one io_uring SCSI engine per Target.
@@ -67,6 +67,8 @@ struct StandaloneArgs {
     /// still unanswered at the next one closes the connection.
     #[arg(long, value_name = "SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     nop_interval: u64,
+    #[command(flatten)]
+    memory: MemoryArgs,
 }
 
 #[derive(clap::Args)]
@@ -121,6 +123,61 @@ struct RunArgs {
     /// Seconds a connection may be idle before the target pings it with a NOP-In.
     #[arg(long, value_name = "SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     nop_interval: u64,
+    #[command(flatten)]
+    memory: MemoryArgs,
+}
+
+/// Bounds on what the data path holds: write data (Data-Out) and a drain's time.
+#[derive(clap::Args)]
+struct MemoryArgs {
+    /// Most Data-Out (write data) the agent holds at once, over all sessions, e.g. 512MiB.
+    /// Beyond it initiators are slowed down (CmdSN window, R2T), not served from more memory.
+    #[arg(long, value_name = "BYTES", default_value = "512MiB", value_parser = parse_bytes)]
+    max_write_memory: usize,
+    /// Most Data-Out one session holds at once (at least 16MiB, the largest write).
+    #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_bytes)]
+    max_session_write_memory: usize,
+    /// Seconds a drain (a Device deleted, or the agent stopping) waits for the commands in
+    /// flight, and then for the flush, before it fails: a store that hangs cannot hold a
+    /// shutdown forever.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    drain_timeout: u64,
+}
+
+impl MemoryArgs {
+    /// Checks the bounds and sets them for the whole agent.
+    fn apply(&self) -> anyhow::Result<()> {
+        if self.max_session_write_memory < 16 << 20 {
+            anyhow::bail!(
+                "--max-session-write-memory must be at least 16MiB (the largest write a session takes)"
+            );
+        }
+        if self.max_write_memory < self.max_session_write_memory {
+            anyhow::bail!("--max-write-memory must be at least --max-session-write-memory");
+        }
+        engine::memory::tune_allocator();
+        engine::target::set_drain_timeout(std::time::Duration::from_secs(self.drain_timeout));
+        iscsi::session::WriteMemory::configure(
+            self.max_write_memory,
+            self.max_session_write_memory,
+        );
+        Ok(())
+    }
+}
+
+/// Parses a byte count: a number, optionally followed by KiB, MiB or GiB.
+fn parse_bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (num, shift) = [("GiB", 30), ("MiB", 20), ("KiB", 10)]
+        .iter()
+        .find_map(|(suffix, shift)| t.strip_suffix(suffix).map(|n| (n, *shift)))
+        .unwrap_or((t, 0));
+    let n: usize = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a byte count like 4096, 64MiB or 1GiB"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 fn init_logging() {
@@ -140,6 +197,7 @@ fn init_logging() {
 
 fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     ring::probe()?;
+    args.memory.apply()?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let manifests = standalone::manifest::load_dir(&args.manifests)?;
@@ -181,6 +239,7 @@ fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
     ring::probe()?;
+    args.memory.apply()?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let files = api::tls::TlsFiles {

@@ -113,7 +113,16 @@ impl TargetHandle {
         let report = self.request(|reply| TargetCmd::Shutdown { reply }).await;
         let name = self.name.clone();
         let thread = self.thread;
-        let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+        // A thread stuck in a store that hangs is left behind (the process exit ends it)
+        // rather than holding the shutdown.
+        let join = tokio::task::spawn_blocking(move || thread.join());
+        let joined = match tokio::time::timeout(Duration::from_secs(10), join).await {
+            Ok(j) => j,
+            Err(_) => {
+                tracing::error!(target = %name, "the engine thread did not stop; leaving it");
+                return report;
+            }
+        };
         if !matches!(joined, Ok(Ok(()))) {
             tracing::error!(target = %name, "the engine thread panicked");
             return Err(TargetGone(name));

@@ -25,7 +25,7 @@ use tokio::sync::Mutex;
 
 use crate::engine::config::{DeviceIdentity, LunSetup};
 use crate::engine::drain::DrainState;
-use crate::engine::target::device_identity;
+use crate::engine::identity::{AgentId, device_identity};
 use crate::engine::{Engine, EngineError, EngineOptions, LunSnapshot, SessionInfo};
 use crate::store::{self, StoreError, StoreSource};
 use records::{Ack, DeviceRecord, DrainPhase, ObjectId, TargetRecord};
@@ -146,6 +146,8 @@ struct Inner {
 /// The node: what it serves and what it was told.
 pub struct Node {
     inner: Mutex<Inner>,
+    /// Names the Devices of manifests in their SCSI identity.
+    agent: AgentId,
     data_dir: PathBuf,
     allow_block: Vec<PathBuf>,
 }
@@ -163,7 +165,10 @@ impl Node {
         } else {
             None
         };
+        let agent = AgentId::load_or_create(&opts.data_dir)
+            .map_err(|e| NodeError::Internal(e.to_string()))?;
         let node = Node {
+            agent,
             inner: Mutex::new(Inner {
                 engine: Some(engine),
                 devices: BTreeMap::new(),
@@ -442,7 +447,12 @@ impl Node {
                     e => invalid(field, e.to_string()),
                 },
             )?;
-        let (serial, naa) = device_identity(&rec.id.key());
+        // A Kubernetes uid is unique everywhere; a manifest's Device is named uniquely only
+        // on this agent, so the agent's identity goes in.
+        let (serial, naa) = match rec.id.uid.strip_prefix("manifest:") {
+            Some(_) => device_identity(&self.agent.0, &rec.id.key()),
+            None => device_identity(&[], &rec.id.uid),
+        };
         Ok(Opened {
             file: s.file,
             len: s.len,
