@@ -143,7 +143,11 @@ impl TcpStream {
         let sent = self.send_now(&bufs)?;
         consume(&mut bufs, sent);
         while !bufs.is_empty() {
-            let (res, back) = self.0.writev(bufs).await;
+            // One writev takes at most MAX_IOV buffers (EINVAL beyond): many small Data-In
+            // PDUs (a small MaxRecvDataSegmentLength at depth) queue thousands.
+            let rest = bufs.split_off(bufs.len().min(MAX_IOV));
+            let (res, mut back) = self.0.writev(bufs).await;
+            back.extend(rest);
             bufs = back;
             let n = res?;
             if n == 0 {
@@ -156,7 +160,6 @@ impl TcpStream {
 
     /// Sends as much of `bufs` as the socket takes right now, without blocking.
     fn send_now(&self, bufs: &[Bytes]) -> io::Result<usize> {
-        const MAX_IOV: usize = 1024;
         let iov: Vec<libc::iovec> = bufs
             .iter()
             .take(MAX_IOV)
@@ -231,6 +234,9 @@ impl TcpListener {
     }
 }
 
+/// The most buffers one vectored write takes (the kernel's UIO_MAXIOV).
+const MAX_IOV: usize = 1024;
+
 /// Drops the first `n` bytes of `bufs` (whole buffers, then part of the next).
 fn consume(bufs: &mut Vec<Bytes>, mut n: usize) {
     let mut whole = 0;
@@ -279,6 +285,33 @@ mod tests {
         });
         // More than a socket buffer holds, so both the direct send and the ring path run.
         let parts: Vec<Bytes> = (0..64u8).map(|i| Bytes::from(vec![i; 64 * 1024])).collect();
+        let expected: Vec<u8> = parts.iter().flat_map(|b| b.iter().copied()).collect();
+        Runtime::new().unwrap().block_on(async {
+            let s = TcpStream::from_std(std::net::TcpStream::connect(addr).unwrap());
+            s.write_all_vectored(parts).await.unwrap();
+            s.shutdown().unwrap();
+        });
+        assert!(reader.join().unwrap() == expected);
+    }
+
+    #[test]
+    fn vectored_writes_of_more_buffers_than_one_writev_takes() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reader = std::thread::spawn(move || {
+            use std::io::Read;
+            let (mut s, _) = listener.accept().unwrap();
+            // Let the socket buffer fill first, so thousands of buffers are left for the ring.
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let mut all = Vec::new();
+            s.read_to_end(&mut all).unwrap();
+            all
+        });
+        // 48-byte headers and 8 KiB segments, as 128 Data-In PDUs per 1 MiB read, 32 reads.
+        let parts: Vec<Bytes> = (0..8192u32)
+            .map(|i| Bytes::from(vec![i as u8; if i % 2 == 0 { 48 } else { 8192 }]))
+            .collect();
+        assert!(parts.len() > 4 * MAX_IOV);
         let expected: Vec<u8> = parts.iter().flat_map(|b| b.iter().copied()).collect();
         Runtime::new().unwrap().block_on(async {
             let s = TcpStream::from_std(std::net::TcpStream::connect(addr).unwrap());
