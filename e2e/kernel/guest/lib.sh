@@ -66,8 +66,7 @@ start_iscsid() {
   cp /spindle/iscsid.conf /etc/iscsi/iscsid.conf
   echo "InitiatorName=$INITIATOR" >/etc/iscsi/initiatorname.iscsi
   iscsid -f &   # its messages go to the console, each starting with "iscsid: "
-  local i
-  for i in 1 2 3 4 5 6 7 8 9 10; do
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
     iscsiadm -m session >/dev/null 2>&1 && return 0
     # "No active sessions" (exit 21) also means iscsid answered.
     iscsiadm -m session 2>&1 | grep -q 'No active sessions' && return 0
@@ -88,12 +87,12 @@ session_id() {
 
 # login IQN: logs in (if not already) and waits for its disk; prints the disk name (sdX).
 login() {
-  local iqn=$1 sid dev i
+  local iqn=$1 sid dev
   sid=$(session_id "$iqn")
   [ -n "$sid" ] || must iscsiadm -m node -T "$iqn" -p "$PORTAL" --login >&2
   sid=$(session_id "$iqn")
   [ -n "$sid" ] || fail "no session for $iqn after login"
-  for i in $(seq 1 100); do
+  for _ in $(seq 1 100); do
     dev=$(ls /sys/class/iscsi_session/session"$sid"/device/target*/*:*:*:*/block/ 2>/dev/null | head -1)
     [ -n "$dev" ] && [ -b "/dev/$dev" ] && { echo "$dev"; return 0; }
     sleep 0.2

@@ -190,11 +190,11 @@ phase_restart_kill() { restart_under_io kill; }
 # the Device; every writer thread must get an error soon (fenced, not hung), and every write
 # acknowledged before must be in the backing file (the host checks).
 phase_drain() {
-  local dev wpid i good out t_ack
+  local dev wpid good out t_ack
   dev=$(fresh_fs "$IQN_FS") || exit 1
   /spindle/fswriter /mnt/fs/drain.dat 64 8 >/tmp/drain.log 2>/tmp/drain.err &
   wpid=$!
-  for i in $(seq 1 600); do
+  for _ in $(seq 1 600); do
     good=$(grep -c '^G ' /tmp/drain.log)
     [ "$good" -ge 2000 ] && break
     kill -0 $wpid 2>/dev/null || fail "the writer stopped early: $(cat /tmp/drain.err) $(tail -3 /tmp/drain.log)"
@@ -204,7 +204,7 @@ phase_drain() {
   out=$(ask drain "$DEV_FS") || fail "host could not drain: $out"
   t_ack=$(now_ms)
   say "host drained the Device: $out"
-  for i in $(seq 1 "$DRAIN_DEADLINE"); do
+  for _ in $(seq 1 "$DRAIN_DEADLINE"); do
     kill -0 $wpid 2>/dev/null || break
     sleep 1
   done

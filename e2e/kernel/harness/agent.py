@@ -38,7 +38,8 @@ class Agent:
         host, port = self.probe_address()
         while time.monotonic() - t0 < timeout:
             if self.proc.poll() is not None:
-                raise AgentError(f"the agent exited {self.proc.returncode} at start: {self.tail(3)}")
+                raise AgentError(
+                    f"the agent exited {self.proc.returncode} at start: {self.tail(3)}")
             # "Target ready" comes after the bind: a connection then reaches this agent, not
             # the listener of one that was just killed.
             if "Target ready" in self.log_of_last_start():

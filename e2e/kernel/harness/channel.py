@@ -36,7 +36,7 @@ class Channel:
             self.conn.settimeout(left)
             try:
                 data = self.conn.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 raise TimeoutError from None
             if not data:
                 raise ChannelClosed("the guest closed the control channel (QEMU exited)")

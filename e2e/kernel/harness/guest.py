@@ -70,8 +70,9 @@ class Guest:
 
     def start(self, mac: str = "52:54:00:fb:00:02") -> None:
         with open(self.work / "qemu.log", "w") as log:
-            self.proc = subprocess.Popen(self.command(mac), stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, preexec_fn=child_dies_with_parent)
+            self.proc = subprocess.Popen(
+                self.command(mac), stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, preexec_fn=child_dies_with_parent)
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -48,7 +48,8 @@ def render() -> str:
     for e in EXPORTS:
         chap = ""
         if e.chap:
-            chap = f"\n  chap: {{secretRef: {CHAP_SECRET}, mutual: {str(e.chap == 'mutual').lower()}}}"
+            mutual = str(e.chap == "mutual").lower()
+            chap = f"\n  chap: {{secretRef: {CHAP_SECRET}, mutual: {mutual}}}"
         docs.append(f"""apiVersion: spindle.dev/v1alpha1
 kind: Device
 metadata: {{name: {e.name}, namespace: default}}

@@ -16,23 +16,26 @@ GUEST_ADDR = "10.251.0.2"
 PREFIX = 24
 
 
-def enter(carry: dict[str, str]) -> None:
-    """Re-executes this program inside a new network namespace (once), with `carry` added to
-    its environment, then builds the bridge and tap there. Returns in the namespace, ready."""
-    if os.environ.get(MARK) != "inside":
-        env = dict(os.environ, **carry, **{MARK: "inside"})
-        try:
-            os.execvpe("unshare", ["unshare", "--net", "--", sys.executable, *sys.argv], env)
-        except OSError as err:
-            sys.exit(f"cannot start a network namespace (unshare --net): {err}; run as root")
-    _setup()
+def inside() -> bool:
+    return os.environ.get(MARK) == "inside"
+
+
+def reexec_inside(carry: dict[str, str]) -> None:
+    """Runs this program again in a new network namespace, with `carry` added to its
+    environment; does not return."""
+    env = dict(os.environ, **carry, **{MARK: "inside"})
+    try:
+        os.execvpe("unshare", ["unshare", "--net", "--", sys.executable, *sys.argv], env)
+    except OSError as err:
+        sys.exit(f"cannot start a network namespace (unshare --net): {err}; run as root")
 
 
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True)
 
 
-def _setup() -> None:
+def setup() -> None:
+    """Builds the bridge (with the host's address) and the guest's tap in this namespace."""
     _ip("link", "set", "lo", "up")
     _ip("link", "add", BRIDGE, "type", "bridge")
     _ip("tuntap", "add", "dev", TAP, "mode", "tap")
