@@ -101,31 +101,35 @@ refused() {
   say "refused as expected ($2): exit $rc, $(echo "$out" | grep -o 'initiator reported error.*' | head -1)"
 }
 
+# chap IQN SECRET [MUTUAL_SECRET]: the node record of IQN logs in with CHAP as $CHAP_USER with
+# SECRET, and with MUTUAL_SECRET expects the target to prove it is $CHAP_MUTUAL_USER.
+chap() {
+  node_set "$1" node.session.auth.authmethod CHAP
+  node_set "$1" node.session.auth.username "$CHAP_USER"
+  node_set "$1" node.session.auth.password "$2"
+  [ -z "${3:-}" ] || {
+    node_set "$1" node.session.auth.username_in "$CHAP_MUTUAL_USER"
+    node_set "$1" node.session.auth.password_in "$3"
+  }
+}
+
 # CHAP one-way and mutual from the kernel initiator; wrong secrets refused.
 phase_chap() {
-  local t=$IQN_CHAP1
-  node_set "$t" node.session.auth.authmethod None
-  refused "$t" "no CHAP"
-  node_set "$t" node.session.auth.authmethod CHAP
-  node_set "$t" node.session.auth.username "$CHAP_USER"
-  node_set "$t" node.session.auth.password "wrong-secret-0123"
-  refused "$t" "a wrong secret"
-  node_set "$t" node.session.auth.password "$CHAP_SECRET"
-  try_login "$t"
+  local wrong=wrong-secret-0123
+  node_set "$IQN_CHAP1" node.session.auth.authmethod None
+  refused "$IQN_CHAP1" "no CHAP"
+  chap "$IQN_CHAP1" "$wrong"
+  refused "$IQN_CHAP1" "a wrong secret"
+  chap "$IQN_CHAP1" "$CHAP_SECRET"
+  try_login "$IQN_CHAP1"
   say "one-way CHAP: logged in with the right secret"
 
-  t=$IQN_CHAP2
-  node_set "$t" node.session.auth.authmethod CHAP
-  node_set "$t" node.session.auth.username "$CHAP_USER"
-  node_set "$t" node.session.auth.password "$CHAP_SECRET"
-  node_set "$t" node.session.auth.username_in "$CHAP_MUTUAL_USER"
-  node_set "$t" node.session.auth.password_in "wrong-target-secret"
-  refused "$t" "the target not knowing the secret the initiator expects"
-  node_set "$t" node.session.auth.password_in "$CHAP_MUTUAL_SECRET"
-  node_set "$t" node.session.auth.password "wrong-secret-0123"
-  refused "$t" "a wrong initiator secret (mutual)"
-  node_set "$t" node.session.auth.password "$CHAP_SECRET"
-  try_login "$t"
+  chap "$IQN_CHAP2" "$CHAP_SECRET" "$wrong"
+  refused "$IQN_CHAP2" "the target not knowing the secret the initiator expects"
+  chap "$IQN_CHAP2" "$wrong" "$CHAP_MUTUAL_SECRET"
+  refused "$IQN_CHAP2" "a wrong initiator secret (mutual)"
+  chap "$IQN_CHAP2" "$CHAP_SECRET" "$CHAP_MUTUAL_SECRET"
+  try_login "$IQN_CHAP2"
   say "mutual CHAP: logged in, the target proved its secret"
 }
 
