@@ -97,7 +97,7 @@ class Conductor:
     def run(self) -> Boot:
         self.started = time.monotonic()
         try:
-            self.channel.accept(timeout=30)
+            self._accept()
             self._converse()
         except TimeoutError:
             where = f"phase {self.current.phase.name}" if self.current else "boot"
@@ -112,6 +112,19 @@ class Conductor:
             self.guest.kill()
             self.boot.error = self.boot.error or "the guest did not power off"
         return self.boot
+
+    def _accept(self) -> None:
+        """Waits for QEMU to connect the guest's control port (at its start)."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.channel.accept(timeout=0.5)
+                return
+            except TimeoutError:
+                if not self.guest.running():
+                    raise ChannelClosed("QEMU exited before the guest started") from None
+                if time.monotonic() > deadline:
+                    raise
 
     def _fail_current(self, message: str) -> None:
         if self.current is not None and self.current.ok is None:
