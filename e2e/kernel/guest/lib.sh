@@ -102,6 +102,19 @@ login() {
   fail "the disk of $iqn did not appear"
 }
 
+# wait_logged_in IQN SECONDS: waits until the session of IQN is logged in (after a reconnect).
+wait_logged_in() {
+  local sid
+  sid=$(session_id "$1")
+  [ -n "$sid" ] || fail "no session for $1"
+  for _ in $(seq 1 "$2"); do
+    iscsiadm -m session -r "$sid" -P 1 2>/dev/null | grep -q 'iSCSI Session State: LOGGED_IN' &&
+      return 0
+    sleep 1
+  done
+  fail "session $sid of $1 is not logged in after $2 s: $(iscsiadm -m session -r "$sid" -P 1 | grep State)"
+}
+
 logout() {
   [ -z "$(session_id "$1")" ] || must iscsiadm -m node -T "$1" -p "$PORTAL" --logout
 }

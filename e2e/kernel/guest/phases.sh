@@ -179,8 +179,7 @@ restart_under_io() {
   cat /tmp/fio-$sig.out
   [ $rc -eq 0 ] || fail "fio exited $rc across the agent restart ($sig)"
   [ "$(session_id "$IQN_FS")" = "$sid" ] || fail "session $sid did not recover (now: $(session_id "$IQN_FS"))"
-  iscsiadm -m session -r "$sid" -P 1 | grep -q 'iSCSI Session State: LOGGED_IN' ||
-    fail "session $sid is not logged in: $(iscsiadm -m session -r "$sid" -P 1 | grep State)"
+  wait_logged_in "$IQN_FS" 1
   rm -f /mnt/fs/restart.dat
   must umount /mnt/fs
   fsck_clean "$dev"
@@ -195,6 +194,12 @@ phase_restart_kill() { restart_under_io kill; }
 # acknowledged before must be in the backing file (the host checks).
 phase_drain() {
   local dev wpid good out t_ack
+  # The host may swap the agent first (drain through the agent API): the guest is idle then,
+  # and its session comes back as after a restart.
+  ! grep -q ' /mnt/fs ' /proc/mounts || must umount /mnt/fs
+  out=$(ask prepare-drain "$DEV_FS") || fail "host could not prepare the drain: $out"
+  say "$out"
+  [ -z "$(session_id "$IQN_FS")" ] || wait_logged_in "$IQN_FS" 60
   dev=$(fresh_fs "$IQN_FS") || exit 1
   /spindle/fswriter /mnt/fs/drain.dat 64 8 >/tmp/drain.log 2>/tmp/drain.err &
   wpid=$!

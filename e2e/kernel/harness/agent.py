@@ -1,5 +1,6 @@
-"""The agent under test: `spindle-agent standalone`, started, stopped with a signal and started
-again on the same manifests and data (its log continues across restarts)."""
+"""The agent under test as a process: started, stopped with a signal, started again on the same
+data (its log continues across restarts); first `spindle-agent standalone` on the manifests,
+and `spindle-agent run` when the drain goes through the agent API."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import subprocess
 import time
 from pathlib import Path
 
-from .netns import HOST_ADDR
 from .procs import child_dies_with_parent
 
 
@@ -17,44 +17,44 @@ class AgentError(RuntimeError):
     pass
 
 
+def standalone(binary: Path, manifests: Path, data_dir: Path, listen: str) -> list[str]:
+    return [str(binary), "standalone", "--manifests", str(manifests), "--data-dir",
+            str(data_dir), "--listen", listen]
+
+
 class Agent:
-    def __init__(self, binary: Path, manifests: Path, data_dir: Path, listen: str, log: Path):
-        self.binary, self.manifests, self.data_dir = binary, manifests, data_dir
-        self.listen, self.log = listen, log
+    def __init__(self, command: list[str], data_dir: Path, log: Path,
+                 probe: tuple[str, int], ready: str = "Target ready"):
+        """`ready` is the log line that comes after the agent's listeners are bound; `probe` is
+        an address that then accepts connections."""
+        self.command, self.data_dir, self.log = command, data_dir, log
+        self.probe, self.ready = probe, ready
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
     def start(self, timeout: float = 30.0) -> float:
-        """Starts the agent and waits until its portal accepts connections; returns seconds."""
+        """Starts the agent and waits until it serves; returns the seconds that took."""
         t0 = time.monotonic()
         self.starts += 1
         with open(self.log, "a") as log:
-            log.write(f"--- start {self.starts}\n")
+            log.write(f"--- start {self.starts}: {' '.join(self.command[1:3])}\n")
             log.flush()
-            self.proc = subprocess.Popen(
-                [str(self.binary), "standalone", "--manifests", str(self.manifests),
-                 "--data-dir", str(self.data_dir), "--listen", self.listen],
-                stdout=log, stderr=subprocess.STDOUT, preexec_fn=child_dies_with_parent)
-        host, port = self.probe_address()
+            self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
+                                         preexec_fn=child_dies_with_parent)
         while time.monotonic() - t0 < timeout:
             if self.proc.poll() is not None:
                 raise AgentError(
                     f"the agent exited {self.proc.returncode} at start: {self.tail(3)}")
-            # "Target ready" comes after the bind: a connection then reaches this agent, not
+            # The ready line comes after the bind: a connection then reaches this agent, not
             # the listener of one that was just killed.
-            if "Target ready" in self.log_of_last_start():
+            if self.ready in self.log_of_last_start():
                 try:
-                    socket.create_connection((host, port), timeout=1).close()
+                    socket.create_connection(self.probe, timeout=1).close()
                     return time.monotonic() - t0
                 except OSError:
                     pass
             time.sleep(0.05)
-        raise AgentError(f"the agent does not listen on {self.listen} after {timeout} s")
-
-    def probe_address(self) -> tuple[str, int]:
-        host, _, port = self.listen.rpartition(":")
-        # A wildcard listener is reached through the address the guest uses.
-        return (HOST_ADDR if host in ("0.0.0.0", "[::]") else host.strip("[]")), int(port)
+        raise AgentError(f"the agent does not serve after {timeout} s: {self.tail(3)}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> tuple[int, float]:
         """Sends `sig` and waits for the exit; returns (exit status, seconds)."""
@@ -79,7 +79,7 @@ class Agent:
 
     def log_of_last_start(self) -> str:
         text = self.log.read_text(errors="replace")
-        return text[text.rfind(f"--- start {self.starts}\n"):]
+        return text[text.rfind(f"--- start {self.starts}:"):]
 
     def tail(self, lines: int = 20) -> str:
         try:

@@ -12,6 +12,7 @@ from pathlib import Path
 from . import drain_check, netns
 from .agent import Agent
 from .channel import Channel, ChannelClosed
+from .drain import ApiDrain, SignalDrain
 from .guest import Guest
 from .phases import Phase
 
@@ -36,7 +37,7 @@ class Boot:
 
 class Conductor:
     def __init__(self, channel: Channel, guest: Guest, agent: Agent, phases: list[Phase],
-                 drain: Callable[[str], str], port: int, log: Callable[[str], None]):
+                 drain: SignalDrain | ApiDrain, port: int, log: Callable[[str], None]):
         self.channel, self.guest, self.agent = channel, guest, agent
         self.phases = phases
         self.drain = drain
@@ -73,8 +74,11 @@ class Conductor:
         return (f"stopped in {stop_s:.2f} s (exit {rc}), port free {freed_s:.2f} s later, "
                 f"serving again {start_s:.2f} s after that")
 
+    def ask_prepare_drain(self, args: list[str]) -> str:
+        return self.drain.prepare(args[0])
+
     def ask_drain(self, args: list[str]) -> str:
-        return self.drain(args[0])
+        return self.drain.drain(args[0])
 
     def ask_check_drain(self, args: list[str]) -> str:
         text = self.boot.files.get("drain.log")
