@@ -60,9 +60,3 @@ def connections(port: int) -> list[tuple[str, str]]:
             pairs.append((fields[2], fields[3]))
     return pairs
 
-
-def listening(port: int) -> bool:
-    """Whether a socket in this namespace still listens on `port`."""
-    out = subprocess.run(["ss", "-Hltn", f"( sport = :{port} )"], check=True,
-                         capture_output=True, text=True).stdout
-    return bool(out.strip())
