@@ -13,6 +13,10 @@ KERNEL_LINE = re.compile(r"^\[\s*\d+\.\d+\] (.*)$")
 PHASE_MARK = re.compile(r"^spindle-guest: phase (\S+)$")
 POWER_ON = re.compile(r"^sd (\d+:\d+:\d+:\d+): .*Power-on or device reset occurred")
 ATTACH = re.compile(r"^scsi (\d+:\d+:\d+:\d+): Direct-Access")  # a disk found at login
+# open-iscsi's own login race (open-iscsi/open-iscsi#424): iscsid sends the next login PDU
+# before the kernel has freed the previous one; the connection is dropped and iscsid retries.
+LOGIN_RACE = re.compile(r"^\s*(connection\d+:\d+): Login/Text in progress\. Cannot start new task")
+CONN_ERROR = re.compile(r"^\s*(connection\d+:\d+): detected conn error")
 
 # What counts as an error, by name (the names are what a phase may allow).
 PROBLEMS: dict[str, re.Pattern[str]] = {
@@ -37,6 +41,9 @@ class Rules:
     # Problems a phase expects, by name, with how many times (None: any number).
     allowed: dict[str, int | None] = field(default_factory=dict)
     required: tuple[str, ...] = ()  # regexes that must appear in the phase's kernel lines
+    # Power-on unit attentions per disk besides the one after its login (a new agent process
+    # is a new I_T nexus: an agent restart raises one).
+    extra_power_on: int = 0
 
 
 def split_phases(console: str) -> dict[str, list[str]]:
@@ -61,15 +68,24 @@ def problems_of(lines: list[str], rules: Rules) -> list[str]:
     found = []
     seen: Counter[str] = Counter()
     power_on: Counter[str] = Counter()
+    raced: set[str] = set()
     for line in lines:
         attach = ATTACH.match(line)
         if attach:  # a new login; SCSI addresses are reused after a logout
             power_on[attach.group(1)] = 0
+        race = LOGIN_RACE.match(line)
+        if race:
+            raced.add(race.group(1))
+            continue
+        conn = CONN_ERROR.match(line)
+        if conn and conn.group(1) in raced:  # the end of that race, not the target's doing
+            raced.discard(conn.group(1))
+            continue
         m = POWER_ON.match(line)
         if m:
             power_on[m.group(1)] += 1
-            if power_on[m.group(1)] > 1:
-                found.append(f"a second power-on/reset unit attention: {line}")
+            if power_on[m.group(1)] > 1 + rules.extra_power_on:
+                found.append(f"one power-on/reset unit attention too many: {line}")
             continue
         for name, pattern in PROBLEMS.items():
             if pattern.search(line):

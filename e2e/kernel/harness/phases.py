@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from .dmesg import PROBLEMS, Rules
 
 # An agent restart breaks the connection once: the initiator says so, then recovers.
-RESTART = Rules(allowed={"connection error": 1, "ping timeout": 1})
+RESTART = Rules(allowed={"connection error": 1, "ping timeout": 1}, extra_power_on=1)
 # A refused login may end with the kernel seeing its connection closed, once per refusal (four
 # in phase chap: no CHAP, a wrong secret, each way with mutual CHAP).
 CHAP = Rules(allowed={"connection error": 4})

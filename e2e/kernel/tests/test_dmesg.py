@@ -47,7 +47,7 @@ class DmesgTest(unittest.TestCase):
                                   "[    3.000000] spindle-guest: phase restart-term\n")
         verdict = judge(console, {"restart-term": RESTART, "drain": DRAIN})
         self.assertEqual(len(verdict["discovery"]), 1)
-        self.assertIn("second power-on", verdict["discovery"][0])
+        self.assertIn("one power-on/reset unit attention too many", verdict["discovery"][0])
 
     def test_a_new_login_may_reuse_the_address_of_a_logged_out_disk(self):
         console = ("[ 1.0] spindle-guest: phase chap\n"
@@ -56,6 +56,24 @@ class DmesgTest(unittest.TestCase):
                    "[ 1.3] scsi 1:0:0:0: Direct-Access     SPINDLE  SPINDLE DISK     0001 PQ: 0\n"
                    "[ 1.4] sd 1:0:0:0: Power-on or device reset occurred\n")
         self.assertEqual(judge(console, {}), {"chap": []})
+
+    def test_a_restart_adds_one_power_on_to_the_login(self):
+        console = ("[ 1.0] spindle-guest: phase restart-kill\n"
+                   "[ 1.1] scsi 0:0:0:0: Direct-Access     SPINDLE  SPINDLE DISK     0001 PQ: 0\n"
+                   "[ 1.2] sd 0:0:0:0: Power-on or device reset occurred\n"
+                   "[ 1.3]  connection9:0: detected conn error (1020)\n"
+                   "[ 1.4] sd 0:0:0:0: Power-on or device reset occurred\n")
+        self.assertEqual(judge(console, {"restart-kill": RESTART}), {"restart-kill": []})
+        third = console + "[ 1.5] sd 0:0:0:0: Power-on or device reset occurred\n"
+        self.assertEqual(len(judge(third, {"restart-kill": RESTART})["restart-kill"]), 1)
+
+    def test_open_iscsi_login_race_is_not_the_targets_connection_error(self):
+        console = ("[ 1.0] spindle-guest: phase chap\n"
+                   "[ 1.1]  connection7:0: Login/Text in progress. Cannot start new task.\n"
+                   "[ 1.2]  connection7:0: detected conn error (1020)\n")
+        self.assertEqual(judge(console, {}), {"chap": []})
+        other = console.replace("[ 1.2]  connection7", "[ 1.2]  connection8")
+        self.assertEqual(len(judge(other, {})["chap"]), 1)
 
     def test_io_and_file_system_errors_fail(self):
         for line in ("blk_update_request: I/O error, dev sda, sector 8",
