@@ -54,10 +54,22 @@ stop_pid() {
     kill -KILL "$pid" 2>/dev/null || true
 }
 
+# stop_spindle_processes DIR: stops the operator replicas, then the agents, that
+# `e2e/cluster/spindle` started for the cluster in DIR (each records WHAT.pid and WHAT.bin).
+stop_spindle_processes() {
+    local f what
+    for f in "$1"/spindle/operator*.bin "$1"/spindle/agent-*.bin; do
+        [[ -s "$f" ]] || continue
+        what="${f%.bin}"
+        stop_pid "$what.pid" "$(<"$f")"
+    done
+}
+
 # stop_cluster DIR: stops the processes recorded in a state directory and removes it.
 stop_cluster() {
     local dir="$1"
     [[ -d "$dir" ]] || return 0
+    stop_spindle_processes "$dir"
     stop_pid "$dir/watchdog.pid" "$CLUSTER_DIR/watchdog"
     stop_pid "$dir/kube-apiserver.pid" "$BIN_DIR/kube-apiserver"
     stop_pid "$dir/etcd.pid" "$BIN_DIR/etcd"
