@@ -119,6 +119,16 @@ logout() {
   [ -z "$(session_id "$1")" ] || must iscsiadm -m node -T "$1" -p "$PORTAL" --logout
 }
 
+# logout_others: ends every session but the file system's, which phases share; each other
+# target belongs to one phase, and one left behind by a failed phase would blur the next.
+logout_others() {
+  local t
+  for t in $(iscsiadm -m session 2>/dev/null | awk '{print $4}'); do
+    [ "$t" = "$IQN_FS" ] || iscsiadm -m node -T "$t" -p "$PORTAL" --logout >/dev/null 2>&1 ||
+      echo "could not log out of $t"
+  done
+}
+
 # ensure_mounted IQN: the file system of IQN (made in phase fs) mounted on /mnt/fs.
 ensure_mounted() {
   local dev
