@@ -27,8 +27,12 @@ enum Command {
     /// Reads every *.yaml / *.yml file in --manifests (multi-document YAML, the same objects
     /// `kubectl apply` takes), reports each invalid object in one line naming the file, the
     /// object and the field, and serves the rest. Missing file-backed Devices are created as
-    /// sparse files under --data-dir. On SIGTERM or Ctrl-C every target is drained (new
-    /// commands refused, accepted ones finished) and flushed before the agent exits 0.
+    /// sparse files under --data-dir. SIGHUP reads the folder again: new and changed objects
+    /// are applied, Targets no longer there are stopped, and Devices no longer there are
+    /// deleted safely (fenced, drained, flushed, then released; the file is removed under
+    /// reclaimPolicy: Delete). On SIGTERM or Ctrl-C the agent stops without fencing anything:
+    /// each session answers the commands it accepted and closes (initiators reconnect when
+    /// the agent is back), every store is flushed, and it exits 0.
     Standalone(StandaloneArgs),
     /// Serve as the node agent of a Kubernetes cluster: take orders from the operator.
     ///
@@ -37,7 +41,8 @@ enum Command {
     /// a client certificate signed by --tls-ca and naming --client-name is accepted), keeps
     /// what it is told under --data-dir/.spindle and serves it again after a restart, before
     /// any call. When the apiserver is unreachable it keeps serving and retries. On SIGTERM
-    /// every target is drained and flushed before exit.
+    /// it stops as standalone mode does: accepted commands answered, sessions closed, stores
+    /// flushed, nothing fenced (a restart is not a delete).
     Run(Box<RunArgs>),
     /// Check that this machine can run the data path (io_uring), print the verdict, and exit.
     Check,
@@ -229,11 +234,18 @@ fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
                 args.manifests.display()
             );
         }
-        wait_for_shutdown_signal().await?;
-        tracing::info!("shutting down: draining every target");
-        node.shutdown().await?;
-        tracing::info!("all targets drained and flushed; bye");
-        Ok(())
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("waiting for SIGHUP")?;
+        loop {
+            tokio::select! {
+                r = wait_for_shutdown_signal() => { r?; break; }
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reading {} again", args.manifests.display());
+                    reload(&node, &args.manifests, args.listen.port()).await;
+                }
+            }
+        }
+        stop(&node).await
     })
 }
 
@@ -297,20 +309,17 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         );
         let lease = tokio::spawn(api::lease::keep_renewed(client, registration));
         let service = api::server::AgentService::new(node.clone(), args.node_name.clone());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (stop_api, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(api::server::serve(listener, tls, service, async {
             let _ = stopped.await;
         }));
         wait_for_shutdown_signal().await?;
-        tracing::info!("shutting down: draining every target");
-        let _ = stop.send(());
+        let _ = stop_api.send(());
         if let Ok(Err(e)) = server.await {
             tracing::warn!("agent API: {e}");
         }
         lease.abort();
-        node.shutdown().await?;
-        tracing::info!("all targets drained and flushed; bye");
-        Ok(())
+        stop(&node).await
     })
 }
 
@@ -333,6 +342,33 @@ async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kub
     config.read_timeout = Some(std::time::Duration::from_secs(10));
     config.write_timeout = Some(std::time::Duration::from_secs(10));
     kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
+/// Re-reads the manifests and makes the node serve what they say now.
+async fn reload(node: &Node, dir: &std::path::Path, port: u16) {
+    let manifests = match standalone::manifest::load_dir(dir) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!("{e}; nothing changed");
+            return;
+        }
+    };
+    let (plan, mut problems) = standalone::plan::plan(&manifests, port);
+    problems.extend(manifests.problems.iter().cloned());
+    for p in &problems {
+        tracing::error!("{p}");
+    }
+    let served = standalone::reconcile(node, plan).await;
+    tracing::info!(targets = served, "manifests applied");
+}
+
+/// Stops every target: sessions answer what they accepted and close (initiators reconnect
+/// once the agent is back), stores are flushed. Nothing is fenced: a restart is not a delete.
+async fn stop(node: &Node) -> anyhow::Result<()> {
+    tracing::info!("stopping: every session answers what it accepted, then closes");
+    node.shutdown().await?;
+    tracing::info!("every store flushed; bye");
+    Ok(())
 }
 
 /// The runtime of the agent's control side (API, signals); the data path runs on its own

@@ -12,7 +12,7 @@ from pathlib import Path
 from . import drain_check, netns
 from .agent import Agent
 from .channel import Channel, ChannelClosed
-from .drain import ApiDrain, SignalDrain
+from .drain import ApiDrain
 from .guest import Guest
 from .phases import Phase
 
@@ -37,7 +37,7 @@ class Boot:
 
 class Conductor:
     def __init__(self, channel: Channel, guest: Guest, agent: Agent, phases: list[Phase],
-                 drain: SignalDrain | ApiDrain, port: int, log: Callable[[str], None]):
+                 drain: ApiDrain, port: int, log: Callable[[str], None]):
         self.channel, self.guest, self.agent = channel, guest, agent
         self.phases = phases
         self.drain = drain

@@ -1,13 +1,9 @@
-"""How the host drains the Device under the guest's mounted file system.
-
-- `api` (default): the agent API's DrainDevice, called with `agentctl` as the operator would.
-  At the start of phase drain the host swaps the standalone agent for `spindle-agent run` on the
-  same data folder and applies the Device and its Target over the API (the guest's session
-  rides it out like a restart). DrainDevice fences that one Device and answers with the flush;
-  the agent keeps serving, so every later command is refused at once.
-- `signal`: standalone mode's only trigger, SIGTERM: every Device is drained and flushed and the
-  agent exits. Commands that missed the fence fail only when the initiator's replacement
-  timeout ends the session.
+"""How the host drains the Device under the guest's mounted file system: the agent API's
+DrainDevice, called with `agentctl` as the operator would. At the start of phase drain the host
+swaps the standalone agent for `spindle-agent run` on the same data folder and applies the
+Device and its Target over the API (the guest's session rides it out like a restart).
+DrainDevice fences that one Device and answers with the flush; the agent keeps serving, so every
+later command is refused at once. (SIGTERM is no drain: a restart is not a delete.)
 """
 
 from __future__ import annotations
@@ -20,7 +16,7 @@ from pathlib import Path
 from . import manifests
 from .agent import Agent
 
-MODES = ("api", "signal")
+MODES = ("api",)
 API_ADDR = ("127.0.0.1", 9443)  # in the test's network namespace
 # The agent registers a Lease; no apiserver runs here, and the agent keeps serving without one.
 UNREACHABLE_KUBECONFIG = """apiVersion: v1
@@ -30,24 +26,6 @@ users: [{name: none, user: {}}]
 contexts: [{name: none, context: {cluster: none, user: none}}]
 current-context: none
 """
-
-
-class SignalDrain:
-    def __init__(self, agent: Agent, replacement_timeout: int):
-        self.agent = agent
-        self.deadline = replacement_timeout + 30
-
-    def prepare(self, _device: str) -> str:
-        return "standalone agent: SIGTERM will drain"
-
-    def drain(self, device: str) -> str:
-        rc, seconds = self.agent.stop(signal.SIGTERM)
-        if rc != 0:
-            raise RuntimeError(f"the agent exited {rc} after SIGTERM: {self.agent.tail(5)}")
-        if "drain: flushed" not in self.agent.log_of_last_start():
-            raise RuntimeError("the agent exited without logging the flush acknowledgement")
-        return (f"SIGTERM: {device} (and every other Device) drained and flushed, agent "
-                f"exited 0 after {seconds:.2f} s")
 
 
 class ApiDrain:
@@ -105,10 +83,8 @@ class ApiDrain:
         return f"DrainDevice answered in {time.monotonic() - t0:.2f} s: {summary[:200]}"
 
 
-def make(mode: str, agent: Agent, *, binary: Path, agentctl: Path, work: Path, port: int,
-         replacement_timeout: int) -> SignalDrain | ApiDrain:
-    if mode == "signal":
-        return SignalDrain(agent, replacement_timeout)
+def make(mode: str, agent: Agent, *, binary: Path, agentctl: Path, work: Path,
+         port: int) -> ApiDrain:
     if mode == "api":
         return ApiDrain(agent, binary, agentctl, work, port)
     raise ValueError(f"unknown drain mode {mode!r}; known: {', '.join(MODES)}")

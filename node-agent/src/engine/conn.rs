@@ -84,6 +84,9 @@ pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(15);
 /// Live connections of one target, so shutdown can close them and wait.
 pub struct Sessions {
     pub(super) live: RefCell<BTreeMap<u64, LiveSession>>,
+    /// The target is stopping: pumps stop reading new PDUs.
+    stopping: Cell<bool>,
+    stop: Notify,
     /// The connections' state, for task management across sessions (`super::tmf`).
     pub(super) conns: RefCell<BTreeMap<u64, Weak<Conn>>>,
     next: Cell<u64>,
@@ -102,6 +105,8 @@ impl Sessions {
     pub fn new(keepalive: Duration) -> Self {
         Sessions {
             live: RefCell::default(),
+            stopping: Cell::new(false),
+            stop: Notify::new(),
             conns: RefCell::default(),
             next: Cell::new(0),
             gone: Notify::new(),
@@ -166,11 +171,28 @@ impl Sessions {
         n
     }
 
-    /// Shuts every connection down and waits until their pumps have ended.
-    pub async fn close_all(&self) {
-        for s in self.live.borrow().values() {
-            let _ = s.stream.shutdown();
+    /// Resolves once the target is stopping.
+    async fn stopped(&self) {
+        loop {
+            let n = self.stop.notified();
+            if self.stopping.get() {
+                return;
+            }
+            n.await;
         }
+    }
+
+    /// Stops every session gracefully and waits until they have ended: no new PDU is read,
+    /// commands already accepted run to the end and are answered, then the connection closes
+    /// (the initiator reconnects and sends what was not answered again). A command that does
+    /// not finish within the drain timeout is abandoned with its connection.
+    pub async fn stop_all(&self) {
+        self.stopping.set(true);
+        self.stop.notify_waiters();
+        self.wait_all_gone().await;
+    }
+
+    async fn wait_all_gone(&self) {
         loop {
             let gone = self.gone.notified();
             if self.live.borrow().is_empty() {
@@ -178,6 +200,14 @@ impl Sessions {
             }
             gone.await;
         }
+    }
+
+    /// Shuts every connection down and waits until their pumps have ended.
+    pub async fn close_all(&self) {
+        for s in self.live.borrow().values() {
+            let _ = s.stream.shutdown();
+        }
+        self.wait_all_gone().await;
     }
 }
 
@@ -205,6 +235,9 @@ pub(super) struct Conn {
     pub(super) nexus: NexusId,
     /// Signalled when the session starts waiting for write memory (`super::memory`).
     pub(super) memory_wanted: Notify,
+    /// Commands executing now, and a signal when the last one ends (a stop waits for them).
+    running: Cell<u32>,
+    all_done: Notify,
     digests: Digests,
     initiator: String,
     target_iqn: Option<String>,
@@ -258,7 +291,9 @@ impl Conn {
 
     fn execute(self: &Rc<Self>, cmd: Command) {
         let me = self.clone();
+        let running = Running::new(self.clone());
         ring::spawn(async move {
+            let _running = running;
             let outcome = match &me.host {
                 Host::Target(t) => {
                     let lun = decode_lun(cmd.lun);
@@ -295,6 +330,39 @@ impl Conn {
                 me.outbox.close();
             }
         });
+    }
+}
+
+/// One executing command of a connection; its end is counted when dropped.
+struct Running(Rc<Conn>);
+
+impl Running {
+    fn new(conn: Rc<Conn>) -> Self {
+        conn.running.set(conn.running.get() + 1);
+        Running(conn)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let n = self.0.running.get() - 1;
+        self.0.running.set(n);
+        if n == 0 {
+            self.0.all_done.notify_waiters();
+        }
+    }
+}
+
+impl Conn {
+    /// Waits until no command of this connection is executing (their answers are queued).
+    async fn wait_idle(&self) {
+        loop {
+            let done = self.all_done.notified();
+            if self.running.get() == 0 {
+                return;
+            }
+            done.await;
+        }
     }
 }
 
@@ -357,6 +425,8 @@ pub async fn serve(
         outbox: outbox.clone(),
         nexus,
         memory_wanted: Notify::new(),
+        running: Cell::new(0),
+        all_done: Notify::new(),
         digests,
         initiator: login.initiator_name.clone(),
         target_iqn: login.target_iqn.clone(),
@@ -366,9 +436,17 @@ pub async fn serve(
     let pinger = ring::spawn(keepalive(conn.clone(), stream.clone(), sessions.keepalive));
     let memory = ring::spawn(super::memory::serve(conn.clone()));
     // Who ended the connection: the initiator (closed, logged out) or the agent (and why).
+    let mut stopping = false;
     let (by_agent, why) = loop {
         let mut actions = Vec::new();
-        let next = reader.next(digests, max_recv).await;
+        let next = tokio::select! {
+            biased;
+            () = sessions.stopped() => {
+                stopping = true;
+                break (false, "the agent stopped serving the target; the initiator may reconnect".to_string());
+            }
+            next = reader.next(digests, max_recv) => next,
+        };
         conn.last_rx.set(Instant::now());
         match next {
             Ok(pdu) => conn.session.borrow_mut().on_pdu(pdu, &mut actions),
@@ -398,6 +476,16 @@ pub async fn serve(
     };
     pinger.abort();
     memory.abort();
+    if stopping {
+        // Accepted commands finish and are answered before the connection closes.
+        let limit = super::target::drain_timeout();
+        if tokio::time::timeout(limit, conn.wait_idle()).await.is_err() {
+            tracing::warn!(
+                target = %host.name(), session = id,
+                "commands still running {} s into the stop are abandoned", limit.as_secs()
+            );
+        }
+    }
     outbox.close();
     let _ = writer.await;
     // A failed send shuts the socket, which the reader then sees as a close: the send's error

@@ -85,7 +85,8 @@ pub fn set_drain_timeout(limit: Duration) {
     DRAIN_TIMEOUT_SECS.store(limit.as_secs().max(1), std::sync::atomic::Ordering::Relaxed);
 }
 
-fn drain_timeout() -> Duration {
+/// How long a drain or a stop may wait for the commands in flight, and then for the flush.
+pub fn drain_timeout() -> Duration {
     Duration::from_secs(DRAIN_TIMEOUT_SECS.load(std::sync::atomic::Ordering::Relaxed))
 }
 
@@ -443,13 +444,32 @@ impl TargetState {
         })
     }
 
-    /// Drains every Device of the target (shutdown).
-    pub async fn drain_all(&self) -> Vec<Result<DrainReport, DrainError>> {
-        let mut devices: Vec<String> = self.slots().iter().map(|s| s.device.clone()).collect();
-        devices.dedup();
+    /// Flushes every LUN's store without fencing anything: the end of a stop (an agent
+    /// restart, a removed Target), after its sessions ended. A failed or hung flush is
+    /// reported per Device.
+    pub async fn flush_all(&self) -> Vec<(String, Result<Duration, DrainError>)> {
+        let limit = drain_timeout();
         let mut out = Vec::new();
-        for d in devices {
-            out.push(self.drain_device(&d).await);
+        for s in self.slots() {
+            if s.gate.state() == DrainState::Released {
+                continue;
+            }
+            let start = Instant::now();
+            let r = match tokio::time::timeout(limit, s.lu.backend().flush()).await {
+                Ok(Ok(())) => Ok(start.elapsed()),
+                Ok(Err(source)) => Err(DrainError::Flush {
+                    device: s.device.clone(),
+                    source,
+                }),
+                Err(_) => Err(DrainError::Flush {
+                    device: s.device.clone(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the flush did not finish within {} s", limit.as_secs()),
+                    ),
+                }),
+            };
+            out.push((s.device.clone(), r));
         }
         out
     }

@@ -43,7 +43,9 @@ pub enum TargetCmd {
     Status {
         reply: oneshot::Sender<TargetSnapshot>,
     },
-    /// Drain everything, close every session, stop the thread.
+    /// Stop: every session stops reading, finishes and answers what it accepted, and closes;
+    /// then every store is flushed and the thread ends. Nothing is fenced (a restart is not a
+    /// delete).
     Shutdown {
         reply: oneshot::Sender<ShutdownReport>,
     },
@@ -59,7 +61,8 @@ pub struct TargetSnapshot {
 /// What stopping a target did.
 #[derive(Debug, Default)]
 pub struct ShutdownReport {
-    pub drains: Vec<Result<DrainReport, String>>,
+    /// Each Device's flush: how long it took, or why it failed.
+    pub flushes: Vec<(String, Result<Duration, String>)>,
     pub sessions_closed: usize,
 }
 
@@ -157,7 +160,7 @@ fn run(
             while let Some(cmd) = rx.blocking_recv() {
                 if let TargetCmd::Shutdown { reply } = cmd {
                     let _ = reply.send(ShutdownReport {
-                        drains: vec![Err(e.to_string())],
+                        flushes: vec![(config.name.clone(), Err(e.to_string()))],
                         sessions_closed: 0,
                     });
                     return;
@@ -214,16 +217,19 @@ fn run(
                     });
                 }
                 TargetCmd::Shutdown { reply } => {
-                    let drains = state
-                        .drain_all()
+                    // A stop is not a delete: nothing is fenced. The sessions stop reading,
+                    // finish and answer what they accepted, and close; the initiators
+                    // reconnect (to the restarted agent) and send the rest again.
+                    let sessions_closed = sessions.count();
+                    sessions.stop_all().await;
+                    let flushes = state
+                        .flush_all()
                         .await
                         .into_iter()
-                        .map(|r| r.map_err(|e| e.to_string()))
+                        .map(|(d, r)| (d, r.map_err(|e| e.to_string())))
                         .collect();
-                    let sessions_closed = sessions.count();
-                    sessions.close_all().await;
                     let _ = reply.send(ShutdownReport {
-                        drains,
+                        flushes,
                         sessions_closed,
                     });
                     return;

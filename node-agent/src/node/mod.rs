@@ -356,8 +356,12 @@ impl Node {
             .shutdown()
             .await
             .map_err(|e| NodeError::Internal(e.to_string()))?;
-        for d in report.drains.iter().filter_map(|r| r.as_ref().err()) {
-            tracing::warn!(target = %key, "while stopping the target: {d}");
+        for (device, e) in report
+            .flushes
+            .iter()
+            .filter_map(|(d, r)| r.as_ref().err().map(|e| (d, e)))
+        {
+            tracing::warn!(target = %key, %device, "while stopping the target: {e}");
         }
         tracing::info!(target = %key, sessions_closed = report.sessions_closed, "Target removed");
         Ok((true, report.sessions_closed))
@@ -391,7 +395,8 @@ impl Node {
         out
     }
 
-    /// Stops every target (drain, flush, close sessions); later calls answer ShuttingDown.
+    /// Stops every target (sessions answer what they accepted and close, stores are flushed;
+    /// nothing is fenced: a restart is not a delete); later calls answer ShuttingDown.
     /// The state on disk is kept: a restarted agent serves the same targets again.
     pub async fn shutdown(&self) -> Result<(), NodeError> {
         let engine = self.inner.lock().await.engine.take();
@@ -402,16 +407,20 @@ impl Node {
         for (name, r) in engine.shutdown().await {
             match r {
                 Ok(rep) => {
-                    for d in rep.drains {
-                        match d {
-                            Ok(d) => tracing::info!(
-                                target = %name, device = %d.device, drained_commands = d.drained_commands,
-                                ms = d.duration.as_millis() as u64, "Device drained and flushed"
+                    tracing::info!(
+                        target = %name, sessions_closed = rep.sessions_closed,
+                        "sessions answered what they had accepted and closed"
+                    );
+                    for (device, f) in rep.flushes {
+                        match f {
+                            Ok(took) => tracing::info!(
+                                target = %name, %device, ms = took.as_millis() as u64,
+                                "Device flushed"
                             ),
                             Err(e) => {
-                                tracing::error!(target = %name, "drain failed: {e}");
+                                tracing::error!(target = %name, %device, "flush failed: {e}");
                                 first_err.get_or_insert(NodeError::DataLoss(format!(
-                                    "Target {name}: {e}"
+                                    "Target {name}: Device {device}: {e}"
                                 )));
                             }
                         }
