@@ -13,12 +13,15 @@
 //! - [`standalone`]: Device/Target manifests from a folder, no Kubernetes.
 //! - [`metrics`]: Prometheus metrics.
 
+#[cfg(feature = "control")]
 pub mod api;
 pub mod engine;
 pub mod iscsi;
 pub mod metrics;
+#[cfg(feature = "control")]
 pub mod node;
 pub mod ring;
 pub mod scsi;
+#[cfg(feature = "control")]
 pub mod standalone;
 pub mod store;
