@@ -204,10 +204,15 @@ impl Sessions {
 
     /// Shuts every connection down and waits until their pumps have ended.
     pub async fn close_all(&self) {
+        self.cut_all();
+        self.wait_all_gone().await;
+    }
+
+    /// Shuts every connection's socket down without waiting for anything.
+    pub fn cut_all(&self) {
         for s in self.live.borrow().values() {
             let _ = s.stream.shutdown();
         }
-        self.wait_all_gone().await;
     }
 }
 

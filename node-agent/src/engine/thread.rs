@@ -64,6 +64,9 @@ pub struct ShutdownReport {
     /// Each Device's flush: how long it took, or why it failed.
     pub flushes: Vec<(String, Result<Duration, String>)>,
     pub sessions_closed: usize,
+    /// Set when commands were still running past the drain timeout (a store that does not
+    /// answer): their answers were never sent, their data may not be on disk.
+    pub unfinished: Option<String>,
 }
 
 /// The target's thread is gone (stopped, or it could not start its ring).
@@ -162,6 +165,7 @@ fn run(
                     let _ = reply.send(ShutdownReport {
                         flushes: vec![(config.name.clone(), Err(e.to_string()))],
                         sessions_closed: 0,
+                        unfinished: None,
                     });
                     return;
                 }
@@ -220,8 +224,20 @@ fn run(
                     // A stop is not a delete: nothing is fenced. The sessions stop reading,
                     // finish and answer what they accepted, and close; the initiators
                     // reconnect (to the restarted agent) and send the rest again.
+                    // A store that does not answer cannot hold the stop: past the drain
+                    // timeout the connections are cut and the stop goes on, reported.
                     let sessions_closed = sessions.count();
-                    sessions.stop_all().await;
+                    let limit = super::target::drain_timeout();
+                    let unfinished = match tokio::time::timeout(limit, sessions.stop_all()).await {
+                        Ok(()) => None,
+                        Err(_) => {
+                            sessions.cut_all();
+                            Some(format!(
+                                "commands still running after {} s were not answered",
+                                limit.as_secs()
+                            ))
+                        }
+                    };
                     let flushes = state
                         .flush_all()
                         .await
@@ -231,6 +247,7 @@ fn run(
                     let _ = reply.send(ShutdownReport {
                         flushes,
                         sessions_closed,
+                        unfinished,
                     });
                     return;
                 }

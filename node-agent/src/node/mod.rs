@@ -407,10 +407,17 @@ impl Node {
         for (name, r) in engine.shutdown().await {
             match r {
                 Ok(rep) => {
-                    tracing::info!(
-                        target = %name, sessions_closed = rep.sessions_closed,
-                        "sessions answered what they had accepted and closed"
-                    );
+                    match &rep.unfinished {
+                        None => tracing::info!(
+                            target = %name, sessions_closed = rep.sessions_closed,
+                            "sessions answered what they had accepted and closed"
+                        ),
+                        Some(e) => {
+                            tracing::error!(target = %name, "stop: {e}");
+                            first_err
+                                .get_or_insert(NodeError::DataLoss(format!("Target {name}: {e}")));
+                        }
+                    }
                     for (device, f) in rep.flushes {
                         match f {
                             Ok(took) => tracing::info!(
