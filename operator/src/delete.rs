@@ -23,9 +23,10 @@ use spindle_crds::{ConditionStatus, Device, DeviceStatus, Target, TargetStatus};
 use tonic::Code;
 
 use crate::agents::AgentView;
+use crate::conditions::{condition_is, kind, reason};
 use crate::controller::{Ctx, Error, WAIT};
 use crate::desired::{key_of, object_meta, reclaim_policy};
-use crate::status::{self, Want, condition_is, kind, reason};
+use crate::status::{self, Want};
 
 /// The finalizer on every Device and Target.
 pub const FINALIZER: &str = "spindle.dev/flush";

@@ -3,6 +3,7 @@
 
 mod agent_client;
 mod agents;
+mod conditions;
 mod controller;
 mod delete;
 mod desired;

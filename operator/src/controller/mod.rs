@@ -172,7 +172,7 @@ pub fn poke_claimants(ctx: &Ctx, t: &Target) {
         let refused = other.status.as_ref().is_some_and(|s| {
             s.conditions
                 .iter()
-                .any(|c| c.type_ == crate::status::kind::READY && c.message.contains(&needle))
+                .any(|c| c.type_ == crate::conditions::kind::READY && c.message.contains(&needle))
         });
         if refused && other.uid() != t.uid() {
             let _ = ctx.poke_target.send(ObjectRef::from_obj(other.as_ref()));

@@ -14,8 +14,9 @@ use spindle_crds::{ConditionStatus, Device, Target, TargetStatus};
 
 use super::device::agent_problem;
 use super::{Ctx, Error, RESYNC, WAIT};
+use crate::conditions::{kind, reason};
 use crate::desired::{self, ChapInput, TargetWorld, key_of, object_meta};
-use crate::status::{self, Want, kind, reason};
+use crate::status::{self, Want};
 
 const KIND: &str = "Target";
 
