@@ -4,6 +4,7 @@
 mod agent_client;
 mod agents;
 mod conditions;
+mod context;
 mod controller;
 mod delete;
 mod desired;
