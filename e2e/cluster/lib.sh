@@ -54,10 +54,51 @@ stop_pid() {
     kill -KILL "$pid" 2>/dev/null || true
 }
 
-# stop_cluster DIR: stops the processes recorded in a state directory and removes it.
+# issue_cert DIR NAME SUBJECT EXTENSION...: DIR/NAME.key and a certificate signed by DIR/ca.*.
+issue_cert() {
+    local d="$1" n="$2" subject="$3"
+    shift 3
+    openssl ecparam -name prime256v1 -genkey -noout -out "$d/$n.key" 2>/dev/null
+    openssl req -new -key "$d/$n.key" -subj "$subject" -out "$d/$n.csr" 2>/dev/null
+    printf '%s\n' "$@" >"$d/$n.ext"
+    openssl x509 -req -in "$d/$n.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" \
+        -CAcreateserial -days 30 -extfile "$d/$n.ext" -out "$d/$n.crt" 2>/dev/null
+    chmod 600 "$d/$n.key"
+}
+
+# write_kubeconfig_file FILE CLUSTER SERVER CA CERT KEY USER: a kubeconfig with client certificates.
+write_kubeconfig_file() {
+    local b64=(base64 -w0)
+    cat >"$1" <<KUBECONFIG
+apiVersion: v1
+kind: Config
+clusters:
+- name: $2
+  cluster:
+    server: $3
+    certificate-authority-data: $("${b64[@]}" "$4")
+users:
+- name: $7
+  user:
+    client-certificate-data: $("${b64[@]}" "$5")
+    client-key-data: $("${b64[@]}" "$6")
+contexts:
+- name: $2
+  context: {cluster: $2, user: $7}
+current-context: $2
+KUBECONFIG
+    chmod 600 "$1"
+}
+
+# shellcheck source=e2e/cluster/node/lib.sh
+source "$CLUSTER_DIR/node/lib.sh"
+
+# stop_cluster DIR: stops the processes recorded in a state directory (with a real node: its
+# pods and daemons first, restoring the host) and removes it.
 stop_cluster() {
     local dir="$1"
     [[ -d "$dir" ]] || return 0
+    [[ -d "$dir/node" ]] && node_down "$dir"
     stop_pid "$dir/watchdog.pid" "$CLUSTER_DIR/watchdog"
     stop_pid "$dir/kube-apiserver.pid" "$BIN_DIR/kube-apiserver"
     stop_pid "$dir/etcd.pid" "$BIN_DIR/etcd"

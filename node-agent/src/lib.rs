@@ -9,11 +9,13 @@
 //! - [`engine`]: one engine thread per Target, the acceptor, connection pumps, the drain.
 //! - [`standalone`]: Device/Target manifests from a folder, no Kubernetes.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`seccomp`]: the seccomp profile the agent runs under in a container (io_uring allowed).
 
 pub mod engine;
 pub mod iscsi;
 pub mod metrics;
 pub mod ring;
 pub mod scsi;
+pub mod seccomp;
 pub mod standalone;
 pub mod store;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use spindle_agent::{engine, metrics, ring, standalone};
+use spindle_agent::{engine, metrics, ring, seccomp, standalone};
 
 /// Spindle's node agent: serves Devices (files or block devices) as LUNs of iSCSI Targets, with
 /// one io_uring SCSI engine per Target.
@@ -30,6 +30,17 @@ enum Command {
     Standalone(StandaloneArgs),
     /// Check that this machine can run the data path (io_uring), print the verdict, and exit.
     Check,
+    /// Print the seccomp profile the agent needs in a container (io_uring allowed), or install
+    /// it where the kubelet looks for Localhost profiles (what the Helm chart's init container
+    /// does).
+    SeccompProfile(SeccompProfileArgs),
+}
+
+#[derive(clap::Args)]
+struct SeccompProfileArgs {
+    /// Write the profile to this file (atomically, creating its folder) instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    install: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -102,6 +113,18 @@ fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn seccomp_profile(args: SeccompProfileArgs) -> anyhow::Result<()> {
+    match args.install {
+        None => print!("{}", seccomp::profile_json()),
+        Some(path) => {
+            seccomp::install(&path)
+                .with_context(|| format!("installing the seccomp profile as {}", path.display()))?;
+            println!("seccomp profile installed: {}", path.display());
+        }
+    }
+    Ok(())
+}
+
 fn wait_for_shutdown_signal() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -126,6 +149,7 @@ fn main() -> ExitCode {
         Command::Check => ring::probe()
             .map(|()| println!("io_uring works: this machine can run Spindle's data path"))
             .map_err(Into::into),
+        Command::SeccompProfile(a) => seccomp_profile(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
