@@ -39,7 +39,8 @@ node_preflight() {
     fi
 }
 
-# node_record_host STATE: what node_down must restore, written before anything changes.
+# node_record_host STATE NAME: what node_down must restore, written before anything changes;
+# marks cluster NAME as the machine's node.
 node_record_host() {
     local n="$1/node" p c h
     mkdir -p "$n"
@@ -51,9 +52,9 @@ node_record_host() {
         for c in "${NODE_CGROUPS[@]}"; do
             for h in /sys/fs/cgroup/*/; do [[ -d "$h$c" ]] && echo "cgroup $h$c"; done
         done
-        ip link show "$NODE_BRIDGE" >/dev/null 2>&1 && echo "link $NODE_BRIDGE"
+        if ip link show "$NODE_BRIDGE" >/dev/null 2>&1; then echo "link $NODE_BRIDGE"; fi
     } >"$n/host.before"
-    echo "$name" >"$NODE_OWNER_FILE"
+    echo "$2" >"$NODE_OWNER_FILE"
 }
 
 node_bridge() {
@@ -77,7 +78,7 @@ node_configs() {
     local s="$1" node="$2" server="$3" n="$1/node" c
     mkdir -p "$n/containerd" "$n/cni/net.d" "$n/kubelet/seccomp" "$n/pod-logs" "$n/volume-plugins"
     for c in kubelet kube-controller-manager kube-scheduler kube-proxy; do
-        write_kubeconfig_file "$n/$c.kubeconfig" "$name" "$server" "$s/ca.crt" "$s/$c.crt" "$s/$c.key" "$c"
+        write_kubeconfig_file "$n/$c.kubeconfig" "$node" "$server" "$s/ca.crt" "$s/$c.crt" "$s/$c.key" "$c"
     done
     cat >"$n/containerd/config.toml" <<EOF
 version = 2
@@ -193,36 +194,35 @@ node_pause_image() {
     echo "$cache/pause-$sum.oci.tar"
 }
 
-# node_wait WHAT DEADLINE_S COMMAND...: polls COMMAND until it succeeds.
+# node_wait WHAT SECONDS COMMAND...: polls COMMAND until it succeeds, dies after SECONDS.
 node_wait() {
     local what="$1" secs="$2" deadline=$((SECONDS + $2)); shift 2
     until "$@" >/dev/null 2>&1; do
-        ((SECONDS < deadline)) || die "$what not ready after $secs s; logs in $state"
+        ((SECONDS < deadline)) || die "$what not ready after $secs s; see the logs in $STATE_ROOT/spindle-cluster-*/"
         sleep 0.2
     done
 }
 
 # node_start STATE NODE: starts the node's daemons (control plane already up) and waits for the
-# Node to be Ready and the default ServiceAccounts to exist.
+# Node to be Ready.
 node_start() {
     local s="$1" node="$2" n="$1/node" sock="$1/node/containerd/containerd.sock"
     spawn containerd /usr/bin/containerd --config "$n/containerd/config.toml"
     node_wait containerd 30 ctr --address "$sock" version
-    ctr --address "$sock" -n k8s.io images import --label io.cri-containerd.pinned=pinned \
-        "$(node_pause_image)" >/dev/null
+    ctr --address "$sock" -n k8s.io images import "$(node_pause_image)" >/dev/null
     spawn kubelet "$BIN_DIR/kubelet" --config "$n/kubelet.yaml" --kubeconfig "$n/kubelet.kubeconfig" \
         --root-dir "$n/kubelet" --hostname-override "$node" --node-ip "$NODE_IP"
     spawn kube-controller-manager "$BIN_DIR/kube-controller-manager" \
         --kubeconfig "$n/kube-controller-manager.kubeconfig" --leader-elect=false \
         --bind-address "$NODE_LOCAL" --secure-port 10257 --cert-dir "$n/kcm-certs" \
         --use-service-account-credentials --root-ca-file "$s/ca.crt" \
-        --service-account-private-key-file "$s/sa.key" --profiling=false
+        --service-account-private-key-file "$s/sa.key" --profiling=false \
+        --flex-volume-plugin-dir "$n/volume-plugins"
     spawn kube-scheduler "$BIN_DIR/kube-scheduler" --kubeconfig "$n/kube-scheduler.kubeconfig" \
         --leader-elect=false --bind-address "$NODE_LOCAL" --secure-port 10259 \
         --cert-dir "$n/scheduler-certs" --profiling=false
     spawn kube-proxy "$BIN_DIR/kube-proxy" --config "$n/kube-proxy.yaml"
     node_wait "Node $node" 90 node_ready "$node"
-    node_wait "ServiceAccount spindle-system/default" 30 kubectl -n spindle-system get serviceaccount default
 }
 
 node_ready() {
@@ -237,7 +237,7 @@ node_iptables_sweep() {
         command -v "$ipt" >/dev/null || continue
         for table in filter nat mangle raw; do
             "$ipt" -t "$table" -S >/dev/null 2>&1 || continue
-            "$ipt" -t "$table" -S | grep -E '^-A [^ ]+ .*-j (KUBE|CNI)-' | grep -vE '^-A (KUBE|CNI)-' \
+            { "$ipt" -t "$table" -S | grep -E '^-A [^ ]+ .*-j (KUBE|CNI)-' | grep -vE '^-A (KUBE|CNI)-' || true; } \
                 | while read -r rule; do
                     eval "\"\$ipt\" -t \"\$table\" -D ${rule#-A }" || true
                 done
@@ -263,7 +263,7 @@ node_unmount_under() {
 node_cgroup_pids() {
     local c
     for c in "${NODE_CGROUPS[@]}"; do
-        find /sys/fs/cgroup/*/"$c" -name cgroup.procs -exec cat {} + 2>/dev/null
+        find /sys/fs/cgroup/*/"$c" -name cgroup.procs -exec cat {} + 2>/dev/null || true
     done | sort -u
 }
 
@@ -300,18 +300,20 @@ node_down() {
     # cgroups the node created, deepest first.
     for c in "${NODE_CGROUPS[@]}"; do
         for h in /sys/fs/cgroup/*/; do
-            [[ -d "$h$c" ]] && ! grep -qxF "cgroup $h$c" "$before" || continue
-            find "$h$c" -depth -type d -exec rmdir {} + 2>/dev/null || true
+            if [[ -d "$h$c" ]] && ! grep -qxF "cgroup $h$c" "$before"; then
+                find "$h$c" -depth -type d -exec rmdir {} + 2>/dev/null || true
+            fi
         done
     done
     # Host paths the node created (parents first: a removed parent takes its children).
     for p in "${NODE_HOST_PATHS[@]}"; do
-        [[ -e "$p" ]] && ! grep -qxF "path $p" "$before" || continue
-        node_unmount_under "$p"
-        rm -rf -- "$p"
+        if [[ -e "$p" ]] && ! grep -qxF "path $p" "$before"; then
+            node_unmount_under "$p"
+            rm -rf -- "$p"
+        fi
     done
     # Settings, as they were.
-    grep '^sysctl ' "$before" | while read -r _ p v; do
+    { grep '^sysctl ' "$before" || true; } | while read -r _ p v; do
         [[ "$(cat "/proc/sys/${p//.//}" 2>/dev/null)" == "$v" ]] || echo "$v" >"/proc/sys/${p//.//}" 2>/dev/null || true
     done
     [[ -s "$NODE_OWNER_FILE" && "$(<"$NODE_OWNER_FILE")" == "$(basename "$s" | sed 's/^spindle-cluster-//')" ]] \
@@ -336,10 +338,9 @@ node_host_state() {
     ip -o link show 2>/dev/null | awk -F': ' -v b="$NODE_BRIDGE" '$2 == b || $0 ~ "master " b {print "link " $2}'
     for ipt in iptables ip6tables; do
         for table in filter nat mangle raw; do
-            "$ipt" -t "$table" -S 2>/dev/null | grep -E '(KUBE|CNI)-' | sed "s/^/$ipt $table /"
+            { "$ipt" -t "$table" -S 2>/dev/null || true; } | awk -v p="$ipt $table " '/(KUBE|CNI)-/ {print p $0}'
         done
     done
-    findmnt -rn -o TARGET | grep -E 'spindle-cluster-|/kubelet/|containerd' | sed 's/^/mount /'
-    pgrep -a -x 'kubelet|containerd|containerd-shim-runc-v2|kube-proxy' | sed 's/^[0-9]* /process /'
-    true
+    findmnt -rn -o TARGET | awk '/spindle-cluster-|\/kubelet\/|containerd/ {print "mount " $0}'
+    ps -eo comm= | awk '/^(kubelet|containerd|containerd-shim|kube-proxy)/ {print "process " $0}' | sort
 }
