@@ -96,11 +96,13 @@ source "$CLUSTER_DIR/node/lib.sh"
 # stop_cluster DIR: stops the processes recorded in a state directory (with a real node: its
 # pods and daemons first, restoring the host) and removes it.
 stop_cluster() {
-    local dir="$1"
+    local dir="$1" node=false
     [[ -d "$dir" ]] || return 0
-    [[ -d "$dir/node" ]] && node_down "$dir"
+    [[ -d "$dir/node" ]] && node=true
+    if $node; then node_stop "$dir"; fi
     stop_pid "$dir/watchdog.pid" "$CLUSTER_DIR/watchdog"
     stop_pid "$dir/kube-apiserver.pid" "$BIN_DIR/kube-apiserver"
     stop_pid "$dir/etcd.pid" "$BIN_DIR/etcd"
+    if $node; then node_restore_host "$dir"; fi
     rm -rf -- "$dir"
 }

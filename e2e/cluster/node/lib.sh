@@ -1,6 +1,7 @@
 # The real node of `up --kubelet`: containerd + runc + bridge CNI + kubelet + kube-proxy +
 # kube-controller-manager + kube-scheduler beside the control plane, all state under
-# $state/node; node_down undoes everything it changed on the host. Sourced by lib.sh.
+# $state/node; node_stop and node_restore_host undo everything it changed on the host. Sourced
+# by lib.sh.
 # shellcheck shell=bash
 
 # One real node per machine: its bridge, cgroups and iptables chains are host-wide.
@@ -13,11 +14,11 @@ NODE_OWNER_FILE="$STATE_ROOT/spindle-node.owner"
 NODE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 # What kubelet, containerd and CNI write outside the state folder (paths hard-coded upstream),
-# parents before children; node_down removes those that did not exist at `up`.
+# parents before children; node_restore_host removes those that did not exist at `up`.
 NODE_HOST_PATHS=(/var/lib/kubelet /var/lib/kubelet/device-plugins /var/lib/cni /var/log/containers
     /var/log/pods /run/containerd /run/netns /etc/cni /opt/cni /opt/containerd /run/kubernetes
     /usr/libexec/kubernetes)
-# Host settings kubelet, kube-proxy and the bridge plugin may change; restored by node_down.
+# Host settings kubelet, kube-proxy and the bridge plugin may change; restored by node_restore_host.
 NODE_SYSCTLS=(vm.overcommit_memory kernel.panic kernel.panic_on_oops net.ipv4.ip_forward
     net.ipv6.conf.all.forwarding net.ipv4.conf.all.route_localnet net.bridge.bridge-nf-call-iptables
     net.bridge.bridge-nf-call-ip6tables net.netfilter.nf_conntrack_max
@@ -39,7 +40,7 @@ node_preflight() {
     fi
 }
 
-# node_record_host STATE NAME: what node_down must restore, written before anything changes;
+# node_record_host STATE NAME: what node_restore_host must restore, written before anything changes;
 # marks cluster NAME as the machine's node.
 node_record_host() {
     local n="$1/node" p c h
@@ -229,24 +230,27 @@ node_ready() {
     [[ "$(kubectl get node "$1" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')" == True ]]
 }
 
-# node_iptables_sweep: removes the KUBE-* and CNI-* chains (and the rules jumping to them) from
-# every table of iptables and ip6tables.
+# node_iptables_sweep: removes the KUBE-* and CNI-* chains, and the rules jumping to them, from
+# every table of iptables and ip6tables; one iptables-restore --noflush per table, so other
+# chains are left as they are.
 node_iptables_sweep() {
-    local ipt table rule chain
+    local ipt table script
     for ipt in iptables ip6tables; do
-        command -v "$ipt" >/dev/null || continue
+        command -v "$ipt-save" >/dev/null || continue
         for table in filter nat mangle raw; do
-            "$ipt" -t "$table" -S >/dev/null 2>&1 || continue
-            { "$ipt" -t "$table" -S | grep -E '^-A [^ ]+ .*-j (KUBE|CNI)-' | grep -vE '^-A (KUBE|CNI)-' || true; } \
-                | while read -r rule; do
-                    eval "\"\$ipt\" -t \"\$table\" -D ${rule#-A }" || true
-                done
-            for chain in $("$ipt" -t "$table" -S | sed -n 's/^-N \(\(KUBE\|CNI\)-[^ ]*\)$/\1/p'); do
-                "$ipt" -t "$table" -F "$chain" 2>/dev/null || true
-            done
-            for chain in $("$ipt" -t "$table" -S | sed -n 's/^-N \(\(KUBE\|CNI\)-[^ ]*\)$/\1/p'); do
-                "$ipt" -t "$table" -X "$chain" 2>/dev/null || true
-            done
+            script="$("$ipt-save" -t "$table" 2>/dev/null | awk -v t="$table" '
+                /^:(KUBE|CNI)-/ { chains[++n] = substr($1, 2) }
+                /^-A / && $2 !~ /^(KUBE|CNI)-/ && / -j (KUBE|CNI)-/ { sub(/^-A /, "-D "); del[++d] = $0 }
+                END {
+                    if (n + d == 0) exit
+                    print "*" t
+                    for (i = 1; i <= d; i++) print del[i]
+                    for (i = 1; i <= n; i++) print "-F " chains[i]
+                    for (i = 1; i <= n; i++) print "-X " chains[i]
+                    print "COMMIT"
+                }')" || true
+            [[ -z "$script" ]] || "$ipt-restore" --noflush <<<"$script" \
+                || echo "down: could not remove the node's $ipt $table chains" >&2
         done
     done
 }
@@ -267,11 +271,10 @@ node_cgroup_pids() {
     done | sort -u
 }
 
-# node_down STATE: stops the node and restores the host as node_record_host found it.
-node_down() {
-    local s="$1" n="$1/node" before pid c h p i link sock="$1/node/containerd/containerd.sock"
-    before="$n/host.before"
-    [[ -f "$before" ]] || before=/dev/null
+# node_stop STATE: stops the pods (through the API: agents drain and flush on SIGTERM) and the
+# node's daemons, and unmounts what they mounted. The control plane still runs.
+node_stop() {
+    local s="$1" n="$1/node" pid i sock="$1/node/containerd/containerd.sock"
     # Pods first, through the API (agents drain and flush on SIGTERM); nothing recreates them.
     stop_pid "$s/kube-controller-manager.pid" "$BIN_DIR/kube-controller-manager"
     stop_pid "$s/kube-scheduler.pid" "$BIN_DIR/kube-scheduler"
@@ -291,6 +294,14 @@ node_down() {
         kill -KILL "$pid" 2>/dev/null || true
     done
     node_unmount_under "$n"
+}
+
+# node_restore_host STATE: after node_stop and the control plane (which listens on the bridge),
+# removes the node's network, cgroups and host paths and restores the settings that
+# node_record_host found.
+node_restore_host() {
+    local s="$1" before="$1/node/host.before" c h p link
+    [[ -f "$before" ]] || before=/dev/null
     # Network: veths left on the bridge, the bridge unless it was there before, iptables chains.
     for link in $(ip -o link show master "$NODE_BRIDGE" 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do
         ip link del "$link" 2>/dev/null || true
