@@ -5,6 +5,7 @@
 //! ranges and CEL rules) are mirrored by [`Device::validate`] and [`Target::validate`], so a
 //! manifest is judged the same way with or without Kubernetes.
 
+pub mod chap;
 mod condition;
 mod device;
 pub mod manifest;

@@ -1,5 +1,6 @@
 //! Spindle's node agent as a library: the pieces the `spindle-agent` binary wires together.
 //!
+//! - [`api`]: the agent API (gRPC over mutual TLS) and the Lease that registers the agent.
 //! - [`iscsi`]: the iSCSI protocol (RFC 7143), pure: PDU and text codecs, digests, login and
 //!   negotiation, CHAP, and the full-feature-phase session as a state machine with no I/O.
 //! - [`scsi`]: the SCSI command set (SPC-4, SBC-3) over a [`scsi::Backend`]: CDB decoding, one
@@ -7,13 +8,17 @@
 //! - [`ring`]: the only module that touches tokio-uring (the ring driver can be swapped here).
 //! - [`store`]: backing stores (file or block device) implementing [`scsi::Backend`] on the ring.
 //! - [`engine`]: one engine thread per Target, the acceptor, connection pumps, the drain.
+//! - [`node`]: what this node serves: Devices and Targets applied, removed, drained and
+//!   released by idempotent calls, persisted and served again after a restart.
 //! - [`standalone`]: Device/Target manifests from a folder, no Kubernetes.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`seccomp`]: the seccomp profile the agent runs under in a container (io_uring allowed).
 
+pub mod api;
 pub mod engine;
 pub mod iscsi;
 pub mod metrics;
+pub mod node;
 pub mod ring;
 pub mod scsi;
 pub mod seccomp;

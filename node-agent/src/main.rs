@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use spindle_agent::{engine, metrics, ring, seccomp, standalone};
+use spindle_agent::engine::EngineOptions;
+use spindle_agent::node::{Node, NodeOptions};
+use spindle_agent::{api, metrics, ring, seccomp, standalone};
 
 /// Spindle's node agent: serves Devices (files or block devices) as LUNs of iSCSI Targets, with
 /// one io_uring SCSI engine per Target.
@@ -28,6 +30,15 @@ enum Command {
     /// sparse files under --data-dir. On SIGTERM or Ctrl-C every target is drained (new
     /// commands refused, accepted ones finished) and flushed before the agent exits 0.
     Standalone(StandaloneArgs),
+    /// Serve as the node agent of a Kubernetes cluster: take orders from the operator.
+    ///
+    /// Registers with a Lease named after the node in --namespace (carrying the API endpoint
+    /// and the iSCSI portal), serves the agent API (gRPC) on --api-listen with mutual TLS (only
+    /// a client certificate signed by --tls-ca and naming --client-name is accepted), keeps
+    /// what it is told under --data-dir/.spindle and serves it again after a restart, before
+    /// any call. When the apiserver is unreachable it keeps serving and retries. On SIGTERM
+    /// every target is drained and flushed before exit.
+    Run(Box<RunArgs>),
     /// Check that this machine can run the data path (io_uring), print the verdict, and exit.
     Check,
     /// Print the seccomp profile the agent needs in a container (io_uring allowed), or install
@@ -54,6 +65,9 @@ struct StandaloneArgs {
     /// iSCSI portal to listen on.
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:3260")]
     listen: SocketAddr,
+    /// Address discovery (SendTargets) names; default: the address each connection arrived on.
+    #[arg(long, value_name = "IP")]
+    advertise_address: Option<std::net::IpAddr>,
     /// Serve Prometheus metrics on http://ADDR:PORT/metrics.
     #[arg(long, value_name = "ADDR:PORT")]
     metrics: Option<SocketAddr>,
@@ -62,6 +76,60 @@ struct StandaloneArgs {
     allow_block: Vec<PathBuf>,
     /// Seconds a connection may be idle before the target pings it with a NOP-In; a ping
     /// still unanswered at the next one closes the connection.
+    #[arg(long, value_name = "SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    nop_interval: u64,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Name of this node (the agent serves the Devices whose spec.nodeName is this).
+    #[arg(long, env = "NODE_NAME", value_name = "NAME")]
+    node_name: String,
+    /// Kubeconfig to reach the apiserver (default: in-cluster config, or $KUBECONFIG).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// Namespace of the operator, where the agent's Lease lives.
+    #[arg(
+        long,
+        env = "SPINDLE_NAMESPACE",
+        value_name = "NS",
+        default_value = "spindle-system"
+    )]
+    namespace: String,
+    /// Folder holding file-backed Devices and the agent's state (.spindle/).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/spindle")]
+    data_dir: PathBuf,
+    /// iSCSI address and default port (a Target with another spec.port gets a listener on
+    /// the same address).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:3260")]
+    iscsi_listen: SocketAddr,
+    /// Address of the agent API (gRPC, mutual TLS).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:9443")]
+    api_listen: SocketAddr,
+    /// The node's address as initiators and the operator reach it: named by discovery, the
+    /// Targets' status and the Lease. Default: the listen address, or (on a wildcard) the
+    /// address each iSCSI connection arrived on.
+    #[arg(long, env = "ADVERTISE_ADDRESS", value_name = "IP")]
+    advertise_address: Option<std::net::IpAddr>,
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics (and /healthz).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<SocketAddr>,
+    /// The agent's certificate (PEM), carrying the DNS name spindle-agent.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: PathBuf,
+    /// The agent's private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    tls_key: PathBuf,
+    /// CA certificate (PEM) that signs the operator's client certificate.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: PathBuf,
+    /// DNS name the caller's certificate must carry.
+    #[arg(long, value_name = "NAME", default_value = spindle_agent_proto::identity::OPERATOR_CLIENT_NAME)]
+    client_name: String,
+    /// A block device Devices may use (`spec.source.block.path`); repeat for several.
+    #[arg(long = "allow-block", value_name = "PATH")]
+    allow_block: Vec<PathBuf>,
+    /// Seconds a connection may be idle before the target pings it with a NOP-In.
     #[arg(long, value_name = "SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     nop_interval: u64,
 }
@@ -83,33 +151,154 @@ fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let manifests = standalone::manifest::load_dir(&args.manifests)?;
-    let (targets, mut problems) = standalone::plan::plan(&manifests);
+    let (plan, mut problems) = standalone::plan::plan(&manifests, args.listen.port());
     problems.extend(manifests.problems.iter().cloned());
     for p in &problems {
         tracing::error!("{p}");
     }
-    if targets.is_empty() {
-        anyhow::bail!(
-            "no Target in {} can be served ({} problem(s) above)",
-            args.manifests.display(),
-            problems.len()
-        );
-    }
-    if let Some(addr) = args.metrics {
-        let bound = metrics::serve(addr).with_context(|| format!("metrics on {addr}"))?;
-        tracing::info!("metrics on http://{bound}/metrics");
-    }
-    let opts = engine::AgentOptions {
-        listen: args.listen,
+    let opts = NodeOptions {
+        engine: EngineOptions {
+            listen: args.listen,
+            advertise: args.advertise_address,
+            keepalive: std::time::Duration::from_secs(args.nop_interval),
+        },
         data_dir: args.data_dir,
         allow_block: args.allow_block,
-        keepalive: std::time::Duration::from_secs(args.nop_interval),
+        persist: false,
     };
-    let agent = engine::Agent::start(opts, targets)?;
-    wait_for_shutdown_signal()?;
-    tracing::info!("shutting down: draining every target");
-    agent.shutdown()?;
-    tracing::info!("all targets drained and flushed; bye");
+    runtime()?.block_on(async {
+        if let Some(addr) = args.metrics {
+            let bound = metrics::serve(addr).with_context(|| format!("metrics on {addr}"))?;
+            tracing::info!("metrics on http://{bound}/metrics");
+        }
+        let (node, _) = Node::start(opts).await?;
+        let served = standalone::serve(&node, plan).await;
+        if served == 0 {
+            anyhow::bail!(
+                "no Target in {} can be served (problems above)",
+                args.manifests.display()
+            );
+        }
+        wait_for_shutdown_signal().await?;
+        tracing::info!("shutting down: draining every target");
+        node.shutdown().await?;
+        tracing::info!("all targets drained and flushed; bye");
+        Ok(())
+    })
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    ring::probe()?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    let files = api::tls::TlsFiles {
+        cert: args.tls_cert.clone(),
+        key: args.tls_key.clone(),
+        ca: args.tls_ca.clone(),
+    };
+    let tls = api::tls::server_config(&files, &args.client_name)?;
+    let endpoint_ip = args
+        .advertise_address
+        .or_else(|| Some(args.api_listen.ip()).filter(|ip| !ip.is_unspecified()))
+        .context(
+            "the API listens on a wildcard address: pass --advertise-address (the node's IP) \
+             so the operator knows where to call",
+        )?;
+    let opts = NodeOptions {
+        engine: EngineOptions {
+            listen: args.iscsi_listen,
+            advertise: args.advertise_address,
+            keepalive: std::time::Duration::from_secs(args.nop_interval),
+        },
+        data_dir: args.data_dir.clone(),
+        allow_block: args.allow_block.clone(),
+        persist: true,
+    };
+    runtime()?.block_on(async move {
+        if let Some(addr) = args.metrics {
+            let bound = metrics::serve(addr).with_context(|| format!("metrics on {addr}"))?;
+            tracing::info!("metrics on http://{bound}/metrics");
+        }
+        let client = kube_client(args.kubeconfig.as_deref()).await?;
+        let (node, problems) = Node::start(opts).await?;
+        for p in &problems {
+            tracing::error!("not served again: {p}");
+        }
+        let node = std::sync::Arc::new(node);
+        let listener = tokio::net::TcpListener::bind(args.api_listen)
+            .await
+            .with_context(|| format!("agent API on {}", args.api_listen))?;
+        let api_port = listener.local_addr()?.port();
+        let registration = api::lease::Registration {
+            namespace: args.namespace.clone(),
+            node: args.node_name.clone(),
+            api_endpoint: SocketAddr::new(endpoint_ip, api_port).to_string(),
+            iscsi_portal: node
+                .advertised_portal()
+                .await
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+        };
+        tracing::info!(
+            node = %args.node_name, api = %registration.api_endpoint,
+            portal = %registration.iscsi_portal, "agent serving"
+        );
+        let lease = tokio::spawn(api::lease::keep_renewed(client, registration));
+        let service = api::server::AgentService::new(node.clone(), args.node_name.clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(api::server::serve(listener, tls, service, async {
+            let _ = stopped.await;
+        }));
+        wait_for_shutdown_signal().await?;
+        tracing::info!("shutting down: draining every target");
+        let _ = stop.send(());
+        if let Ok(Err(e)) = server.await {
+            tracing::warn!("agent API: {e}");
+        }
+        lease.abort();
+        node.shutdown().await?;
+        tracing::info!("all targets drained and flushed; bye");
+        Ok(())
+    })
+}
+
+/// A Kubernetes client from `kubeconfig`, or the in-cluster config (or $KUBECONFIG), with
+/// timeouts short enough that an unreachable apiserver is noticed and retried.
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let mut config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .with_context(|| format!("kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer().await.context(
+            "no Kubernetes configuration (in-cluster or $KUBECONFIG); pass --kubeconfig",
+        )?,
+    };
+    config.connect_timeout = Some(std::time::Duration::from_secs(5));
+    config.read_timeout = Some(std::time::Duration::from_secs(10));
+    config.write_timeout = Some(std::time::Duration::from_secs(10));
+    kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
+/// The runtime of the agent's control side (API, signals); the data path runs on its own
+/// threads and rings.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the control runtime")
+}
+
+async fn wait_for_shutdown_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("waiting for signals")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        r = tokio::signal::ctrl_c() => { r.context("waiting for signals")?; tracing::info!("Ctrl-C received") }
+    }
     Ok(())
 }
 
@@ -125,27 +314,12 @@ fn seccomp_profile(args: SeccompProfileArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn wait_for_shutdown_signal() -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the signal runtime")?;
-    rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            r = tokio::signal::ctrl_c() => { r?; tracing::info!("Ctrl-C received") }
-        }
-        Ok::<_, std::io::Error>(())
-    })
-    .context("waiting for signals")
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
         Command::Standalone(a) => standalone(a),
+        Command::Run(a) => run(*a),
         Command::Check => ring::probe()
             .map(|()| println!("io_uring works: this machine can run Spindle's data path"))
             .map_err(Into::into),

@@ -1,21 +1,21 @@
 //! The acceptor: its own thread and ring; accepts connections on the portal, runs the login
 //! phase, answers discovery sessions, and hands normal sessions to their target's thread.
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use bytes::BytesMut;
-use tokio::sync::oneshot;
+use tokio::sync::mpsc;
 
 use super::config::QUEUE_DEPTH;
 use super::conn::{self, Attach, Host, Sessions};
 use super::framing::{PduReader, ReadError};
 use super::outbox::Outbox;
-use super::{Directory, TargetCmd};
+use super::{Directory, SharedDirectory, TargetCmd};
 use crate::iscsi::discovery::DiscoveryEntry;
 use crate::iscsi::login::{self, LoginConfig, LoginMachine, LoginOutcome};
 use crate::iscsi::params::{SessionType, TargetLimits};
@@ -27,31 +27,60 @@ const PORTAL_GROUP_TAG: u16 = 1;
 /// Largest data segment accepted during login (RFC 7143: 8192 until negotiated).
 const LOGIN_MAX_DATA: usize = 8192;
 
-/// Stops the acceptor.
+/// What the agent asks of the acceptor thread.
+enum AcceptorCmd {
+    /// Accept on one more port.
+    Listen(std::net::TcpListener),
+    /// Stop accepting on this port.
+    Unlisten(u16),
+}
+
+/// Controls the acceptor thread.
 pub struct AcceptorHandle {
-    stop: Option<oneshot::Sender<()>>,
+    tx: mpsc::UnboundedSender<AcceptorCmd>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl AcceptorHandle {
+    /// Accepts on another bound listener (a Target with a port of its own).
+    pub fn listen(&self, listener: std::net::TcpListener) {
+        let _ = self.tx.send(AcceptorCmd::Listen(listener));
+    }
+
+    /// Stops accepting on `port`.
+    pub fn unlisten(&self, port: u16) {
+        let _ = self.tx.send(AcceptorCmd::Unlisten(port));
+    }
+
     /// Stops accepting new connections (sessions already handed over are not affected).
     pub fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        // Closing the channel ends the acceptor's loop.
+        let (tx, _) = mpsc::unbounded_channel();
+        drop(std::mem::replace(&mut self.tx, tx));
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-/// Starts the acceptor thread on a bound listener.
+impl Drop for AcceptorHandle {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+/// Starts the acceptor thread on a bound listener. Discovery answers with `advertise` when
+/// set, else with the address each connection arrived on (never a wildcard).
 pub fn spawn(
     listener: std::net::TcpListener,
-    dir: Arc<Directory>,
+    dir: SharedDirectory,
+    advertise: Option<IpAddr>,
 ) -> std::io::Result<AcceptorHandle> {
-    let (stop, stopped) = oneshot::channel();
-    let portal = listener.local_addr()?;
+    let (tx, rx) = mpsc::unbounded_channel();
     let thread = std::thread::Builder::new()
         .name("acceptor".into())
         .spawn(move || {
@@ -62,55 +91,87 @@ pub fn spawn(
                     return;
                 }
             };
-            rt.block_on(accept_loop(
-                TcpListener::from_std(listener),
-                dir,
-                portal,
-                stopped,
-            ));
+            rt.block_on(run(rx, listener, dir, advertise));
         })?;
     Ok(AcceptorHandle {
-        stop: Some(stop),
+        tx,
         thread: Some(thread),
     })
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    dir: Arc<Directory>,
-    portal: SocketAddr,
-    mut stopped: oneshot::Receiver<()>,
+/// One accepting task per listening port; commands add and remove ports.
+async fn run(
+    mut rx: mpsc::UnboundedReceiver<AcceptorCmd>,
+    first: std::net::TcpListener,
+    dir: SharedDirectory,
+    advertise: Option<IpAddr>,
 ) {
+    let mut ports: BTreeMap<u16, (Rc<TcpListener>, tokio::task::JoinHandle<()>)> = BTreeMap::new();
+    let start =
+        |l: std::net::TcpListener,
+         ports: &mut BTreeMap<u16, (Rc<TcpListener>, tokio::task::JoinHandle<()>)>| {
+            let Ok(addr) = l.local_addr() else { return };
+            let listener = Rc::new(TcpListener::from_std(l));
+            let task = ring::spawn(accept_loop(listener.clone(), dir.clone(), advertise));
+            if let Some((old, t)) = ports.insert(addr.port(), (listener, task)) {
+                old.shutdown();
+                t.abort();
+            }
+        };
+    start(first, &mut ports);
+    while let Some(cmd) = rx.recv().await {
+        match cmd {
+            AcceptorCmd::Listen(l) => start(l, &mut ports),
+            AcceptorCmd::Unlisten(port) => {
+                if let Some((l, t)) = ports.remove(&port) {
+                    l.shutdown();
+                    t.abort();
+                }
+            }
+        }
+    }
+    for (l, t) in ports.into_values() {
+        l.shutdown();
+        t.abort();
+    }
+}
+
+async fn accept_loop(listener: Rc<TcpListener>, dir: SharedDirectory, advertise: Option<IpAddr>) {
     loop {
-        tokio::select! {
-            _ = &mut stopped => return,
-            r = listener.accept() => match r {
-                Ok((stream, peer)) => {
-                    let dir = dir.clone();
-                    ring::spawn(async move {
-                        if let Err(e) = handle(stream, peer, portal, dir).await {
-                            tracing::info!(%peer, "connection ended during login: {e}");
-                        }
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!("accept: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let dir = dir.clone();
+                ring::spawn(async move {
+                    if let Err(e) = handle(stream, peer, dir, advertise).await {
+                        tracing::info!(%peer, "connection ended during login: {e}");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!("accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }
     }
 }
 
-/// Every target as discovery shows it, on this portal.
-fn discovery_entries(dir: &Directory, portal: SocketAddr) -> Vec<DiscoveryEntry> {
+/// Every target as discovery shows it: its port on the address `ip`.
+fn discovery_entries(dir: &Directory, ip: IpAddr) -> Vec<DiscoveryEntry> {
     dir.values()
         .map(|e| DiscoveryEntry {
             iqn: e.config.iqn.clone(),
-            portals: vec![format!("{portal},{PORTAL_GROUP_TAG}")],
+            portals: vec![format!(
+                "{},{PORTAL_GROUP_TAG}",
+                SocketAddr::new(ip, e.config.port)
+            )],
             acl: e.config.acl.clone(),
         })
         .collect()
+}
+
+/// Reads the directory (a panic elsewhere while holding the lock does not stop logins).
+fn read(dir: &SharedDirectory) -> std::sync::RwLockReadGuard<'_, Directory> {
+    dir.read().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The directory as the login state machine sees it.
@@ -145,10 +206,14 @@ fn next_tsih() -> u16 {
 async fn handle(
     stream: TcpStream,
     peer: SocketAddr,
-    portal: SocketAddr,
-    dir: Arc<Directory>,
+    dir: SharedDirectory,
+    advertise: Option<IpAddr>,
 ) -> Result<(), ReadError> {
     let _ = stream.set_nodelay(true);
+    let portal_ip = match advertise {
+        Some(ip) => ip,
+        None => stream.local_addr()?.ip(),
+    };
     let stream = Rc::new(stream);
     let mut reader = PduReader::new(stream.clone(), BytesMut::new());
     let outbox = Rc::new(Outbox::default());
@@ -173,7 +238,7 @@ async fn handle(
             let _ = writer.await;
             return Ok(());
         };
-        let reply = machine.handle(&req, &LoginDirectory(&dir));
+        let reply = machine.handle(&req, &LoginDirectory(&read(&dir)));
         outbox.send(&Pdu::LoginResponse(reply.response), Digests::default());
         match reply.outcome {
             LoginOutcome::Continue => continue,
@@ -198,7 +263,7 @@ async fn handle(
     };
     if established.session_type == SessionType::Discovery {
         // Discovery sessions are short; serve them right here.
-        let entries = Rc::new(discovery_entries(&dir, portal));
+        let entries = Rc::new(discovery_entries(&read(&dir), portal_ip));
         let sessions = Rc::new(Sessions::default());
         conn::serve(
             Host::Discovery(entries),
@@ -215,7 +280,7 @@ async fn handle(
         .as_deref()
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let Some(entry) = dir.get(&target) else {
+    let Some(entry) = read(&dir).get(&target).cloned() else {
         return Ok(());
     };
     let attach = Attach {

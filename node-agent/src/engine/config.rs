@@ -1,10 +1,11 @@
 //! What the engine serves: the desired state of one Target, whoever computed it (standalone
 //! manifests today, the operator over gRPC later).
 
+use super::drain::DrainState;
 use crate::iscsi::chap::ChapSecrets;
 use crate::iscsi::login::AclPolicy;
 use crate::iscsi::params::TargetLimits;
-use crate::store::StoreSpec;
+use crate::store::{OpenedStore, StoreSpec};
 
 /// Commands per session the CmdSN window allows (MaxCmdSN - ExpCmdSN + 1 when idle).
 pub const QUEUE_DEPTH: u32 = 128;
@@ -26,10 +27,30 @@ pub struct TargetConfig {
     /// `namespace/name` of the Target object.
     pub name: String,
     pub iqn: String,
+    /// TCP port of the target's portal (on the agent's iSCSI address).
+    pub port: u16,
     pub acl: AclPolicy,
     /// Some: initiators must authenticate with CHAP.
     pub chap: Option<ChapSecrets>,
     /// What the target offers in login negotiation.
     pub limits: TargetLimits,
     pub luns: Vec<LunConfig>,
+}
+
+/// A LUN as handed to a target's thread: its config, its opened store, where its Device is in
+/// the drain (a Device fenced before a restart stays fenced), and its SCSI identity.
+#[derive(Debug)]
+pub struct LunSetup {
+    pub config: LunConfig,
+    pub store: OpenedStore,
+    pub state: DrainState,
+    pub identity: DeviceIdentity,
+}
+
+/// How a Device shows itself over SCSI: the unit serial number (VPD 80h) and the NAA
+/// designator (VPD 83h). Stable for the life of the Device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceIdentity {
+    pub serial: String,
+    pub naa: [u8; 16],
 }

@@ -5,6 +5,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -35,7 +36,7 @@ pub struct Attach {
 #[derive(Clone)]
 pub enum Host {
     /// A normal session of this target.
-    Target(Rc<TargetState>, Rc<Vec<DiscoveryEntry>>),
+    Target(Rc<TargetState>),
     /// A discovery session: SendTargets over these entries.
     Discovery(Rc<Vec<DiscoveryEntry>>),
 }
@@ -43,16 +44,37 @@ pub enum Host {
 impl Host {
     fn name(&self) -> &str {
         match self {
-            Host::Target(t, _) => &t.config.name,
+            Host::Target(t) => &t.name,
             Host::Discovery(_) => "discovery",
         }
     }
 
-    fn entries(&self) -> &[DiscoveryEntry] {
+    /// What SendTargets shows: every target for a discovery session; inside a normal session
+    /// only its own target (as its ACL stands now).
+    fn entries(&self) -> Vec<DiscoveryEntry> {
         match self {
-            Host::Target(_, e) | Host::Discovery(e) => e,
+            Host::Target(t) => vec![DiscoveryEntry {
+                iqn: t.iqn.clone(),
+                portals: Vec::new(),
+                acl: t.acl(),
+            }],
+            Host::Discovery(e) => e.to_vec(),
         }
     }
+}
+
+/// One logged-in session, as the agent's status shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub initiator_name: String,
+    pub isid: [u8; 6],
+    pub tsih: u16,
+    pub peer: Option<SocketAddr>,
+}
+
+struct LiveSession {
+    stream: Rc<TcpStream>,
+    info: SessionInfo,
 }
 
 /// How long a connection may be idle before the target pings it (NOP-In); a ping still
@@ -61,7 +83,7 @@ pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// Live connections of one target, so shutdown can close them and wait.
 pub struct Sessions {
-    live: RefCell<BTreeMap<u64, Rc<TcpStream>>>,
+    live: RefCell<BTreeMap<u64, LiveSession>>,
     next: Cell<u64>,
     gone: Notify,
     keepalive: Duration,
@@ -84,11 +106,22 @@ impl Sessions {
         }
     }
 
-    fn add(&self, stream: Rc<TcpStream>) -> u64 {
+    fn add(&self, stream: Rc<TcpStream>, info: SessionInfo) -> u64 {
         let id = self.next.get() + 1;
         self.next.set(id);
-        self.live.borrow_mut().insert(id, stream);
+        self.live
+            .borrow_mut()
+            .insert(id, LiveSession { stream, info });
         id
+    }
+
+    /// The live sessions.
+    pub fn infos(&self) -> Vec<SessionInfo> {
+        self.live
+            .borrow()
+            .values()
+            .map(|s| s.info.clone())
+            .collect()
     }
 
     fn remove(&self, id: u64) {
@@ -104,7 +137,7 @@ impl Sessions {
     /// Shuts every connection down and waits until their pumps have ended.
     pub async fn close_all(&self) {
         for s in self.live.borrow().values() {
-            let _ = s.shutdown();
+            let _ = s.stream.shutdown();
         }
         loop {
             let gone = self.gone.notified();
@@ -153,7 +186,7 @@ impl Conn {
                 Action::Abort { .. } => {}
                 Action::TaskMgmt { id, function, lun } => {
                     let mut response = tmf_response::COMPLETE;
-                    if let Host::Target(t, _) = &self.host {
+                    if let Host::Target(t) = &self.host {
                         match function {
                             TaskFunction::LogicalUnitReset
                                 if !t.lun_reset(decode_lun(lun), self.nexus) =>
@@ -193,14 +226,14 @@ impl Conn {
             session_type: params.session_type,
             current_target: self.target_iqn.as_deref(),
         };
-        discovery::respond(pairs, &asker, self.host.entries())
+        discovery::respond(pairs, &asker, &self.host.entries())
     }
 
     fn execute(self: &Rc<Self>, cmd: Command) {
         let me = self.clone();
         ring::spawn(async move {
             let outcome = match &me.host {
-                Host::Target(t, _) => {
+                Host::Target(t) => {
                     let lun = decode_lun(cmd.lun);
                     let (r, data_out_len) = t
                         .execute_transfer(me.nexus, lun, &cmd.cdb, cmd.data_out)
@@ -247,10 +280,16 @@ pub async fn serve(
 ) {
     let stream = Rc::new(stream);
     let _ = stream.set_nodelay(true);
-    let id = sessions.add(stream.clone());
+    let info = SessionInfo {
+        initiator_name: login.initiator_name.clone(),
+        isid: login.isid,
+        tsih: login.tsih,
+        peer: stream.peer_addr().ok(),
+    };
+    let id = sessions.add(stream.clone(), info);
     let nexus = NexusId(id);
     let port = format!("{},i,0x{}", login.initiator_name, hex::encode(login.isid));
-    if let Host::Target(t, _) = &host {
+    if let Host::Target(t) = &host {
         t.nexus_named(nexus, &port);
     }
     let gauge = metrics::get().sessions.with_label_values(&[host.name()]);
@@ -313,7 +352,7 @@ pub async fn serve(
     pinger.abort();
     outbox.close();
     let _ = writer.await;
-    if let Host::Target(t, _) = &host {
+    if let Host::Target(t) = &host {
         t.nexus_lost(nexus);
     }
     sessions.remove(id);

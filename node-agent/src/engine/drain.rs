@@ -41,6 +41,9 @@ pub enum DrainEvent {
     FlushDone,
     /// The store was closed.
     Release,
+    /// The store was closed without a flush: the user accepted the loss
+    /// (`spindle.dev/skip-flush`). Allowed from any state.
+    ForceRelease,
 }
 
 /// A transition the state machine does not allow.
@@ -64,6 +67,7 @@ pub fn next(state: DrainState, event: DrainEvent) -> Result<DrainState, InvalidT
         (S::Draining, E::FlushDone) => Ok(S::Flushed),
         (S::Flushed, E::FlushDone) => Ok(S::Flushed),
         (S::Flushed, E::Release) | (S::Released, E::Release) => Ok(S::Released),
+        (_, E::ForceRelease) => Ok(S::Released),
         _ => Err(InvalidTransition { state, event }),
     }
 }
@@ -74,16 +78,14 @@ pub fn next(state: DrainState, event: DrainEvent) -> Result<DrainState, InvalidT
 pub struct Gate {
     state: Cell<DrainState>,
     inflight: Cell<u32>,
+    /// Commands refused since the fence went up.
+    refused: Cell<u64>,
     idle: Notify,
 }
 
 impl Default for Gate {
     fn default() -> Self {
-        Gate {
-            state: Cell::new(DrainState::Running),
-            inflight: Cell::new(0),
-            idle: Notify::new(),
-        }
+        Gate::new(DrainState::Running)
     }
 }
 
@@ -104,9 +106,21 @@ impl Drop for Admitted {
 }
 
 impl Gate {
-    /// Admits a new command, or `None` once the fence is up.
+    /// A gate starting in `state`: a Device fenced before an agent restart stays fenced (its
+    /// LUN starts in Draining with nothing in flight, or Flushed).
+    pub fn new(state: DrainState) -> Self {
+        Gate {
+            state: Cell::new(state),
+            inflight: Cell::new(0),
+            refused: Cell::new(0),
+            idle: Notify::new(),
+        }
+    }
+
+    /// Admits a new command, or `None` once the fence is up (and counts the refusal).
     pub fn admit(self: &Rc<Self>) -> Option<Admitted> {
         if self.state.get() != DrainState::Running {
+            self.refused.set(self.refused.get() + 1);
             return None;
         }
         self.inflight.set(self.inflight.get() + 1);
@@ -121,6 +135,11 @@ impl Gate {
     /// Commands admitted and not yet finished.
     pub fn inflight(&self) -> u32 {
         self.inflight.get()
+    }
+
+    /// Commands the fence refused so far.
+    pub fn refused(&self) -> u64 {
+        self.refused.get()
     }
 
     /// Applies `event`, returning the new state.
@@ -179,13 +198,22 @@ mod tests {
     }
 
     #[test]
+    fn a_forced_release_is_the_one_way_out_of_any_state() {
+        for s in [S::Running, S::Fencing, S::Draining, S::Flushed, S::Released] {
+            assert_eq!(next(s, E::ForceRelease), Ok(S::Released));
+        }
+    }
+
+    #[test]
     fn the_fence_refuses_new_commands_but_keeps_admitted_ones() {
         let g = Rc::new(Gate::default());
         let a = g.admit().expect("running admits");
         assert_eq!(g.inflight(), 1);
         g.apply(E::Fence).unwrap();
         assert!(g.admit().is_none(), "fenced gate admits nothing");
+        assert!(g.admit().is_none());
         assert_eq!(g.inflight(), 1);
+        assert_eq!(g.refused(), 2, "every refusal is counted");
         drop(a);
         assert_eq!(g.inflight(), 0);
     }

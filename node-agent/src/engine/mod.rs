@@ -16,31 +16,31 @@ pub mod outbox;
 pub mod target;
 mod thread;
 
+pub use conn::SessionInfo;
+pub use target::{DrainError, DrainReport, LunCounters, LunSnapshot};
+pub use thread::{ShutdownReport, TargetCmd, TargetGone, TargetHandle, TargetSnapshot, request};
+
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
-pub use target::{DrainError, DrainReport};
-pub use thread::{TargetCmd, TargetHandle};
+use config::{LunSetup, TargetConfig};
 
-use crate::store::{self, StoreError};
-use config::TargetConfig;
-
-/// How the agent serves.
+/// How the engine serves.
 #[derive(Clone, Debug)]
-pub struct AgentOptions {
-    /// The iSCSI portal (every target is reachable through it).
+pub struct EngineOptions {
+    /// The iSCSI address and default port (a Target with another port gets a listener of its
+    /// own on the same address).
     pub listen: SocketAddr,
-    /// Where file-backed Devices live.
-    pub data_dir: PathBuf,
-    /// Block devices Devices may use.
-    pub allow_block: Vec<PathBuf>,
+    /// The address discovery and status name; default: the address each connection arrived
+    /// on (status: the listen address unless it is a wildcard).
+    pub advertise: Option<IpAddr>,
     /// Idle time after which a connection is pinged (NOP-In).
-    pub keepalive: std::time::Duration,
+    pub keepalive: Duration,
 }
 
-/// Why the agent could not start or stop cleanly.
+/// Why the engine could not do what it was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("cannot listen on {addr}: {source}")]
@@ -49,20 +49,12 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
-    #[error("Target {target}: LUN {lun} (Device {device}): {source}")]
-    Store {
-        target: String,
-        lun: u64,
-        device: String,
-        #[source]
-        source: StoreError,
-    },
     #[error("starting a thread: {0}")]
     Thread(#[source] std::io::Error),
-    #[error("no target could be started")]
-    NothingServed,
-    #[error("Target {target}: {message}")]
-    Drain { target: String, message: String },
+    #[error("Target {0} is already served")]
+    AlreadyServed(String),
+    #[error("IQN {iqn} is already served by Target {by}")]
+    IqnTaken { iqn: String, by: String },
 }
 
 /// What the acceptor knows of a target: enough to log an initiator in and hand it over.
@@ -75,99 +67,189 @@ pub struct DirectoryEntry {
 /// Targets by IQN (lower case: IQNs compare case-insensitively).
 pub type Directory = BTreeMap<String, DirectoryEntry>;
 
-/// The running agent.
-pub struct Agent {
+/// The directory, shared with the acceptor (read at each login, written when targets change).
+pub type SharedDirectory = Arc<RwLock<Directory>>;
+
+/// The running engine: the acceptor and one thread per Target. Targets are started, changed
+/// and stopped while it runs; nothing here persists (the caller keeps what it was told).
+pub struct Engine {
+    opts: EngineOptions,
     acceptor: acceptor::AcceptorHandle,
-    targets: Vec<TargetHandle>,
+    directory: SharedDirectory,
+    targets: BTreeMap<String, TargetHandle>,
+    /// Extra listening ports and how many targets use each.
+    ports: BTreeMap<u16, usize>,
 }
 
-impl Agent {
-    /// Opens every target's stores, starts one engine thread per target and the acceptor.
-    /// A target whose store cannot be opened is reported and left out; the rest are served.
-    pub fn start(opts: AgentOptions, configs: Vec<TargetConfig>) -> Result<Agent, EngineError> {
-        let listener =
-            std::net::TcpListener::bind(opts.listen).map_err(|source| EngineError::Bind {
-                addr: opts.listen,
-                source,
-            })?;
-        let mut targets = Vec::new();
-        let mut directory = Directory::new();
-        for cfg in configs {
-            let mut stores = Vec::new();
-            let mut failed = None;
-            for l in &cfg.luns {
-                match store::open_store(&l.store, &opts.data_dir, &opts.allow_block) {
-                    Ok(s) => stores.push((l.clone(), s)),
-                    Err(source) => {
-                        failed = Some(EngineError::Store {
-                            target: cfg.name.clone(),
-                            lun: l.lun,
-                            device: l.device.clone(),
-                            source,
-                        });
-                        break;
-                    }
-                }
-            }
-            if let Some(e) = failed {
-                tracing::error!("{e}; the target is not served");
-                continue;
-            }
-            for (l, s) in &stores {
-                tracing::info!(
-                    target = %cfg.name, lun = l.lun, device = %l.device,
-                    path = %s.path.display(), bytes = s.len, created = s.created,
-                    direct_io = l.store.direct, "LUN ready"
-                );
-            }
-            let config = Arc::new(cfg);
-            let handle = TargetHandle::spawn(config.clone(), stores, opts.keepalive)
-                .map_err(EngineError::Thread)?;
-            directory.insert(
-                config.iqn.to_ascii_lowercase(),
-                DirectoryEntry {
-                    config: config.clone(),
-                    handle: handle.sender(),
-                },
-            );
-            tracing::info!(
-                target = %config.name, iqn = %config.iqn, portal = %opts.listen,
-                luns = config.luns.len(), "Target ready"
-            );
-            targets.push(handle);
-        }
-        if targets.is_empty() {
-            return Err(EngineError::NothingServed);
-        }
-        crate::metrics::get().targets.set(targets.len() as i64);
-        let acceptor =
-            acceptor::spawn(listener, Arc::new(directory)).map_err(EngineError::Thread)?;
-        Ok(Agent { acceptor, targets })
+impl Engine {
+    /// Binds the iSCSI portal and starts the acceptor; no target is served yet.
+    pub fn start(opts: EngineOptions) -> Result<Engine, EngineError> {
+        let listener = bind(opts.listen)?;
+        let directory = SharedDirectory::default();
+        let acceptor = acceptor::spawn(listener, directory.clone(), opts.advertise)
+            .map_err(EngineError::Thread)?;
+        Ok(Engine {
+            opts,
+            acceptor,
+            directory,
+            targets: BTreeMap::new(),
+            ports: BTreeMap::new(),
+        })
     }
 
-    /// Stops accepting, then drains every target (fence, finish accepted commands, flush),
-    /// closes its sessions and stops its thread. Reports the first target that failed to drain.
-    pub fn shutdown(self) -> Result<(), EngineError> {
-        self.acceptor.stop();
-        let mut first_err = None;
-        for t in self.targets {
-            let name = t.name().to_string();
-            for r in t.shutdown() {
-                match r {
-                    Ok(rep) => tracing::info!(
-                        target = %name, device = %rep.device, drained_commands = rep.drained_commands,
-                        ms = rep.duration.as_millis() as u64, "Device drained and flushed"
-                    ),
-                    Err(message) => {
-                        tracing::error!(target = %name, "drain failed: {message}");
-                        first_err.get_or_insert(EngineError::Drain {
-                            target: name.clone(),
-                            message,
-                        });
-                    }
-                }
+    /// The address initiators are told to use: the advertised address, else the listen
+    /// address unless it is a wildcard (then each connection learns its own).
+    pub fn advertised_ip(&self) -> Option<IpAddr> {
+        self.opts
+            .advertise
+            .or_else(|| Some(self.opts.listen.ip()).filter(|ip| !ip.is_unspecified()))
+    }
+
+    /// The default iSCSI port.
+    pub fn default_port(&self) -> u16 {
+        self.opts.listen.port()
+    }
+
+    /// The handle of a served target.
+    pub fn target(&self, name: &str) -> Option<&TargetHandle> {
+        self.targets.get(name)
+    }
+
+    /// Names of the served targets.
+    pub fn target_names(&self) -> Vec<String> {
+        self.targets.keys().cloned().collect()
+    }
+
+    /// Starts serving a target on its own thread, reachable for logins at once.
+    pub fn start_target(
+        &mut self,
+        config: TargetConfig,
+        luns: Vec<LunSetup>,
+    ) -> Result<(), EngineError> {
+        if self.targets.contains_key(&config.name) {
+            return Err(EngineError::AlreadyServed(config.name));
+        }
+        self.check_iqn(&config)?;
+        self.use_port(config.port)?;
+        let config = Arc::new(config);
+        let handle = match TargetHandle::spawn(config.clone(), luns, self.opts.keepalive) {
+            Ok(h) => h,
+            Err(e) => {
+                self.drop_port(config.port);
+                return Err(EngineError::Thread(e));
+            }
+        };
+        self.write_directory().insert(
+            config.iqn.to_ascii_lowercase(),
+            DirectoryEntry {
+                config: config.clone(),
+                handle: handle.sender(),
+            },
+        );
+        tracing::info!(
+            target = %config.name, iqn = %config.iqn, port = config.port,
+            luns = config.luns.len(), "Target ready"
+        );
+        self.targets.insert(config.name.clone(), handle);
+        crate::metrics::get().targets.set(self.targets.len() as i64);
+        Ok(())
+    }
+
+    /// New login settings (ACL, CHAP, parameters) for a served target: new logins see them at
+    /// once, and SendTargets inside its sessions follows the new ACL. The IQN and port must be
+    /// unchanged (stop and start the target to change those).
+    pub fn update_target(&mut self, config: TargetConfig) {
+        let Some(handle) = self.targets.get(&config.name) else {
+            return;
+        };
+        let _ = handle.sender().send(TargetCmd::SetAcl(config.acl.clone()));
+        let key = config.iqn.to_ascii_lowercase();
+        let sender = handle.sender();
+        self.write_directory().insert(
+            key,
+            DirectoryEntry {
+                config: Arc::new(config),
+                handle: sender,
+            },
+        );
+    }
+
+    /// Stops accepting logins for a target and hands back its thread (the caller awaits
+    /// [`TargetHandle::shutdown`], which finishes commands in flight and closes sessions).
+    pub fn take_target(&mut self, name: &str) -> Option<TargetHandle> {
+        let handle = self.targets.remove(name)?;
+        let port = {
+            let mut dir = self.write_directory();
+            let key = dir
+                .iter()
+                .find(|(_, e)| e.config.name == name)
+                .map(|(k, e)| (k.clone(), e.config.port));
+            key.map(|(k, port)| {
+                dir.remove(&k);
+                port
+            })
+        };
+        if let Some(port) = port {
+            self.drop_port(port);
+        }
+        crate::metrics::get().targets.set(self.targets.len() as i64);
+        Some(handle)
+    }
+
+    /// Stops accepting, then stops every target (drain, flush, close sessions).
+    pub async fn shutdown(mut self) -> Vec<(String, Result<ShutdownReport, TargetGone>)> {
+        let names = self.target_names();
+        let handles: Vec<_> = names.iter().filter_map(|n| self.take_target(n)).collect();
+        drop(self.acceptor);
+        let mut out = Vec::new();
+        for h in handles {
+            let name = h.name().to_string();
+            out.push((name, h.shutdown().await));
+        }
+        out
+    }
+
+    fn write_directory(&self) -> std::sync::RwLockWriteGuard<'_, Directory> {
+        self.directory.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn check_iqn(&self, config: &TargetConfig) -> Result<(), EngineError> {
+        let dir = self.directory.read().unwrap_or_else(|e| e.into_inner());
+        match dir.get(&config.iqn.to_ascii_lowercase()) {
+            Some(e) if e.config.name != config.name => Err(EngineError::IqnTaken {
+                iqn: config.iqn.clone(),
+                by: e.config.name.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Makes sure something accepts on `port` (the default port always does).
+    fn use_port(&mut self, port: u16) -> Result<(), EngineError> {
+        if port == self.default_port() {
+            return Ok(());
+        }
+        if let Some(n) = self.ports.get_mut(&port) {
+            *n += 1;
+            return Ok(());
+        }
+        let listener = bind(SocketAddr::new(self.opts.listen.ip(), port))?;
+        self.acceptor.listen(listener);
+        self.ports.insert(port, 1);
+        Ok(())
+    }
+
+    fn drop_port(&mut self, port: u16) {
+        if let Some(n) = self.ports.get_mut(&port) {
+            *n -= 1;
+            if *n == 0 {
+                self.ports.remove(&port);
+                self.acceptor.unlisten(port);
             }
         }
-        first_err.map_or(Ok(()), Err)
     }
+}
+
+fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, EngineError> {
+    std::net::TcpListener::bind(addr).map_err(|source| EngineError::Bind { addr, source })
 }

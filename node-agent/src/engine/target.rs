@@ -1,22 +1,23 @@
 //! One target's state inside its engine thread: the LUN map, command dispatch with admission and
 //! in-flight accounting, and the drain of a Device (the agent's side of the delete protocol).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::config::{LunConfig, TargetConfig};
+use super::config::{LunSetup, TargetConfig};
 use super::drain::{DrainEvent, DrainState, Gate, InvalidTransition};
+use crate::iscsi::login::AclPolicy;
 use crate::metrics::{self, LunMetrics};
 use crate::scsi::opcodes::Dir;
 use crate::scsi::{self, Backend, LogicalUnit, LuConfig, NexusId, Response, Status};
-use crate::store::{FileStore, OpenedStore};
+use crate::store::FileStore;
 
 /// SCSI opcode of REPORT LUNS, answered at target level.
 const REPORT_LUNS: u8 = 0xA0;
 
-/// One LUN: its logical unit, its drain gate and its metrics.
+/// One LUN: its logical unit, its drain gate, its metrics and counters.
 pub struct LunSlot {
     pub lun: u64,
     /// `namespace/name` of the Device behind it.
@@ -24,6 +25,26 @@ pub struct LunSlot {
     pub lu: LogicalUnit<FileStore>,
     pub gate: Rc<Gate>,
     metrics: LunMetrics,
+    counters: Cell<LunCounters>,
+}
+
+/// What a LUN has done, for the agent's status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LunCounters {
+    pub commands: u64,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+}
+
+/// A LUN as the agent's status shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LunSnapshot {
+    pub lun: u64,
+    pub device: String,
+    pub state: DrainState,
+    pub inflight: u32,
+    pub fenced: u64,
+    pub counters: LunCounters,
 }
 
 /// What a finished drain reports: the flush acknowledgement.
@@ -33,6 +54,8 @@ pub struct DrainReport {
     pub luns: Vec<u64>,
     /// Commands that were in flight when the fence went up (all of them finished).
     pub drained_commands: u32,
+    /// Commands the fence refused before the flush completed.
+    pub fenced_commands: u64,
     pub duration: Duration,
 }
 
@@ -83,47 +106,112 @@ fn status_name(s: Status) -> &'static str {
 
 /// The target as its engine thread sees it.
 pub struct TargetState {
-    pub config: TargetConfig,
+    /// `namespace/name` of the Target object.
+    pub name: String,
+    pub iqn: String,
+    /// Who may see this target in a SendTargets of its own sessions.
+    acl: RefCell<AclPolicy>,
     luns: RefCell<BTreeMap<u64, Rc<LunSlot>>>,
+    /// SCSI initiator port names of the live nexuses (a LUN added later learns them too).
+    nexus_names: RefCell<BTreeMap<NexusId, String>>,
 }
 
 impl TargetState {
-    /// Builds the target from its config and the stores opened for its LUNs (same order).
-    pub fn new(config: TargetConfig, stores: Vec<(LunConfig, OpenedStore)>) -> Self {
-        let mut luns = BTreeMap::new();
-        for (lc, st) in stores {
-            let (serial, naa) = device_identity(&lc.device);
-            let bs = lc.store.block_size;
-            let lu_cfg = LuConfig {
-                lun: lc.lun,
-                block_size: bs,
-                num_blocks: st.len / u64::from(bs),
-                read_only: lc.store.read_only,
-                write_cache: lc.write_cache,
-                thin: lc.thin,
-                serial,
-                naa,
-                target_iqn: config.iqn.clone(),
-                ..LuConfig::default()
-            };
-            if let Err(e) = lu_cfg.validate() {
-                tracing::error!(target = %config.name, lun = lc.lun, "LUN not served: {e}");
-                continue;
-            }
-            let store = FileStore::new(st.file, st.len, lc.store.direct);
-            let slot = LunSlot {
-                lun: lc.lun,
-                device: lc.device.clone(),
-                lu: LogicalUnit::new(lu_cfg, store),
-                gate: Rc::new(Gate::default()),
-                metrics: LunMetrics::new(&config.name, lc.lun),
-            };
-            luns.insert(lc.lun, Rc::new(slot));
+    /// Builds the target from its config and its LUNs.
+    pub fn new(config: &TargetConfig, luns: Vec<LunSetup>) -> Self {
+        let t = TargetState {
+            name: config.name.clone(),
+            iqn: config.iqn.clone(),
+            acl: RefCell::new(config.acl.clone()),
+            luns: RefCell::default(),
+            nexus_names: RefCell::default(),
+        };
+        for l in luns {
+            t.add_lun(l);
         }
-        TargetState {
-            config,
-            luns: RefCell::new(luns),
+        t
+    }
+
+    /// Serves one more LUN (replacing one of the same number). False if its config is invalid
+    /// (logged).
+    pub fn add_lun(&self, setup: LunSetup) -> bool {
+        let LunSetup {
+            config: lc,
+            store: st,
+            state,
+            identity,
+        } = setup;
+        let bs = lc.store.block_size;
+        let lu_cfg = LuConfig {
+            lun: lc.lun,
+            block_size: bs,
+            num_blocks: st.len / u64::from(bs),
+            read_only: lc.store.read_only,
+            write_cache: lc.write_cache,
+            thin: lc.thin,
+            serial: identity.serial,
+            naa: identity.naa,
+            target_iqn: self.iqn.clone(),
+            ..LuConfig::default()
+        };
+        if let Err(e) = lu_cfg.validate() {
+            tracing::error!(target = %self.name, lun = lc.lun, "LUN not served: {e}");
+            return false;
         }
+        let store = FileStore::new(st.file, st.len, lc.store.direct);
+        let slot = LunSlot {
+            lun: lc.lun,
+            device: lc.device.clone(),
+            lu: LogicalUnit::new(lu_cfg, store),
+            gate: Rc::new(Gate::new(state)),
+            metrics: LunMetrics::new(&self.name, lc.lun),
+            counters: Cell::default(),
+        };
+        for (nexus, name) in self.nexus_names.borrow().iter() {
+            slot.lu.nexus_named(*nexus, name);
+        }
+        self.luns.borrow_mut().insert(lc.lun, Rc::new(slot));
+        true
+    }
+
+    /// Stops serving a LUN (commands already running finish on their own).
+    pub fn remove_lun(&self, lun: u64) -> bool {
+        self.luns.borrow_mut().remove(&lun).is_some()
+    }
+
+    /// Tells the initiators of every LUN that the LUN inventory changed (REPORTED LUNS DATA
+    /// HAS CHANGED), after LUNs were added or removed.
+    pub fn inventory_changed(&self) {
+        let a = scsi::sense::REPORTED_LUNS_DATA_HAS_CHANGED;
+        for s in self.luns.borrow().values() {
+            s.lu.establish_ua(None, a.0, a.1);
+        }
+    }
+
+    /// Who may see this target (new value after a Target update).
+    pub fn set_acl(&self, acl: AclPolicy) {
+        *self.acl.borrow_mut() = acl;
+    }
+
+    /// The current ACL.
+    pub fn acl(&self) -> AclPolicy {
+        self.acl.borrow().clone()
+    }
+
+    /// Every LUN as the status shows it.
+    pub fn lun_snapshots(&self) -> Vec<LunSnapshot> {
+        self.luns
+            .borrow()
+            .values()
+            .map(|s| LunSnapshot {
+                lun: s.lun,
+                device: s.device.clone(),
+                state: s.gate.state(),
+                inflight: s.gate.inflight(),
+                fenced: s.gate.refused(),
+                counters: s.counters.get(),
+            })
+            .collect()
     }
 
     /// LUNs that accept commands (not fenced), in order.
@@ -186,6 +274,16 @@ impl TargetState {
             _ => m.other_latency.observe(secs),
         }
         m.command(name, status_name(resp.status));
+        let mut c = slot.counters.get();
+        c.commands += 1;
+        if is_medium_access(name) {
+            match dir {
+                Dir::In => c.read_bytes += resp.data_in.len() as u64,
+                Dir::Out => c.write_bytes += write_len as u64,
+                _ => {}
+            }
+        }
+        slot.counters.set(c);
         resp
     }
 
@@ -209,6 +307,9 @@ impl TargetState {
 
     /// A new I_T nexus: its SCSI initiator port name (for reservations).
     pub fn nexus_named(&self, nexus: NexusId, name: &str) {
+        self.nexus_names
+            .borrow_mut()
+            .insert(nexus, name.to_string());
         for s in self.luns.borrow().values() {
             s.lu.nexus_named(nexus, name);
         }
@@ -234,6 +335,7 @@ impl TargetState {
 
     /// An I_T nexus ended: forget its unit attentions and registrations.
     pub fn nexus_lost(&self, nexus: NexusId) {
+        self.nexus_names.borrow_mut().remove(&nexus);
         for s in self.luns.borrow().values() {
             s.lu.nexus_lost(nexus);
         }
@@ -254,7 +356,7 @@ impl TargetState {
                 s.gate.apply(DrainEvent::Fence)?;
                 drained += s.gate.inflight();
                 tracing::info!(
-                    target = %self.config.name, lun = s.lun, device,
+                    target = %self.name, lun = s.lun, device,
                     inflight = s.gate.inflight(), "drain: LUN fenced"
                 );
                 // The initiator learns the LUN inventory changed through the LUNs that stay.
@@ -282,19 +384,21 @@ impl TargetState {
                 })?;
             s.gate.apply(DrainEvent::FlushDone)?;
         }
+        let fenced: u64 = mine.iter().map(|s| s.gate.refused()).sum();
         let duration = start.elapsed();
         metrics::get()
             .drain_seconds
-            .with_label_values(&[&self.config.name])
+            .with_label_values(&[&self.name])
             .observe(duration.as_secs_f64());
         tracing::info!(
-            target = %self.config.name, device, drained_commands = drained,
+            target = %self.name, device, drained_commands = drained,
             ms = duration.as_millis() as u64, "drain: flushed"
         );
         Ok(DrainReport {
             device: device.to_string(),
             luns: mine.iter().map(|s| s.lun).collect(),
             drained_commands: drained,
+            fenced_commands: fenced,
             duration,
         })
     }
@@ -310,8 +414,9 @@ impl TargetState {
         out
     }
 
-    /// Closes the stores of a drained Device and removes its LUNs. Only after a flush.
-    pub fn release_device(&self, device: &str) -> Result<Vec<u64>, DrainError> {
+    /// Closes the stores of a drained Device and removes its LUNs. Only after a flush, unless
+    /// `force` (the user accepted the loss): then the LUNs are fenced and dropped unflushed.
+    pub fn release_device(&self, device: &str, force: bool) -> Result<Vec<u64>, DrainError> {
         let mine: Vec<Rc<LunSlot>> = self
             .slots()
             .into_iter()
@@ -320,12 +425,22 @@ impl TargetState {
         if mine.is_empty() {
             return Err(DrainError::UnknownDevice(device.to_string()));
         }
+        let mut fenced_now = false;
         for s in &mine {
-            s.gate.apply(DrainEvent::Release)?;
+            if force {
+                fenced_now |= s.gate.state() == DrainState::Running;
+                s.gate.apply(DrainEvent::ForceRelease)?;
+            } else {
+                s.gate.apply(DrainEvent::Release)?;
+            }
         }
         let mut map = self.luns.borrow_mut();
         for s in &mine {
             map.remove(&s.lun);
+        }
+        drop(map);
+        if fenced_now {
+            self.inventory_changed();
         }
         Ok(mine.iter().map(|s| s.lun).collect())
     }
@@ -334,7 +449,7 @@ impl TargetState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::iscsi::login::AclPolicy;
+    use crate::engine::config::{DeviceIdentity, LunConfig};
     use crate::store::{StoreSource, StoreSpec, open_store};
 
     fn write10(lba: u32, blocks: u16) -> [u8; 10] {
@@ -346,8 +461,8 @@ mod tests {
     }
 
     fn target(dir: &std::path::Path, devices: &[(u64, &str)]) -> TargetState {
-        let mut stores = Vec::new();
         let mut luns = Vec::new();
+        let mut configs = Vec::new();
         for (lun, dev) in devices {
             let spec = StoreSpec {
                 source: StoreSource::File {
@@ -358,25 +473,32 @@ mod tests {
                 read_only: false,
                 direct: false,
             };
-            let lc = LunConfig {
+            let config = LunConfig {
                 lun: *lun,
                 device: format!("ns/{dev}"),
                 store: spec.clone(),
                 write_cache: true,
                 thin: false,
             };
-            stores.push((lc.clone(), open_store(&spec, dir, &[]).unwrap()));
-            luns.push(lc);
+            let (serial, naa) = device_identity(&config.device);
+            configs.push(config.clone());
+            luns.push(LunSetup {
+                config,
+                store: open_store(&spec, dir, &[]).unwrap(),
+                state: DrainState::Running,
+                identity: DeviceIdentity { serial, naa },
+            });
         }
         let cfg = TargetConfig {
             name: "ns/t".into(),
             iqn: "iqn.2026-11.dev.spindle:ns.t".into(),
+            port: 3260,
             acl: AclPolicy::AllowAll,
             chap: None,
             limits: Default::default(),
-            luns,
+            luns: configs,
         };
-        TargetState::new(cfg, stores)
+        TargetState::new(&cfg, luns)
     }
 
     /// Runs `f` on a ring, as the engine thread does.
@@ -407,6 +529,7 @@ mod tests {
             assert_eq!(st.slots()[0].gate.inflight(), 8);
             let report = st.drain_device("ns/a").await.unwrap();
             assert_eq!(report.drained_commands, 8);
+            assert_eq!(report.fenced_commands, 0);
             assert_eq!(st.slots()[0].gate.state(), DrainState::Flushed);
             for t in tasks {
                 assert_eq!(
@@ -428,9 +551,14 @@ mod tests {
                 Status::Good
             );
             assert_eq!(st.live_luns(), vec![1]);
-            // Re-entrant: a second drain reports flushed again.
-            assert!(st.drain_device("ns/a").await.is_ok());
-            assert_eq!(st.release_device("ns/a").unwrap(), vec![0]);
+            // Re-entrant: a second drain reports flushed again, counting the refused write.
+            let again = st.drain_device("ns/a").await.unwrap();
+            assert_eq!(again.fenced_commands, 1);
+            let lun0 = &st.lun_snapshots()[0];
+            assert_eq!((lun0.state, lun0.fenced), (DrainState::Flushed, 1));
+            assert_eq!(lun0.counters.commands, 9, "TUR and 8 writes ran");
+            assert_eq!(lun0.counters.write_bytes, 8 * 4096);
+            assert_eq!(st.release_device("ns/a", false).unwrap(), vec![0]);
         });
         let data = std::fs::read(dir.path().join("a.img")).unwrap();
         for i in 0..8usize {
@@ -451,12 +579,70 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let st = target(dir.path(), &[(0, "a")]);
         assert!(matches!(
-            st.release_device("ns/a"),
+            st.release_device("ns/a", false),
             Err(DrainError::Transition(_))
         ));
         assert!(matches!(
-            st.release_device("ns/x"),
+            st.release_device("ns/x", false),
             Err(DrainError::UnknownDevice(_))
         ));
+    }
+
+    #[test]
+    fn a_forced_release_drops_an_unflushed_lun_and_tells_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = target(dir.path(), &[(0, "a"), (1, "b")]);
+        on_ring(async {
+            let n0 = NexusId(1);
+            let tur = [0u8; 6];
+            for lun in [0, 1] {
+                let _ = st.execute(n0, lun, &tur, Vec::new()).await;
+            }
+            assert_eq!(st.release_device("ns/a", true).unwrap(), vec![0]);
+            assert_eq!(st.live_luns(), vec![1]);
+            let r = st.execute(n0, 1, &tur, Vec::new()).await;
+            assert_eq!((r.sense[12], r.sense[13]), (0x3F, 0x0E));
+        });
+    }
+
+    #[test]
+    fn a_lun_added_later_serves_and_a_fenced_one_starts_fenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = target(dir.path(), &[(0, "a")]);
+        let spec = StoreSpec {
+            source: StoreSource::File {
+                path: "c.img".into(),
+                size_bytes: 1 << 20,
+            },
+            block_size: 512,
+            read_only: false,
+            direct: false,
+        };
+        let setup = |lun, state| LunSetup {
+            config: LunConfig {
+                lun,
+                device: "ns/c".into(),
+                store: spec.clone(),
+                write_cache: true,
+                thin: false,
+            },
+            store: open_store(&spec, dir.path(), &[]).unwrap(),
+            state,
+            identity: DeviceIdentity {
+                serial: "c".into(),
+                naa: [0x60; 16],
+            },
+        };
+        assert!(st.add_lun(setup(3, DrainState::Running)));
+        assert!(st.add_lun(setup(4, DrainState::Flushed)));
+        assert_eq!(st.live_luns(), vec![0, 3], "the fenced LUN is not reported");
+        on_ring(async {
+            let n0 = NexusId(1);
+            let r = st.execute(n0, 4, &write10(0, 1), vec![1; 512]).await;
+            assert_eq!((r.sense[12], r.sense[13]), (0x25, 0x00));
+        });
+        assert!(st.remove_lun(3));
+        assert!(!st.remove_lun(3));
+        assert_eq!(st.live_luns(), vec![0]);
     }
 }

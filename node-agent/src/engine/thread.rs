@@ -8,12 +8,11 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::config::{LunConfig, TargetConfig};
-use super::conn::{self, Attach, Host, Sessions};
-use super::target::{DrainReport, TargetState};
-use crate::iscsi::discovery::DiscoveryEntry;
+use super::config::{LunSetup, TargetConfig};
+use super::conn::{self, Attach, Host, SessionInfo, Sessions};
+use super::target::{DrainError, DrainReport, LunSnapshot, TargetState};
+use crate::iscsi::login::AclPolicy;
 use crate::ring;
-use crate::store::OpenedStore;
 
 /// What the rest of the agent asks of a target's thread.
 pub enum TargetCmd {
@@ -22,18 +21,51 @@ pub enum TargetCmd {
     /// Fence the LUNs of a Device, finish what was accepted, flush; answer = acknowledgement.
     Drain {
         device: String,
-        reply: oneshot::Sender<Result<DrainReport, String>>,
+        reply: oneshot::Sender<Result<DrainReport, DrainError>>,
     },
-    /// Close a drained Device's store and drop its LUNs.
+    /// Close a drained Device's store and drop its LUNs (`force`: even if not flushed).
     Release {
         device: String,
-        reply: oneshot::Sender<Result<Vec<u64>, String>>,
+        force: bool,
+        reply: oneshot::Sender<Result<Vec<u64>, DrainError>>,
+    },
+    /// Serve these LUNs (replacing LUNs of the same number) and stop serving those; the
+    /// initiators learn the inventory changed. Answers the LUNs that could not be added.
+    SetLuns {
+        add: Vec<LunSetup>,
+        remove: Vec<u64>,
+        reply: oneshot::Sender<Vec<u64>>,
+    },
+    /// New access list (SendTargets inside this target's sessions follows it).
+    SetAcl(AclPolicy),
+    /// What the target serves now.
+    Status {
+        reply: oneshot::Sender<TargetSnapshot>,
     },
     /// Drain everything, close every session, stop the thread.
     Shutdown {
-        reply: oneshot::Sender<Vec<Result<DrainReport, String>>>,
+        reply: oneshot::Sender<ShutdownReport>,
     },
 }
+
+/// A target as the agent's status shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TargetSnapshot {
+    pub luns: Vec<LunSnapshot>,
+    pub sessions: Vec<SessionInfo>,
+}
+
+/// What stopping a target did.
+#[derive(Debug, Default)]
+pub struct ShutdownReport {
+    pub drains: Vec<Result<DrainReport, String>>,
+    pub sessions_closed: usize,
+}
+
+/// The target's thread is gone (stopped, or it could not start its ring).
+#[derive(Debug, thiserror::Error)]
+#[error("the engine thread of Target {0} is not running")]
+pub struct TargetGone(pub String);
 
 /// The handle of a running target thread.
 pub struct TargetHandle {
@@ -43,17 +75,17 @@ pub struct TargetHandle {
 }
 
 impl TargetHandle {
-    /// Starts the thread of `config` over its opened stores.
+    /// Starts the thread of `config` over its LUNs.
     pub fn spawn(
         config: Arc<TargetConfig>,
-        stores: Vec<(LunConfig, OpenedStore)>,
+        luns: Vec<LunSetup>,
         keepalive: Duration,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         let name = config.name.clone();
         let thread = std::thread::Builder::new()
             .name(format!("tgt-{}", config.name.replace('/', ".")))
-            .spawn(move || run(config, stores, keepalive, rx))?;
+            .spawn(move || run(config, luns, keepalive, rx))?;
         Ok(TargetHandle { name, tx, thread })
     }
 
@@ -67,26 +99,43 @@ impl TargetHandle {
         self.tx.clone()
     }
 
-    /// Drains, closes and joins the thread; the drain reports of its Devices.
-    pub fn shutdown(self) -> Vec<Result<DrainReport, String>> {
-        let (reply, rx) = oneshot::channel();
-        let sent = self.tx.send(TargetCmd::Shutdown { reply }).is_ok();
-        let reports = if sent {
-            rx.blocking_recv()
-                .unwrap_or_else(|_| vec![Err("the target thread stopped before answering".into())])
-        } else {
-            vec![Err("the target thread is gone".into())]
-        };
-        if self.thread.join().is_err() {
-            return vec![Err("the target thread panicked".into())];
-        }
-        reports
+    /// Sends the command `make` builds around a reply channel and waits for the answer.
+    pub async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> TargetCmd,
+    ) -> Result<T, TargetGone> {
+        request(&self.tx, &self.name, make).await
     }
+
+    /// Drains, closes and joins the thread.
+    pub async fn shutdown(self) -> Result<ShutdownReport, TargetGone> {
+        let report = self.request(|reply| TargetCmd::Shutdown { reply }).await;
+        let name = self.name.clone();
+        let thread = self.thread;
+        let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+        if !matches!(joined, Ok(Ok(()))) {
+            tracing::error!(target = %name, "the engine thread panicked");
+            return Err(TargetGone(name));
+        }
+        report
+    }
+}
+
+/// Sends a command to a target thread through `tx` and waits for the answer.
+pub async fn request<T>(
+    tx: &mpsc::UnboundedSender<TargetCmd>,
+    name: &str,
+    make: impl FnOnce(oneshot::Sender<T>) -> TargetCmd,
+) -> Result<T, TargetGone> {
+    let (reply, rx) = oneshot::channel();
+    tx.send(make(reply))
+        .map_err(|_| TargetGone(name.to_string()))?;
+    rx.await.map_err(|_| TargetGone(name.to_string()))
 }
 
 fn run(
     config: Arc<TargetConfig>,
-    stores: Vec<(LunConfig, OpenedStore)>,
+    luns: Vec<LunSetup>,
     keepalive: Duration,
     mut rx: mpsc::UnboundedReceiver<TargetCmd>,
 ) {
@@ -94,10 +143,13 @@ fn run(
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(target = %config.name, "{e}");
-            // Answer whoever waits, so shutdown does not hang.
+            // Drop the commands (their callers see the thread gone) until told to stop.
             while let Some(cmd) = rx.blocking_recv() {
                 if let TargetCmd::Shutdown { reply } = cmd {
-                    let _ = reply.send(vec![Err(e.to_string())]);
+                    let _ = reply.send(ShutdownReport {
+                        drains: vec![Err(e.to_string())],
+                        sessions_closed: 0,
+                    });
                     return;
                 }
             }
@@ -105,37 +157,62 @@ fn run(
         }
     };
     rt.block_on(async move {
-        let state = Rc::new(TargetState::new((*config).clone(), stores));
+        let state = Rc::new(TargetState::new(&config, luns));
         let sessions = Rc::new(Sessions::new(keepalive));
-        // What SendTargets shows inside a normal session: this target only.
-        let entries = Rc::new(vec![DiscoveryEntry {
-            iqn: config.iqn.clone(),
-            portals: Vec::new(),
-            acl: config.acl.clone(),
-        }]);
-        let host = Host::Target(state.clone(), entries);
+        let host = Host::Target(state.clone());
         while let Some(cmd) = rx.recv().await {
             match cmd {
                 TargetCmd::Attach(a) => conn::start(host.clone(), sessions.clone(), *a),
                 TargetCmd::Drain { device, reply } => {
                     let st = state.clone();
                     ring::spawn(async move {
-                        let r = st.drain_device(&device).await.map_err(|e| e.to_string());
-                        let _ = reply.send(r);
+                        let _ = reply.send(st.drain_device(&device).await);
                     });
                 }
-                TargetCmd::Release { device, reply } => {
-                    let _ = reply.send(state.release_device(&device).map_err(|e| e.to_string()));
+                TargetCmd::Release {
+                    device,
+                    force,
+                    reply,
+                } => {
+                    let _ = reply.send(state.release_device(&device, force));
+                }
+                TargetCmd::SetLuns { add, remove, reply } => {
+                    let changed = !add.is_empty() || !remove.is_empty();
+                    for lun in remove {
+                        state.remove_lun(lun);
+                    }
+                    let failed = add
+                        .into_iter()
+                        .filter_map(|l| {
+                            let lun = l.config.lun;
+                            (!state.add_lun(l)).then_some(lun)
+                        })
+                        .collect();
+                    if changed {
+                        state.inventory_changed();
+                    }
+                    let _ = reply.send(failed);
+                }
+                TargetCmd::SetAcl(acl) => state.set_acl(acl),
+                TargetCmd::Status { reply } => {
+                    let _ = reply.send(TargetSnapshot {
+                        luns: state.lun_snapshots(),
+                        sessions: sessions.infos(),
+                    });
                 }
                 TargetCmd::Shutdown { reply } => {
-                    let reports = state
+                    let drains = state
                         .drain_all()
                         .await
                         .into_iter()
                         .map(|r| r.map_err(|e| e.to_string()))
                         .collect();
+                    let sessions_closed = sessions.count();
                     sessions.close_all().await;
-                    let _ = reply.send(reports);
+                    let _ = reply.send(ShutdownReport {
+                        drains,
+                        sessions_closed,
+                    });
                     return;
                 }
             }

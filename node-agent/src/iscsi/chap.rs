@@ -18,7 +18,7 @@ pub const RESPONSE_LEN: usize = 16;
 pub const MAX_PEER_CHALLENGE_LEN: usize = 1024;
 
 /// A user name and secret.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Credentials {
     pub user: String,
     pub secret: String,
@@ -34,7 +34,7 @@ impl std::fmt::Debug for Credentials {
 }
 
 /// CHAP configuration of a target.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChapSecrets {
     /// What the initiator must prove it knows.
     pub initiator: Credentials,

@@ -27,7 +27,7 @@ use super::text::{self, Pairs, TextAssembler};
 pub const ISCSI_VERSION: u8 = 0x00;
 
 /// Who may log in to a target.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AclPolicy {
     AllowAll,
     /// These initiator names only (compared without regard to ASCII case); empty means nobody.

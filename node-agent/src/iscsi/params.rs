@@ -18,7 +18,7 @@ pub enum DigestKind {
 }
 
 /// What a target accepts for HeaderDigest or DataDigest.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DigestPolicy {
     /// Only None.
     Off,
@@ -123,7 +123,7 @@ impl SessionParams {
 
 /// What one target offers in negotiation (from the Target manifest's iSCSI parameters). The
 /// negotiated result never exceeds these.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TargetLimits {
     pub header_digest: DigestPolicy,
     pub data_digest: DigestPolicy,

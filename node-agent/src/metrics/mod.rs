@@ -33,6 +33,14 @@ pub struct Metrics {
     pub nop_pings: IntCounter,
     /// Targets being served.
     pub targets: IntGauge,
+    /// Time from a DrainDevice call to its flush acknowledgement.
+    pub device_drain_seconds: Histogram,
+    /// Agent API calls by method and gRPC code.
+    pub api_requests: IntCounterVec,
+    /// Agent API call durations by method.
+    pub api_seconds: HistogramVec,
+    /// Lease renewals that failed (the apiserver was unreachable or refused).
+    pub lease_renew_failures: IntCounter,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -69,6 +77,24 @@ fn build() -> Result<Metrics, prometheus::Error> {
     let login_failures = IntCounter::new("iscsi_login_failures_total", "Logins refused")?;
     let nop_pings = IntCounter::new("iscsi_nop_pings_total", "Keepalive NOP-In pings sent")?;
     let targets = IntGauge::new("targets", "Targets served")?;
+    let device_drain_seconds = Histogram::with_opts(
+        HistogramOpts::new(
+            "device_drain_seconds",
+            "DrainDevice: fence to flush acknowledgement",
+        )
+        .buckets(prometheus::exponential_buckets(0.001, 4.0, 10)?),
+    )?;
+    let api_requests = IntCounterVec::new(
+        Opts::new("api_requests_total", "Agent API calls"),
+        &["method", "code"],
+    )?;
+    let api_seconds = HistogramVec::new(
+        HistogramOpts::new("api_request_seconds", "Agent API call duration")
+            .buckets(prometheus::exponential_buckets(0.0001, 4.0, 10)?),
+        &["method"],
+    )?;
+    let lease_renew_failures =
+        IntCounter::new("lease_renew_failures_total", "Lease renewals that failed")?;
     registry.register(Box::new(commands.clone()))?;
     registry.register(Box::new(bytes.clone()))?;
     registry.register(Box::new(latency.clone()))?;
@@ -78,6 +104,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(login_failures.clone()))?;
     registry.register(Box::new(nop_pings.clone()))?;
     registry.register(Box::new(targets.clone()))?;
+    registry.register(Box::new(device_drain_seconds.clone()))?;
+    registry.register(Box::new(api_requests.clone()))?;
+    registry.register(Box::new(api_seconds.clone()))?;
+    registry.register(Box::new(lease_renew_failures.clone()))?;
     Ok(Metrics {
         registry,
         commands,
@@ -89,6 +119,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
         login_failures,
         nop_pings,
         targets,
+        device_drain_seconds,
+        api_requests,
+        api_seconds,
+        lease_renew_failures,
     })
 }
 

@@ -191,6 +191,16 @@ impl TcpStream {
         }
     }
 
+    /// The local address the connection arrived on.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        with_std_socket(self.0.as_raw_fd(), |s| s.local_addr())
+    }
+
+    /// The initiator's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        with_std_socket(self.0.as_raw_fd(), |s| s.peer_addr())
+    }
+
     /// Sets TCP_NODELAY.
     pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
         self.0.set_nodelay(on)
@@ -215,18 +225,41 @@ impl TcpStream {
     }
 }
 
+/// Runs `f` on a std view of a socket descriptor this module owns elsewhere (not closed).
+fn with_std_socket<T>(fd: RawFd, f: impl FnOnce(&std::net::TcpStream) -> T) -> T {
+    use std::os::fd::FromRawFd;
+    // SAFETY: `fd` is a live socket owned by the caller's wrapper; ManuallyDrop keeps this
+    // view from closing it.
+    let s = std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
+    f(&s)
+}
+
 /// A listening socket accepting through the ring.
-pub struct TcpListener(tokio_uring::net::TcpListener);
+pub struct TcpListener {
+    inner: tokio_uring::net::TcpListener,
+    fd: RawFd,
+}
 
 impl TcpListener {
     /// Wraps a bound std listener.
     pub fn from_std(l: std::net::TcpListener) -> Self {
-        TcpListener(tokio_uring::net::TcpListener::from_std(l))
+        let fd = l.as_raw_fd();
+        TcpListener {
+            inner: tokio_uring::net::TcpListener::from_std(l),
+            fd,
+        }
+    }
+
+    /// Stops listening: a pending accept fails and the port is given back once the listener
+    /// is dropped (a cancelled accept alone would keep it bound).
+    pub fn shutdown(&self) {
+        // SAFETY: shutdown on a descriptor this listener owns.
+        unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
     }
 
     /// Accepts the next connection.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let (s, a) = self.0.accept().await?;
+        let (s, a) = self.inner.accept().await?;
         Ok((TcpStream(s), a))
     }
 }

@@ -5,20 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Secret;
-use spindle_crds::{Device, Digest, Target, WriteCache};
+use spindle_crds::{Device, chap};
 
 use super::manifest::{Manifests, Origin, Problem};
-use crate::engine::config::{LunConfig, TargetConfig};
 use crate::iscsi::chap::{ChapSecrets, Credentials};
-use crate::iscsi::login::AclPolicy;
-use crate::iscsi::params::{DigestPolicy, TargetLimits};
-use crate::store::{StoreSource, StoreSpec};
-
-/// Secret keys holding CHAP credentials (the Secret is named by `spec.chap.secretRef`).
-pub const CHAP_USER_KEY: &str = "username";
-pub const CHAP_SECRET_KEY: &str = "password";
-pub const CHAP_MUTUAL_USER_KEY: &str = "mutualUsername";
-pub const CHAP_MUTUAL_SECRET_KEY: &str = "mutualPassword";
+use crate::node::records::{DeviceRecord, TargetRecord, device_from_manifest, manifest_id};
 
 fn key(ns: Option<&String>, name: Option<&String>) -> String {
     format!(
@@ -37,26 +28,6 @@ fn problem(origin: &Origin, object: String, field: &str, message: String) -> Pro
     }
 }
 
-/// The store a Device describes.
-pub fn store_spec(d: &Device) -> Option<StoreSpec> {
-    let source = match (&d.spec.source.file, &d.spec.source.block) {
-        (Some(f), None) => StoreSource::File {
-            path: f.path.clone(),
-            size_bytes: f.size_bytes,
-        },
-        (None, Some(b)) => StoreSource::Block {
-            path: b.path.clone(),
-        },
-        _ => return None,
-    };
-    Some(StoreSpec {
-        source,
-        block_size: d.spec.block_size,
-        read_only: d.spec.read_only,
-        direct: d.spec.direct_io,
-    })
-}
-
 fn secret_value(s: &Secret, k: &str) -> Option<Vec<u8>> {
     if let Some(v) = s.string_data.as_ref().and_then(|m| m.get(k)) {
         return Some(v.as_bytes().to_vec());
@@ -71,15 +42,22 @@ fn chap_from_secret(s: &Secret, mutual: bool) -> Result<ChapSecrets, String> {
             .ok_or(format!("has no key {k:?}{why}"))?;
         String::from_utf8(v).map_err(|_| format!("key {k:?} is not UTF-8"))
     };
+    let secret = |k: &str, why: &str| {
+        let v = text(k, why)?;
+        match chap::secret_length_problem(v.len()) {
+            Some(p) => Err(format!("key {k:?} {p}")),
+            None => Ok(v),
+        }
+    };
     let initiator = Credentials {
-        user: text(CHAP_USER_KEY, "")?,
-        secret: text(CHAP_SECRET_KEY, "")?,
+        user: text(chap::USER_KEY, "")?,
+        secret: secret(chap::SECRET_KEY, "")?,
     };
     let target = if mutual {
         let why = " (spec.chap.mutual is true)";
         Some(Credentials {
-            user: text(CHAP_MUTUAL_USER_KEY, why)?,
-            secret: text(CHAP_MUTUAL_SECRET_KEY, why)?,
+            user: text(chap::MUTUAL_USER_KEY, why)?,
+            secret: secret(chap::MUTUAL_SECRET_KEY, why)?,
         })
     } else {
         None
@@ -87,32 +65,16 @@ fn chap_from_secret(s: &Secret, mutual: bool) -> Result<ChapSecrets, String> {
     Ok(ChapSecrets { initiator, target })
 }
 
-fn digest_policy(d: Digest) -> DigestPolicy {
-    match d {
-        Digest::None => DigestPolicy::Off,
-        Digest::Crc32c => DigestPolicy::Require,
-        Digest::Optional => DigestPolicy::Allow,
-    }
+/// What the manifests ask the node to serve.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub devices: Vec<(Origin, DeviceRecord)>,
+    pub targets: Vec<(Origin, TargetRecord)>,
 }
 
-/// The negotiation limits a Target's `spec.iscsi` sets.
-pub fn limits(t: &Target) -> TargetLimits {
-    let p = &t.spec.iscsi;
-    TargetLimits {
-        header_digest: digest_policy(p.header_digest),
-        data_digest: digest_policy(p.data_digest),
-        max_recv_data_segment_len: p.max_recv_data_segment_length,
-        max_burst_len: p.max_burst_length,
-        first_burst_len: p.first_burst_length,
-        initial_r2t: p.initial_r2t,
-        immediate_data: p.immediate_data,
-        max_outstanding_r2t: p.max_outstanding_r2t,
-        ..TargetLimits::default()
-    }
-}
-
-/// Builds the targets to serve from `m`, with a problem line for every object left out.
-pub fn plan(m: &Manifests) -> (Vec<TargetConfig>, Vec<Problem>) {
+/// Builds the records to apply from `m`, with a problem line for every object left out. Every
+/// Target is served on `port` (the standalone portal), whatever its `spec.port`.
+pub fn plan(m: &Manifests, port: u16) -> (Plan, Vec<Problem>) {
     let mut problems = Vec::new();
     let mut devices: BTreeMap<String, (&Origin, &Device)> = BTreeMap::new();
     for (o, d) in &m.devices {
@@ -144,7 +106,12 @@ pub fn plan(m: &Manifests) -> (Vec<TargetConfig>, Vec<Problem>) {
         })
         .collect();
 
-    let mut out = Vec::new();
+    let mut out = Plan::default();
+    for (o, d) in devices.values() {
+        if let Some(r) = device_from_manifest(d) {
+            out.devices.push(((*o).clone(), r));
+        }
+    }
     let mut iqns = BTreeSet::new();
     let mut used_devices: BTreeMap<String, String> = BTreeMap::new();
     for (o, t) in &m.targets {
@@ -173,10 +140,10 @@ pub fn plan(m: &Manifests) -> (Vec<TargetConfig>, Vec<Problem>) {
         for (i, l) in t.spec.luns.iter().enumerate() {
             let field = format!("spec.luns[{i}].deviceRef");
             let dk = format!("{ns}/{}", l.device_ref);
-            let Some((_, d)) = devices.get(&dk) else {
+            if !devices.contains_key(&dk) {
                 bad.push((field, format!("no valid Device {dk:?} in the manifests")));
                 continue;
-            };
+            }
             if let Some(other) = used_devices.get(&dk).filter(|o| **o != k) {
                 bad.push((
                     field,
@@ -184,17 +151,7 @@ pub fn plan(m: &Manifests) -> (Vec<TargetConfig>, Vec<Problem>) {
                 ));
                 continue;
             }
-            let Some(store) = store_spec(d) else {
-                bad.push((field, format!("Device {dk:?} has no usable source")));
-                continue;
-            };
-            luns.push(LunConfig {
-                lun: l.lun,
-                device: dk,
-                store,
-                write_cache: d.spec.write_cache == WriteCache::Writeback,
-                thin: d.spec.thin_provisioning,
-            });
+            luns.push(dk);
         }
         let chap = match &t.spec.chap {
             None => None,
@@ -222,22 +179,17 @@ pub fn plan(m: &Manifests) -> (Vec<TargetConfig>, Vec<Problem>) {
             }
             continue;
         }
-        for l in &luns {
-            used_devices.insert(l.device.clone(), k.clone());
+        for dk in &luns {
+            used_devices.insert(dk.clone(), k.clone());
         }
-        let acl = if t.spec.acl.allow_all {
-            AclPolicy::AllowAll
-        } else {
-            AclPolicy::Only(t.spec.acl.initiators.clone())
-        };
-        out.push(TargetConfig {
-            name: k,
-            iqn,
-            acl,
-            chap,
-            limits: limits(t),
-            luns,
+        let mut rec = TargetRecord::from_target(manifest_id(&t.metadata), t, iqn, chap, |name| {
+            devices
+                .get(&format!("{ns}/{name}"))
+                .map(|(_, d)| manifest_id(&d.metadata).uid)
+                .unwrap_or_default()
         });
+        rec.port = port;
+        out.targets.push((o.clone(), rec));
     }
     (out, problems)
 }
@@ -245,15 +197,21 @@ pub fn plan(m: &Manifests) -> (Vec<TargetConfig>, Vec<Problem>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::iscsi::login::AclPolicy;
     use crate::standalone::manifest::parse_into;
     use std::path::Path;
 
-    fn run(text: &str) -> (Vec<TargetConfig>, Vec<String>) {
+    fn run(text: &str) -> (Vec<TargetRecord>, Vec<String>) {
+        let (plan, p) = run_plan(text);
+        (plan.targets.into_iter().map(|(_, t)| t).collect(), p)
+    }
+
+    fn run_plan(text: &str) -> (Plan, Vec<String>) {
         let mut m = Manifests::default();
         parse_into(Path::new("m.yaml"), text, &mut m);
-        let (t, mut p) = plan(&m);
+        let (plan, mut p) = plan(&m, 3260);
         p.extend(m.problems);
-        (t, p.iter().map(|p| p.to_string()).collect())
+        (plan, p.iter().map(|p| p.to_string()).collect())
     }
 
     const DEV: &str = "apiVersion: spindle.dev/v1alpha1\nkind: Device\nmetadata: {name: d, namespace: ns}\n\
@@ -261,14 +219,19 @@ mod tests {
 
     #[test]
     fn the_demo_example_becomes_one_target_with_one_thin_writeback_lun() {
-        let (t, p) = run(include_str!("../../../examples/standalone/demo.yaml"));
+        let (plan, p) = run_plan(include_str!("../../../examples/standalone/demo.yaml"));
         assert!(p.is_empty(), "{p:?}");
+        let t: Vec<_> = plan.targets.iter().map(|(_, t)| t).collect();
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].iqn, "iqn.2026-11.dev.spindle:default.demo");
         assert_eq!(t[0].acl, AclPolicy::AllowAll);
+        assert_eq!(t[0].port, 3260);
         assert_eq!(t[0].luns.len(), 1);
-        assert!(t[0].luns[0].thin && t[0].luns[0].write_cache);
-        assert_eq!(t[0].luns[0].store.block_size, 512);
+        assert_eq!(plan.devices.len(), 1);
+        let d = &plan.devices[0].1;
+        assert_eq!(t[0].luns[0].device_uid, d.id.uid);
+        assert!(d.thin && d.write_cache);
+        assert_eq!(d.store.block_size, 512);
     }
 
     #[test]
@@ -297,7 +260,7 @@ mod tests {
         };
         let (targets, p) = run(&format!("{DEV}{}{}", t("a"), t("b")));
         assert_eq!(targets.len(), 1);
-        assert_eq!(targets[0].name, "ns/a");
+        assert_eq!(targets[0].id.key(), "ns/a");
         assert!(p[0].contains("already used by Target ns/a"), "{p:?}");
     }
 
@@ -327,6 +290,22 @@ mod tests {
         assert!(t.is_empty());
         assert!(
             p[0].contains("spec.chap.secretRef: no Secret \"ns/gone\""),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn a_chap_secret_shorter_than_12_bytes_is_a_problem() {
+        let text = format!(
+            "{DEV}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: s, namespace: ns}}\n\
+             stringData: {{username: alice, password: short}}\n\
+             ---\napiVersion: spindle.dev/v1alpha1\nkind: Target\nmetadata: {{name: t, namespace: ns}}\n\
+             spec: {{luns: [{{lun: 0, deviceRef: d}}], chap: {{secretRef: s}}, acl: {{allowAll: true}}}}\n"
+        );
+        let (t, p) = run(&text);
+        assert!(t.is_empty());
+        assert!(
+            p[0].contains("spec.chap.secretRef: Secret \"ns/s\" key \"password\" is 5 bytes"),
             "{p:?}"
         );
     }

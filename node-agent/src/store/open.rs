@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use super::{StoreError, resolve_in_data_dir};
 
 /// Where a Device's bytes live and how to open them.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StoreSource {
     /// A file under the data dir, created sparse with this size when missing.
     File { path: String, size_bytes: u64 },
@@ -18,7 +18,7 @@ pub enum StoreSource {
 }
 
 /// Everything needed to open a backing store.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoreSpec {
     pub source: StoreSource,
     pub block_size: u32,

@@ -1,0 +1,40 @@
+//! The CHAP credentials a Target's Secret holds: the keys, and the lengths a secret may have.
+//! Shared by the operator (which reads the Secret) and the agent (which checks what it is
+//! handed, and reads Secrets from manifests in standalone mode).
+
+/// Secret key: the user name the initiator sends (CHAP_N).
+pub const USER_KEY: &str = "username";
+/// Secret key: the initiator's secret.
+pub const SECRET_KEY: &str = "password";
+/// Secret key (mutual CHAP): the name the target answers with.
+pub const MUTUAL_USER_KEY: &str = "mutualUsername";
+/// Secret key (mutual CHAP): the target's secret.
+pub const MUTUAL_SECRET_KEY: &str = "mutualPassword";
+
+/// Shortest CHAP secret: 96 bits, the minimum RFC 7143 (section 12.1.3) asks for; shorter
+/// secrets fall to a dictionary attack on one captured exchange.
+pub const SECRET_MIN_LEN: usize = 12;
+/// Longest CHAP secret initiators accept (open-iscsi keeps at most 256 bytes with its NUL).
+pub const SECRET_MAX_LEN: usize = 255;
+
+/// Why a CHAP secret of `len` bytes cannot be used, or None if it can.
+pub fn secret_length_problem(len: usize) -> Option<String> {
+    (!(SECRET_MIN_LEN..=SECRET_MAX_LEN).contains(&len)).then(|| {
+        format!("is {len} bytes; a CHAP secret must be {SECRET_MIN_LEN} to {SECRET_MAX_LEN} bytes")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_must_be_12_to_255_bytes() {
+        assert!(secret_length_problem(11).is_some());
+        assert!(secret_length_problem(0).is_some());
+        assert_eq!(secret_length_problem(12), None);
+        assert_eq!(secret_length_problem(255), None);
+        let p = secret_length_problem(256).unwrap();
+        assert!(p.contains("256 bytes") && p.contains("12 to 255"), "{p}");
+    }
+}

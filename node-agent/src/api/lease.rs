@@ -1,0 +1,146 @@
+//! Registration: the agent keeps a `coordination.k8s.io/v1` Lease named after its node in the
+//! operator's namespace, renewed every few seconds, carrying its API endpoint and iSCSI portal
+//! (docs/agent-api.md). The operator reads "agent reachable" from it. When the apiserver cannot
+//! be reached the agent keeps serving and retries with backoff; it never exits for that.
+//!
+//! Calls to the Kubernetes API (the chart's RBAC must allow exactly these, see `RBAC`):
+//! server-side apply of its own Lease (`patch`, and `create` the first time).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, Patch, PatchParams};
+use spindle_agent_proto::lease as names;
+
+/// What the agent does with the Kubernetes API: (API group, resource, verbs).
+pub const RBAC: &[(&str, &str, &[&str])] =
+    &[("coordination.k8s.io", "leases", &["create", "patch"])];
+
+/// Field manager of the agent's writes.
+const FIELD_MANAGER: &str = "spindle-agent";
+
+/// What the Lease says.
+#[derive(Clone, Debug)]
+pub struct Registration {
+    pub namespace: String,
+    pub node: String,
+    /// `host:port` of the agent API.
+    pub api_endpoint: String,
+    /// `ip:port` initiators reach; empty when unknown.
+    pub iscsi_portal: String,
+}
+
+/// The Lease as the agent writes it at `now`.
+pub fn lease(r: &Registration, now: k8s_openapi::jiff::Timestamp) -> Lease {
+    Lease {
+        metadata: ObjectMeta {
+            name: Some(r.node.clone()),
+            namespace: Some(r.namespace.clone()),
+            labels: Some(BTreeMap::from([(names::AGENT_LABEL.into(), "true".into())])),
+            annotations: Some(BTreeMap::from([
+                (
+                    names::API_ENDPOINT_ANNOTATION.into(),
+                    r.api_endpoint.clone(),
+                ),
+                (
+                    names::ISCSI_PORTAL_ANNOTATION.into(),
+                    r.iscsi_portal.clone(),
+                ),
+                (
+                    names::VERSION_ANNOTATION.into(),
+                    env!("CARGO_PKG_VERSION").into(),
+                ),
+            ])),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(r.node.clone()),
+            lease_duration_seconds: Some(names::DURATION_SECONDS),
+            renew_time: Some(MicroTime(now)),
+            ..Default::default()
+        }),
+    }
+}
+
+async fn renew(api: &Api<Lease>, r: &Registration) -> Result<(), kube::Error> {
+    let l = lease(r, k8s_openapi::jiff::Timestamp::now());
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(&r.node, &params, &Patch::Apply(&l)).await?;
+    Ok(())
+}
+
+/// Next wait after a failure: doubling from 1 s up to the renewal period.
+pub fn backoff(previous: Option<Duration>) -> Duration {
+    let cap = Duration::from_secs(names::RENEW_EVERY_SECONDS);
+    previous.map_or(Duration::from_secs(1), |d| (d * 2).min(cap))
+}
+
+/// Renews the Lease until the task is dropped. Logs the first failure of an outage and the
+/// recovery, not every retry.
+pub async fn keep_renewed(client: kube::Client, r: Registration) {
+    let api: Api<Lease> = Api::namespaced(client, &r.namespace);
+    let mut failing: Option<(Duration, u32)> = None;
+    loop {
+        match renew(&api, &r).await {
+            Ok(()) => {
+                if let Some((_, n)) = failing.take() {
+                    tracing::info!(lease = %r.node, failures = n, "Lease renewed again");
+                }
+                tokio::time::sleep(Duration::from_secs(names::RENEW_EVERY_SECONDS)).await;
+            }
+            Err(e) => {
+                crate::metrics::get().lease_renew_failures.inc();
+                let (wait, n) = match failing {
+                    None => {
+                        tracing::warn!(
+                            lease = %r.node, namespace = %r.namespace,
+                            "cannot renew the agent's Lease: {e}; retrying (iSCSI service continues)"
+                        );
+                        (backoff(None), 1)
+                    }
+                    Some((d, n)) => {
+                        tracing::debug!(lease = %r.node, "Lease renewal failed again: {e}");
+                        (backoff(Some(d)), n + 1)
+                    }
+                };
+                failing = Some((wait, n));
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lease_carries_what_the_operator_reads() {
+        let r = Registration {
+            namespace: "spindle-system".into(),
+            node: "node-a".into(),
+            api_endpoint: "127.0.0.2:9443".into(),
+            iscsi_portal: "127.0.0.2:3260".into(),
+        };
+        let l = lease(&r, k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        let ann = l.metadata.annotations.unwrap();
+        assert_eq!(ann[names::API_ENDPOINT_ANNOTATION], "127.0.0.2:9443");
+        assert_eq!(ann[names::ISCSI_PORTAL_ANNOTATION], "127.0.0.2:3260");
+        assert_eq!(l.metadata.labels.unwrap()[names::AGENT_LABEL], "true");
+        let spec = l.spec.unwrap();
+        assert_eq!(spec.holder_identity.as_deref(), Some("node-a"));
+        assert_eq!(spec.lease_duration_seconds, Some(15));
+    }
+
+    #[test]
+    fn retries_back_off_up_to_the_renewal_period() {
+        let mut d = backoff(None);
+        assert_eq!(d, Duration::from_secs(1));
+        for _ in 0..10 {
+            d = backoff(Some(d));
+        }
+        assert_eq!(d, Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,8 @@
+//! The agent in a cluster: the gRPC API the operator calls (`server`, over mutual TLS:
+//! `tls`), the translation between API messages and the node's records (`convert`), and the
+//! Lease that registers the agent (`lease`). See docs/agent-api.md for the contract.
+
+pub mod convert;
+pub mod lease;
+pub mod server;
+pub mod tls;

@@ -1,0 +1,249 @@
+//! The agent API service (`spindle.agent.v1.Agent`): each call turned into one call on the
+//! [`Node`], its outcome into a gRPC status, and counted in the metrics. Requests are logged
+//! with the object they name, never with CHAP secrets.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use spindle_agent_proto::v1 as pb;
+use spindle_agent_proto::v1::agent_server::{Agent, AgentServer};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use crate::node::{Node, NodeError};
+
+/// The service over one node.
+pub struct AgentService {
+    node: Arc<Node>,
+    node_name: String,
+}
+
+impl AgentService {
+    pub fn new(node: Arc<Node>, node_name: String) -> AgentServer<Self> {
+        AgentServer::new(AgentService { node, node_name })
+    }
+}
+
+/// The gRPC status of a node error.
+pub fn status(e: NodeError) -> Status {
+    let msg = e.to_string();
+    match e {
+        NodeError::Invalid { .. } => Status::invalid_argument(msg),
+        NodeError::Precondition { .. } => Status::failed_precondition(msg),
+        NodeError::NotFound(_) => Status::not_found(msg),
+        NodeError::DataLoss(_) => Status::data_loss(msg),
+        NodeError::ShuttingDown => Status::unavailable(msg),
+        NodeError::State(_) | NodeError::Internal(_) => Status::internal(msg),
+    }
+}
+
+/// Runs one call: times it, counts it by method and code, logs refusals.
+async fn call<T>(
+    method: &'static str,
+    object: String,
+    f: impl Future<Output = Result<T, NodeError>>,
+) -> Result<Response<T>, Status> {
+    let start = Instant::now();
+    let r = f.await.map_err(status);
+    let m = crate::metrics::get();
+    m.api_seconds
+        .with_label_values(&[method])
+        .observe(start.elapsed().as_secs_f64());
+    let code = match &r {
+        Ok(_) => tonic::Code::Ok,
+        Err(s) => s.code(),
+    };
+    m.api_requests
+        .with_label_values(&[method, &format!("{code:?}")])
+        .inc();
+    match &r {
+        Ok(_) => tracing::debug!(method, %object, "API call done"),
+        Err(s) => {
+            tracing::warn!(method, %object, code = ?s.code(), "API call refused: {}", s.message())
+        }
+    }
+    r.map(Response::new)
+}
+
+fn object_of(meta: &Option<pb::ObjectMeta>) -> String {
+    meta.as_ref()
+        .map(|m| {
+            format!(
+                "{}/{} (uid {}, generation {})",
+                m.namespace, m.name, m.uid, m.generation
+            )
+        })
+        .unwrap_or_else(|| "(no metadata)".into())
+}
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    async fn apply_device(
+        &self,
+        request: Request<pb::ApplyDeviceRequest>,
+    ) -> Result<Response<pb::ApplyDeviceResponse>, Status> {
+        let req = request.into_inner();
+        call("ApplyDevice", object_of(&req.meta), async {
+            let rec = convert::device_record(req)?;
+            let (stale, v) = self.node.apply_device(rec).await?;
+            Ok(pb::ApplyDeviceResponse {
+                stale,
+                status: Some(convert::device_status(&v)),
+            })
+        })
+        .await
+    }
+
+    async fn apply_target(
+        &self,
+        request: Request<pb::ApplyTargetRequest>,
+    ) -> Result<Response<pb::ApplyTargetResponse>, Status> {
+        let req = request.into_inner();
+        call("ApplyTarget", object_of(&req.meta), async {
+            let rec = convert::target_record(req)?;
+            let (stale, v) = self.node.apply_target(rec).await?;
+            let ip = self.node.advertised_portal().await.map(|p| p.ip());
+            Ok(pb::ApplyTargetResponse {
+                stale,
+                status: Some(convert::target_status(&v, ip)),
+            })
+        })
+        .await
+    }
+
+    async fn remove_target(
+        &self,
+        request: Request<pb::RemoveTargetRequest>,
+    ) -> Result<Response<pb::RemoveTargetResponse>, Status> {
+        let req = request.into_inner();
+        call("RemoveTarget", object_of(&req.meta), async {
+            let id = convert::object_id(req.meta)?;
+            let (known, closed) = self.node.remove_target(&id).await?;
+            Ok(pb::RemoveTargetResponse {
+                known,
+                sessions_closed: closed as u32,
+            })
+        })
+        .await
+    }
+
+    async fn drain_device(
+        &self,
+        request: Request<pb::DrainDeviceRequest>,
+    ) -> Result<Response<pb::DrainAck>, Status> {
+        let req = request.into_inner();
+        call("DrainDevice", object_of(&req.meta), async {
+            let id = convert::object_id(req.meta)?;
+            let ack = self.node.drain_device(&id).await?;
+            Ok(convert::ack(&id, &ack))
+        })
+        .await
+    }
+
+    async fn release_device(
+        &self,
+        request: Request<pb::ReleaseDeviceRequest>,
+    ) -> Result<Response<pb::ReleaseDeviceResponse>, Status> {
+        let req = request.into_inner();
+        call("ReleaseDevice", object_of(&req.meta), async {
+            let policy = pb::ReclaimPolicy::try_from(req.reclaim_policy).map_err(|_| {
+                NodeError::Invalid {
+                    field: "reclaimPolicy".into(),
+                    message: format!("unknown value {}", req.reclaim_policy),
+                }
+            })?;
+            let reclaim_delete = match policy {
+                pb::ReclaimPolicy::Unspecified => None,
+                pb::ReclaimPolicy::Delete => Some(true),
+                pb::ReclaimPolicy::Retain => Some(false),
+            };
+            let id = convert::object_id(req.meta)?;
+            let r = self
+                .node
+                .release_device(&id, reclaim_delete, req.force)
+                .await?;
+            Ok(pb::ReleaseDeviceResponse {
+                known: r.known,
+                file_removed: r.file_removed,
+                backing_path: r.backing_path,
+            })
+        })
+        .await
+    }
+
+    async fn get_status(
+        &self,
+        _request: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::AgentStatus>, Status> {
+        call("GetStatus", String::new(), async {
+            let portal = self.node.advertised_portal().await;
+            let v = self.node.view().await;
+            Ok(pb::AgentStatus {
+                node_name: self.node_name.clone(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                portals: portal.map(|p| p.to_string()).into_iter().collect(),
+                devices: v.devices.iter().map(convert::device_status).collect(),
+                targets: v
+                    .targets
+                    .iter()
+                    .map(|t| convert::target_status(t, portal.map(|p| p.ip())))
+                    .collect(),
+            })
+        })
+        .await
+    }
+}
+
+/// How long a client may take to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves the API on `listener` with mutual TLS until `shutdown` resolves. Handshakes run
+/// concurrently, so a slow or hostile client does not hold up the operator.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    service: AgentServer<AgentService>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let accepting = tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("agent API: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok::<_, std::io::Error>(tls)).await;
+                    }
+                    Ok(Err(e)) => refused(peer, &e.to_string()),
+                    Err(_) => refused(peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    let r = tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown)
+        .await;
+    accepting.abort();
+    r
+}
+
+fn refused(peer: SocketAddr, why: &str) {
+    crate::metrics::get()
+        .api_requests
+        .with_label_values(&["(handshake)", "Unauthenticated"])
+        .inc();
+    tracing::warn!(%peer, "agent API: connection refused: {why}");
+}

@@ -1,0 +1,336 @@
+//! The agent's side of deleting a Device (design.md, "Deleting a Device"):
+//!
+//! 1. **DrainDevice**: the fence is recorded on disk first (a restart keeps it fenced), then the
+//!    Device's LUN is fenced in its target's engine (new commands: 25h/00h), the commands it
+//!    had accepted finish, and the store is fdatasynced. The answer is the flush
+//!    acknowledgement, recorded and given again to every later DrainDevice.
+//! 2. **ReleaseDevice**: only after the flush (or when forced: the user accepted the loss), the
+//!    LUN is dropped, the store closed, a tombstone recorded (the uid is never served again),
+//!    and under reclaim policy Delete the file removed.
+//!
+//! The per-LUN state machine (Running → Fencing → Draining → Flushed → Released) is
+//! `engine::drain`; this file drives it for one Device and keeps its outcome.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::MutexGuard;
+
+use super::records::{Ack, DeviceRecord, DrainPhase, ObjectId};
+use super::{Inner, Node, NodeError, precondition};
+use crate::engine::{DrainError, TargetCmd};
+use crate::store::StoreSource;
+
+/// What a release did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReleaseOutcome {
+    /// The node had this Device (false: nothing to do).
+    pub known: bool,
+    pub file_removed: bool,
+    pub backing_path: String,
+}
+
+/// Why a drain did not flush.
+#[derive(Debug, thiserror::Error)]
+pub enum DrainFailure {
+    /// The flush failed: the data may not be on disk. The Device stays failed.
+    #[error("flushing Device {device}: {message}")]
+    Flush { device: String, message: String },
+    /// The drain could not be carried out now (e.g. the target stopped meanwhile); retry.
+    #[error("{0}")]
+    Interrupted(String),
+}
+
+/// How the drain reaches the Device's data.
+enum Path {
+    /// Through the LUN of this Target (fence, wait, flush on its engine).
+    Target {
+        name: String,
+        tx: tokio::sync::mpsc::UnboundedSender<TargetCmd>,
+        /// For a Target that turns out to have no LUN on it (one that could not be added).
+        file: Option<std::fs::File>,
+    },
+    /// No Target serves it: fdatasync the store directly.
+    File(Option<std::fs::File>),
+}
+
+/// What the engine reported.
+struct Drained {
+    target: Option<String>,
+    luns: Vec<u64>,
+    drained: u32,
+    fenced: u64,
+    duration: Duration,
+}
+
+fn now_unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Node {
+    /// Fences, drains and flushes a Device; the answer is the flush acknowledgement.
+    pub async fn drain_device(&self, id: &ObjectId) -> Result<Ack, NodeError> {
+        let key = id.key();
+        let started = Instant::now();
+        let path = {
+            let mut g = self.inner.lock().await;
+            g.engine()?;
+            if let Some(r) = g.released.get(&id.uid) {
+                return r.drain.ack.clone().ok_or_else(|| {
+                    precondition("", format!("Device {key} was released without a flush"))
+                });
+            }
+            let Some(e) = g.devices.get(&key).filter(|e| e.record.id.uid == id.uid) else {
+                return Err(NodeError::NotFound(format!(
+                    "no Device {key} with uid {} on this node",
+                    id.uid
+                )));
+            };
+            match e.record.drain.phase {
+                DrainPhase::Flushed => {
+                    if let Some(ack) = e.record.drain.ack.clone() {
+                        return Ok(ack);
+                    }
+                }
+                DrainPhase::Failed => {
+                    return Err(NodeError::DataLoss(format!(
+                        "Device {key} failed: {}",
+                        e.record.drain.failure.as_deref().unwrap_or("unknown error")
+                    )));
+                }
+                DrainPhase::Running | DrainPhase::Fenced | DrainPhase::Released => {}
+            }
+            if e.record.drain.phase == DrainPhase::Running {
+                // Recorded before the fence goes up: whatever happens next, it stays fenced.
+                let mut r = e.record.clone();
+                r.drain.phase = DrainPhase::Fenced;
+                g.save_device(&r)?;
+                g.devices.get_mut(&key).expect("checked").record = r;
+                tracing::info!(device = %key, "drain: fenced");
+            }
+            let e = g.devices.get(&key).expect("checked");
+            let file = e.opened.as_ref().and_then(|o| o.file.try_clone().ok());
+            match e.used_by.as_ref().and_then(|t| {
+                let tx = g.engine.as_ref()?.target(t)?.sender();
+                Some((t.clone(), tx))
+            }) {
+                Some((name, tx)) => Path::Target { name, tx, file },
+                None => Path::File(file),
+            }
+        };
+        let outcome = drain_through(path, &key, started).await;
+        let mut g = self.inner.lock().await;
+        let Some(e) = g.devices.get(&key).filter(|e| e.record.id.uid == id.uid) else {
+            return Err(NodeError::Internal(format!(
+                "Device {key} was released while it drained"
+            )));
+        };
+        let mut r = e.record.clone();
+        match outcome {
+            Ok(d) => {
+                let ack = Ack {
+                    target: d.target,
+                    luns: d.luns,
+                    drained_commands: d.drained,
+                    fenced_commands: d.fenced,
+                    duration_micros: d.duration.as_micros() as u64,
+                    flushed_at_unix_ms: now_unix_ms(),
+                };
+                r.drain.phase = DrainPhase::Flushed;
+                r.drain.ack = Some(ack.clone());
+                g.save_device(&r)?;
+                g.devices.get_mut(&key).expect("checked").record = r;
+                crate::metrics::get()
+                    .device_drain_seconds
+                    .observe(d.duration.as_secs_f64());
+                tracing::info!(
+                    device = %key, drained_commands = ack.drained_commands,
+                    fenced_commands = ack.fenced_commands, micros = ack.duration_micros,
+                    "drain: flushed; acknowledged"
+                );
+                Ok(ack)
+            }
+            Err(DrainFailure::Flush { device, message }) => {
+                r.drain.phase = DrainPhase::Failed;
+                r.drain.failure = Some(message.clone());
+                g.save_device(&r)?;
+                g.devices.get_mut(&key).expect("checked").record = r;
+                tracing::error!(device = %key, "drain: flush failed: {message}");
+                Err(NodeError::DataLoss(format!(
+                    "flushing Device {device}: {message}"
+                )))
+            }
+            Err(DrainFailure::Interrupted(m)) => Err(NodeError::Internal(m)),
+        }
+    }
+
+    /// Closes a flushed Device (or any, when `force`) and, under reclaim policy Delete (the
+    /// one in effect now: `reclaim_delete`, else the applied one), removes its file.
+    pub async fn release_device(
+        &self,
+        id: &ObjectId,
+        reclaim_delete: Option<bool>,
+        force: bool,
+    ) -> Result<ReleaseOutcome, NodeError> {
+        let key = id.key();
+        let mut g = self.inner.lock().await;
+        g.engine()?;
+        if let Some(r) = g.released.get(&id.uid) {
+            return Ok(ReleaseOutcome {
+                known: true,
+                file_removed: r.drain.file_removed,
+                backing_path: self.backing_path(r).display().to_string(),
+            });
+        }
+        let Some(e) = g.devices.get(&key).filter(|e| e.record.id.uid == id.uid) else {
+            return Ok(ReleaseOutcome {
+                known: false,
+                file_removed: false,
+                backing_path: String::new(),
+            });
+        };
+        if e.record.drain.phase != DrainPhase::Flushed && !force {
+            return Err(precondition(
+                "",
+                format!(
+                    "Device {key} is not flushed ({:?}); drain it first, or release it with \
+                     force (annotation spindle.dev/skip-flush) and accept the loss",
+                    e.record.drain.phase
+                ),
+            ));
+        }
+        if let Some(t) = e.used_by.clone() {
+            release_lun(&g, &t, &key, force).await?;
+        }
+        let mut entry = g.devices.remove(&key).expect("checked");
+        drop(entry.opened.take());
+        let mut r = entry.record;
+        if let Some(d) = reclaim_delete {
+            r.reclaim_delete = d;
+        }
+        r.drain.phase = DrainPhase::Released;
+        // The tombstone first: a crash from here on never serves this uid again.
+        g.save_device(&r)?;
+        let path = self.backing_path(&r);
+        r.drain.file_removed = remove_backing_file(&r, &path)?;
+        g.save_device(&r)?;
+        tracing::info!(
+            device = %key, forced = force, file_removed = r.drain.file_removed,
+            path = %path.display(), "Device released"
+        );
+        let out = ReleaseOutcome {
+            known: true,
+            file_removed: r.drain.file_removed,
+            backing_path: path.display().to_string(),
+        };
+        g.released.insert(r.id.uid.clone(), r);
+        Ok(out)
+    }
+
+    /// A tombstone read at start: completes a release a crash interrupted (the file removal).
+    pub(super) fn finish_release(
+        &self,
+        g: &mut MutexGuard<'_, Inner>,
+        mut r: DeviceRecord,
+        problems: &mut Vec<String>,
+    ) {
+        if !r.drain.file_removed && r.reclaim_delete {
+            let path = self.backing_path(&r);
+            match remove_backing_file(&r, &path) {
+                Ok(removed) => {
+                    r.drain.file_removed = removed;
+                    if let Err(e) = g.save_device(&r) {
+                        problems.push(format!("Device {}: {e}", r.id.key()));
+                    }
+                }
+                Err(e) => problems.push(format!("Device {}: {e}", r.id.key())),
+            }
+        }
+        g.released.insert(r.id.uid.clone(), r);
+    }
+}
+
+/// Removes the backing file of a file-backed Device under reclaim policy Delete (block devices
+/// are never erased). A file already gone counts as removed.
+fn remove_backing_file(r: &DeviceRecord, path: &std::path::Path) -> Result<bool, NodeError> {
+    if !r.reclaim_delete || !matches!(r.store.source, StoreSource::File { .. }) {
+        return Ok(false);
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(NodeError::Internal(format!(
+            "removing {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Drops the LUN of Device `key` from Target `t`'s engine.
+async fn release_lun(g: &Inner, t: &str, key: &str, force: bool) -> Result<(), NodeError> {
+    let Some(h) = g.engine.as_ref().and_then(|e| e.target(t)) else {
+        return Ok(());
+    };
+    let device = key.to_string();
+    match h
+        .request(|reply| TargetCmd::Release {
+            device,
+            force,
+            reply,
+        })
+        .await
+    {
+        Ok(Ok(_)) | Ok(Err(DrainError::UnknownDevice(_))) => Ok(()),
+        Ok(Err(e)) => Err(precondition("", e.to_string())),
+        Err(e) => Err(NodeError::Internal(e.to_string())),
+    }
+}
+
+/// Carries out the drain (no lock held: commands in flight may take a while).
+async fn drain_through(path: Path, key: &str, started: Instant) -> Result<Drained, DrainFailure> {
+    match path {
+        Path::Target { name, tx, file } => {
+            let device = key.to_string();
+            let r = crate::engine::request(&tx, &name, |reply| TargetCmd::Drain { device, reply })
+                .await
+                .map_err(|e| DrainFailure::Interrupted(format!("{e}; retry the drain")))?;
+            match r {
+                Ok(rep) => Ok(Drained {
+                    target: Some(name),
+                    luns: rep.luns,
+                    drained: rep.drained_commands,
+                    fenced: rep.fenced_commands,
+                    duration: started.elapsed(),
+                }),
+                // The target has no LUN on it after all: the store alone needs the flush.
+                Err(DrainError::UnknownDevice(_)) => {
+                    Box::pin(drain_through(Path::File(file), key, started)).await
+                }
+                Err(DrainError::Flush { source, .. }) => Err(DrainFailure::Flush {
+                    device: key.to_string(),
+                    message: source.to_string(),
+                }),
+                Err(e) => Err(DrainFailure::Interrupted(e.to_string())),
+            }
+        }
+        Path::File(file) => {
+            if let Some(f) = file {
+                let synced = tokio::task::spawn_blocking(move || f.sync_data())
+                    .await
+                    .map_err(|e| DrainFailure::Interrupted(e.to_string()))?;
+                synced.map_err(|e| DrainFailure::Flush {
+                    device: key.to_string(),
+                    message: e.to_string(),
+                })?;
+            }
+            Ok(Drained {
+                target: None,
+                luns: Vec::new(),
+                drained: 0,
+                fenced: 0,
+                duration: started.elapsed(),
+            })
+        }
+    }
+}

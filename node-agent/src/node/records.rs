@@ -1,0 +1,258 @@
+//! What the agent was told, as it keeps it (in memory and on disk): one record per Device and
+//! per Target, built from the API types after their validation, and turned into what the
+//! engine serves.
+
+use serde::{Deserialize, Serialize};
+use spindle_crds::{Device, Digest, ReclaimPolicy, Target, WriteCache};
+
+use crate::engine::config::{LunConfig, TargetConfig};
+use crate::iscsi::chap::ChapSecrets;
+use crate::iscsi::login::AclPolicy;
+use crate::iscsi::params::{DigestPolicy, TargetLimits};
+use crate::store::{StoreSource, StoreSpec};
+
+/// Which Kubernetes object (or manifest) a record is about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectId {
+    pub namespace: String,
+    pub name: String,
+    /// Identity of this incarnation (a Device deleted and created again has a new uid).
+    pub uid: String,
+    /// The `metadata.generation` last applied.
+    pub generation: i64,
+}
+
+impl ObjectId {
+    /// `namespace/name`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Where a Device is in the delete protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DrainPhase {
+    /// Served.
+    Running,
+    /// Fenced; the flush has not completed (after a restart: nothing in flight, flush owed).
+    Fenced,
+    /// Drained and flushed: the acknowledgement was given.
+    Flushed,
+    /// Closed; never served again.
+    Released,
+    /// A flush failed: not flushed; only a (forced) release clears it.
+    Failed,
+}
+
+/// The flush acknowledgement of a Device, as it was given (repeated drains answer it again).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// Target whose LUNs were fenced, if a Target used the Device.
+    pub target: Option<String>,
+    pub luns: Vec<u64>,
+    pub drained_commands: u32,
+    pub fenced_commands: u64,
+    pub duration_micros: u64,
+    pub flushed_at_unix_ms: i64,
+}
+
+/// A Device's drain state and its outcome.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainRecord {
+    pub phase: DrainPhase,
+    pub ack: Option<Ack>,
+    /// Why it failed (phase Failed).
+    pub failure: Option<String>,
+    /// The backing file was removed on release.
+    #[serde(default)]
+    pub file_removed: bool,
+}
+
+impl Default for DrainRecord {
+    fn default() -> Self {
+        DrainRecord {
+            phase: DrainPhase::Running,
+            ack: None,
+            failure: None,
+            file_removed: false,
+        }
+    }
+}
+
+/// A Device: its backing store and how it behaves as a SCSI disk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    pub id: ObjectId,
+    pub store: StoreSpec,
+    pub write_cache: bool,
+    pub thin: bool,
+    pub reclaim_delete: bool,
+    pub drain: DrainRecord,
+}
+
+impl DeviceRecord {
+    /// A record of a Device whose spec passed [`Device::validate`].
+    pub fn from_spec(id: ObjectId, spec: &spindle_crds::DeviceSpec) -> Option<Self> {
+        let source = match (&spec.source.file, &spec.source.block) {
+            (Some(f), None) => StoreSource::File {
+                path: f.path.clone(),
+                size_bytes: f.size_bytes,
+            },
+            (None, Some(b)) => StoreSource::Block {
+                path: b.path.clone(),
+            },
+            _ => return None,
+        };
+        Some(DeviceRecord {
+            id,
+            store: StoreSpec {
+                source,
+                block_size: spec.block_size,
+                read_only: spec.read_only,
+                direct: spec.direct_io,
+            },
+            write_cache: spec.write_cache == WriteCache::Writeback,
+            thin: spec.thin_provisioning,
+            reclaim_delete: spec.reclaim_policy == ReclaimPolicy::Delete,
+            drain: DrainRecord::default(),
+        })
+    }
+
+    /// Whether `other` asks for the same store and disk behaviour (the drain state and the
+    /// generation aside).
+    pub fn same_serving(&self, other: &DeviceRecord) -> bool {
+        self.store == other.store
+            && self.write_cache == other.write_cache
+            && self.thin == other.thin
+    }
+
+    /// The LUN config of this Device as LUN `lun`.
+    pub fn lun_config(&self, lun: u64) -> LunConfig {
+        LunConfig {
+            lun,
+            device: self.id.key(),
+            store: self.store.clone(),
+            write_cache: self.write_cache,
+            thin: self.thin,
+        }
+    }
+}
+
+/// One LUN of a Target: which Device (by name in the Target's namespace, and which
+/// incarnation of it when the caller knows).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LunRecord {
+    pub lun: u64,
+    pub device_name: String,
+    /// Empty: whichever incarnation the agent has (standalone manifests carry no uid).
+    pub device_uid: String,
+}
+
+/// A Target with its references resolved: effective IQN, CHAP secrets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetRecord {
+    pub id: ObjectId,
+    pub iqn: String,
+    pub port: u16,
+    pub luns: Vec<LunRecord>,
+    pub acl: AclPolicy,
+    pub chap: Option<ChapSecrets>,
+    pub limits: TargetLimits,
+}
+
+impl TargetRecord {
+    /// A record of a Target whose spec passed [`Target::validate`]: `iqn` is the effective IQN
+    /// and `chap` the secrets its Secret holds.
+    pub fn from_target(
+        id: ObjectId,
+        t: &Target,
+        iqn: String,
+        chap: Option<ChapSecrets>,
+        device_uid: impl Fn(&str) -> String,
+    ) -> Self {
+        let s = &t.spec;
+        TargetRecord {
+            id,
+            iqn,
+            port: s.port,
+            luns: s
+                .luns
+                .iter()
+                .map(|l| LunRecord {
+                    lun: l.lun,
+                    device_name: l.device_ref.clone(),
+                    device_uid: device_uid(&l.device_ref),
+                })
+                .collect(),
+            acl: if s.acl.allow_all {
+                AclPolicy::AllowAll
+            } else {
+                AclPolicy::Only(s.acl.initiators.clone())
+            },
+            chap,
+            limits: limits(&s.iscsi),
+        }
+    }
+
+    /// `namespace/name` of the Device behind LUN `l`.
+    pub fn device_key(&self, l: &LunRecord) -> String {
+        format!("{}/{}", self.id.namespace, l.device_name)
+    }
+
+    /// The engine's config for this Target over these LUNs.
+    pub fn config(&self, luns: Vec<LunConfig>) -> TargetConfig {
+        TargetConfig {
+            name: self.id.key(),
+            iqn: self.iqn.clone(),
+            port: self.port,
+            acl: self.acl.clone(),
+            chap: self.chap.clone(),
+            limits: self.limits.clone(),
+            luns,
+        }
+    }
+}
+
+fn digest_policy(d: Digest) -> DigestPolicy {
+    match d {
+        Digest::None => DigestPolicy::Off,
+        Digest::Crc32c => DigestPolicy::Require,
+        Digest::Optional => DigestPolicy::Allow,
+    }
+}
+
+/// The negotiation limits a Target's `spec.iscsi` sets.
+pub fn limits(p: &spindle_crds::IscsiParams) -> TargetLimits {
+    TargetLimits {
+        header_digest: digest_policy(p.header_digest),
+        data_digest: digest_policy(p.data_digest),
+        max_recv_data_segment_len: p.max_recv_data_segment_length,
+        max_burst_len: p.max_burst_length,
+        first_burst_len: p.first_burst_length,
+        initial_r2t: p.initial_r2t,
+        immediate_data: p.immediate_data,
+        max_outstanding_r2t: p.max_outstanding_r2t,
+        ..TargetLimits::default()
+    }
+}
+
+/// A Device manifest's record (standalone: the manifest carries no uid; its name stands in).
+pub fn device_from_manifest(d: &Device) -> Option<DeviceRecord> {
+    DeviceRecord::from_spec(manifest_id(&d.metadata), &d.spec)
+}
+
+/// The id of an object read from a manifest: uid and generation from the manifest if it has
+/// them, else the name and generation 0.
+pub fn manifest_id(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectId {
+    let namespace = m.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = m.name.clone().unwrap_or_default();
+    ObjectId {
+        uid: m
+            .uid
+            .clone()
+            .unwrap_or_else(|| format!("manifest:{namespace}/{name}")),
+        generation: m.generation.unwrap_or(0),
+        namespace,
+        name,
+    }
+}
