@@ -1,15 +1,21 @@
-# The real node of `up --kubelet`: containerd + runc + bridge CNI + kubelet + kube-proxy +
-# kube-controller-manager + kube-scheduler beside the control plane, all state under
-# $state/node; node_stop and node_restore_host undo everything it changed on the host. Sourced
-# by lib.sh.
+# The real nodes of `up --kubelet`: per node a containerd (runc, bridge CNI) and a kubelet; one
+# kube-proxy, kube-controller-manager and kube-scheduler beside the control plane; all state
+# under $state/node. node_stop and node_restore_host undo everything it changed on the host.
+# Sourced by lib.sh.
 # shellcheck shell=bash
 
-# One real node per machine: its bridge, cgroups and iptables chains are host-wide.
+# One set of real nodes per machine: the bridge, cgroups and iptables chains are host-wide.
+# Node i (0-based) has the address 10.77.0.(i+1) on the bridge (node 0's is also the pods'
+# gateway and the apiserver's) and its kubelet's health port on 127.0.4.(i+1); pods get
+# 10.77.0.32 and up.
 NODE_BRIDGE=spindle-br0
 NODE_SUBNET=10.77.0.0/24
-NODE_IP=10.77.0.1            # the bridge's address: node IP, apiserver, pods' gateway
+NODE_NET=10.77.0
+NODE_IP=10.77.0.1            # the first node; the apiserver listens here
 NODE_PREFIX=24
-NODE_LOCAL=127.0.4.1         # health and metrics ports of the node components
+NODE_LOCAL_NET=127.0.4       # health and metrics ports of the node components
+NODE_LOCAL=127.0.4.1
+NODE_MAX=8
 NODE_OWNER_FILE="$STATE_ROOT/spindle-node.owner"
 NODE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -23,25 +29,31 @@ NODE_SYSCTLS=(vm.overcommit_memory kernel.panic kernel.panic_on_oops net.ipv4.ip
     net.ipv6.conf.all.forwarding net.ipv4.conf.all.route_localnet net.bridge.bridge-nf-call-iptables
     net.bridge.bridge-nf-call-ip6tables net.netfilter.nf_conntrack_max
     net.netfilter.nf_conntrack_tcp_timeout_established net.netfilter.nf_conntrack_tcp_timeout_close_wait)
-# Top-level cgroups kubelet and containerd create in every hierarchy.
-NODE_CGROUPS=(kubepods k8s.io)
+# Top-level cgroups of the nodes (each kubelet's cgroupRoot is /spindle/NODE) and of containerd.
+NODE_CGROUPS=(spindle kubepods k8s.io)
 NODE_PACKAGES=(containerd runc containernetworking-plugins iptables conntrack gcc)
 
-# node_preflight NAME: dies unless this machine can run the node of cluster NAME.
+# node_ip I / node_local I: the addresses of node I.
+node_ip() { echo "$NODE_NET.$(($1 + 1))"; }
+node_local() { echo "$NODE_LOCAL_NET.$(($1 + 1))"; }
+
+# node_preflight NAME NODE...: dies unless this machine can run the nodes of cluster NAME.
 node_preflight() {
-    local p missing=()
+    local p missing=() owner
     (($(id -u) == 0)) || die "--kubelet needs root (kubelet, containerd and runc manage cgroups, mounts and networks)"
     for p in "${NODE_PACKAGES[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
     ((${#missing[@]} == 0)) || die "--kubelet needs the Debian packages ${missing[*]} (e2e/install-deps installs them)"
-    if [[ -s "$NODE_OWNER_FILE" && "$(<"$NODE_OWNER_FILE")" != "$1" && -d "$(state_dir "$(<"$NODE_OWNER_FILE")")/node" ]]; then
-        die "a real node already runs for cluster $(<"$NODE_OWNER_FILE") (one per machine); stop it with: down --name $(<"$NODE_OWNER_FILE")"
+    (($# - 1 <= NODE_MAX)) || die "--kubelet runs at most $NODE_MAX nodes"
+    owner="$(cat "$NODE_OWNER_FILE" 2>/dev/null || true)"
+    if [[ -n "$owner" && "$owner" != "$1" && -d "$(state_dir "$owner")/node" ]]; then
+        die "real nodes already run for cluster $owner (one set per machine); stop them with: down --name $owner"
     fi
 }
 
-# node_record_host STATE NAME: what node_restore_host must restore, written before anything changes;
-# marks cluster NAME as the machine's node.
+# node_record_host STATE NAME: what node_restore_host must restore, written before anything
+# changes; marks cluster NAME as the machine's owner of real nodes.
 node_record_host() {
     local n="$1/node" p c h
     mkdir -p "$n"
@@ -58,61 +70,56 @@ node_record_host() {
     echo "$2" >"$NODE_OWNER_FILE"
 }
 
+# node_bridge COUNT: the bridge, with the addresses of COUNT nodes.
 node_bridge() {
+    local i
     ip link show "$NODE_BRIDGE" >/dev/null 2>&1 || ip link add "$NODE_BRIDGE" type bridge
-    ip addr replace "$NODE_IP/$NODE_PREFIX" dev "$NODE_BRIDGE"
+    for ((i = 0; i < $1; i++)); do
+        ip addr replace "$(node_ip "$i")/$NODE_PREFIX" dev "$NODE_BRIDGE"
+    done
     ip link set "$NODE_BRIDGE" up
 }
 
-# node_certs STATE NODE: client certificates of the node components, the kubelet's serving one.
+# node_certs STATE NODE...: client certificates of the node components and each kubelet's
+# serving certificate.
 node_certs() {
-    local d="$1" node="$2" client="extendedKeyUsage=clientAuth"
-    issue_cert "$d" kubelet "/O=system:nodes/CN=system:node:$node" "$client"
-    issue_cert "$d" kubelet-serving "/CN=$node" "subjectAltName=IP:$NODE_IP,DNS:$node" "extendedKeyUsage=serverAuth"
+    local d="$1" client="extendedKeyUsage=clientAuth" i=0 node
+    shift
+    for node in "$@"; do
+        issue_cert "$d" "kubelet-$node" "/O=system:nodes/CN=system:node:$node" "$client"
+        issue_cert "$d" "kubelet-serving-$node" "/CN=$node" \
+            "subjectAltName=IP:$(node_ip "$i"),DNS:$node" "extendedKeyUsage=serverAuth"
+        i=$((i + 1))
+    done
     issue_cert "$d" kube-controller-manager "/CN=system:kube-controller-manager" "$client"
     issue_cert "$d" kube-scheduler "/CN=system:kube-scheduler" "$client"
     issue_cert "$d" kube-proxy "/CN=system:kube-proxy" "$client"
 }
 
-# node_configs STATE NODE SERVER: containerd, CNI, kubelet and kube-proxy configuration files.
-node_configs() {
-    local s="$1" node="$2" server="$3" n="$1/node" c
-    mkdir -p "$n/containerd" "$n/cni/net.d" "$n/kubelet/seccomp" "$n/pod-logs" "$n/volume-plugins"
-    for c in kubelet kube-controller-manager kube-scheduler kube-proxy; do
-        write_kubeconfig_file "$n/$c.kubeconfig" "$node" "$server" "$s/ca.crt" "$s/$c.crt" "$s/$c.key" "$c"
+# node_cgroup_root NODE: the kubelet's cgroupRoot /spindle/NODE in every hierarchy (the kubelet
+# requires it to exist; a cpuset needs its CPUs and memory nodes filled in).
+node_cgroup_root() {
+    local h d
+    for h in /sys/fs/cgroup/*/; do
+        for d in spindle "spindle/$1"; do
+            [[ -d "$h$d" ]] || mkdir "$h$d"
+            if [[ -f "$h$d/cpuset.cpus" ]]; then
+                [[ -n "$(<"$h$d/cpuset.cpus")" ]] || cat "$(dirname "$h$d")/cpuset.cpus" >"$h$d/cpuset.cpus"
+                [[ -n "$(<"$h$d/cpuset.mems")" ]] || cat "$(dirname "$h$d")/cpuset.mems" >"$h$d/cpuset.mems"
+            fi
+        done
     done
-    cat >"$n/containerd/config.toml" <<EOF
-version = 2
-root = "$n/containerd/root"
-state = "$n/containerd/state"
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.internal.v1.tracing", "io.containerd.tracing.processor.v1.otlp"]
-[grpc]
-  address = "$n/containerd/containerd.sock"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$n/containerd/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "$(node_pause_ref)"
-  # The VM withholds CAP_SYS_RESOURCE even from root: runc cannot lower oom_score_adj.
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
-  stream_server_address = "$NODE_LOCAL"
-  stream_server_port = "0"
-  enable_selinux = false
-  disable_apparmor = true
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "$n/cni/net.d"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-        Root = "$n/containerd/runc"
-EOF
+}
+
+# node_configs STATE SERVER NODE...: the configuration of every node and of the shared
+# components. The kubelets share one folder of seccomp profiles: $STATE/node/seccomp.
+node_configs() {
+    local s="$1" server="$2" n="$1/node" c i=0 node
+    shift 2
+    mkdir -p "$n/cni/net.d" "$n/seccomp" "$n/volume-plugins"
+    for c in kube-controller-manager kube-scheduler kube-proxy; do
+        write_kubeconfig_file "$n/$c.kubeconfig" "$c" "$server" "$s/ca.crt" "$s/$c.crt" "$s/$c.key" "$c"
+    done
     cat >"$n/cni/net.d/10-spindle.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
@@ -126,48 +133,19 @@ EOF
       "hairpinMode": true,
       "ipam": {
         "type": "host-local",
-        "ranges": [[{"subnet": "$NODE_SUBNET", "gateway": "$NODE_IP"}]],
+        "ranges": [[{"subnet": "$NODE_SUBNET", "gateway": "$NODE_IP", "rangeStart": "$NODE_NET.32"}]],
         "dataDir": "$n/cni/ipam"
       }
     }
   ]
 }
 EOF
-    cat >"$n/kubelet.yaml" <<EOF
-apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-address: $NODE_IP
-port: 10250
-readOnlyPort: 0
-healthzBindAddress: $NODE_LOCAL
-healthzPort: 10248
-tlsCertFile: $s/kubelet-serving.crt
-tlsPrivateKeyFile: $s/kubelet-serving.key
-authentication:
-  anonymous: {enabled: false}
-  webhook: {enabled: true}
-  x509: {clientCAFile: $s/ca.crt}
-authorization: {mode: Webhook}
-containerRuntimeEndpoint: unix://$n/containerd/containerd.sock
-# cgroup v1 (hybrid) and no systemd as PID 1 here.
-cgroupDriver: cgroupfs
-failCgroupV1: false
-failSwapOn: false
-# Images are imported, never pulled: never collect them.
-imageGCHighThresholdPercent: 100
-imageGCLowThresholdPercent: 99
-evictionHard: {memory.available: 100Mi, nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}
-podLogsDir: $n/pod-logs
-volumePluginDir: $n/volume-plugins
-serializeImagePulls: false
-shutdownGracePeriod: 0s
-EOF
     cat >"$n/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {kubeconfig: $n/kube-proxy.kubeconfig}
 mode: iptables
-hostnameOverride: $node
+hostnameOverride: $1
 clusterCIDR: $NODE_SUBNET
 healthzBindAddress: $NODE_LOCAL:10256
 metricsBindAddress: $NODE_LOCAL:10249
@@ -176,7 +154,88 @@ nodePortAddresses: ["$NODE_SUBNET"]
 conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
 iptables: {localhostNodePorts: false}
 EOF
+    for node in "$@"; do
+        node_config "$s" "$server" "$node" "$i"
+        i=$((i + 1))
+    done
 }
+
+# node_config STATE SERVER NODE I: the containerd and kubelet of node NODE (index I).
+node_config() {
+    local s="$1" server="$2" node="$3" i="$4" d="$1/node/$3" n="$1/node"
+    mkdir -p "$d/containerd" "$d/kubelet" "$d/pod-logs"
+    ln -sfn "$n/seccomp" "$d/kubelet/seccomp"
+    write_kubeconfig_file "$d/kubelet.kubeconfig" "$node" "$server" "$s/ca.crt" "$s/kubelet-$node.crt" \
+        "$s/kubelet-$node.key" "system:node:$node"
+    cat >"$d/containerd/config.toml" <<EOF
+version = 2
+root = "$d/containerd/root"
+state = "$d/containerd/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.internal.v1.tracing", "io.containerd.tracing.processor.v1.otlp"]
+[grpc]
+  address = "$d/containerd/containerd.sock"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$d/containerd/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$(node_pause_ref)"
+  # The VM withholds CAP_SYS_RESOURCE even from root: runc cannot lower oom_score_adj.
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  stream_server_address = "$(node_local "$i")"
+  stream_server_port = "0"
+  enable_selinux = false
+  disable_apparmor = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$n/cni/net.d"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = "$d/containerd/runc"
+EOF
+    cat >"$d/kubelet.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: $(node_ip "$i")
+port: 10250
+readOnlyPort: 0
+healthzBindAddress: $(node_local "$i")
+healthzPort: 10248
+tlsCertFile: $s/kubelet-serving-$node.crt
+tlsPrivateKeyFile: $s/kubelet-serving-$node.key
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $s/ca.crt}
+authorization: {mode: Webhook}
+containerRuntimeEndpoint: unix://$d/containerd/containerd.sock
+# cgroup v1 (hybrid) and no systemd as PID 1 here; one cgroup subtree per node.
+cgroupDriver: cgroupfs
+cgroupRoot: /spindle/$node
+failCgroupV1: false
+failSwapOn: false
+# Images are imported, never pulled: never collect them.
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: {memory.available: 100Mi, nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}
+podLogsDir: $d/pod-logs
+volumePluginDir: $n/volume-plugins
+serializeImagePulls: false
+shutdownGracePeriod: 0s
+EOF
+}
+
+# node_names STATE: the real nodes of a cluster, one a line.
+node_names() { cat "$1/node/names" 2>/dev/null || true; }
+
+# node_containerd STATE NODE: the containerd socket of a node.
+node_containerd() { echo "$1/node/$2/containerd/containerd.sock"; }
 
 node_pause_ref() { echo "docker.io/library/spindle-pause:1"; }
 
@@ -204,15 +263,26 @@ node_wait() {
     done
 }
 
-# node_start STATE NODE: starts the node's daemons (control plane already up) and waits for the
-# Node to be Ready.
+# node_start STATE NODE...: starts every node's containerd and kubelet and the shared
+# components (control plane already up); waits for every Node to be Ready.
 node_start() {
-    local s="$1" node="$2" n="$1/node" sock="$1/node/containerd/containerd.sock"
-    spawn containerd /usr/bin/containerd --config "$n/containerd/config.toml"
-    node_wait containerd 30 ctr --address "$sock" version
-    ctr --address "$sock" -n k8s.io images import "$(node_pause_image)" >/dev/null
-    spawn kubelet "$BIN_DIR/kubelet" --config "$n/kubelet.yaml" --kubeconfig "$n/kubelet.kubeconfig" \
-        --root-dir "$n/kubelet" --hostname-override "$node" --node-ip "$NODE_IP"
+    local s="$1" n="$1/node" i=0 node sock pause
+    shift
+    printf '%s\n' "$@" >"$n/names"
+    pause="$(node_pause_image)"
+    for node in "$@"; do
+        node_cgroup_root "$node"
+        spawn "containerd-$node" /usr/bin/containerd --config "$n/$node/containerd/config.toml"
+    done
+    for node in "$@"; do
+        sock="$(node_containerd "$s" "$node")"
+        node_wait "containerd of $node" 30 ctr --address "$sock" version
+        ctr --address "$sock" -n k8s.io images import "$pause" >/dev/null
+        spawn "kubelet-$node" "$BIN_DIR/kubelet" --config "$n/$node/kubelet.yaml" \
+            --kubeconfig "$n/$node/kubelet.kubeconfig" --root-dir "$n/$node/kubelet" \
+            --hostname-override "$node" --node-ip "$(node_ip "$i")"
+        i=$((i + 1))
+    done
     spawn kube-controller-manager "$BIN_DIR/kube-controller-manager" \
         --kubeconfig "$n/kube-controller-manager.kubeconfig" --leader-elect=false \
         --bind-address "$NODE_LOCAL" --secure-port 10257 --cert-dir "$n/kcm-certs" \
@@ -222,8 +292,11 @@ node_start() {
     spawn kube-scheduler "$BIN_DIR/kube-scheduler" --kubeconfig "$n/kube-scheduler.kubeconfig" \
         --leader-elect=false --bind-address "$NODE_LOCAL" --secure-port 10259 \
         --cert-dir "$n/scheduler-certs" --profiling=false
+    # One kube-proxy serves every node: they share the host's network namespace.
     spawn kube-proxy "$BIN_DIR/kube-proxy" --config "$n/kube-proxy.yaml"
-    node_wait "Node $node" 90 node_ready "$node"
+    for node in "$@"; do
+        node_wait "Node $node" 90 node_ready "$node"
+    done
 }
 
 node_ready() {
@@ -272,26 +345,31 @@ node_cgroup_pids() {
 }
 
 # node_stop STATE: stops the pods (through the API: agents drain and flush on SIGTERM) and the
-# node's daemons, and unmounts what they mounted. The control plane still runs.
+# nodes' daemons, and unmounts what they mounted. The control plane still runs.
 node_stop() {
-    local s="$1" n="$1/node" pid i sock="$1/node/containerd/containerd.sock"
-    # Pods first, through the API (agents drain and flush on SIGTERM); nothing recreates them.
+    local s="$1" n="$1/node" pid i node alive=false
+    # Pods first; nothing recreates them once the controller-manager is gone.
     stop_pid "$s/kube-controller-manager.pid" "$BIN_DIR/kube-controller-manager"
     stop_pid "$s/kube-scheduler.pid" "$BIN_DIR/kube-scheduler"
-    if pid_alive "$s/kubelet.pid" "$BIN_DIR/kubelet" && [[ -s "$s/kubeconfig" ]]; then
+    for node in $(node_names "$s"); do
+        pid_alive "$s/kubelet-$node.pid" "$BIN_DIR/kubelet" && alive=true
+    done
+    if $alive && [[ -s "$s/kubeconfig" ]]; then
         "$BIN_DIR/kubectl" --kubeconfig "$s/kubeconfig" delete pods --all --all-namespaces \
             --wait --timeout 120s >/dev/null 2>&1 || echo "down: pods did not stop within 120 s; killing them" >&2
     fi
-    stop_pid "$s/kubelet.pid" "$BIN_DIR/kubelet"
+    for node in $(node_names "$s"); do stop_pid "$s/kubelet-$node.pid" "$BIN_DIR/kubelet"; done
     stop_pid "$s/kube-proxy.pid" "$BIN_DIR/kube-proxy"
     # Whatever still runs in the pods' cgroups, then containerd and its shims.
     for ((i = 0; i < 3; i++)); do
         for pid in $(node_cgroup_pids); do kill -KILL "$pid" 2>/dev/null || true; done
         sleep 0.2
     done
-    stop_pid "$s/containerd.pid" /usr/bin/containerd
-    for pid in $(pgrep -f "containerd-shim-runc-v2 .*-address $sock( |$)" || true); do
-        kill -KILL "$pid" 2>/dev/null || true
+    for node in $(node_names "$s"); do
+        stop_pid "$s/containerd-$node.pid" /usr/bin/containerd
+        for pid in $(pgrep -f "containerd-shim-runc-v2 .*-address $(node_containerd "$s" "$node")( |$)" || true); do
+            kill -KILL "$pid" 2>/dev/null || true
+        done
     done
     node_unmount_under "$n"
 }
