@@ -16,7 +16,7 @@ use super::framing::{PduReader, ReadError};
 use super::outbox::Outbox;
 use super::target::TargetState;
 use crate::iscsi::discovery::{self, Asker, DiscoveryEntry};
-use crate::iscsi::login::Established;
+use crate::iscsi::login::{AclPolicy, Established};
 use crate::iscsi::pdu::{Digests, TaskFunction, tmf_response};
 use crate::iscsi::session::{Action, Command, ScsiOutcome, Session, SessionConfig};
 use crate::iscsi::text;
@@ -132,6 +132,23 @@ impl Sessions {
     /// Number of live sessions.
     pub fn count(&self) -> usize {
         self.live.borrow().len()
+    }
+
+    /// Closes the sessions whose initiator `acl` no longer admits (an ACL change cuts access at
+    /// once, not at the next login). Returns how many.
+    pub fn close_disallowed(&self, acl: &AclPolicy) -> usize {
+        let mut n = 0;
+        for s in self.live.borrow().values() {
+            if !acl.allows(&s.info.initiator_name) {
+                tracing::warn!(
+                    initiator = %s.info.initiator_name,
+                    "the Target's ACL no longer admits this initiator: closing its session"
+                );
+                let _ = s.stream.shutdown();
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Shuts every connection down and waits until their pumps have ended.

@@ -84,7 +84,8 @@ pub struct Engine {
 impl Engine {
     /// Binds the iSCSI portal and starts the acceptor; no target is served yet.
     pub fn start(opts: EngineOptions) -> Result<Engine, EngineError> {
-        let listener = bind(opts.listen)?;
+        // A killed agent's port can take a moment to come back: wait for it at start.
+        let listener = bind(opts.listen, BIND_PATIENCE)?;
         let directory = SharedDirectory::default();
         let acceptor = acceptor::spawn(listener, directory.clone(), opts.advertise)
             .map_err(EngineError::Thread)?;
@@ -233,7 +234,7 @@ impl Engine {
             *n += 1;
             return Ok(());
         }
-        let listener = bind(SocketAddr::new(self.opts.listen.ip(), port))?;
+        let listener = bind(SocketAddr::new(self.opts.listen.ip(), port), Duration::ZERO)?;
         self.acceptor.listen(listener);
         self.ports.insert(port, 1);
         Ok(())
@@ -250,6 +251,28 @@ impl Engine {
     }
 }
 
-fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, EngineError> {
-    std::net::TcpListener::bind(addr).map_err(|source| EngineError::Bind { addr, source })
+/// How long a bind waits for its address to be given back. A killed agent's listening socket
+/// stays bound until the kernel has torn down its ring (the pending accept holds it), which
+/// happens shortly after the process is gone: a restarted agent waits for it.
+const BIND_PATIENCE: Duration = Duration::from_secs(10);
+
+fn bind(addr: SocketAddr, patience: Duration) -> Result<std::net::TcpListener, EngineError> {
+    let deadline = std::time::Instant::now() + patience;
+    let mut logged = false;
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(l) => return Ok(l),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                if !logged {
+                    tracing::info!(%addr, "address in use; waiting for it to be given back");
+                    logged = true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(source) => return Err(EngineError::Bind { addr, source }),
+        }
+    }
 }

@@ -36,7 +36,8 @@ pub enum TargetCmd {
         remove: Vec<u64>,
         reply: oneshot::Sender<Vec<u64>>,
     },
-    /// New access list (SendTargets inside this target's sessions follows it).
+    /// New access list: SendTargets inside this target's sessions follows it, and sessions of
+    /// initiators it no longer admits are closed.
     SetAcl(AclPolicy),
     /// What the target serves now.
     Status {
@@ -193,7 +194,10 @@ fn run(
                     }
                     let _ = reply.send(failed);
                 }
-                TargetCmd::SetAcl(acl) => state.set_acl(acl),
+                TargetCmd::SetAcl(acl) => {
+                    sessions.close_disallowed(&acl);
+                    state.set_acl(acl);
+                }
                 TargetCmd::Status { reply } => {
                     let _ = reply.send(TargetSnapshot {
                         luns: state.lun_snapshots(),

@@ -256,3 +256,29 @@ pub fn manifest_id(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMet
         name,
     }
 }
+
+/// A file-backed Device record of 1 MiB at `<name>.img` in namespace `ns`, for tests.
+#[cfg(test)]
+pub fn sample_device(name: &str, uid: &str) -> DeviceRecord {
+    DeviceRecord {
+        id: ObjectId {
+            namespace: "ns".into(),
+            name: name.into(),
+            uid: uid.into(),
+            generation: 1,
+        },
+        store: StoreSpec {
+            source: StoreSource::File {
+                path: format!("{name}.img"),
+                size_bytes: 1 << 20,
+            },
+            block_size: 512,
+            read_only: false,
+            direct: false,
+        },
+        write_cache: true,
+        thin: false,
+        reclaim_delete: true,
+        drain: DrainRecord::default(),
+    }
+}

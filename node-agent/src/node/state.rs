@@ -195,8 +195,7 @@ mod tests {
     use super::*;
     use crate::iscsi::chap::{ChapSecrets, Credentials};
     use crate::iscsi::login::AclPolicy;
-    use crate::node::records::{DrainPhase, DrainRecord, LunRecord, ObjectId};
-    use crate::store::{StoreSource, StoreSpec};
+    use crate::node::records::{DrainPhase, LunRecord, ObjectId, sample_device};
     use std::os::unix::fs::PermissionsExt;
 
     fn id(uid: &str) -> ObjectId {
@@ -209,25 +208,10 @@ mod tests {
     }
 
     fn device(uid: &str) -> DeviceRecord {
-        DeviceRecord {
-            id: id(uid),
-            store: StoreSpec {
-                source: StoreSource::File {
-                    path: "d.img".into(),
-                    size_bytes: 4096,
-                },
-                block_size: 512,
-                read_only: false,
-                direct: false,
-            },
-            write_cache: true,
-            thin: false,
-            reclaim_delete: true,
-            drain: DrainRecord {
-                phase: DrainPhase::Fenced,
-                ..DrainRecord::default()
-            },
-        }
+        let mut d = sample_device("n", uid);
+        d.id.generation = 3;
+        d.drain.phase = DrainPhase::Fenced;
+        d
     }
 
     #[test]

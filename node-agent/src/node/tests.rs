@@ -3,11 +3,11 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use super::records::{DeviceRecord, DrainPhase, LunRecord, ObjectId, TargetRecord};
+use super::records::{self, DeviceRecord, DrainPhase, LunRecord, ObjectId, TargetRecord};
 use super::{Node, NodeError, NodeOptions};
 use crate::engine::EngineOptions;
 use crate::iscsi::login::AclPolicy;
-use crate::store::{StoreSource, StoreSpec};
+use crate::store::StoreSource;
 
 fn opts(dir: &Path, persist: bool) -> NodeOptions {
     NodeOptions {
@@ -32,22 +32,7 @@ fn id(name: &str, uid: &str, generation: i64) -> ObjectId {
 }
 
 fn device(name: &str, uid: &str) -> DeviceRecord {
-    DeviceRecord {
-        id: id(name, uid, 1),
-        store: StoreSpec {
-            source: StoreSource::File {
-                path: format!("{name}.img"),
-                size_bytes: 1 << 20,
-            },
-            block_size: 512,
-            read_only: false,
-            direct: false,
-        },
-        write_cache: true,
-        thin: false,
-        reclaim_delete: true,
-        drain: Default::default(),
-    }
+    records::sample_device(name, uid)
 }
 
 fn target(name: &str, luns: &[(u64, &str)]) -> TargetRecord {
