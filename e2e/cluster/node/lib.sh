@@ -52,19 +52,27 @@ node_preflight() {
     fi
 }
 
+# node_host_settings: the host paths, settings and cgroups the nodes touch, as they are now
+# ("path P", "sysctl NAME VALUE", "cgroup DIR" lines).
+node_host_settings() {
+    local p c h
+    for p in "${NODE_HOST_PATHS[@]}"; do [[ -e "$p" ]] && echo "path $p"; done
+    for p in "${NODE_SYSCTLS[@]}"; do
+        [[ -r "/proc/sys/${p//.//}" ]] && echo "sysctl $p $(<"/proc/sys/${p//.//}")"
+    done
+    for c in "${NODE_CGROUPS[@]}"; do
+        for h in /sys/fs/cgroup/*/; do [[ -d "$h$c" ]] && echo "cgroup $h$c"; done
+    done
+    return 0
+}
+
 # node_record_host STATE NAME: what node_restore_host must restore, written before anything
 # changes; marks cluster NAME as the machine's owner of real nodes.
 node_record_host() {
-    local n="$1/node" p c h
+    local n="$1/node"
     mkdir -p "$n"
     {
-        for p in "${NODE_HOST_PATHS[@]}"; do [[ -e "$p" ]] && echo "path $p"; done
-        for p in "${NODE_SYSCTLS[@]}"; do
-            [[ -r "/proc/sys/${p//.//}" ]] && echo "sysctl $p $(<"/proc/sys/${p//.//}")"
-        done
-        for c in "${NODE_CGROUPS[@]}"; do
-            for h in /sys/fs/cgroup/*/; do [[ -d "$h$c" ]] && echo "cgroup $h$c"; done
-        done
+        node_host_settings
         if ip link show "$NODE_BRIDGE" >/dev/null 2>&1; then echo "link $NODE_BRIDGE"; fi
     } >"$n/host.before"
     echo "$2" >"$NODE_OWNER_FILE"
@@ -416,14 +424,8 @@ node_restore_host() {
 # node_host_state: one line per host setting the real node touches (paths, settings, cgroups,
 # links, iptables chains, mounts and processes of any node); `down` must bring it back.
 node_host_state() {
-    local p c h ipt table
-    for p in "${NODE_HOST_PATHS[@]}"; do [[ -e "$p" ]] && echo "path $p"; done
-    for p in "${NODE_SYSCTLS[@]}"; do
-        [[ -r "/proc/sys/${p//.//}" ]] && echo "sysctl $p $(<"/proc/sys/${p//.//}")"
-    done
-    for c in "${NODE_CGROUPS[@]}"; do
-        for h in /sys/fs/cgroup/*/; do [[ -d "$h$c" ]] && echo "cgroup $h$c"; done
-    done
+    local ipt table
+    node_host_settings
     ip -o link show 2>/dev/null | awk -F': ' -v b="$NODE_BRIDGE" '$2 == b || $0 ~ "master " b {print "link " $2}'
     for ipt in iptables ip6tables; do
         for table in filter nat mangle raw; do
