@@ -24,6 +24,14 @@ pub fn secret_length_problem(len: usize) -> Option<String> {
     })
 }
 
+/// Why a mutual CHAP setup cannot be used, or None: the target's secret must differ from the
+/// initiator's (one secret in both directions lets an attacker reflect challenges).
+pub fn mutual_problem(initiator_secret: &str, target_secret: &str) -> Option<String> {
+    (initiator_secret == target_secret).then(|| {
+        format!("{MUTUAL_SECRET_KEY:?} must differ from {SECRET_KEY:?} (the same secret in both directions allows a reflection attack)")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -36,5 +44,11 @@ mod tests {
         assert_eq!(secret_length_problem(255), None);
         let p = secret_length_problem(256).unwrap();
         assert!(p.contains("256 bytes") && p.contains("12 to 255"), "{p}");
+    }
+
+    #[test]
+    fn mutual_secrets_must_differ() {
+        assert!(mutual_problem("0123456789ab", "0123456789ab").is_some());
+        assert_eq!(mutual_problem("0123456789ab", "ba9876543210"), None);
     }
 }

@@ -55,6 +55,13 @@ const NO_DOTDOT_RULE: &str = "!self.split('/').exists(p, p == '..')";
         priority = 1
     ),
     printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        description = "Why it is (not) ready; the Ready condition's message says what to change",
+        priority = 1
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -65,13 +72,21 @@ const NO_DOTDOT_RULE: &str = "!self.split('/').exists(p, p == '..')";
     "rule": "!has(self.source.file) || self.source.file.sizeBytes % self.blockSize == 0",
     "message": "must be a multiple of blockSize",
     "fieldPath": ".source.file.sizeBytes",
+}, {
+    "rule": "self.source == oldSelf.source",
+    "message": "is immutable: create a new Device for another backing store",
+    "fieldPath": ".source",
 }]))]
 #[schemars(transform = crate::prose::flow_descriptions)]
 pub struct DeviceSpec {
-    /// Name of the node whose agent holds the backing store and serves this device.
-    #[schemars(length(min = 1))]
+    /// Name of the node whose agent holds the backing store and serves this device. Immutable:
+    /// the bytes live on that node.
+    #[schemars(length(min = 1), extend("x-kubernetes-validations" = [{
+        "rule": "self == oldSelf",
+        "message": "is immutable: the data lives on that node; create a new Device on the other node instead",
+    }]))]
     pub node_name: String,
-    /// The backing store: exactly one of `file` or `block`.
+    /// The backing store: exactly one of `file` or `block`. Immutable.
     pub source: DeviceSource,
     /// Logical block size in bytes: 512 or 4096.
     #[serde(default = "default_block_size")]
@@ -168,8 +183,9 @@ pub enum ReclaimPolicy {
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = crate::prose::flow_descriptions)]
 pub struct DeviceStatus {
-    /// Ready, Deleting and Flushed conditions.
+    /// Ready, AgentReachable, and while it is deleted Deleting and Flushed (one per type).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// Capacity in bytes as served (block count times block size).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -69,6 +69,13 @@ const ISCSI_LENGTH_MAX: u32 = 16_777_215;
         description = "Logged-in iSCSI sessions"
     ),
     printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        description = "Why it is (not) ready; the Ready condition's message says what to change",
+        priority = 1
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -246,8 +253,9 @@ pub enum Digest {
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = crate::prose::flow_descriptions)]
 pub struct TargetStatus {
-    /// Ready and AgentReachable conditions.
+    /// Ready, AgentReachable, and while it is deleted Deleting (one per type).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// Node serving the target.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -388,3 +388,39 @@ fn collect_rules(schema: &Value, out: &mut Vec<(String, Value)>) {
         collect_rules(items, out);
     }
 }
+
+/// Transition rules: a Device's node and backing store cannot change; other fields can.
+#[test]
+fn device_node_and_source_are_immutable() {
+    let base = "  source:\n    file: {path: a.img, sizeBytes: 4096}\n";
+    let old: Device = serde_yaml::from_str(&device(base)).expect("device");
+    let edit = |f: &dyn Fn(&mut Device)| {
+        let mut new = old.clone();
+        f(&mut new);
+        match kube::core::cel::validate_cel_update(&new, &old) {
+            Ok(()) => vec![],
+            Err(errors) => errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field_path, e.message))
+                .collect::<Vec<_>>(),
+        }
+    };
+    let node = edit(&|d| d.spec.node_name = "n2".into());
+    assert!(
+        node.iter()
+            .any(|e| e.contains("nodeName") && e.contains("immutable")),
+        "{node:?}"
+    );
+    let path = edit(&|d| {
+        if let Some(f) = d.spec.source.file.as_mut() {
+            f.path = "b.img".into();
+        }
+    });
+    assert!(
+        path.iter()
+            .any(|e| e.contains("source") && e.contains("immutable")),
+        "{path:?}"
+    );
+    assert_eq!(edit(&|d| d.spec.read_only = true), Vec::<String>::new());
+    assert_eq!(edit(&|_| {}), Vec::<String>::new());
+}

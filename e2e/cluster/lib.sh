@@ -93,12 +93,24 @@ KUBECONFIG
 # shellcheck source=e2e/cluster/node/lib.sh
 source "$CLUSTER_DIR/node/lib.sh"
 
-# stop_cluster DIR: stops the processes recorded in a state directory (with a real node: its
-# pods and daemons first, restoring the host) and removes it.
+# stop_spindle_processes DIR: stops the operator replicas, then the agents, that
+# `e2e/cluster/spindle` started for the cluster in DIR (each records WHAT.pid and WHAT.bin).
+stop_spindle_processes() {
+    local f what
+    for f in "$1"/spindle/operator*.bin "$1"/spindle/agent-*.bin; do
+        [[ -s "$f" ]] || continue
+        what="${f%.bin}"
+        stop_pid "$what.pid" "$(<"$f")"
+    done
+}
+
+# stop_cluster DIR: stops the processes recorded in a state directory (Spindle's processes; with
+# a real node its pods and daemons, restoring the host) and removes it.
 stop_cluster() {
     local dir="$1" node=false
     [[ -d "$dir" ]] || return 0
     [[ -d "$dir/node" ]] && node=true
+    stop_spindle_processes "$dir"
     if $node; then node_stop "$dir"; fi
     stop_pid "$dir/watchdog.pid" "$CLUSTER_DIR/watchdog"
     stop_pid "$dir/kube-apiserver.pid" "$BIN_DIR/kube-apiserver"

@@ -1,7 +1,10 @@
 //! End-to-end test support: a real Kubernetes control plane (etcd + kube-apiserver built from
-//! source by `e2e/cluster/build`) started per test binary, and kubectl driven against it.
+//! source by `e2e/cluster/build`) started per test binary, and kubectl driven against it; Spindle
+//! on it (agents and operator, see [`runtime`]) and real initiators.
 
 pub mod agent;
 pub mod cluster;
 pub mod initiator;
+pub mod runtime;
+pub mod spindle;
 pub mod wait;

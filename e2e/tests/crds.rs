@@ -419,7 +419,7 @@ fn printer_columns(ctx: &Ctx) -> Result<()> {
     let rows = table(ctx, &["get", "-n", &ctx.ns, "devices", "-o", "wide"])?;
     ensure!(
         rows.first()
-            .is_some_and(|h| h[..] == ["NAME", "READY", "NODE", "SIZE", "USED-BY", "AGE"]),
+            .is_some_and(|h| h[..] == ["NAME", "READY", "NODE", "SIZE", "USED-BY", "REASON", "AGE"]),
         "device header: {rows:?}"
     );
     ensure!(

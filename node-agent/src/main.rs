@@ -238,6 +238,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 .await
                 .map(|p| p.to_string())
                 .unwrap_or_default(),
+            started: k8s_openapi::jiff::Timestamp::now(),
         };
         tracing::info!(
             node = %args.node_name, api = %registration.api_endpoint,

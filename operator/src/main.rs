@@ -1,29 +1,205 @@
-//! spindle-operator: the controller that will reconcile Devices and Targets into node agents.
-//! Not implemented yet; this binary only documents its future interface and refuses to run.
+//! spindle-operator: reconciles Devices and Targets into the node agents, and deletes a Device
+//! only after its agent acknowledged the flush. See the README's "Operator" section.
 
+mod agent_client;
+mod agents;
+mod controller;
+mod delete;
+mod desired;
+mod leader;
+mod metrics;
+mod status;
+mod sweep;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
 use clap::Parser;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::Api;
+use kube::config::{KubeConfigOptions, Kubeconfig};
 
-/// Spindle's Kubernetes operator (NOT IMPLEMENTED YET: exits with an error).
+/// Spindle's Kubernetes operator.
 ///
-/// When implemented, it will watch Targets and Devices (spindle.dev/v1alpha1), the Secrets they
-/// reference for CHAP, and the Leases node agents renew in the operator's namespace; push the
-/// desired state of each Target and Device to the agent on its node over gRPC (idempotent
-/// "apply" calls); write status and conditions (Ready, AgentReachable, Deleting, Flushed) back;
-/// and run the Device deletion protocol through finalizers.
+/// Watches Devices and Targets (spindle.dev/v1alpha1), the CHAP Secrets Targets name, the agent
+/// Leases in --namespace and the Node objects; tells the agent of each node which Devices to
+/// open and which Targets to serve (gRPC over mutual TLS); writes status, conditions (Ready,
+/// AgentReachable, Deleting, Flushed) and Events; and runs the delete protocol behind the
+/// finalizer spindle.dev/flush (drain, flush acknowledgement, release). With several replicas,
+/// only the holder of the --leader-election-lease Lease acts.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Args {
-    /// Namespace where agents register their Leases.
-    #[arg(long, env = "SPINDLE_NAMESPACE", default_value = "spindle-system")]
+    /// Kubeconfig to use. Default: $KUBECONFIG, else the in-cluster service account.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// Namespace of the agents' Leases and of the leader election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "spindle-system")]
     namespace: String,
+    /// Client certificate (PEM) presented to the agents; must carry the DNS name
+    /// spindle-operator and be signed by --tls-ca.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: PathBuf,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    tls_key: PathBuf,
+    /// CA certificate (PEM) that signed the agents' certificates (checked for the DNS name
+    /// spindle-agent).
+    #[arg(long, value_name = "FILE")]
+    tls_ca: PathBuf,
+    /// Where to serve /metrics (Prometheus), /healthz and /readyz.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:9561")]
+    metrics: SocketAddr,
+    /// This replica's name in the leader election. Default: the host name. Replicas must
+    /// differ.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Name of the leader election Lease (in --namespace).
+    #[arg(long, value_name = "NAME", default_value = "spindle-operator")]
+    leader_election_lease: String,
+    /// How long the leader's Lease holds without renewal: a standby takes over within this.
+    #[arg(long, value_name = "SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
+    leader_election_duration: u64,
+    /// Reconciles running at once, per kind.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    concurrency: u16,
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    eprintln!(
-        "spindle-operator: not implemented yet (would watch Targets and Devices and drive the \
-         node agents registered in namespace {:?}); see docs/control-plane.md",
-        args.namespace
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SPINDLE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("spindle-operator: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("spindle-operator: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn kube_client(path: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
+    let config = match path {
+        Some(p) => {
+            let kc = Kubeconfig::read_from(p)
+                .with_context(|| format!("--kubeconfig {}", p.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("--kubeconfig {}", p.display()))?
+        }
+        None if std::env::var_os("KUBECONFIG").is_some_and(|k| !k.is_empty()) => {
+            kube::Config::infer().await.context("KUBECONFIG")?
+        }
+        None => match kube::Config::incluster() {
+            Ok(c) => c,
+            Err(_) => kube::Config::infer()
+                .await
+                .context("not in a cluster and no usable kubeconfig; pass --kubeconfig")?,
+        },
+    };
+    kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "spindle-operator".to_owned())
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let metrics = metrics::Metrics::new();
+    let (bound, server) = metrics::serve(args.metrics, metrics.clone())
+        .await
+        .with_context(|| format!("--metrics {}", args.metrics))?;
+    tokio::spawn(server);
+    let agents = Arc::new(
+        agent_client::AgentClients::new(&args.tls_cert, &args.tls_key, &args.tls_ca)
+            .context("agent TLS (--tls-cert, --tls-key, --tls-ca)")?,
     );
-    std::process::ExitCode::from(2)
+    let client = kube_client(args.kubeconfig.as_ref()).await?;
+    let identity = args.identity.clone().unwrap_or_else(hostname);
+    tracing::info!(
+        identity,
+        namespace = args.namespace,
+        metrics = %bound,
+        "spindle-operator {} starting",
+        env!("CARGO_PKG_VERSION")
+    );
+    let mut elector = leader::Elector::new(
+        Api::<Lease>::namespaced(client.clone(), &args.namespace),
+        &args.leader_election_lease,
+        &identity,
+        Duration::from_secs(args.leader_election_duration),
+    );
+    let mut shutdown = pin!(shutdown_signal());
+    loop {
+        let beat = |ok| metrics.beat(ok);
+        tokio::select! {
+            () = elector.acquire(beat) => {}
+            () = &mut shutdown => return Ok(()),
+        }
+        metrics.leader.set(1);
+        tracing::info!(identity, "leading: reconciling Devices and Targets");
+        let term = async {
+            let (registry, drive) =
+                agents::Registry::new(client.clone(), &args.namespace, metrics.clone());
+            tokio::join!(
+                drive,
+                controller::run(
+                    client.clone(),
+                    registry,
+                    agents.clone(),
+                    metrics.clone(),
+                    &identity,
+                    args.concurrency,
+                )
+            );
+        };
+        tokio::select! {
+            () = term => tracing::error!("the controllers stopped; standing for election again"),
+            () = elector.hold(|ok| metrics.beat(ok)) => tracing::warn!("no longer leading; standing by"),
+            () = &mut shutdown => {
+                elector.release().await;
+                tracing::info!("shutting down; leader Lease released");
+                return Ok(());
+            }
+        }
+        metrics.leader.set(0);
+    }
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
 }

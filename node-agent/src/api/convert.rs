@@ -144,13 +144,20 @@ pub fn target_record(req: pb::ApplyTargetRequest) -> Result<TargetRecord, NodeEr
         .map_err(|_| invalid("spec.port", format!("{} is not a TCP port", spec.port)))?;
     let chap = match spec.chap {
         None => None,
-        Some(c) => Some(ChapSecrets {
-            initiator: credentials("spec.chap.initiator", c.initiator)?,
-            target: match c.target {
+        Some(c) => {
+            let initiator = credentials("spec.chap.initiator", c.initiator)?;
+            let target = match c.target {
                 None => None,
                 Some(t) => Some(credentials("spec.chap.target", Some(t))?),
-            },
-        }),
+            };
+            if let Some(p) = target
+                .as_ref()
+                .and_then(|t| chap::mutual_problem(&initiator.secret, &t.secret))
+            {
+                return Err(invalid("spec.chap.target.secret", p));
+            }
+            Some(ChapSecrets { initiator, target })
+        }
     };
     let iscsi = match spec.iscsi {
         None => IscsiParams::default(),

@@ -30,6 +30,9 @@ pub struct Registration {
     pub api_endpoint: String,
     /// `ip:port` initiators reach; empty when unknown.
     pub iscsi_portal: String,
+    /// When this agent process started: the Lease's acquireTime, so the operator can tell a
+    /// restarted agent (which it re-checks) from a renewal.
+    pub started: k8s_openapi::jiff::Timestamp,
 }
 
 /// The Lease as the agent writes it at `now`.
@@ -58,6 +61,7 @@ pub fn lease(r: &Registration, now: k8s_openapi::jiff::Timestamp) -> Lease {
         spec: Some(LeaseSpec {
             holder_identity: Some(r.node.clone()),
             lease_duration_seconds: Some(names::DURATION_SECONDS),
+            acquire_time: Some(MicroTime(r.started)),
             renew_time: Some(MicroTime(now)),
             ..Default::default()
         }),
@@ -123,6 +127,7 @@ mod tests {
             node: "node-a".into(),
             api_endpoint: "127.0.0.2:9443".into(),
             iscsi_portal: "127.0.0.2:3260".into(),
+            started: k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
         };
         let l = lease(&r, k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
         let ann = l.metadata.annotations.unwrap();
@@ -132,6 +137,7 @@ mod tests {
         let spec = l.spec.unwrap();
         assert_eq!(spec.holder_identity.as_deref(), Some("node-a"));
         assert_eq!(spec.lease_duration_seconds, Some(15));
+        assert_eq!(spec.acquire_time, Some(MicroTime(r.started)));
     }
 
     #[test]

@@ -55,10 +55,14 @@ fn chap_from_secret(s: &Secret, mutual: bool) -> Result<ChapSecrets, String> {
     };
     let target = if mutual {
         let why = " (spec.chap.mutual is true)";
-        Some(Credentials {
+        let t = Credentials {
             user: text(chap::MUTUAL_USER_KEY, why)?,
             secret: secret(chap::MUTUAL_SECRET_KEY, why)?,
-        })
+        };
+        if let Some(p) = chap::mutual_problem(&initiator.secret, &t.secret) {
+            return Err(p);
+        }
+        Some(t)
     } else {
         None
     };

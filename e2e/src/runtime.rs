@@ -1,0 +1,140 @@
+//! How Spindle runs under test: the one place that knows whether the agents and the operator are
+//! processes on this machine or pods on a node. Tests only use [`Runtime`]; the implementation is
+//! chosen by `SPINDLE_E2E_RUNTIME` (`process`, the default: `e2e/cluster/spindle`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cluster::scripts_dir;
+
+/// Start, stop and kill Spindle's agents and operator replicas, and find what they expose.
+pub trait Runtime: Send + Sync {
+    /// Starts (or restarts) the agent of `node`, on the address it had before or the next free
+    /// one; returns when its API listens.
+    fn start_agent(&self, node: &str) -> Result<()>;
+    /// Stops the agent of `node` gracefully (SIGTERM: it drains) and waits.
+    fn stop_agent(&self, node: &str) -> Result<()>;
+    /// Kills the agent of `node` (SIGKILL).
+    fn kill_agent(&self, node: &str) -> Result<()>;
+    /// The agent's iSCSI portal.
+    fn portal(&self, node: &str) -> Result<SocketAddr>;
+    /// Where the agent keeps file-backed Devices, as seen from this machine.
+    fn data_dir(&self, node: &str) -> Result<PathBuf>;
+    /// Starts an operator replica named `id`; returns when its metrics endpoint listens.
+    fn start_operator(&self, id: &str) -> Result<()>;
+    /// Kills an operator replica (SIGKILL).
+    fn kill_operator(&self, id: &str) -> Result<()>;
+    /// `ip:port` of a replica's metrics endpoint.
+    fn operator_metrics(&self, id: &str) -> Result<String>;
+    /// A replica's log so far.
+    fn operator_log(&self, id: &str) -> Result<String>;
+    /// Stops everything (end of the tests).
+    fn stop_all(&self) -> Result<()>;
+}
+
+/// The runtime `SPINDLE_E2E_RUNTIME` names, for the cluster whose kubeconfig is given. Agents get
+/// the addresses `SPINDLE_ADDR_BASE.2`, `.3`, ... in `nodes` order (default base 127.0.0).
+pub fn from_env(kubeconfig: &Path, nodes: &[&str]) -> Result<Box<dyn Runtime>> {
+    let which = std::env::var("SPINDLE_E2E_RUNTIME").unwrap_or_else(|_| "process".into());
+    match which.as_str() {
+        "process" => Ok(Box::new(Processes::new(kubeconfig, nodes)?)),
+        other => bail!("SPINDLE_E2E_RUNTIME={other:?}: only \"process\" is implemented"),
+    }
+}
+
+/// Agents and operators as processes, through `e2e/cluster/spindle`.
+pub struct Processes {
+    name: String,
+    addresses: BTreeMap<String, String>,
+}
+
+impl Processes {
+    /// For the local cluster whose kubeconfig is `kubeconfig` (in its state dir
+    /// `.../spindle-cluster-NAME/`).
+    pub fn new(kubeconfig: &Path, nodes: &[&str]) -> Result<Self> {
+        let dir = kubeconfig
+            .parent()
+            .and_then(Path::file_name)
+            .and_then(|n| n.to_str())
+            .context("kubeconfig is not in a cluster state dir")?;
+        let name = dir
+            .strip_prefix("spindle-cluster-")
+            .context("process runtime needs a cluster made by e2e/cluster/up")?
+            .to_owned();
+        let base = std::env::var("SPINDLE_ADDR_BASE").unwrap_or_else(|_| "127.0.0".into());
+        let addresses = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| ((*n).to_owned(), format!("{base}.{}", i + 2)))
+            .collect();
+        Ok(Self { name, addresses })
+    }
+
+    fn script(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(scripts_dir().join("spindle"))
+            .arg("--name")
+            .arg(&self.name)
+            .args(args)
+            .output()
+            .context("running e2e/cluster/spindle")?;
+        if !out.status.success() {
+            bail!(
+                "e2e/cluster/spindle {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn info(&self, args: &[&str], key: &str) -> Result<String> {
+        let text = self.script(args)?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+            .map(str::to_owned)
+            .with_context(|| format!("no {key} in: {text}"))
+    }
+}
+
+impl Runtime for Processes {
+    fn start_agent(&self, node: &str) -> Result<()> {
+        match self.addresses.get(node) {
+            Some(ip) => self.script(&["start-agent", node, ip]),
+            None => self.script(&["start-agent", node]),
+        }
+        .map(drop)
+    }
+    fn stop_agent(&self, node: &str) -> Result<()> {
+        self.script(&["stop-agent", node]).map(drop)
+    }
+    fn kill_agent(&self, node: &str) -> Result<()> {
+        self.script(&["kill-agent", node]).map(drop)
+    }
+    fn portal(&self, node: &str) -> Result<SocketAddr> {
+        let p = self.info(&["info", node], "portal")?;
+        p.parse().with_context(|| format!("portal {p:?}"))
+    }
+    fn data_dir(&self, node: &str) -> Result<PathBuf> {
+        self.info(&["info", node], "data").map(PathBuf::from)
+    }
+    fn start_operator(&self, id: &str) -> Result<()> {
+        self.script(&["start-operator", id]).map(drop)
+    }
+    fn kill_operator(&self, id: &str) -> Result<()> {
+        self.script(&["kill-operator", id]).map(drop)
+    }
+    fn operator_metrics(&self, id: &str) -> Result<String> {
+        self.info(&["operator-info", id], "metrics")
+    }
+    fn operator_log(&self, id: &str) -> Result<String> {
+        let path = self.info(&["operator-info", id], "log")?;
+        Ok(std::fs::read_to_string(path).unwrap_or_default())
+    }
+    fn stop_all(&self) -> Result<()> {
+        self.script(&["stop-all"]).map(drop)
+    }
+}

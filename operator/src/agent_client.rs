@@ -1,0 +1,232 @@
+//! Calls to the node agents: one mutual-TLS gRPC channel per agent endpoint (the operator's client
+//! certificate; the agent's certificate checked for the name `spindle-agent` whatever address is
+//! dialled), a deadline on every call, and errors sorted into "try again later" and "the agent
+//! refused, here is why".
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use spindle_agent_proto::identity;
+use spindle_agent_proto::v1::{self as api, agent_client::AgentClient};
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// Deadline of the calls that only change configuration.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deadline of a drain: the in-flight commands finish first. A drain cut short is asked again
+/// (the fence stays); this only bounds how long one attempt holds a reconcile worker.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why a call to an agent did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The agent could not be reached or did not answer in time: try again later.
+    #[error("agent at {endpoint} did not answer: {message}")]
+    Unreachable {
+        /// `host:port` dialled.
+        endpoint: String,
+        /// What failed.
+        message: String,
+    },
+    /// The agent answered with an error status: the request or the agent's state is at fault.
+    #[error("agent refused ({code:?}): {message}")]
+    Refused {
+        /// The gRPC status code (see the proto for what each means).
+        code: Code,
+        /// The agent's message, naming the field at fault.
+        message: String,
+    },
+    /// The TLS files could not be read or the endpoint is malformed.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl AgentError {
+    /// The gRPC code of a refusal.
+    pub fn refused_code(&self) -> Option<Code> {
+        match self {
+            Self::Refused { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// The condition reason that reports this error.
+    pub fn reason(&self) -> &'static str {
+        if self.is_transient() {
+            crate::status::reason::AGENT_UNREACHABLE
+        } else {
+            crate::status::reason::AGENT_REFUSED
+        }
+    }
+
+    /// True when trying again later may succeed without anything changing in the cluster.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unreachable { .. })
+            || matches!(
+                self.refused_code(),
+                Some(Code::Unavailable | Code::ResourceExhausted | Code::Aborted)
+            )
+    }
+}
+
+fn from_status(endpoint: &str, s: tonic::Status) -> AgentError {
+    match s.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
+            AgentError::Unreachable {
+                endpoint: endpoint.to_owned(),
+                message: s.message().to_owned(),
+            }
+        }
+        code => AgentError::Refused {
+            code,
+            message: s.message().to_owned(),
+        },
+    }
+}
+
+/// The agents' API, with one channel per endpoint.
+pub struct AgentClients {
+    tls: ClientTlsConfig,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl AgentClients {
+    /// Reads the operator's certificate, key and the CA that signed the agents' certificates.
+    pub fn new(cert: &Path, key: &Path, ca: &Path) -> Result<Self, AgentError> {
+        let read = |p: &Path| {
+            std::fs::read(p)
+                .map_err(|e| AgentError::Config(format!("reading {}: {e}", p.display())))
+        };
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read(ca)?))
+            .identity(Identity::from_pem(read(cert)?, read(key)?))
+            .domain_name(identity::AGENT_SERVER_NAME);
+        Ok(Self {
+            tls,
+            channels: Mutex::default(),
+        })
+    }
+
+    fn client(&self, endpoint: &str) -> Result<AgentClient<Channel>, AgentError> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = channels.get(endpoint) {
+            return Ok(AgentClient::new(c.clone()));
+        }
+        let channel = Endpoint::from_shared(format!("https://{endpoint}"))
+            .and_then(|e| e.tls_config(self.tls.clone()))
+            .map_err(|e| AgentError::Config(format!("agent endpoint {endpoint:?}: {e}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .keep_alive_while_idle(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .connect_lazy();
+        channels.insert(endpoint.to_owned(), channel.clone());
+        Ok(AgentClient::new(channel))
+    }
+
+    /// `ApplyDevice`.
+    pub async fn apply_device(
+        &self,
+        endpoint: &str,
+        req: api::ApplyDeviceRequest,
+    ) -> Result<api::ApplyDeviceResponse, AgentError> {
+        let mut c = self.client(endpoint)?;
+        call(endpoint, CALL_TIMEOUT, c.apply_device(req)).await
+    }
+
+    /// `ApplyTarget`.
+    pub async fn apply_target(
+        &self,
+        endpoint: &str,
+        req: api::ApplyTargetRequest,
+    ) -> Result<api::ApplyTargetResponse, AgentError> {
+        let mut c = self.client(endpoint)?;
+        call(endpoint, CALL_TIMEOUT, c.apply_target(req)).await
+    }
+
+    /// `RemoveTarget`.
+    pub async fn remove_target(
+        &self,
+        endpoint: &str,
+        meta: api::ObjectMeta,
+    ) -> Result<api::RemoveTargetResponse, AgentError> {
+        let mut c = self.client(endpoint)?;
+        let req = api::RemoveTargetRequest { meta: Some(meta) };
+        call(endpoint, DRAIN_TIMEOUT, c.remove_target(req)).await
+    }
+
+    /// `DrainDevice`: its answer is the flush acknowledgement.
+    pub async fn drain_device(
+        &self,
+        endpoint: &str,
+        meta: api::ObjectMeta,
+    ) -> Result<api::DrainAck, AgentError> {
+        let mut c = self.client(endpoint)?;
+        let req = api::DrainDeviceRequest { meta: Some(meta) };
+        call(endpoint, DRAIN_TIMEOUT, c.drain_device(req)).await
+    }
+
+    /// `ReleaseDevice`.
+    pub async fn release_device(
+        &self,
+        endpoint: &str,
+        req: api::ReleaseDeviceRequest,
+    ) -> Result<api::ReleaseDeviceResponse, AgentError> {
+        let mut c = self.client(endpoint)?;
+        call(endpoint, CALL_TIMEOUT, c.release_device(req)).await
+    }
+
+    /// `GetStatus`.
+    pub async fn status(&self, endpoint: &str) -> Result<api::AgentStatus, AgentError> {
+        let mut c = self.client(endpoint)?;
+        call(
+            endpoint,
+            CALL_TIMEOUT,
+            c.get_status(api::GetStatusRequest {}),
+        )
+        .await
+    }
+}
+
+async fn call<T>(
+    endpoint: &str,
+    timeout: Duration,
+    fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, AgentError> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(Ok(r)) => Ok(r.into_inner()),
+        Ok(Err(s)) => Err(from_status(endpoint, s)),
+        Err(_) => Err(AgentError::Unreachable {
+            endpoint: endpoint.to_owned(),
+            message: format!("no answer within {} s", timeout.as_secs()),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_sort_into_retry_and_refusal() {
+        let cases = [
+            (Code::Unavailable, true),
+            (Code::DeadlineExceeded, true),
+            (Code::Unknown, true),
+            (Code::InvalidArgument, false),
+            (Code::FailedPrecondition, false),
+            (Code::NotFound, false),
+            (Code::DataLoss, false),
+        ];
+        for (code, transient) in cases {
+            let e = from_status("127.0.0.2:9443", tonic::Status::new(code, "spec.x: bad"));
+            assert_eq!(e.is_transient(), transient, "{code:?}");
+            if !transient {
+                assert_eq!(e.refused_code(), Some(code));
+                assert!(e.to_string().contains("spec.x: bad"), "{e}");
+            }
+        }
+    }
+}

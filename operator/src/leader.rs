@@ -1,0 +1,259 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease: only the holder reconciles. A candidate
+//! takes the Lease when its holder has not renewed it for a whole lease duration, measured on the
+//! candidate's own clock from when it last saw the record change (so clock skew between replicas
+//! does not matter). The leader renews every `duration / 3` and steps down by itself when it
+//! could not renew for `2 * duration / 3`, before anyone else may take over. Every write is a
+//! replace with the resourceVersion read, so two candidates never both win.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, PostParams};
+
+/// One replica's side of the election.
+pub struct Elector {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    duration: Duration,
+    /// The holder record last seen and when (our clock) it was first seen.
+    observed: Option<(Option<String>, Option<Timestamp>, Instant)>,
+}
+
+/// What one round of the election found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Round {
+    /// This replica holds the Lease (it just took or renewed it).
+    Leading,
+    /// Another replica holds it.
+    Following(String),
+}
+
+impl Elector {
+    /// An elector for the Lease `name` in the API's namespace.
+    pub fn new(api: Api<Lease>, name: &str, identity: &str, duration: Duration) -> Self {
+        Self {
+            api,
+            name: name.to_owned(),
+            identity: identity.to_owned(),
+            duration,
+            observed: None,
+        }
+    }
+
+    /// How often a candidate looks and a leader renews.
+    pub fn period(&self) -> Duration {
+        self.duration / 3
+    }
+
+    /// How long a leader may fail to renew before it steps down.
+    pub fn renew_deadline(&self) -> Duration {
+        self.duration * 2 / 3
+    }
+
+    /// One round: take the Lease if it is free or expired, renew it if it is ours.
+    pub async fn round(&mut self) -> Result<Round, kube::Error> {
+        let now = Timestamp::now();
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(self.name.clone()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(self.spec(now, now, 0)),
+            };
+            return match self.api.create(&PostParams::default(), &lease).await {
+                Ok(_) => Ok(Round::Leading),
+                Err(kube::Error::Api(s)) if s.code == 409 => Ok(Round::Following(String::new())),
+                Err(e) => Err(e),
+            };
+        };
+        let spec = lease.spec.clone().unwrap_or_default();
+        let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
+        let transitions = spec.lease_transitions.unwrap_or(0);
+        let record = (holder.clone(), spec.renew_time.as_ref().map(|t| t.0));
+        let first_seen = match &self.observed {
+            Some((h, r, at)) if (h, r) == (&record.0, &record.1) => *at,
+            _ => Instant::now(),
+        };
+        self.observed = Some((record.0, record.1, first_seen));
+        let held_for = spec
+            .lease_duration_seconds
+            .and_then(|s| u64::try_from(s).ok())
+            .map_or(self.duration, Duration::from_secs);
+        match decide(
+            holder.as_deref(),
+            &self.identity,
+            first_seen.elapsed(),
+            held_for,
+        ) {
+            Decision::Renew => {
+                let acquired = spec.acquire_time.as_ref().map_or(now, |t| t.0);
+                lease.spec = Some(self.spec(acquired, now, transitions));
+            }
+            Decision::Take => lease.spec = Some(self.spec(now, now, transitions + 1)),
+            Decision::Follow(holder) => return Ok(Round::Following(holder)),
+        }
+        self.replace(&lease).await
+    }
+
+    async fn replace(&self, lease: &Lease) -> Result<Round, kube::Error> {
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), lease)
+            .await
+        {
+            Ok(_) => Ok(Round::Leading),
+            // Someone else wrote first: they hold it now, or will tell us next round.
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(Round::Following(String::new())),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn spec(&self, acquired: Timestamp, now: Timestamp, transitions: i32) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: Some(self.identity.clone()),
+            lease_duration_seconds: Some(i32::try_from(self.duration.as_secs()).unwrap_or(15)),
+            acquire_time: Some(MicroTime(acquired)),
+            renew_time: Some(MicroTime(now)),
+            lease_transitions: Some(transitions),
+            ..LeaseSpec::default()
+        }
+    }
+
+    /// Gives the Lease up (on shutdown), so another replica takes over at once.
+    pub async fn release(&self) {
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else {
+            return;
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return;
+        };
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        spec.renew_time = None;
+        if let Err(e) = self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            tracing::debug!("releasing the leader Lease: {e}");
+        }
+    }
+
+    /// Waits until this replica leads. `beat` is called after every round (true: the apiserver
+    /// answered).
+    pub async fn acquire(&mut self, mut beat: impl FnMut(bool)) {
+        let mut last: Option<String> = None;
+        loop {
+            let round = self.round().await;
+            beat(round.is_ok());
+            match round {
+                Ok(Round::Leading) => return,
+                Ok(Round::Following(holder)) => {
+                    if !holder.is_empty() && last.as_deref() != Some(holder.as_str()) {
+                        tracing::info!(leader = %holder, "standing by: another replica leads");
+                        last = Some(holder);
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    if last.as_deref() != Some(msg.as_str()) {
+                        tracing::warn!("leader election: {e} (retrying)");
+                        last = Some(msg);
+                    }
+                }
+            }
+            tokio::time::sleep(self.period()).await;
+        }
+    }
+
+    /// Renews while leading; returns when leadership is lost (another replica took the Lease,
+    /// or renewing failed for longer than the renew deadline).
+    pub async fn hold(&mut self, mut beat: impl FnMut(bool)) {
+        let mut renewed = Instant::now();
+        let mut last_error = String::new();
+        loop {
+            tokio::time::sleep(self.period()).await;
+            let round = self.round().await;
+            beat(round.is_ok());
+            match round {
+                Ok(Round::Leading) => {
+                    renewed = Instant::now();
+                    last_error.clear();
+                }
+                Ok(Round::Following(holder)) => {
+                    tracing::warn!(leader = %holder, "lost the leader Lease");
+                    return;
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    if msg != last_error {
+                        tracing::warn!("renewing the leader Lease: {msg} (retrying)");
+                        last_error = msg;
+                    }
+                }
+            }
+            if renewed.elapsed() > self.renew_deadline() {
+                tracing::warn!(
+                    "could not renew the leader Lease for {} s: stepping down",
+                    renewed.elapsed().as_secs()
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// What to do with a Lease held by `holder` whose record has not changed for `unchanged_for`.
+#[derive(Debug, PartialEq, Eq)]
+enum Decision {
+    Renew,
+    Take,
+    Follow(String),
+}
+
+fn decide(holder: Option<&str>, me: &str, unchanged_for: Duration, held_for: Duration) -> Decision {
+    match holder {
+        Some(h) if h == me => Decision::Renew,
+        Some(h) if unchanged_for < held_for => Decision::Follow(h.to_owned()),
+        _ => Decision::Take,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn who_acts_on_a_lease() {
+        let s = Duration::from_secs;
+        let cases = [
+            (Some("me"), s(0), Decision::Renew),
+            (Some("me"), s(100), Decision::Renew),
+            (Some("other"), s(0), Decision::Follow("other".into())),
+            (Some("other"), s(14), Decision::Follow("other".into())),
+            (Some("other"), s(15), Decision::Take),
+            (None, s(0), Decision::Take),
+        ];
+        for (holder, unchanged, want) in cases {
+            assert_eq!(
+                decide(holder, "me", unchanged, s(15)),
+                want,
+                "{holder:?} {unchanged:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_leader_steps_down_before_anyone_may_take_over() {
+        // Renewing every duration/3 and giving up after 2*duration/3 without success leaves a
+        // margin of a third of the duration before a standby takes over.
+        let d = Duration::from_secs(15);
+        assert!(d * 2 / 3 + d / 3 <= d);
+    }
+}
