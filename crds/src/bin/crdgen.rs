@@ -10,10 +10,7 @@ fn main() -> anyhow::Result<()> {
     let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dirs = match std::env::args_os().nth(1) {
         Some(dir) => vec![PathBuf::from(dir)],
-        None => vec![
-            crate_dir.clone(),
-            crate_dir.join("../charts/spindle/crds"),
-        ],
+        None => vec![crate_dir.clone(), crate_dir.join("../charts/spindle/crds")],
     };
     for manifest in spindle_crds::manifest::manifests()? {
         for dir in &dirs {
