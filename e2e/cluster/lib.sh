@@ -9,6 +9,12 @@ source "$CLUSTER_DIR/versions"
 CACHE_DIR="${SPINDLE_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/spindle/k8s-$KUBERNETES_VERSION}"
 BIN_DIR="$CACHE_DIR/bin"
 
+# Service ClusterIPs (kube-apiserver --service-cluster-ip-range); the first is the kubernetes
+# Service, which pods use to reach the apiserver.
+SERVICE_CIDR=10.0.0.0/24
+# shellcheck disable=SC2034 # used by up
+SERVICE_APISERVER_IP=10.0.0.1
+
 # Root under which each named cluster keeps its state (certs, data, logs, pids).
 STATE_ROOT="${XDG_RUNTIME_DIR:-/tmp}"
 

@@ -120,7 +120,9 @@ node_cgroup_root() {
 }
 
 # node_configs STATE SERVER NODE...: the configuration of every node and of the shared
-# components. The kubelets share one folder of seccomp profiles: $STATE/node/seccomp.
+# components. The kubelets share one folder of seccomp profiles: $STATE/node/seccomp. Pods get
+# a route to the bridge's network and, through the host (kube-proxy), to the Service ClusterIPs
+# (the apiserver's among them): no default route, so nothing leaves the machine.
 node_configs() {
     local s="$1" server="$2" n="$1/node" c i=0 node
     shift 2
@@ -142,6 +144,7 @@ node_configs() {
       "ipam": {
         "type": "host-local",
         "ranges": [[{"subnet": "$NODE_SUBNET", "gateway": "$NODE_IP", "rangeStart": "$NODE_NET.32"}]],
+        "routes": [{"dst": "$SERVICE_CIDR"}],
         "dataDir": "$n/cni/ipam"
       }
     }
