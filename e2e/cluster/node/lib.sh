@@ -355,6 +355,19 @@ node_cgroup_pids() {
     done | sort -u
 }
 
+# node_pod_pids NODE COMM: the processes named COMM in the pods of NODE (its kubelet's cgroupRoot
+# /spindle/NODE), one a line.
+node_pod_pids() {
+    local h pid
+    for h in /sys/fs/cgroup/pids /sys/fs/cgroup/unified /sys/fs/cgroup; do
+        [[ -d "$h/spindle/$1" ]] || continue
+        find "$h/spindle/$1" -name cgroup.procs -exec cat {} + 2>/dev/null | while read -r pid; do
+            [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" != "$2" ]] || echo "$pid"
+        done
+        return 0
+    done
+}
+
 # node_stop STATE: stops the pods (through the API: agents drain and flush on SIGTERM) and the
 # nodes' daemons, and unmounts what they mounted. The control plane still runs.
 node_stop() {
