@@ -24,6 +24,29 @@ class Export:
 
 WRITE_CACHE_MODES = ("writeback", "writethrough")
 
+# The iSCSI parameters both targets offer, so that they are compared on equal terms (tgt's own
+# defaults differ: FirstBurstLength 64 KiB, MaxBurstLength 256 KiB, InitialR2T Yes,
+# MaxRecvDataSegmentLength 8 KiB). Key: (Spindle manifest field, tgt/RFC 7143 key, value).
+ISCSI_PARAMS = (
+    ("maxRecvDataSegmentLength", "MaxRecvDataSegmentLength", 262144),
+    ("maxBurstLength", "MaxBurstLength", 1048576),
+    ("firstBurstLength", "FirstBurstLength", 262144),
+    ("initialR2T", "InitialR2T", False),
+    ("immediateData", "ImmediateData", True),
+    ("maxOutstandingR2T", "MaxOutstandingR2T", 1),
+)
+
+
+def iscsi_params_text() -> str:
+    """The parameters as a report line: `Key=Value, ...` in RFC 7143 spelling."""
+    def value(v):
+        return ("Yes" if v else "No") if isinstance(v, bool) else str(v)
+    return ", ".join(f"{key}={value(v)}" for _, key, v in ISCSI_PARAMS)
+
+
+def _yaml_value(v) -> str:
+    return ("true" if v else "false") if isinstance(v, bool) else str(v)
+
 
 def render(export: Export, write_cache: str = "writeback", block_size: int = 512) -> str:
     """A two-document YAML manifest: the Device and the Target serving it.
@@ -64,4 +87,5 @@ spec:
       deviceRef: {export.name}
   acl:
     allowAll: true
-"""
+  iscsi:
+""" + "".join(f"    {field}: {_yaml_value(v)}\n" for field, _, v in ISCSI_PARAMS)

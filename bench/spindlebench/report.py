@@ -6,6 +6,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from . import manifests
 from .memory import MemoryResult
 from .perf import RunResult
 from .workloads import Workload
@@ -251,6 +252,8 @@ class _Renderer:
             out += ["## Every run (headline figure, in run order)", ""]
             out += self.runs_table() + [""]
         out += self.memory_tables()
+        out += ["## iSCSI parameters", "",
+                 "Both targets offer the same: " + manifests.iscsi_params_text() + "", ""]
         out += ["## Machine", ""]
         out += _table(["", ""], [[k, v] for k, v in rep.machine], right_from=99) + [""]
         out += ["## Commands", ""]

@@ -179,6 +179,11 @@ class Tgtd(Server):
                       record=record)
             self._adm("--lld", "iscsi", "--op", "bind", "--mode", "target", "--tid", str(tid),
                       "-I", "ALL", record=record)
+            # The same iSCSI parameters as Spindle's targets offer.
+            for _, key, v in manifests.ISCSI_PARAMS:
+                value = ("Yes" if v else "No") if isinstance(v, bool) else str(v)
+                self._adm("--lld", "iscsi", "--op", "update", "--mode", "target", "--tid",
+                          str(tid), "--name", key, "--value", value, record=record)
         except procs.ClientError as err:
             tail = self.daemon.log_tail(300) if self.daemon else ""
             if "failed to create aio context" in tail:

@@ -223,3 +223,14 @@ class ReportTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class SameIscsiParameters(unittest.TestCase):
+    def test_spindle_manifest_offers_the_parameters_tgt_is_given(self):
+        from spindlebench import manifests
+        text = manifests.render(manifests.Export("a", "a.img", 1 << 20))
+        for field, key, value in manifests.ISCSI_PARAMS:
+            self.assertIn(f"    {field}: {manifests._yaml_value(value)}\n", text)
+        line = manifests.iscsi_params_text()
+        self.assertIn("FirstBurstLength=262144", line)
+        self.assertIn("InitialR2T=No", line)

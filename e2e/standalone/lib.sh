@@ -9,6 +9,8 @@ AGENT=${SPINDLE_AGENT:-$TARGET_DIR/release/spindle-agent}
 WORK=${SPINDLE_TEST_WORK:-$(mktemp -d /var/tmp/spindle-test.XXXXXX)}
 TOOLS=$WORK/tools
 AGENT_PIDS=()
+FAULTFS=${SPINDLE_FAULTFS:-$TARGET_DIR/release/spindle-faultfs}
+FAULTFS_MOUNTS=()
 
 log() { printf '[%s] %s\n' "${TEST_NAME:-test}" "$*" >&2; }
 fail() { log "FAIL: $*"; exit 1; }
@@ -16,7 +18,10 @@ fail() { log "FAIL: $*"; exit 1; }
 # Compiles the C helpers (libiscsi initiators) once per work dir.
 build_tools() {
   mkdir -p "$TOOLS"
-  [[ -x $TOOLS/writer ]] || gcc -O2 -Wall -o "$TOOLS/writer" "$ROOT/e2e/standalone/tools/writer.c" -liscsi
+  local t
+  for t in writer powerwriter; do
+    [[ -x $TOOLS/$t ]] || gcc -O2 -Wall -o "$TOOLS/$t" "$ROOT/e2e/standalone/tools/$t.c" -liscsi
+  done
 }
 
 # start_agent NAME MANIFEST_DIR ADDR:PORT [extra args...]: starts an agent in the background,
@@ -50,8 +55,40 @@ stop_agent() {
   [[ $rc -eq 0 ]] || { cat "$AGENT_LOG" >&2; fail "agent exited $rc after SIGTERM"; }
 }
 
+# mount_faultfs NAME: a spindle-faultfs mount over a fresh backing folder ("the disk"). Sets
+# FFS_DISK (the backing folder), FFS_MNT (the mount point) and FFS_PID.
+mount_faultfs() {
+  FFS_DISK=$WORK/$1-disk FFS_MNT=$WORK/$1-mnt
+  mkdir -p "$FFS_DISK" "$FFS_MNT"
+  remount_faultfs
+}
+
+# remount_faultfs: (re)starts spindle-faultfs on FFS_MNT over FFS_DISK, with an empty cache.
+remount_faultfs() {
+  "$FAULTFS" --backing "$FFS_DISK" "$FFS_MNT" >"$WORK/faultfs.log" 2>&1 &
+  FFS_PID=$!
+  FAULTFS_MOUNTS+=("$FFS_MNT")
+  for _ in $(seq 1 100); do
+    [[ -e $FFS_MNT/.faultfs ]] && return 0
+    kill -0 "$FFS_PID" 2>/dev/null || { cat "$WORK/faultfs.log" >&2; fail "spindle-faultfs did not start"; }
+    sleep 0.05
+  done
+  fail "spindle-faultfs did not mount on $FFS_MNT"
+}
+
+# faultfs CMD: sends a command to the mounted spindle-faultfs (powercut, fail-fsync, ...).
+faultfs() { printf '%s\n' "$1" >"$FFS_MNT/.faultfs"; }
+
+# unmount_faultfs: the process goes (with whatever it still cached) and the mount with it.
+unmount_faultfs() {
+  kill -KILL "$FFS_PID" 2>/dev/null || true
+  wait "$FFS_PID" 2>/dev/null || true
+  fusermount3 -u -z "$FFS_MNT" 2>/dev/null || umount -l "$FFS_MNT" 2>/dev/null || true
+}
+
 cleanup() {
   for p in "${AGENT_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  for m in "${FAULTFS_MOUNTS[@]}"; do fusermount3 -u -z "$m" 2>/dev/null || true; done
   [[ -n ${SPINDLE_KEEP_WORK:-} ]] || rm -rf "$WORK"
 }
 trap cleanup EXIT

@@ -14,13 +14,16 @@
 //! - [`metrics`]: Prometheus metrics.
 //! - [`seccomp`]: the seccomp profile the agent runs under in a container (io_uring allowed).
 
+#[cfg(feature = "control")]
 pub mod api;
 pub mod engine;
 pub mod iscsi;
 pub mod metrics;
+#[cfg(feature = "control")]
 pub mod node;
 pub mod ring;
 pub mod scsi;
 pub mod seccomp;
+#[cfg(feature = "control")]
 pub mod standalone;
 pub mod store;

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 use spindle_agent::engine::EngineOptions;
 use spindle_agent::node::{Node, NodeOptions};
-use spindle_agent::{api, metrics, ring, seccomp, standalone};
+use spindle_agent::{api, engine, iscsi, metrics, ring, seccomp, standalone};
 
 /// Spindle's node agent: serves Devices (files or block devices) as LUNs of iSCSI Targets, with
 /// one io_uring SCSI engine per Target.
@@ -27,8 +27,12 @@ enum Command {
     /// Reads every *.yaml / *.yml file in --manifests (multi-document YAML, the same objects
     /// `kubectl apply` takes), reports each invalid object in one line naming the file, the
     /// object and the field, and serves the rest. Missing file-backed Devices are created as
-    /// sparse files under --data-dir. On SIGTERM or Ctrl-C every target is drained (new
-    /// commands refused, accepted ones finished) and flushed before the agent exits 0.
+    /// sparse files under --data-dir. SIGHUP reads the folder again: new and changed objects
+    /// are applied, Targets no longer there are stopped, and Devices no longer there are
+    /// deleted safely (fenced, drained, flushed, then released; the file is removed under
+    /// reclaimPolicy: Delete). On SIGTERM or Ctrl-C the agent stops without fencing anything:
+    /// each session answers the commands it accepted and closes (initiators reconnect when
+    /// the agent is back), every store is flushed, and it exits 0.
     Standalone(StandaloneArgs),
     /// Serve as the node agent of a Kubernetes cluster: take orders from the operator.
     ///
@@ -37,7 +41,8 @@ enum Command {
     /// a client certificate signed by --tls-ca and naming --client-name is accepted), keeps
     /// what it is told under --data-dir/.spindle and serves it again after a restart, before
     /// any call. When the apiserver is unreachable it keeps serving and retries. On SIGTERM
-    /// every target is drained and flushed before exit.
+    /// it stops as standalone mode does: accepted commands answered, sessions closed, stores
+    /// flushed, nothing fenced (a restart is not a delete).
     Run(Box<RunArgs>),
     /// Check that this machine can run the data path (io_uring), print the verdict, and exit.
     Check,
@@ -78,6 +83,8 @@ struct StandaloneArgs {
     /// still unanswered at the next one closes the connection.
     #[arg(long, value_name = "SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     nop_interval: u64,
+    #[command(flatten)]
+    memory: MemoryArgs,
 }
 
 #[derive(clap::Args)]
@@ -132,11 +139,69 @@ struct RunArgs {
     /// Seconds a connection may be idle before the target pings it with a NOP-In.
     #[arg(long, value_name = "SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     nop_interval: u64,
+    #[command(flatten)]
+    memory: MemoryArgs,
+}
+
+/// Bounds on what the data path holds: write data (Data-Out) and a drain's time.
+#[derive(clap::Args)]
+struct MemoryArgs {
+    /// Most Data-Out (write data) the agent holds at once, over all sessions, e.g. 512MiB.
+    /// Beyond it initiators are slowed down (CmdSN window, R2T), not served from more memory.
+    #[arg(long, value_name = "BYTES", default_value = "512MiB", value_parser = parse_bytes)]
+    max_write_memory: usize,
+    /// Most Data-Out one session holds at once (at least 16MiB, the largest write).
+    #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_bytes)]
+    max_session_write_memory: usize,
+    /// Seconds a drain (a Device deleted, or the agent stopping) waits for the commands in
+    /// flight, and then for the flush, before it fails: a store that hangs cannot hold a
+    /// shutdown forever.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    drain_timeout: u64,
+}
+
+impl MemoryArgs {
+    /// Checks the bounds and sets them for the whole agent.
+    fn apply(&self) -> anyhow::Result<()> {
+        if self.max_session_write_memory < 16 << 20 {
+            anyhow::bail!(
+                "--max-session-write-memory must be at least 16MiB (the largest write a session takes)"
+            );
+        }
+        if self.max_write_memory < self.max_session_write_memory {
+            anyhow::bail!("--max-write-memory must be at least --max-session-write-memory");
+        }
+        engine::memory::tune_allocator();
+        engine::target::set_drain_timeout(std::time::Duration::from_secs(self.drain_timeout));
+        iscsi::session::WriteMemory::configure(
+            self.max_write_memory,
+            self.max_session_write_memory,
+        );
+        Ok(())
+    }
+}
+
+/// Parses a byte count: a number, optionally followed by KiB, MiB or GiB.
+fn parse_bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (num, shift) = [("GiB", 30), ("MiB", 20), ("KiB", 10)]
+        .iter()
+        .find_map(|(suffix, shift)| t.strip_suffix(suffix).map(|n| (n, *shift)))
+        .unwrap_or((t, 0));
+    let n: usize = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a byte count like 4096, 64MiB or 1GiB"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("SPINDLE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // The Kubernetes client logs every failed request itself; the agent reports an apiserver
+    // outage once (api::lease), so the client's own lines stay out unless asked for.
+    let filter = EnvFilter::try_from_env("SPINDLE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,kube_client=off,tower=off,hyper=off"));
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -148,6 +213,7 @@ fn init_logging() {
 
 fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     ring::probe()?;
+    args.memory.apply()?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let manifests = standalone::manifest::load_dir(&args.manifests)?;
@@ -179,16 +245,24 @@ fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
                 args.manifests.display()
             );
         }
-        wait_for_shutdown_signal().await?;
-        tracing::info!("shutting down: draining every target");
-        node.shutdown().await?;
-        tracing::info!("all targets drained and flushed; bye");
-        Ok(())
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("waiting for SIGHUP")?;
+        loop {
+            tokio::select! {
+                r = wait_for_shutdown_signal() => { r?; break; }
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reading {} again", args.manifests.display());
+                    reload(&node, &args.manifests, args.listen.port()).await;
+                }
+            }
+        }
+        stop(&node).await
     })
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
     ring::probe()?;
+    args.memory.apply()?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let files = api::tls::TlsFiles {
@@ -246,20 +320,17 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         );
         let lease = tokio::spawn(api::lease::keep_renewed(client, registration));
         let service = api::server::AgentService::new(node.clone(), args.node_name.clone());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (stop_api, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(api::server::serve(listener, tls, service, async {
             let _ = stopped.await;
         }));
         wait_for_shutdown_signal().await?;
-        tracing::info!("shutting down: draining every target");
-        let _ = stop.send(());
+        let _ = stop_api.send(());
         if let Ok(Err(e)) = server.await {
             tracing::warn!("agent API: {e}");
         }
         lease.abort();
-        node.shutdown().await?;
-        tracing::info!("all targets drained and flushed; bye");
-        Ok(())
+        stop(&node).await
     })
 }
 
@@ -282,6 +353,33 @@ async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kub
     config.read_timeout = Some(std::time::Duration::from_secs(10));
     config.write_timeout = Some(std::time::Duration::from_secs(10));
     kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
+/// Re-reads the manifests and makes the node serve what they say now.
+async fn reload(node: &Node, dir: &std::path::Path, port: u16) {
+    let manifests = match standalone::manifest::load_dir(dir) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!("{e}; nothing changed");
+            return;
+        }
+    };
+    let (plan, mut problems) = standalone::plan::plan(&manifests, port);
+    problems.extend(manifests.problems.iter().cloned());
+    for p in &problems {
+        tracing::error!("{p}");
+    }
+    let served = standalone::reconcile(node, plan).await;
+    tracing::info!(targets = served, "manifests applied");
+}
+
+/// Stops every target: sessions answer what they accepted and close (initiators reconnect
+/// once the agent is back), stores are flushed. Nothing is fenced: a restart is not a delete.
+async fn stop(node: &Node) -> anyhow::Result<()> {
+    tracing::info!("stopping: every session answers what it accepted, then closes");
+    node.shutdown().await?;
+    tracing::info!("every store flushed; bye");
+    Ok(())
 }
 
 /// The runtime of the agent's control side (API, signals); the data path runs on its own

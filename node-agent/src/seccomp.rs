@@ -6,9 +6,9 @@
 //! container.
 //!
 //! The list was measured (`strace -f` of the agent serving file and direct-I/O Devices to
-//! qemu-img, qemu-io and iscsi-ls, draining on SIGTERM) and widened to the neighbours of each
-//! call that the Rust standard library, glibc, tokio and the kube client may use instead. A call
-//! outside the list fails with EPERM; it does not kill the agent.
+//! qemu-img, qemu-io and iscsi-ls, draining a deleted Device, stopping on SIGTERM) and widened
+//! to the neighbours of each call that the Rust standard library, glibc, tokio and the kube
+//! client may use instead. A call outside the list fails with EPERM; it does not kill the agent.
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -26,7 +26,7 @@ const ALLOWED: &[(&str, &str)] = &[
     ),
     ("memory", "brk mmap munmap mremap mprotect madvise"),
     (
-        "signals: SIGTERM starts the drain",
+        "signals: SIGTERM stops the agent",
         "rt_sigaction rt_sigprocmask rt_sigreturn sigaltstack rt_sigtimedwait",
     ),
     (

@@ -368,8 +368,8 @@ node_pod_pids() {
     done
 }
 
-# node_stop STATE: stops the pods (through the API: agents drain and flush on SIGTERM) and the
-# nodes' daemons, and unmounts what they mounted. The control plane still runs.
+# node_stop STATE: stops the pods (through the API: on SIGTERM agents close their sessions and
+# flush) and the nodes' daemons, and unmounts what they mounted. The control plane still runs.
 node_stop() {
     local s="$1" n="$1/node" pid i node alive=false
     # Pods first; nothing recreates them once the controller-manager is gone.

@@ -10,19 +10,21 @@
  *   CHECK i KEY ASC ASCQ   CHECK CONDITION with that sense (hex)
  *   ERROR i           no SCSI status (connection lost, cancelled)
  * After the first non-GOOD answer it submits at most 64 more writes, then stops.
- * Exits 0 when every submitted write got an answer line.
+ * Exits 0 when every submitted write got an answer (a SCSI status); 1 when one got none
+ * (the connection went away with writes in flight, or a write was cancelled).
  */
 #include <inttypes.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <iscsi/iscsi.h>
 #include <iscsi/scsi-lowlevel.h>
 
+#include "session.h"
+
 #define BLOCK 4096
 
-static long next_i, count, inflight, answered, after_fail = -1;
+static long next_i, count, inflight, answered, unanswered, after_fail = -1;
 static int lun, fua, stopping;
 
 struct req {
@@ -43,6 +45,7 @@ static void done(struct iscsi_context *iscsi, int status, void *command_data, vo
 		       (task->sense.ascq >> 8) & 0xff, task->sense.ascq & 0xff);
 	} else {
 		printf("ERROR %ld\n", r->i);
+		unanswered++;
 	}
 	if (status != SCSI_STATUS_GOOD && after_fail < 0)
 		after_fail = 0;
@@ -74,6 +77,7 @@ static void submit(struct iscsi_context *iscsi)
 	if (!iscsi_write16_task(iscsi, lun, (uint64_t)r->i * (BLOCK / 512), r->buf, BLOCK, 512,
 				0, 0, fua, 0, 0, done, r)) {
 		printf("ERROR %ld\n", r->i);
+		unanswered++;
 		free(r);
 		stopping = 1;
 		return;
@@ -90,33 +94,13 @@ int main(int argc, char **argv)
 	count = atol(argv[2]);
 	long qd = atol(argv[3]);
 	fua = argc > 4 && strcmp(argv[4], "fua") == 0;
-	struct iscsi_context *iscsi = iscsi_create_context("iqn.2026-11.dev.spindle:test.writer");
-	struct iscsi_url *url = iscsi_parse_full_url(iscsi, argv[1]);
-	if (!url) {
-		fprintf(stderr, "bad url: %s\n", iscsi_get_error(iscsi));
+	struct iscsi_context *iscsi = login_url(argv[1], "iqn.2026-11.dev.spindle:test.writer", &lun);
+	if (!iscsi)
 		return 2;
-	}
-	iscsi_set_noautoreconnect(iscsi, 1);
-	iscsi_set_session_type(iscsi, ISCSI_SESSION_NORMAL);
-	iscsi_set_header_digest(iscsi, ISCSI_HEADER_DIGEST_NONE_CRC32C);
-	iscsi_set_targetname(iscsi, url->target);
-	lun = url->lun;
-	if (iscsi_full_connect_sync(iscsi, url->portal, url->lun) != 0) {
-		fprintf(stderr, "login failed: %s\n", iscsi_get_error(iscsi));
-		return 2;
-	}
 	for (long k = 0; k < qd; k++)
 		submit(iscsi);
-	while (inflight > 0) {
-		struct pollfd pfd = {.fd = iscsi_get_fd(iscsi), .events = iscsi_which_events(iscsi)};
-		if (poll(&pfd, 1, 1000) < 0)
-			break;
-		if (iscsi_service(iscsi, pfd.revents) < 0) {
-			/* Connection gone: whatever is left never got an answer. */
-			break;
-		}
-	}
-	fprintf(stderr, "writer: submitted %ld, answered %ld, unanswered %ld\n", next_i, answered,
-		inflight);
-	return 0;
+	service_until_idle(iscsi, &inflight);
+	fprintf(stderr, "writer: submitted %ld, answered %ld, unanswered %ld\n", next_i,
+		answered - unanswered, unanswered + inflight);
+	return unanswered + inflight > 0 ? 1 : 0;
 }

@@ -226,6 +226,10 @@ pub async fn serve(
                     Ok(Ok(tls)) => {
                         let _ = tx.send(Ok::<_, std::io::Error>(tls)).await;
                     }
+                    // A bare TCP connect (a readiness probe) says nothing: not worth a warning.
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                        tracing::debug!(%peer, "agent API: connection closed before TLS");
+                    }
                     Ok(Err(e)) => refused(peer, &e.to_string()),
                     Err(_) => refused(peer, "TLS handshake timed out"),
                 }

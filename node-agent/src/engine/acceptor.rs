@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use bytes::BytesMut;
 use tokio::sync::mpsc;
 
-use super::config::QUEUE_DEPTH;
+use super::config::LOGIN_WINDOW;
 use super::conn::{self, Attach, Host, Sessions};
 use super::framing::{PduReader, ReadError};
+use super::logins::{LOGIN_TIMEOUT, Logins};
 use super::outbox::Outbox;
 use super::{Directory, SharedDirectory, TargetCmd};
 use crate::iscsi::discovery::DiscoveryEntry;
@@ -137,12 +138,14 @@ async fn run(
 }
 
 async fn accept_loop(listener: Rc<TcpListener>, dir: SharedDirectory, advertise: Option<IpAddr>) {
+    let logins = Rc::new(Logins::default());
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let dir = dir.clone();
+                let logins = logins.clone();
                 ring::spawn(async move {
-                    if let Err(e) = handle(stream, peer, dir, advertise).await {
+                    if let Err(e) = handle(stream, peer, dir, advertise, logins).await {
                         tracing::info!(%peer, "connection ended during login: {e}");
                     }
                 });
@@ -208,6 +211,7 @@ async fn handle(
     peer: SocketAddr,
     dir: SharedDirectory,
     advertise: Option<IpAddr>,
+    logins: Rc<Logins>,
 ) -> Result<(), ReadError> {
     let _ = stream.set_nodelay(true);
     let portal_ip = match advertise {
@@ -215,21 +219,34 @@ async fn handle(
         None => stream.local_addr()?.ip(),
     };
     let stream = Rc::new(stream);
+    let ticket = logins.admit(&stream, peer);
     let mut reader = PduReader::new(stream.clone(), BytesMut::new());
     let outbox = Rc::new(Outbox::default());
     let writer = ring::spawn(outbox.clone().run(stream.clone()));
     let config = LoginConfig {
-        cmd_window: QUEUE_DEPTH,
+        cmd_window: LOGIN_WINDOW,
         ..LoginConfig::default()
     };
     let mut machine = LoginMachine::new(config, next_tsih());
+    let deadline = tokio::time::Instant::now() + LOGIN_TIMEOUT;
     let established = loop {
-        let pdu = match reader.next(Digests::default(), LOGIN_MAX_DATA).await {
-            Ok(p) => p,
-            Err(e) => {
+        let next =
+            tokio::time::timeout_at(deadline, reader.next(Digests::default(), LOGIN_MAX_DATA));
+        let pdu = match next.await {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
                 outbox.close();
                 let _ = writer.await;
                 return Err(e);
+            }
+            Err(_) => {
+                tracing::warn!(
+                    %peer, "login not complete after {} s; closing the connection",
+                    LOGIN_TIMEOUT.as_secs()
+                );
+                outbox.close();
+                let _ = writer.await;
+                return Ok(());
             }
         };
         let Pdu::LoginRequest(req) = pdu else {
@@ -256,6 +273,7 @@ async fn handle(
     // last login PDU) now belongs to the full feature phase.
     outbox.detach();
     let _ = writer.await;
+    drop(ticket);
     let leftover = reader.into_leftover();
     let Ok(stream) = Rc::try_unwrap(stream) else {
         tracing::error!(%peer, "login connection still shared; closing it");

@@ -7,8 +7,13 @@ use crate::iscsi::login::AclPolicy;
 use crate::iscsi::params::TargetLimits;
 use crate::store::{OpenedStore, StoreSpec};
 
-/// Commands per session the CmdSN window allows (MaxCmdSN - ExpCmdSN + 1 when idle).
+/// Commands per session the CmdSN window allows at most (MaxCmdSN - ExpCmdSN + 1 when idle).
 pub const QUEUE_DEPTH: u32 = 128;
+
+/// The window the final Login Response advertises; the session opens it towards
+/// [`QUEUE_DEPTH`] as write memory allows (each slot may bring FirstBurstLength of
+/// unsolicited data, which the login promises without asking the memory bound).
+pub const LOGIN_WINDOW: u32 = 8;
 
 /// One LUN of a target and the Device behind it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,5 +57,6 @@ pub struct LunSetup {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceIdentity {
     pub serial: String,
-    pub naa: [u8; 16],
+    /// NAA 3 designator ([`super::identity::device_identity`]).
+    pub naa: [u8; 8],
 }

@@ -6,7 +6,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -17,12 +17,12 @@ use super::outbox::Outbox;
 use super::target::TargetState;
 use crate::iscsi::discovery::{self, Asker, DiscoveryEntry};
 use crate::iscsi::login::{AclPolicy, Established};
-use crate::iscsi::pdu::{Digests, TaskFunction, tmf_response};
-use crate::iscsi::session::{Action, Command, ScsiOutcome, Session, SessionConfig};
+use crate::iscsi::pdu::Digests;
+use crate::iscsi::session::{Action, Closed, Command, ScsiOutcome, Session, SessionConfig};
 use crate::iscsi::text;
 use crate::metrics;
 use crate::ring::{self, TcpStream};
-use crate::scsi::NexusId;
+use crate::scsi::{NexusId, TaskKey};
 
 /// A connection that completed login, handed over by the acceptor.
 pub struct Attach {
@@ -72,9 +72,9 @@ pub struct SessionInfo {
     pub peer: Option<SocketAddr>,
 }
 
-struct LiveSession {
-    stream: Rc<TcpStream>,
-    info: SessionInfo,
+pub(super) struct LiveSession {
+    pub(super) stream: Rc<TcpStream>,
+    pub(super) info: SessionInfo,
 }
 
 /// How long a connection may be idle before the target pings it (NOP-In); a ping still
@@ -83,7 +83,12 @@ pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// Live connections of one target, so shutdown can close them and wait.
 pub struct Sessions {
-    live: RefCell<BTreeMap<u64, LiveSession>>,
+    pub(super) live: RefCell<BTreeMap<u64, LiveSession>>,
+    /// The target is stopping: pumps stop reading new PDUs.
+    stopping: Cell<bool>,
+    stop: Notify,
+    /// The connections' state, for task management across sessions (`super::tmf`).
+    pub(super) conns: RefCell<BTreeMap<u64, Weak<Conn>>>,
     next: Cell<u64>,
     gone: Notify,
     keepalive: Duration,
@@ -100,6 +105,9 @@ impl Sessions {
     pub fn new(keepalive: Duration) -> Self {
         Sessions {
             live: RefCell::default(),
+            stopping: Cell::new(false),
+            stop: Notify::new(),
+            conns: RefCell::default(),
             next: Cell::new(0),
             gone: Notify::new(),
             keepalive,
@@ -124,8 +132,20 @@ impl Sessions {
             .collect()
     }
 
+    /// Waits until session `id` has ended.
+    pub(super) async fn wait_gone(&self, id: u64) {
+        loop {
+            let gone = self.gone.notified();
+            if !self.live.borrow().contains_key(&id) {
+                return;
+            }
+            gone.await;
+        }
+    }
+
     fn remove(&self, id: u64) {
         self.live.borrow_mut().remove(&id);
+        self.conns.borrow_mut().remove(&id);
         self.gone.notify_waiters();
     }
 
@@ -151,17 +171,47 @@ impl Sessions {
         n
     }
 
-    /// Shuts every connection down and waits until their pumps have ended.
-    pub async fn close_all(&self) {
-        for s in self.live.borrow().values() {
-            let _ = s.stream.shutdown();
+    /// Resolves once the target is stopping.
+    async fn stopped(&self) {
+        loop {
+            let n = self.stop.notified();
+            if self.stopping.get() {
+                return;
+            }
+            n.await;
         }
+    }
+
+    /// Stops every session gracefully and waits until they have ended: no new PDU is read,
+    /// commands already accepted run to the end and are answered, then the connection closes
+    /// (the initiator reconnects and sends what was not answered again). A command that does
+    /// not finish within the drain timeout is abandoned with its connection.
+    pub async fn stop_all(&self) {
+        self.stopping.set(true);
+        self.stop.notify_waiters();
+        self.wait_all_gone().await;
+    }
+
+    async fn wait_all_gone(&self) {
         loop {
             let gone = self.gone.notified();
             if self.live.borrow().is_empty() {
                 return;
             }
             gone.await;
+        }
+    }
+
+    /// Shuts every connection down and waits until their pumps have ended.
+    pub async fn close_all(&self) {
+        self.cut_all();
+        self.wait_all_gone().await;
+    }
+
+    /// Shuts every connection's socket down without waiting for anything.
+    pub fn cut_all(&self) {
+        for s in self.live.borrow().values() {
+            let _ = s.stream.shutdown();
         }
     }
 }
@@ -178,13 +228,21 @@ pub fn decode_lun(raw: u64) -> u64 {
 }
 
 /// Everything a connection's tasks share.
-struct Conn {
+pub(super) struct Conn {
+    /// Its id among the target's [`Sessions`].
+    pub(super) id: u64,
+    pub(super) sessions: Rc<Sessions>,
     /// When the last PDU arrived (the keepalive pings only idle connections).
     last_rx: Cell<Instant>,
-    host: Host,
-    session: RefCell<Session>,
-    outbox: Rc<Outbox>,
-    nexus: NexusId,
+    pub(super) host: Host,
+    pub(super) session: RefCell<Session>,
+    pub(super) outbox: Rc<Outbox>,
+    pub(super) nexus: NexusId,
+    /// Signalled when the session starts waiting for write memory (`super::memory`).
+    pub(super) memory_wanted: Notify,
+    /// Commands executing now, and a signal when the last one ends (a stop waits for them).
+    running: Cell<u32>,
+    all_done: Notify,
     digests: Digests,
     initiator: String,
     target_iqn: Option<String>,
@@ -192,35 +250,22 @@ struct Conn {
 
 impl Conn {
     /// Carries out what the session asked for. Returns false once the connection must close.
-    fn run(self: &Rc<Self>, actions: Vec<Action>) -> bool {
+    pub(super) fn run(self: &Rc<Self>, actions: Vec<Action>) -> bool {
         let mut open = true;
         for a in actions {
             match a {
                 Action::Send(pdu) => self.outbox.send(&pdu, self.digests),
                 Action::Execute(cmd) => self.execute(cmd),
-                // Commands already on the ring run to the end (no accepted write is cut in
-                // half); the session suppresses their responses.
-                Action::Abort { .. } => {}
-                Action::TaskMgmt { id, function, lun } => {
-                    let mut response = tmf_response::COMPLETE;
+                // Commands waiting in a logical unit never start; those already on the ring
+                // run to the end (no accepted write is cut in half). The session suppresses
+                // their responses.
+                Action::Abort { tasks } => {
                     if let Host::Target(t) = &self.host {
-                        match function {
-                            TaskFunction::LogicalUnitReset
-                                if !t.lun_reset(decode_lun(lun), self.nexus) =>
-                            {
-                                response = tmf_response::LUN_DOES_NOT_EXIST;
-                            }
-                            TaskFunction::TargetWarmReset | TaskFunction::TargetColdReset => {
-                                t.target_reset(self.nexus)
-                            }
-                            _ => {}
-                        }
+                        t.abort_tasks(self.nexus, &tasks);
                     }
-                    let mut out = Vec::new();
-                    self.session
-                        .borrow_mut()
-                        .on_tmf_done(id, response, &mut out);
-                    open &= self.run(out);
+                }
+                Action::TaskMgmt { id, function, lun } => {
+                    ring::spawn(super::tmf::carry_out(self.clone(), id, function, lun));
                 }
                 Action::Text { itt, keys } => {
                     let reply = self.answer_text(&keys);
@@ -232,6 +277,9 @@ impl Conn {
                 }
                 Action::Close => open = false,
             }
+        }
+        if open && self.session.borrow().wants_memory() {
+            self.memory_wanted.notify_one();
         }
         open
     }
@@ -248,14 +296,23 @@ impl Conn {
 
     fn execute(self: &Rc<Self>, cmd: Command) {
         let me = self.clone();
+        let running = Running::new(self.clone());
         ring::spawn(async move {
+            let _running = running;
             let outcome = match &me.host {
                 Host::Target(t) => {
                     let lun = decode_lun(cmd.lun);
-                    let (r, data_out_len) = t
-                        .execute_transfer(me.nexus, lun, &cmd.cdb, cmd.data_out)
-                        .await;
+                    let key = TaskKey {
+                        nexus: me.nexus,
+                        tag: cmd.task.0,
+                        attr: cmd.task_attr(),
+                    };
+                    let (r, data_out_len) =
+                        t.execute_transfer(key, lun, &cmd.cdb, cmd.data_out).await;
                     me.session.borrow_mut().recycle(r.spare);
+                    // PREEMPT AND ABORT: the preempted nexuses' tasks still receiving data
+                    // end before its response goes out.
+                    me.sessions.abort_third_party(&r.preempted, lun);
                     ScsiOutcome {
                         status: r.status as u8,
                         data_in: r.data_in,
@@ -281,6 +338,39 @@ impl Conn {
     }
 }
 
+/// One executing command of a connection; its end is counted when dropped.
+struct Running(Rc<Conn>);
+
+impl Running {
+    fn new(conn: Rc<Conn>) -> Self {
+        conn.running.set(conn.running.get() + 1);
+        Running(conn)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let n = self.0.running.get() - 1;
+        self.0.running.set(n);
+        if n == 0 {
+            self.0.all_done.notify_waiters();
+        }
+    }
+}
+
+impl Conn {
+    /// Waits until no command of this connection is executing (their answers are queued).
+    async fn wait_idle(&self) {
+        loop {
+            let done = self.all_done.notified();
+            if self.running.get() == 0 {
+                return;
+            }
+            done.await;
+        }
+    }
+}
+
 /// Starts serving a logged-in connection on the current thread.
 pub fn start(host: Host, sessions: Rc<Sessions>, a: Attach) {
     let stream = TcpStream::from_std(a.stream);
@@ -297,6 +387,11 @@ pub async fn serve(
 ) {
     let stream = Rc::new(stream);
     let _ = stream.set_nodelay(true);
+    if let Host::Target(t) = &host {
+        sessions
+            .reinstate(t, &login.initiator_name, login.isid)
+            .await;
+    }
     let info = SessionInfo {
         initiator_name: login.initiator_name.clone(),
         isid: login.isid,
@@ -321,28 +416,42 @@ pub async fn serve(
     let max_recv = params.max_recv_data_segment_len as usize;
     let outbox = Rc::new(Outbox::default());
     let writer = ring::spawn(outbox.clone().run(stream.clone()));
-    let config = SessionConfig {
-        cid: login.cid,
-        exp_cmd_sn: login.exp_cmd_sn,
-        stat_sn: login.next_stat_sn,
-        queue_depth: super::config::QUEUE_DEPTH,
-        ..SessionConfig::default()
-    };
+    let config = SessionConfig::after_login(
+        &login,
+        super::config::LOGIN_WINDOW,
+        super::config::QUEUE_DEPTH,
+    );
     let conn = Rc::new(Conn {
+        id,
+        sessions: sessions.clone(),
         last_rx: Cell::new(Instant::now()),
         host: host.clone(),
         session: RefCell::new(Session::new(params, config)),
         outbox: outbox.clone(),
         nexus,
+        memory_wanted: Notify::new(),
+        running: Cell::new(0),
+        all_done: Notify::new(),
         digests,
         initiator: login.initiator_name.clone(),
         target_iqn: login.target_iqn.clone(),
     });
+    sessions.conns.borrow_mut().insert(id, Rc::downgrade(&conn));
     let mut reader = PduReader::new(stream.clone(), leftover);
     let pinger = ring::spawn(keepalive(conn.clone(), stream.clone(), sessions.keepalive));
-    let why = loop {
+    let memory = ring::spawn(super::memory::serve(conn.clone()));
+    // Who ended the connection: the initiator (closed, logged out) or the agent (and why).
+    let mut stopping = false;
+    let (by_agent, why) = loop {
         let mut actions = Vec::new();
-        let next = reader.next(digests, max_recv).await;
+        let next = tokio::select! {
+            biased;
+            () = sessions.stopped() => {
+                stopping = true;
+                break (false, "the agent stopped serving the target; the initiator may reconnect".to_string());
+            }
+            next = reader.next(digests, max_recv) => next,
+        };
         conn.last_rx.set(Instant::now());
         match next {
             Ok(pdu) => conn.session.borrow_mut().on_pdu(pdu, &mut actions),
@@ -353,28 +462,55 @@ pub async fn serve(
                     .on_decode_error(&bhs, &err, &mut actions);
                 if !consumed {
                     let _ = conn.run(actions);
-                    break format!("undecodable PDU: {err}");
+                    break (true, format!("undecodable PDU: {err}"));
                 }
             }
-            Err(ReadError::Closed) => break "closed by the initiator".to_string(),
-            Err(e) => break e.to_string(),
+            Err(ReadError::Closed) => break (false, "closed by the initiator".to_string()),
+            Err(e) => break (true, format!("reading: {e}")),
         }
         if !conn.run(actions) {
-            break "logged out".to_string();
+            break match conn.session.borrow().closed() {
+                Some(Closed::ByTarget(why)) => (true, why.to_string()),
+                Some(Closed::ByInitiator(why)) => (false, why.to_string()),
+                None => (false, "logged out".to_string()),
+            };
         }
         if outbox.failed() {
-            break "write failed".to_string();
+            break (true, String::new());
         }
     };
     pinger.abort();
+    memory.abort();
+    if stopping {
+        // Accepted commands finish and are answered before the connection closes.
+        let limit = super::target::drain_timeout();
+        if tokio::time::timeout(limit, conn.wait_idle()).await.is_err() {
+            tracing::warn!(
+                target = %host.name(), session = id,
+                "commands still running {} s into the stop are abandoned", limit.as_secs()
+            );
+        }
+    }
     outbox.close();
     let _ = writer.await;
+    // A failed send shuts the socket, which the reader then sees as a close: the send's error
+    // is the real cause.
+    let (by_agent, why) = match outbox.failure() {
+        Some(e) => (true, format!("sending failed: {e}")),
+        None => (by_agent, why),
+    };
     if let Host::Target(t) = &host {
         t.nexus_lost(nexus);
     }
     sessions.remove(id);
+    drop(conn);
+    super::memory::trim();
     gauge.dec();
-    tracing::info!(target = %host.name(), session = id, "session ended: {why}");
+    if by_agent {
+        tracing::warn!(target = %host.name(), session = id, initiator = %port, "connection dropped by the agent: {why}");
+    } else {
+        tracing::info!(target = %host.name(), session = id, "session ended: {why}");
+    }
 }
 
 /// Pings the initiator (NOP-In) when the connection has been idle for `every`; closes the

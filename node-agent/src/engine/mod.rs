@@ -12,9 +12,13 @@ pub mod config;
 pub mod conn;
 pub mod drain;
 pub mod framing;
+pub mod identity;
+pub mod logins;
+pub mod memory;
 pub mod outbox;
 pub mod target;
 mod thread;
+mod tmf;
 
 pub use conn::SessionInfo;
 pub use target::{DrainError, DrainReport, LunCounters, LunSnapshot};

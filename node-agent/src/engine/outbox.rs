@@ -3,6 +3,7 @@
 //! kept (StatSN, DataSN) and many small responses share one syscall under load.
 
 use std::cell::{Cell, RefCell};
+use std::io;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -19,7 +20,8 @@ pub struct Outbox {
     closing: Cell<bool>,
     /// Keep the socket open after the last write (it moves to another thread).
     detached: Cell<bool>,
-    failed: Cell<bool>,
+    /// Why the last write failed, once one has.
+    failure: RefCell<Option<io::Error>>,
 }
 
 impl Outbox {
@@ -60,7 +62,12 @@ impl Outbox {
 
     /// Whether a write failed (the connection is dead).
     pub fn failed(&self) -> bool {
-        self.failed.get()
+        self.failure.borrow().is_some()
+    }
+
+    /// Why a write failed, if one did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.borrow().as_ref().map(|e| e.to_string())
     }
 
     /// The writer task: runs until [`Outbox::close`] or a write error.
@@ -75,8 +82,7 @@ impl Outbox {
                 continue;
             }
             if let Err(e) = stream.write_all_vectored(batch).await {
-                tracing::debug!("write failed: {e}");
-                self.failed.set(true);
+                *self.failure.borrow_mut() = Some(e);
                 break;
             }
         }

@@ -11,7 +11,9 @@ use super::drain::{DrainEvent, DrainState, Gate, InvalidTransition};
 use crate::iscsi::login::AclPolicy;
 use crate::metrics::{self, LunMetrics};
 use crate::scsi::opcodes::Dir;
-use crate::scsi::{self, Backend, LogicalUnit, LuConfig, NexusId, Response, Status};
+use crate::scsi::{
+    self, Backend, LogicalUnit, LuConfig, NexusId, Response, Status, TaskAttr, TaskKey,
+};
 use crate::store::FileStore;
 
 /// SCSI opcode of REPORT LUNS, answered at target level.
@@ -74,16 +76,18 @@ pub enum DrainError {
     },
 }
 
-/// Identity of a Device as SCSI shows it: a unit serial number and an NAA designator, stable
-/// across restarts (derived from the Device's namespace/name).
-pub fn device_identity(device: &str) -> (String, [u8; 16]) {
-    use md5::{Digest, Md5};
-    let h: [u8; 16] = Md5::digest(device.as_bytes()).into();
-    let serial = hex::encode(&h[..8]);
-    let mut naa = h;
-    // NAA 6 (IEEE Registered Extended); the rest of the bits are ours.
-    naa[0] = 0x60 | (naa[0] & 0x0F);
-    (serial, naa)
+/// How long a drain waits for the commands in flight, and then for the flush.
+static DRAIN_TIMEOUT_SECS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(60);
+
+/// Sets how long a drain may wait for its commands in flight and for its flush (each) before
+/// it fails: a store that hangs cannot hold a shutdown forever.
+pub fn set_drain_timeout(limit: Duration) {
+    DRAIN_TIMEOUT_SECS.store(limit.as_secs().max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// How long a drain or a stop may wait for the commands in flight, and then for the flush.
+pub fn drain_timeout() -> Duration {
+    Duration::from_secs(DRAIN_TIMEOUT_SECS.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 /// READ/WRITE-family commands, whose bytes count as LUN traffic in the metrics.
@@ -158,7 +162,7 @@ impl TargetState {
             tracing::error!(target = %self.name, lun = lc.lun, "LUN not served: {e}");
             return false;
         }
-        let store = FileStore::new(st.file, st.len, lc.store.direct);
+        let store = FileStore::new(st.file, st.len, lc.store.direct).for_device(&lc.device);
         let slot = LunSlot {
             lun: lc.lun,
             device: lc.device.clone(),
@@ -229,7 +233,7 @@ impl TargetState {
         self.luns.borrow().values().cloned().collect()
     }
 
-    /// Executes one SCSI command addressed to `lun`.
+    /// Executes one SIMPLE SCSI command addressed to `lun`.
     pub async fn execute(
         &self,
         nexus: NexusId,
@@ -237,6 +241,23 @@ impl TargetState {
         cdb: &[u8],
         data_out: Vec<u8>,
     ) -> Response {
+        let key = TaskKey {
+            nexus,
+            tag: u64::MAX,
+            attr: TaskAttr::Simple,
+        };
+        self.execute_task(key, lun, cdb, data_out).await
+    }
+
+    /// Executes one SCSI command addressed to `lun`, as task `key` of that LUN's task set.
+    pub async fn execute_task(
+        &self,
+        key: TaskKey,
+        lun: u64,
+        cdb: &[u8],
+        data_out: Vec<u8>,
+    ) -> Response {
+        let nexus = key.nexus;
         if cdb.first() == Some(&REPORT_LUNS) {
             let resp = scsi::target::report_luns(&self.live_luns(), cdb);
             // Reading the inventory clears "reported LUNs data has changed" on every LUN.
@@ -256,7 +277,7 @@ impl TargetState {
         m.inflight.inc();
         let start = Instant::now();
         let write_len = data_out.len();
-        let resp = slot.lu.execute(nexus, cdb, data_out).await;
+        let resp = slot.lu.execute_task(key, cdb, data_out).await;
         let secs = start.elapsed().as_secs_f64();
         m.inflight.dec();
         let (name, dir) = scsi::opcodes::lookup(cdb, slot.lu.config().thin)
@@ -292,7 +313,7 @@ impl TargetState {
     /// Transfer Length as the write residual; the logical unit uses only what both allow).
     pub async fn execute_transfer(
         &self,
-        nexus: NexusId,
+        key: TaskKey,
         lun: u64,
         cdb: &[u8],
         data_out: Vec<u8>,
@@ -302,7 +323,7 @@ impl TargetState {
             .borrow()
             .get(&lun)
             .and_then(|s| s.lu.data_out_len(cdb));
-        (self.execute(nexus, lun, cdb, data_out).await, want)
+        (self.execute_task(key, lun, cdb, data_out).await, want)
     }
 
     /// A new I_T nexus: its SCSI initiator port name (for reservations).
@@ -315,21 +336,29 @@ impl TargetState {
         }
     }
 
-    /// LOGICAL UNIT RESET of one LUN, received through `issuer`; false if there is no such LUN.
-    pub fn lun_reset(&self, lun: u64, issuer: NexusId) -> bool {
-        match self.luns.borrow().get(&lun) {
-            Some(s) => {
-                s.lu.reset(issuer);
-                true
-            }
-            None => false,
-        }
+    /// The slot of `lun`, fenced or not.
+    pub fn slot(&self, lun: u64) -> Option<Rc<LunSlot>> {
+        self.luns.borrow().get(&lun).cloned()
     }
 
-    /// TARGET WARM/COLD RESET received through `issuer`: every LUN.
-    pub fn target_reset(&self, issuer: NexusId) {
+    /// I_T nexus `nexus` is being replaced (session reinstatement): every command of it in a
+    /// logical unit is aborted; wait for them with the returned handles.
+    pub fn abort_nexus(&self, nexus: NexusId) -> Vec<(Rc<LunSlot>, scsi::Aborted)> {
+        self.slots()
+            .into_iter()
+            .map(|s| {
+                let a = s.lu.abort_tasks(|k| k.nexus == nexus);
+                (s, a)
+            })
+            .collect()
+    }
+
+    /// ABORT TASK / ABORT TASK SET / logout: the commands `tags` of `nexus` that wait in a
+    /// logical unit never start (the session answers for them).
+    pub fn abort_tasks(&self, nexus: NexusId, tags: &[crate::iscsi::session::TaskId]) {
         for s in self.luns.borrow().values() {
-            s.lu.target_reset(issuer);
+            let _ =
+                s.lu.abort_tasks(|k| k.nexus == nexus && tags.iter().any(|t| t.0 == k.tag));
         }
     }
 
@@ -367,17 +396,29 @@ impl TargetState {
                 s.gate.apply(DrainEvent::Fenced)?;
             }
         }
+        // A store that hangs (a dead disk, a stuck network filesystem) must not hold the
+        // drain, and with it a shutdown, forever: past the deadline the drain fails.
+        let limit = drain_timeout();
+        let timed_out = |what: &str| DrainError::Flush {
+            device: device.to_string(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("{what} did not finish within {} s", limit.as_secs()),
+            ),
+        };
         for s in &mine {
-            s.gate.wait_idle().await;
+            tokio::time::timeout(limit, s.gate.wait_idle())
+                .await
+                .map_err(|_| timed_out("the commands in flight"))?;
             if s.gate.state() == DrainState::Draining {
                 s.gate.apply(DrainEvent::Idle)?;
             }
             if s.gate.state() == DrainState::Released {
                 continue;
             }
-            s.lu.backend()
-                .flush()
+            tokio::time::timeout(limit, s.lu.backend().flush())
                 .await
+                .map_err(|_| timed_out("the flush"))?
                 .map_err(|source| DrainError::Flush {
                     device: device.to_string(),
                     source,
@@ -403,13 +444,32 @@ impl TargetState {
         })
     }
 
-    /// Drains every Device of the target (shutdown).
-    pub async fn drain_all(&self) -> Vec<Result<DrainReport, DrainError>> {
-        let mut devices: Vec<String> = self.slots().iter().map(|s| s.device.clone()).collect();
-        devices.dedup();
+    /// Flushes every LUN's store without fencing anything: the end of a stop (an agent
+    /// restart, a removed Target), after its sessions ended. A failed or hung flush is
+    /// reported per Device.
+    pub async fn flush_all(&self) -> Vec<(String, Result<Duration, DrainError>)> {
+        let limit = drain_timeout();
         let mut out = Vec::new();
-        for d in devices {
-            out.push(self.drain_device(&d).await);
+        for s in self.slots() {
+            if s.gate.state() == DrainState::Released {
+                continue;
+            }
+            let start = Instant::now();
+            let r = match tokio::time::timeout(limit, s.lu.backend().flush()).await {
+                Ok(Ok(())) => Ok(start.elapsed()),
+                Ok(Err(source)) => Err(DrainError::Flush {
+                    device: s.device.clone(),
+                    source,
+                }),
+                Err(_) => Err(DrainError::Flush {
+                    device: s.device.clone(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the flush did not finish within {} s", limit.as_secs()),
+                    ),
+                }),
+            };
+            out.push((s.device.clone(), r));
         }
         out
     }
@@ -480,7 +540,7 @@ mod tests {
                 write_cache: true,
                 thin: false,
             };
-            let (serial, naa) = device_identity(&config.device);
+            let (serial, naa) = crate::engine::identity::device_identity(b"test", &config.device);
             configs.push(config.clone());
             luns.push(LunSetup {
                 config,
@@ -630,7 +690,7 @@ mod tests {
             state,
             identity: DeviceIdentity {
                 serial: "c".into(),
-                naa: [0x60; 16],
+                naa: [0x30; 8],
             },
         };
         assert!(st.add_lun(setup(3, DrainState::Running)));

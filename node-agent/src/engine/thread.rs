@@ -43,7 +43,9 @@ pub enum TargetCmd {
     Status {
         reply: oneshot::Sender<TargetSnapshot>,
     },
-    /// Drain everything, close every session, stop the thread.
+    /// Stop: every session stops reading, finishes and answers what it accepted, and closes;
+    /// then every store is flushed and the thread ends. Nothing is fenced (a restart is not a
+    /// delete).
     Shutdown {
         reply: oneshot::Sender<ShutdownReport>,
     },
@@ -59,8 +61,12 @@ pub struct TargetSnapshot {
 /// What stopping a target did.
 #[derive(Debug, Default)]
 pub struct ShutdownReport {
-    pub drains: Vec<Result<DrainReport, String>>,
+    /// Each Device's flush: how long it took, or why it failed.
+    pub flushes: Vec<(String, Result<Duration, String>)>,
     pub sessions_closed: usize,
+    /// Set when commands were still running past the drain timeout (a store that does not
+    /// answer): their answers were never sent, their data may not be on disk.
+    pub unfinished: Option<String>,
 }
 
 /// The target's thread is gone (stopped, or it could not start its ring).
@@ -113,7 +119,16 @@ impl TargetHandle {
         let report = self.request(|reply| TargetCmd::Shutdown { reply }).await;
         let name = self.name.clone();
         let thread = self.thread;
-        let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+        // A thread stuck in a store that hangs is left behind (the process exit ends it)
+        // rather than holding the shutdown.
+        let join = tokio::task::spawn_blocking(move || thread.join());
+        let joined = match tokio::time::timeout(Duration::from_secs(10), join).await {
+            Ok(j) => j,
+            Err(_) => {
+                tracing::error!(target = %name, "the engine thread did not stop; leaving it");
+                return report;
+            }
+        };
         if !matches!(joined, Ok(Ok(()))) {
             tracing::error!(target = %name, "the engine thread panicked");
             return Err(TargetGone(name));
@@ -148,8 +163,9 @@ fn run(
             while let Some(cmd) = rx.blocking_recv() {
                 if let TargetCmd::Shutdown { reply } = cmd {
                     let _ = reply.send(ShutdownReport {
-                        drains: vec![Err(e.to_string())],
+                        flushes: vec![(config.name.clone(), Err(e.to_string()))],
                         sessions_closed: 0,
+                        unfinished: None,
                     });
                     return;
                 }
@@ -205,17 +221,33 @@ fn run(
                     });
                 }
                 TargetCmd::Shutdown { reply } => {
-                    let drains = state
-                        .drain_all()
+                    // A stop is not a delete: nothing is fenced. The sessions stop reading,
+                    // finish and answer what they accepted, and close; the initiators
+                    // reconnect (to the restarted agent) and send the rest again.
+                    // A store that does not answer cannot hold the stop: past the drain
+                    // timeout the connections are cut and the stop goes on, reported.
+                    let sessions_closed = sessions.count();
+                    let limit = super::target::drain_timeout();
+                    let unfinished = match tokio::time::timeout(limit, sessions.stop_all()).await {
+                        Ok(()) => None,
+                        Err(_) => {
+                            sessions.cut_all();
+                            Some(format!(
+                                "commands still running after {} s were not answered",
+                                limit.as_secs()
+                            ))
+                        }
+                    };
+                    let flushes = state
+                        .flush_all()
                         .await
                         .into_iter()
-                        .map(|r| r.map_err(|e| e.to_string()))
+                        .map(|(d, r)| (d, r.map_err(|e| e.to_string())))
                         .collect();
-                    let sessions_closed = sessions.count();
-                    sessions.close_all().await;
                     let _ = reply.send(ShutdownReport {
-                        drains,
+                        flushes,
                         sessions_closed,
+                        unfinished,
                     });
                     return;
                 }

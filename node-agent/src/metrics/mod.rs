@@ -33,6 +33,8 @@ pub struct Metrics {
     pub nop_pings: IntCounter,
     /// Targets being served.
     pub targets: IntGauge,
+    /// 1 for a Device whose store failed a write or flush (it refuses writes until restarted).
+    pub device_failed: IntGaugeVec,
     /// Time from a DrainDevice call to its flush acknowledgement.
     pub device_drain_seconds: Histogram,
     /// Agent API calls by method and gRPC code.
@@ -77,6 +79,13 @@ fn build() -> Result<Metrics, prometheus::Error> {
     let login_failures = IntCounter::new("iscsi_login_failures_total", "Logins refused")?;
     let nop_pings = IntCounter::new("iscsi_nop_pings_total", "Keepalive NOP-In pings sent")?;
     let targets = IntGauge::new("targets", "Targets served")?;
+    let device_failed = IntGaugeVec::new(
+        Opts::new(
+            "device_failed",
+            "1 when a Device's store failed a write or flush; it refuses writes until restarted",
+        ),
+        &["device"],
+    )?;
     let device_drain_seconds = Histogram::with_opts(
         HistogramOpts::new(
             "device_drain_seconds",
@@ -104,6 +113,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(login_failures.clone()))?;
     registry.register(Box::new(nop_pings.clone()))?;
     registry.register(Box::new(targets.clone()))?;
+    registry.register(Box::new(device_failed.clone()))?;
     registry.register(Box::new(device_drain_seconds.clone()))?;
     registry.register(Box::new(api_requests.clone()))?;
     registry.register(Box::new(api_seconds.clone()))?;
@@ -119,6 +129,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         login_failures,
         nop_pings,
         targets,
+        device_failed,
         device_drain_seconds,
         api_requests,
         api_seconds,

@@ -25,7 +25,7 @@ use tokio::sync::Mutex;
 
 use crate::engine::config::{DeviceIdentity, LunSetup};
 use crate::engine::drain::DrainState;
-use crate::engine::target::device_identity;
+use crate::engine::identity::{AgentId, device_identity};
 use crate::engine::{Engine, EngineError, EngineOptions, LunSnapshot, SessionInfo};
 use crate::store::{self, StoreError, StoreSource};
 use records::{Ack, DeviceRecord, DrainPhase, ObjectId, TargetRecord};
@@ -146,6 +146,8 @@ struct Inner {
 /// The node: what it serves and what it was told.
 pub struct Node {
     inner: Mutex<Inner>,
+    /// Names the Devices of manifests in their SCSI identity.
+    agent: AgentId,
     data_dir: PathBuf,
     allow_block: Vec<PathBuf>,
 }
@@ -163,7 +165,10 @@ impl Node {
         } else {
             None
         };
+        let agent = AgentId::load_or_create(&opts.data_dir)
+            .map_err(|e| NodeError::Internal(e.to_string()))?;
         let node = Node {
+            agent,
             inner: Mutex::new(Inner {
                 engine: Some(engine),
                 devices: BTreeMap::new(),
@@ -351,8 +356,12 @@ impl Node {
             .shutdown()
             .await
             .map_err(|e| NodeError::Internal(e.to_string()))?;
-        for d in report.drains.iter().filter_map(|r| r.as_ref().err()) {
-            tracing::warn!(target = %key, "while stopping the target: {d}");
+        for (device, e) in report
+            .flushes
+            .iter()
+            .filter_map(|(d, r)| r.as_ref().err().map(|e| (d, e)))
+        {
+            tracing::warn!(target = %key, %device, "while stopping the target: {e}");
         }
         tracing::info!(target = %key, sessions_closed = report.sessions_closed, "Target removed");
         Ok((true, report.sessions_closed))
@@ -386,7 +395,8 @@ impl Node {
         out
     }
 
-    /// Stops every target (drain, flush, close sessions); later calls answer ShuttingDown.
+    /// Stops every target (sessions answer what they accepted and close, stores are flushed;
+    /// nothing is fenced: a restart is not a delete); later calls answer ShuttingDown.
     /// The state on disk is kept: a restarted agent serves the same targets again.
     pub async fn shutdown(&self) -> Result<(), NodeError> {
         let engine = self.inner.lock().await.engine.take();
@@ -397,16 +407,27 @@ impl Node {
         for (name, r) in engine.shutdown().await {
             match r {
                 Ok(rep) => {
-                    for d in rep.drains {
-                        match d {
-                            Ok(d) => tracing::info!(
-                                target = %name, device = %d.device, drained_commands = d.drained_commands,
-                                ms = d.duration.as_millis() as u64, "Device drained and flushed"
+                    match &rep.unfinished {
+                        None => tracing::info!(
+                            target = %name, sessions_closed = rep.sessions_closed,
+                            "sessions answered what they had accepted and closed"
+                        ),
+                        Some(e) => {
+                            tracing::error!(target = %name, "stop: {e}");
+                            first_err
+                                .get_or_insert(NodeError::DataLoss(format!("Target {name}: {e}")));
+                        }
+                    }
+                    for (device, f) in rep.flushes {
+                        match f {
+                            Ok(took) => tracing::info!(
+                                target = %name, %device, ms = took.as_millis() as u64,
+                                "Device flushed"
                             ),
                             Err(e) => {
-                                tracing::error!(target = %name, "drain failed: {e}");
+                                tracing::error!(target = %name, %device, "flush failed: {e}");
                                 first_err.get_or_insert(NodeError::DataLoss(format!(
-                                    "Target {name}: {e}"
+                                    "Target {name}: Device {device}: {e}"
                                 )));
                             }
                         }
@@ -442,7 +463,12 @@ impl Node {
                     e => invalid(field, e.to_string()),
                 },
             )?;
-        let (serial, naa) = device_identity(&rec.id.key());
+        // A Kubernetes uid is unique everywhere; a manifest's Device is named uniquely only
+        // on this agent, so the agent's identity goes in.
+        let (serial, naa) = match rec.id.uid.strip_prefix("manifest:") {
+            Some(_) => device_identity(&self.agent.0, &rec.id.key()),
+            None => device_identity(&[], &rec.id.uid),
+        };
         Ok(Opened {
             file: s.file,
             len: s.len,

@@ -28,6 +28,9 @@ pub struct RingUnavailable {
     source: io::Error,
 }
 
+/// Most buffers one vectored write may pass: the kernel's IOV_MAX (more is EINVAL).
+pub const MAX_IOV: usize = 1024;
+
 /// Submission queue size of each ring: enough for a full CmdSN window of several sessions.
 const RING_ENTRIES: u32 = 1024;
 
@@ -138,12 +141,15 @@ impl TcpStream {
     /// The socket usually has room for a response, so a non-blocking `sendmsg` is tried
     /// first: it completes without a ring round trip (one wake-up less per command). Whatever
     /// it could not take goes through the ring.
+    /// Each system call gets at most [`MAX_IOV`] buffers (the kernel refuses more).
     pub async fn write_all_vectored(&self, mut bufs: Vec<Bytes>) -> io::Result<()> {
         bufs.retain(|b| !b.is_empty());
         let sent = self.send_now(&bufs)?;
         consume(&mut bufs, sent);
         while !bufs.is_empty() {
-            let (res, back) = self.0.writev(bufs).await;
+            let rest = bufs.split_off(bufs.len().min(MAX_IOV));
+            let (res, mut back) = self.0.writev(bufs).await;
+            back.extend(rest);
             bufs = back;
             let n = res?;
             if n == 0 {
@@ -156,7 +162,6 @@ impl TcpStream {
 
     /// Sends as much of `bufs` as the socket takes right now, without blocking.
     fn send_now(&self, bufs: &[Bytes]) -> io::Result<usize> {
-        const MAX_IOV: usize = 1024;
         let iov: Vec<libc::iovec> = bufs
             .iter()
             .take(MAX_IOV)
@@ -313,6 +318,34 @@ mod tests {
         // More than a socket buffer holds, so both the direct send and the ring path run.
         let parts: Vec<Bytes> = (0..64u8).map(|i| Bytes::from(vec![i; 64 * 1024])).collect();
         let expected: Vec<u8> = parts.iter().flat_map(|b| b.iter().copied()).collect();
+        Runtime::new().unwrap().block_on(async {
+            let s = TcpStream::from_std(std::net::TcpStream::connect(addr).unwrap());
+            s.write_all_vectored(parts).await.unwrap();
+            s.shutdown().unwrap();
+        });
+        assert!(reader.join().unwrap() == expected);
+    }
+
+    #[test]
+    fn more_buffers_than_one_system_call_takes_are_sent_in_turns() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Small PDUs (a 48-byte header and an 8 KiB segment each, as with the RFC's default
+        // MaxRecvDataSegmentLength) of many large reads: far more than IOV_MAX buffers, and
+        // more bytes than the socket buffer, so the ring path gets them too.
+        let parts: Vec<Bytes> = (0..8192u32)
+            .map(|i| Bytes::from(vec![i as u8; if i % 2 == 0 { 48 } else { 8192 }]))
+            .collect();
+        let expected: Vec<u8> = parts.iter().flat_map(|b| b.iter().copied()).collect();
+        let reader = std::thread::spawn(move || {
+            use std::io::Read;
+            let (mut s, _) = listener.accept().unwrap();
+            // Let the sender fill the socket buffer first.
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let mut all = Vec::new();
+            s.read_to_end(&mut all).unwrap();
+            all
+        });
         Runtime::new().unwrap().block_on(async {
             let s = TcpStream::from_std(std::net::TcpStream::connect(addr).unwrap());
             s.write_all_vectored(parts).await.unwrap();

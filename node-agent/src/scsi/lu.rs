@@ -3,6 +3,7 @@
 //! `spc.rs`, `sbc.rs`, `mode.rs`, `pr.rs` as further `impl` blocks of [`LogicalUnit`].
 
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 
 use bytes::Bytes;
 
@@ -14,6 +15,7 @@ use super::sense::{
     Asc, BUS_DEVICE_RESET, LU_NOT_READY_INIT_REQUIRED, POWER_ON_RESET,
     REPORTED_LUNS_DATA_HAS_CHANGED, Sense, SenseKey,
 };
+use super::taskset::{Aborted, TaskAttr, TaskKey, TaskSet};
 use super::ua::Nexuses;
 use super::xcopy::HeldResults;
 use super::{Backend, NexusId, Response, Status};
@@ -41,8 +43,9 @@ pub struct LuConfig {
     pub revision: String,
     /// Unit serial number (VPD 80h).
     pub serial: String,
-    /// NAA IEEE Registered Extended designator (NAA 6, 16 bytes) for VPD 83h.
-    pub naa: [u8; 16],
+    /// The logical unit's NAA designator for VPD 83h: 8 bytes, NAA 3 (locally assigned) or
+    /// NAA 5 (IEEE Registered, for whoever has a company ID).
+    pub naa: [u8; 8],
     /// The target's IQN (SCSI target device name in VPD 83h).
     pub target_iqn: String,
     /// Target port group (VPD 83h, REPORT TARGET PORT GROUPS).
@@ -67,7 +70,7 @@ impl Default for LuConfig {
             product: "SPINDLE DISK".into(),
             revision: "0001".into(),
             serial: String::new(),
-            naa: [0x60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            naa: [0x30, 0, 0, 0, 0, 0, 0, 0],
             target_iqn: String::new(),
             target_port_group: 1,
             relative_port: 1,
@@ -85,8 +88,8 @@ pub enum ConfigError {
     /// The capacity in bytes does not fit in 64 bits.
     #[error("{blocks} blocks of {block_size} bytes overflow 64-bit byte offsets")]
     Capacity { blocks: u64, block_size: u32 },
-    /// The NAA designator is not NAA 5 or 6 (first nibble).
-    #[error("NAA designator must start with nibble 5 or 6, not {0:#x}")]
+    /// The NAA designator is not NAA 3 or 5 (first nibble), the 8-byte formats.
+    #[error("NAA designator must start with nibble 3 or 5, not {0:#x}")]
     Naa(u8),
     /// The physical block exponent does not fit its 4-bit field.
     #[error("logical blocks per physical block exponent {0} exceeds 15")]
@@ -107,7 +110,7 @@ impl LuConfig {
             });
         }
         let naa = self.naa[0] >> 4;
-        if naa != 5 && naa != 6 {
+        if naa != 3 && naa != 5 {
             return Err(ConfigError::Naa(naa));
         }
         if self.physical_block_exp > 15 {
@@ -135,8 +138,9 @@ impl From<Sense> for Fail {
 /// What a handler returns: Data-In on success.
 pub(crate) type Out = Result<Vec<u8>, Fail>;
 
-/// A finished command: its Data-In and the Data-Out allocation to reuse.
-type Done = (Bytes, Vec<u8>);
+/// A finished command: its Data-In, the Data-Out allocation to reuse, and the nexuses a
+/// PREEMPT AND ABORT aborted.
+type Done = (Bytes, Vec<u8>, Vec<NexusId>);
 
 /// One SCSI logical unit over a backend. Single-threaded: all state is in `Cell`/`RefCell`,
 /// and the engine drives it from one thread.
@@ -155,6 +159,10 @@ pub struct LogicalUnit<B: Backend> {
     pub(super) io_guard: tokio::sync::RwLock<()>,
     /// EXTENDED COPY results held for RECEIVE COPY RESULTS.
     pub(super) copies: RefCell<HeldResults>,
+    /// Every command from arrival to end, for task attributes and aborts.
+    pub(super) tasks: Rc<TaskSet>,
+    /// Initiator port names a PREEMPT AND ABORT just removed (its tasks to abort).
+    pub(super) preempted: RefCell<Vec<String>>,
 }
 
 impl<B: Backend> LogicalUnit<B> {
@@ -180,6 +188,8 @@ impl<B: Backend> LogicalUnit<B> {
             reservations: RefCell::new(Reservations::default()),
             io_guard: tokio::sync::RwLock::new(()),
             copies: RefCell::new(HeldResults::default()),
+            tasks: Rc::new(TaskSet::default()),
+            preempted: RefCell::new(Vec::new()),
         }
     }
 
@@ -213,34 +223,49 @@ impl<B: Backend> LogicalUnit<B> {
             .clear(nexus, REPORTED_LUNS_DATA_HAS_CHANGED);
     }
 
-    /// The I_T nexus is gone (session closed or lost): drops its unit attentions, its
-    /// RESERVE(6/10) reservation and its PREVENT state. Persistent reservations stay.
+    /// The I_T nexus is gone (session closed or lost): aborts its commands (those not
+    /// started never start), drops its unit attentions, its RESERVE(6/10) reservation and its
+    /// PREVENT state. Persistent reservations stay.
     pub fn nexus_lost(&self, nexus: NexusId) {
+        let _ = self.tasks.abort(|k| k.nexus == nexus);
         self.nexuses.borrow_mut().remove(nexus);
         self.reservations.borrow_mut().nexus_lost(nexus);
         self.prevent.borrow_mut().retain(|n| *n != nexus);
         self.copies.borrow_mut().nexus_lost(nexus);
     }
 
-    /// LUN RESET received through `issuer`: releases RESERVE(6/10) reservations, clears
-    /// PREVENT and the stopped state, and raises BUS DEVICE RESET FUNCTION OCCURRED (29h/03h)
-    /// on every other nexus (the issuer learns of the reset from the TMF response).
-    /// Persistent reservations and mode pages survive (SPC-4 / SAM-5).
-    pub fn reset(&self, issuer: NexusId) {
+    /// The state changes of a LOGICAL UNIT RESET (SAM-5 6.3.3): releases RESERVE(6/10)
+    /// reservations, clears PREVENT and the stopped state, and raises BUS DEVICE RESET
+    /// FUNCTION OCCURRED (29h/03h) on every I_T nexus, the issuer's too. Persistent
+    /// reservations and mode pages survive. The reset's commands are aborted with
+    /// [`LogicalUnit::abort_tasks`] (all of them) before this is called.
+    pub fn reset(&self) {
         self.clear_for_reset();
-        self.nexuses
-            .borrow_mut()
-            .establish_others(issuer, BUS_DEVICE_RESET);
+        self.nexuses.borrow_mut().establish(None, BUS_DEVICE_RESET);
     }
 
-    /// TARGET WARM/COLD RESET received through `issuer`, as seen by this unit: the same state
-    /// is cleared as for a LUN RESET, and every other nexus gets POWER ON, RESET, OR BUS
-    /// DEVICE RESET OCCURRED (29h/00h).
-    pub fn target_reset(&self, issuer: NexusId) {
+    /// TARGET WARM/COLD RESET as seen by this unit: the same state is cleared as for a LUN
+    /// RESET, and every I_T nexus gets POWER ON, RESET, OR BUS DEVICE RESET OCCURRED (29h/00h).
+    pub fn target_reset(&self) {
         self.clear_for_reset();
-        self.nexuses
-            .borrow_mut()
-            .establish_others(issuer, POWER_ON_RESET);
+        self.nexuses.borrow_mut().establish(None, POWER_ON_RESET);
+    }
+
+    /// Marks the commands `which` selects as aborted: one not started never starts, one
+    /// running finishes its I/O; both end with TASK ABORTED (the control mode page's TAS=1).
+    /// Wait for them with [`LogicalUnit::tasks_ended`].
+    pub fn abort_tasks(&self, which: impl FnMut(&TaskKey) -> bool) -> Aborted {
+        self.tasks.abort(which)
+    }
+
+    /// Waits until the commands of `aborted` have ended.
+    pub async fn tasks_ended(&self, aborted: Aborted) {
+        self.tasks.ended(aborted).await
+    }
+
+    /// Commands in the unit's task set (started or waiting for their turn).
+    pub fn tasks_in_set(&self) -> usize {
+        self.tasks.len()
     }
 
     fn clear_for_reset(&self) {
@@ -278,17 +303,43 @@ impl<B: Backend> LogicalUnit<B> {
         self.mode.get().d_sense
     }
 
-    /// Executes one command from `nexus`. `data_out` holds all Data-Out; a command that
-    /// returns no Data-In hands its allocation back in [`Response::spare`] for reuse.
+    /// Executes one SIMPLE command from `nexus` (see [`LogicalUnit::execute_task`]).
     pub async fn execute(&self, nexus: NexusId, cdb: &[u8], data_out: Vec<u8>) -> Response {
-        match self.run(nexus, cdb, data_out).await {
-            Ok((data, spare)) => Response {
+        let key = TaskKey {
+            nexus,
+            tag: u64::MAX,
+            attr: TaskAttr::Simple,
+        };
+        self.execute_task(key, cdb, data_out).await
+    }
+
+    /// Executes one command: it enters the task set, waits for its turn (task attribute),
+    /// runs, and leaves. `data_out` holds all Data-Out; a command that returns no Data-In
+    /// hands its allocation back in [`Response::spare`] for reuse. A command aborted while
+    /// in the set ends with TASK ABORTED, whether or not it ran.
+    pub async fn execute_task(&self, key: TaskKey, cdb: &[u8], data_out: Vec<u8>) -> Response {
+        let ticket = self.tasks.enter(key);
+        if !ticket.turn().await {
+            return Response {
+                spare: empty(data_out),
+                ..Response::status(Status::TaskAborted)
+            };
+        }
+        let mut r = match self.run(key.nexus, cdb, data_out).await {
+            Ok((data, spare, preempted)) => Response {
                 spare,
+                preempted,
                 ..Response::good(data)
             },
             Err(Fail::Check(sense)) => Response::check(&sense, self.descriptor_sense()),
             Err(Fail::Conflict) => Response::status(Status::ReservationConflict),
+        };
+        if ticket.aborted() {
+            r.status = Status::TaskAborted;
+            r.data_in = Bytes::new();
+            r.sense.clear();
         }
+        r
     }
 
     async fn run(&self, nexus: NexusId, cdb: &[u8], buf: Vec<u8>) -> Result<Done, Fail> {
@@ -376,8 +427,12 @@ impl<B: Backend> LogicalUnit<B> {
                 scope,
                 kind,
                 len,
-            } => self.pr_out(nexus, sa, scope, kind, len, &buf),
-            C::Read(rw) => return self.read(rw).await.map(|data| (data, buf)),
+            } => {
+                self.pr_out(nexus, sa, scope, kind, len, &buf)?;
+                let preempted = self.abort_preempted(nexus).await;
+                return Ok((Bytes::new(), empty(buf), preempted));
+            }
+            C::Read(rw) => return self.read(rw).await.map(|data| (data, buf, Vec::new())),
             C::Write(rw) => self.write(rw, buf).await,
             C::Verify(rw) => self.verify(rw, buf).await,
             C::WriteVerify(rw) => self.write_verify(rw, buf).await,
@@ -405,9 +460,9 @@ impl<B: Backend> LogicalUnit<B> {
         // A handler that returns no data hands back the Data-Out allocation (emptied).
         out.map(|v| {
             if v.is_empty() {
-                (Bytes::new(), v)
+                (Bytes::new(), v, Vec::new())
             } else {
-                (Bytes::from(v), Vec::new())
+                (Bytes::from(v), Vec::new(), Vec::new())
             }
         })
     }

@@ -8,9 +8,14 @@
 //!   Data-In of a READ is the store's own buffer, handed on without a copy;
 //! - [`LogicalUnit::data_out_len`] says how much Data-Out a CDB asks for, and
 //!   [`opcodes::lookup`] gives a command's name and data direction;
+//! - commands go through the unit's task set ([`taskset`]): [`LogicalUnit::execute_task`]
+//!   honours SIMPLE, ORDERED and HEAD OF QUEUE across every nexus, and
+//!   [`LogicalUnit::abort_tasks`] / [`LogicalUnit::tasks_ended`] abort commands (TASK
+//!   ABORTED) and wait for them, for task management; PREEMPT AND ABORT does so itself;
 //! - session events: [`LogicalUnit::nexus_named`] when an I_T nexus starts,
-//!   [`LogicalUnit::nexus_lost`] when it ends, [`LogicalUnit::reset`] for LOGICAL UNIT
-//!   RESET, [`LogicalUnit::target_reset`] for TARGET WARM/COLD RESET,
+//!   [`LogicalUnit::nexus_lost`] when it ends (its commands are aborted),
+//!   [`LogicalUnit::reset`] for LOGICAL UNIT RESET, [`LogicalUnit::target_reset`] for
+//!   TARGET WARM/COLD RESET,
 //!   [`LogicalUnit::establish_ua`] for anything else a nexus must be told (e.g. REPORTED
 //!   LUNS DATA HAS CHANGED when another LUN is fenced);
 //! - REPORT LUNS and commands to LUNs that do not exist (or are fenced) are answered by the
@@ -35,6 +40,7 @@ mod sbc;
 pub mod sense;
 mod spc;
 pub mod target;
+pub mod taskset;
 mod ua;
 mod vpd;
 mod xcopy;
@@ -48,6 +54,7 @@ use bytes::Bytes;
 
 pub use backend::Backend;
 pub use lu::{ConfigError, LogicalUnit, LuConfig};
+pub use taskset::{Aborted, TaskAttr, TaskKey};
 
 /// Identifies an I_T nexus (one iSCSI session) for unit attentions and reservations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -80,6 +87,9 @@ pub struct Response {
     /// The command's Data-Out allocation, emptied, for the caller to reuse for a later
     /// command's Data-Out (no allocation, no fresh pages); empty when there was none.
     pub spare: Vec<u8>,
+    /// PREEMPT AND ABORT: the I_T nexuses whose tasks it aborted (their tasks outside the
+    /// logical unit, e.g. still receiving Data-Out, are the caller's to abort).
+    pub preempted: Vec<NexusId>,
 }
 
 impl Response {
@@ -90,6 +100,7 @@ impl Response {
             data_in: data_in.into(),
             sense: Vec::new(),
             spare: Vec::new(),
+            preempted: Vec::new(),
         }
     }
 
@@ -100,6 +111,7 @@ impl Response {
             data_in: Bytes::new(),
             sense: sense.to_bytes(descriptor),
             spare: Vec::new(),
+            preempted: Vec::new(),
         }
     }
 
@@ -110,6 +122,7 @@ impl Response {
             data_in: Bytes::new(),
             sense: Vec::new(),
             spare: Vec::new(),
+            preempted: Vec::new(),
         }
     }
 }

@@ -323,7 +323,7 @@ impl<B: Backend> LogicalUnit<B> {
             1 => self.pr_reserve(&name, &p, kind),
             2 => self.pr_release(nexus, &name, &p, kind),
             3 => self.pr_clear(nexus, &name, &p),
-            4 | 5 => self.pr_preempt(nexus, &name, &p, kind),
+            4 | 5 => self.pr_preempt(nexus, &name, &p, kind, sa == 5),
             _ => Err(Sense::invalid_cdb_field(1, Some(4)).into()),
         }
     }
@@ -430,8 +430,17 @@ impl<B: Backend> LogicalUnit<B> {
         Ok(Vec::new())
     }
 
-    /// PREEMPT (and PREEMPT AND ABORT, whose task aborting is the engine's business).
-    fn pr_preempt(&self, nexus: NexusId, name: &str, p: &ProutParams, kind: u8) -> Out {
+    /// PREEMPT and PREEMPT AND ABORT (`abort`): the registrations go here; the tasks of the
+    /// preempted nexuses are aborted by [`LogicalUnit::abort_preempted`] before the command
+    /// completes.
+    fn pr_preempt(
+        &self,
+        nexus: NexusId,
+        name: &str,
+        p: &ProutParams,
+        kind: u8,
+        abort: bool,
+    ) -> Out {
         let mut r = self.reservations.borrow_mut();
         if r.key_of(name) != Some(p.key) {
             return Err(Fail::Conflict);
@@ -497,7 +506,27 @@ impl<B: Backend> LogicalUnit<B> {
         r.generation = r.generation.wrapping_add(1);
         drop(r);
         self.notify(&removed, REGISTRATIONS_PREEMPTED, nexus);
+        if abort {
+            *self.preempted.borrow_mut() = removed;
+        }
         Ok(Vec::new())
+    }
+
+    /// After a PREEMPT AND ABORT: aborts every task of the preempted I_T nexuses (SPC-4
+    /// 5.13.11.2.3) and waits until they have ended, so none of their writes lands after the
+    /// command completes. While it waits, their new tasks are aborted on arrival. Returns the
+    /// preempted nexuses (empty for any other command).
+    pub(super) async fn abort_preempted(&self, issuer: NexusId) -> Vec<NexusId> {
+        let names = std::mem::take(&mut *self.preempted.borrow_mut());
+        if names.is_empty() {
+            return Vec::new();
+        }
+        let ids = self.nexuses.borrow().named(&names, issuer);
+        self.tasks.fence(&ids);
+        let aborted = self.tasks.abort(|k| ids.contains(&k.nexus));
+        self.tasks.ended(aborted).await;
+        self.tasks.unfence(&ids);
+        ids
     }
 }
 

@@ -93,7 +93,17 @@ impl<B: Backend> LogicalUnit<B> {
                 .await
                 .map_err(write_error)?;
         }
+        self.unmap_done().await?;
         Ok(empty(buf))
+    }
+
+    /// With the write cache off, a deallocation is on stable storage before GOOD, like a
+    /// write (with it on, SYNCHRONIZE CACHE makes it so).
+    async fn unmap_done(&self) -> Result<(), Sense> {
+        if self.mode.get().wce {
+            return Ok(());
+        }
+        self.backend.flush().await.map_err(write_error)
     }
 
     pub(super) async fn write_same(&self, ws: WriteSame, mut buf: Vec<u8>) -> Out {
@@ -134,6 +144,7 @@ impl<B: Backend> LogicalUnit<B> {
                 .unmap(offset, len as u64)
                 .await
                 .map_err(write_error)?;
+            self.unmap_done().await?;
             return Ok(empty(buf));
         }
         let chunk = len.min((limits::WRITE_SAME_CHUNK_BYTES as usize / bs).max(1) * bs);

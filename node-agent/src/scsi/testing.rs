@@ -20,6 +20,10 @@ pub struct MemBackend {
     pub writes: Cell<u32>,
     /// When set, every I/O fails.
     pub fail: Cell<bool>,
+    /// While set, writes wait (they are "in flight"); [`MemBackend::release_writes`] lets
+    /// them go.
+    pub hold_writes: Cell<bool>,
+    released: tokio::sync::Notify,
 }
 
 impl MemBackend {
@@ -31,7 +35,15 @@ impl MemBackend {
             fua_writes: Cell::new(0),
             writes: Cell::new(0),
             fail: Cell::new(false),
+            hold_writes: Cell::new(false),
+            released: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Lets held writes go on (and later ones pass).
+    pub fn release_writes(&self) {
+        self.hold_writes.set(false);
+        self.released.notify_waiters();
     }
 
     fn check(&self, offset: u64, len: usize) -> io::Result<std::ops::Range<usize>> {
@@ -56,6 +68,13 @@ impl Backend for MemBackend {
     async fn write_at(&self, buf: Vec<u8>, offset: u64, fua: bool) -> (io::Result<()>, Vec<u8>) {
         // Yield once so concurrent commands can interleave, as with a real ring.
         tokio::task::yield_now().await;
+        loop {
+            let released = self.released.notified();
+            if !self.hold_writes.get() {
+                break;
+            }
+            released.await;
+        }
         match self.check(offset, buf.len()) {
             Ok(r) => {
                 self.data.borrow_mut()[r.clone()].copy_from_slice(&buf);
@@ -112,7 +131,7 @@ pub fn config(blocks: u64) -> LuConfig {
         num_blocks: blocks,
         serial: "TESTSERIAL".into(),
         target_iqn: "iqn.2026-11.dev.spindle:test".into(),
-        naa: [0x60, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
+        naa: [0x31, 2, 3, 4, 5, 6, 7, 8],
         ..LuConfig::default()
     }
 }

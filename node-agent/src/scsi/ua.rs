@@ -81,6 +81,20 @@ impl Nexuses {
         }
     }
 
+    /// The nexuses whose initiator port name is one of `names`, other than `except`.
+    pub fn named(&self, names: &[String], except: NexusId) -> Vec<NexusId> {
+        let mut ids: Vec<NexusId> = self
+            .map
+            .iter()
+            .filter(|(id, n)| {
+                **id != except && n.name.as_ref().is_some_and(|name| names.contains(name))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// The oldest pending unit attention of `id`, without clearing it.
     #[cfg(test)]
     pub fn peek(&self, id: NexusId) -> Option<Asc> {

@@ -1,13 +1,14 @@
 //! INQUIRY vital product data pages (SPC-4 7.8, SBC-3 6.5): 00h supported pages, 80h unit
-//! serial number, 83h device identification, B0h block limits, B1h block device
-//! characteristics, B2h logical block provisioning.
+//! serial number, 83h device identification, 86h extended INQUIRY data (the task attributes
+//! honoured), 8Fh third-party copy, B0h block limits, B1h block device characteristics, B2h
+//! logical block provisioning.
 
 use super::LuConfig;
 use super::limits;
 use super::sense::Sense;
 
 /// The supported VPD pages, in ascending order.
-pub const SUPPORTED: [u8; 7] = [0x00, 0x80, 0x83, 0x8F, 0xB0, 0xB1, 0xB2];
+pub const SUPPORTED: [u8; 8] = [0x00, 0x80, 0x83, 0x86, 0x8F, 0xB0, 0xB1, 0xB2];
 
 /// The VPD page `code`, or INVALID FIELD IN CDB (pointing at the page code) if unsupported.
 pub fn page(cfg: &LuConfig, code: u8) -> Result<Vec<u8>, Sense> {
@@ -19,6 +20,7 @@ pub fn page(cfg: &LuConfig, code: u8) -> Result<Vec<u8>, Sense> {
             .filter(|c| (0x20..=0x7E).contains(c))
             .collect(),
         0x83 => device_identification(cfg),
+        0x86 => extended_inquiry(),
         0x8F => super::xcopy::third_party_copy_page(),
         0xB0 => block_limits(cfg),
         0xB1 => block_device_characteristics(),
@@ -116,6 +118,14 @@ fn device_identification(cfg: &LuConfig) -> Vec<u8> {
     d
 }
 
+/// Extended INQUIRY data (SPC-4 7.8.7): HEADSUP, ORDSUP and SIMPSUP, since the task set
+/// honours HEAD OF QUEUE, ORDERED and SIMPLE (see `taskset.rs`); nothing else is claimed.
+fn extended_inquiry() -> Vec<u8> {
+    let mut d = vec![0u8; 0x3C];
+    d[1] = 0x04 | 0x02 | 0x01;
+    d
+}
+
 fn block_limits(cfg: &LuConfig) -> Vec<u8> {
     let mut d = vec![0u8; 0x3C];
     // Byte offsets below are relative to the page start minus the 4-byte header.
@@ -158,7 +168,7 @@ mod tests {
             num_blocks: 1000,
             serial: "SER1".into(),
             target_iqn: "iqn.2026-11.dev.spindle:t".into(),
-            naa: [0x61; 16],
+            naa: [0x31; 8],
             thin: true,
             ..LuConfig::default()
         }
@@ -175,7 +185,8 @@ mod tests {
             assert_eq!(d[1], p);
             assert_eq!(usize::from(u16::from_be_bytes([d[2], d[3]])), d.len() - 4);
         }
-        assert!(page(&c, 0x86).is_err());
+        assert!(page(&c, 0x87).is_err());
+        assert_eq!(page(&c, 0x86).unwrap()[5], 0x07, "HEADSUP, ORDSUP, SIMPSUP");
     }
 
     #[test]
@@ -190,7 +201,7 @@ mod tests {
             at += 4 + len;
         }
         assert_eq!(at, d.len());
-        assert_eq!(seen[0], (1, 0x03, vec![0x61; 16]));
+        assert_eq!(seen[0], (1, 0x03, vec![0x31; 8]));
         assert_eq!(seen[1].1, 0x01);
         assert_eq!(&seen[1].2, b"SPINDLE SER1");
         assert_eq!(seen[2], (1, 0x94, vec![0, 0, 0, 1]));

@@ -367,17 +367,17 @@ mod tests {
     fn cfg() -> LuConfig {
         LuConfig {
             num_blocks: 100,
-            naa: [0x60, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9],
+            naa: [0x39, 9, 9, 9, 9, 9, 9, 9],
             ..LuConfig::default()
         }
     }
 
     /// An identification target descriptor naming `naa`.
-    fn target(naa: &[u8; 16], block: u32) -> Vec<u8> {
+    fn target(naa: &[u8; 8], block: u32) -> Vec<u8> {
         let mut t = vec![0u8; 32];
         t[0] = 0xE4;
-        t[4..8].copy_from_slice(&[0x01, 0x03, 0, 16]);
-        t[8..24].copy_from_slice(naa);
+        t[4..8].copy_from_slice(&[0x01, 0x03, 0, 8]);
+        t[8..16].copy_from_slice(naa);
         t[29..32].copy_from_slice(&block.to_be_bytes()[1..]);
         t
     }
@@ -407,7 +407,7 @@ mod tests {
         assert_eq!(l.reachable, vec![true]);
         assert_eq!(l.segments[0].dst_lba, 50);
         // Another unit, or another block size, is not reachable.
-        let other = target(&[0x60; 16], 512);
+        let other = target(&[0x30; 8], 512);
         let wrong_size = target(&c.naa, 4096);
         let l = parse(&c, &list(&[&other, &wrong_size], &[])).unwrap();
         assert_eq!(l.reachable, vec![false, false]);

@@ -140,22 +140,30 @@ pub fn plan(m: &Manifests, port: u16) -> (Plan, Vec<Problem>) {
                 format!("{iqn} is served by another Target"),
             ));
         }
+        // A LUN whose Device is missing (or taken) is left out and named; the Target serves
+        // its other LUNs, as in a cluster.
         let mut luns = Vec::new();
+        let mut lun_problems = Vec::new();
         for (i, l) in t.spec.luns.iter().enumerate() {
             let field = format!("spec.luns[{i}].deviceRef");
             let dk = format!("{ns}/{}", l.device_ref);
             if !devices.contains_key(&dk) {
-                bad.push((field, format!("no valid Device {dk:?} in the manifests")));
+                let m = format!(
+                    "no valid Device {dk:?} in the manifests; LUN {} is not served",
+                    l.lun
+                );
+                lun_problems.push((field, m));
                 continue;
             }
             if let Some(other) = used_devices.get(&dk).filter(|o| **o != k) {
-                bad.push((
-                    field,
-                    format!("Device {dk:?} is already used by Target {other}"),
-                ));
+                let m = format!(
+                    "Device {dk:?} is already used by Target {other}; LUN {} is not served",
+                    l.lun
+                );
+                lun_problems.push((field, m));
                 continue;
             }
-            luns.push(dk);
+            luns.push((l.lun, dk));
         }
         let chap = match &t.spec.chap {
             None => None,
@@ -183,7 +191,10 @@ pub fn plan(m: &Manifests, port: u16) -> (Plan, Vec<Problem>) {
             }
             continue;
         }
-        for dk in &luns {
+        for (field, message) in lun_problems {
+            problems.push(problem(o, object.clone(), &field, message));
+        }
+        for (_, dk) in &luns {
             used_devices.insert(dk.clone(), k.clone());
         }
         let mut rec = TargetRecord::from_target(manifest_id(&t.metadata), t, iqn, chap, |name| {
@@ -192,6 +203,7 @@ pub fn plan(m: &Manifests, port: u16) -> (Plan, Vec<Problem>) {
                 .map(|(_, d)| manifest_id(&d.metadata).uid)
                 .unwrap_or_default()
         });
+        rec.luns.retain(|l| luns.iter().any(|(n, _)| *n == l.lun));
         rec.port = port;
         out.targets.push((o.clone(), rec));
     }
@@ -239,13 +251,15 @@ mod tests {
     }
 
     #[test]
-    fn a_target_naming_a_missing_device_is_left_out_with_the_field_named() {
+    fn a_lun_naming_a_missing_device_is_left_out_with_the_field_named() {
         let text = format!(
             "{DEV}---\napiVersion: spindle.dev/v1alpha1\nkind: Target\nmetadata: {{name: t, namespace: ns}}\n\
              spec: {{luns: [{{lun: 0, deviceRef: d}}, {{lun: 1, deviceRef: nope}}]}}\n"
         );
         let (t, p) = run(&text);
-        assert!(t.is_empty());
+        assert_eq!(t.len(), 1, "the Target serves its other LUNs");
+        let luns: Vec<u64> = t[0].luns.iter().map(|l| l.lun).collect();
+        assert_eq!(luns, vec![0]);
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(
             p[0].starts_with("m.yaml: Target ns/t: spec.luns[1].deviceRef: "),
@@ -263,8 +277,9 @@ mod tests {
             )
         };
         let (targets, p) = run(&format!("{DEV}{}{}", t("a"), t("b")));
-        assert_eq!(targets.len(), 1);
-        assert_eq!(targets[0].id.key(), "ns/a");
+        let luns: Vec<(String, usize)> =
+            targets.iter().map(|t| (t.id.key(), t.luns.len())).collect();
+        assert_eq!(luns, vec![("ns/a".into(), 1), ("ns/b".into(), 0)]);
         assert!(p[0].contains("already used by Target ns/a"), "{p:?}");
     }
 

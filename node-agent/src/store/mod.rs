@@ -1,9 +1,11 @@
 //! Backing stores: a file under the agent's data dir, or an allowlisted block device, with
 //! reads, writes, fdatasync and punch-hole going through the ring.
 
+mod failure;
 mod open;
 mod path;
 
+pub use failure::StickyFailure;
 pub use open::{OpenedStore, StoreSource, StoreSpec, open_store};
 pub use path::resolve_in_data_dir;
 
@@ -38,11 +40,13 @@ pub enum StoreError {
     },
 }
 
-/// A backing store on the ring. Implements [`Backend`] for the SCSI layer.
+/// A backing store on the ring. Implements [`Backend`] for the SCSI layer. After a failed
+/// write or flush it refuses every later write, unmap and flush ([`StickyFailure`]).
 pub struct FileStore {
     file: ring::File,
     len: u64,
     direct: bool,
+    failure: StickyFailure,
 }
 
 impl FileStore {
@@ -52,7 +56,19 @@ impl FileStore {
             file: ring::File::from_std(file),
             len,
             direct,
+            failure: StickyFailure::default(),
         }
+    }
+
+    /// Names the Device this store backs (in the log line and metric of a failure).
+    pub fn for_device(mut self, device: &str) -> Self {
+        self.failure = StickyFailure::new(device);
+        self
+    }
+
+    /// Why the store failed, if it did: it then refuses writes and flushes until restarted.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.cause()
     }
 
     /// Usable size in bytes.
@@ -74,6 +90,9 @@ impl Backend for FileStore {
     }
 
     async fn write_at(&self, buf: Vec<u8>, offset: u64, fua: bool) -> (io::Result<()>, Vec<u8>) {
+        if let Err(e) = self.failure.check() {
+            return (Err(e), buf);
+        }
         let (res, buf) = if self.direct {
             // One copy into pooled page-aligned memory; the caller's buffer comes back as is.
             let aligned = ring::AlignedBuf::copy_of(&buf);
@@ -81,17 +100,22 @@ impl Backend for FileStore {
         } else {
             self.file.write_all_at(buf, offset).await
         };
+        let res = self.failure.record("write", res);
         if res.is_ok() && fua {
-            return (self.file.sync_data().await, buf);
+            let synced = self.file.sync_data().await;
+            return (self.failure.record("flush (FUA write)", synced), buf);
         }
         (res, buf)
     }
 
     async fn flush(&self) -> io::Result<()> {
-        self.file.sync_data().await
+        self.failure.check()?;
+        let synced = self.file.sync_data().await;
+        self.failure.record("flush", synced)
     }
 
     async fn unmap(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.failure.check()?;
         self.file
             .fallocate(
                 offset,

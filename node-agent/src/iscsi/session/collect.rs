@@ -84,10 +84,25 @@ impl Sequence {
     }
 }
 
+/// Copies `data` into `buf` at `at`, growing it: only bytes that arrived (and, when data
+/// arrives out of order, the gap before them) take memory.
+fn put(buf: &mut Vec<u8>, at: usize, data: &[u8]) {
+    if at > buf.len() {
+        buf.resize(at, 0);
+    }
+    let overlap = (buf.len() - at).min(data.len());
+    if let (Some(dst), Some(src)) = (buf.get_mut(at..at + overlap), data.get(..overlap)) {
+        dst.copy_from_slice(src);
+    }
+    buf.extend_from_slice(data.get(overlap..).unwrap_or_default());
+}
+
 /// The Data-Out of one write command being put together.
 #[derive(Debug)]
 pub(crate) struct Assembly {
-    /// Exactly the Expected Data Transfer Length long.
+    /// The bytes received so far, in place (Expected Data Transfer Length long once
+    /// complete). Its capacity is reserved up front but its pages are touched only as data
+    /// arrives.
     buf: Vec<u8>,
     /// The unsolicited sequence while it is open.
     unsolicited: Option<Sequence>,
@@ -110,11 +125,8 @@ impl Assembly {
     ) -> Self {
         let len = usize::try_from(edtl).unwrap_or(usize::MAX);
         buf.clear();
-        buf.resize(len, 0);
         let imm_len = immediate.len().min(len);
-        if let (Some(dst), Some(src)) = (buf.get_mut(..imm_len), immediate.get(..imm_len)) {
-            dst.copy_from_slice(src);
-        }
+        buf.extend_from_slice(immediate.get(..imm_len).unwrap_or_default());
         let imm_end = u32::try_from(imm_len).unwrap_or(edtl);
         let unsolicited = unsolicited.map(|end| {
             let end = end.clamp(imm_end, edtl);
@@ -151,9 +163,8 @@ impl Assembly {
             seq
         };
         let (from, to) = seq.place(d, in_order)?;
-        if let (Some(dst), Some(len)) = (self.buf.get_mut(from..to), u32::try_from(to - from).ok())
-        {
-            dst.copy_from_slice(&d.data);
+        if let Ok(len) = u32::try_from(to - from) {
+            put(&mut self.buf, from, &d.data);
             seq.got += len;
         }
         seq.next_data_sn = seq.next_data_sn.wrapping_add(1);
@@ -205,6 +216,11 @@ impl Assembly {
         plans
     }
 
+    /// Whether the unsolicited data is in and bytes remain that only R2Ts can ask for.
+    pub(crate) fn r2t_due(&self) -> bool {
+        self.unsolicited.is_none() && self.next_offset < self.edtl
+    }
+
     /// Whether every byte has arrived.
     pub(crate) fn is_complete(&self) -> bool {
         self.unsolicited.is_none() && self.r2ts.is_empty() && self.next_offset >= self.edtl
@@ -212,7 +228,44 @@ impl Assembly {
 
     /// The collected data (its length is the Expected Data Transfer Length).
     pub(crate) fn into_buf(self) -> Vec<u8> {
+        let mut buf = self.buf;
+        buf.resize(usize::try_from(self.edtl).unwrap_or(usize::MAX), 0);
+        buf
+    }
+
+    /// The buffer of an assembly given up on, for reuse.
+    pub(crate) fn into_spare(self) -> Vec<u8> {
         self.buf
+    }
+
+    /// Bytes of data in memory so far.
+    #[cfg(test)]
+    pub(crate) fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+#[cfg(test)]
+mod lazy_tests {
+    use super::*;
+
+    #[test]
+    fn only_data_that_arrived_takes_memory() {
+        let mut a = Assembly::new(Vec::with_capacity(1 << 20), 1 << 20, &[1; 4096], None);
+        assert_eq!(a.buffered(), 4096);
+        let ttt = a.plan_r2ts(1, 1 << 20, || 7)[0].ttt;
+        let d = DataOut {
+            final_: false,
+            lun: 0,
+            itt: 1,
+            ttt,
+            exp_stat_sn: 0,
+            data_sn: 0,
+            buffer_offset: 4096,
+            data: bytes::Bytes::from(vec![2; 8192]),
+        };
+        a.on_data(&d, true).unwrap();
+        assert_eq!(a.buffered(), 4096 + 8192, "not the whole megabyte");
     }
 }
 

@@ -8,9 +8,9 @@ use tracing::{debug, warn};
 
 use super::collect::{Assembly, DataError};
 use super::tasks::{Phase, Task};
-use super::{Action, Command, ScsiOutcome, Session, TaskId, next_tag};
+use super::{Action, Closed, Command, ScsiOutcome, Session, TaskId, next_tag};
 use crate::iscsi::pdu::{
-    DataOut, Pdu, R2t, Residual, ScsiCommand, ScsiResponse, reject_reason, scsi_response,
+    DataOut, Pdu, R2t, Residual, ScsiCommand, ScsiResponse, TaskAttr, reject_reason, scsi_response,
 };
 use crate::scsi::Status;
 use crate::scsi::sense::{self, Sense, SenseKey};
@@ -54,14 +54,22 @@ impl Session {
             return;
         }
         let edtl = c.expected_data_len;
-        if c.write && edtl > self.config.max_write_len {
+        let max_write = (self.config.max_write_len as usize).min(self.mem.limit());
+        if c.write && edtl as usize > max_write {
             warn!(
                 itt = c.itt,
                 edtl,
-                max = self.config.max_write_len,
+                max = max_write,
                 "write longer than the session buffers; failing it"
             );
-            self.fail_oversized(&c, out);
+            self.answer_early(&c, scsi_response::TARGET_FAILURE, None, out);
+            return;
+        }
+        if matches!(c.attr, TaskAttr::Aca | TaskAttr::Reserved(_)) {
+            // ACA needs NACA support (INQUIRY NormACA=0) and reserved values mean nothing:
+            // the command is refused before it becomes a task (SAM-5).
+            let sense = Sense::illegal(sense::INVALID_FIELD_IN_INFORMATION_UNIT);
+            self.answer_early(&c, scsi_response::COMPLETED, Some(sense), out);
             return;
         }
         let read_len = if c.write {
@@ -70,6 +78,21 @@ impl Session {
             edtl
         };
         let collect = c.write && edtl > 0;
+        // The unsolicited data this write may bring: a non-immediate command's window slot
+        // held it already; an immediate command (outside the window) must find it now.
+        let reserved = if collect {
+            self.unsolicited.min(edtl as usize)
+        } else {
+            0
+        };
+        if c.immediate && !self.mem.try_take(reserved) {
+            self.reject(
+                reject_reason::IMMEDIATE_COMMAND_REJECT,
+                &Pdu::ScsiCommand(c),
+                out,
+            );
+            return;
+        }
         let phase = if collect {
             let unsolicited_end = (!c.final_).then_some(self.params.first_burst_len.min(edtl));
             let buf = self.pool.take(usize::try_from(edtl).unwrap_or(usize::MAX));
@@ -88,6 +111,8 @@ impl Session {
             read_len,
             in_sn: 0,
             phase,
+            reserved,
+            granted: false,
         });
         if collect {
             self.advance_collect(id, out);
@@ -96,24 +121,62 @@ impl Session {
         }
     }
 
-    /// Answers a write whose data the session will not buffer with "target failure"; Data-Out
-    /// already on its way is dropped.
-    fn fail_oversized(&mut self, c: &ScsiCommand, out: &mut Vec<Action>) {
+    /// Answers a command that never becomes a task: with iSCSI response `response`, or with
+    /// CHECK CONDITION and `sense` when given. Data-Out already on its way is dropped.
+    fn answer_early(
+        &mut self,
+        c: &ScsiCommand,
+        response: u8,
+        sense: Option<Sense>,
+        out: &mut Vec<Action>,
+    ) {
         self.tasks.forget_itt(c.itt);
         let sns = self.sns(true);
+        let (status, sense) = match sense {
+            Some(s) => (Status::CheckCondition as u8, Bytes::from(s.to_bytes(false))),
+            None => (0, Bytes::new()),
+        };
         let rsp = ScsiResponse {
-            response: scsi_response::TARGET_FAILURE,
-            status: 0,
+            response,
+            status,
             residual: Residual::None,
             bidi_residual: Residual::None,
             itt: c.itt,
             snack_tag: 0,
             sns,
             exp_data_sn: 0,
-            sense: Bytes::new(),
+            sense,
             response_data: Bytes::new(),
         };
         self.send(Pdu::ScsiResponse(rsp), out);
+    }
+
+    /// Ends, with TASK ABORTED, the tasks of this session that another I_T nexus's task
+    /// management (LUN RESET, CLEAR TASK SET, TARGET RESET) or PREEMPT AND ABORT aborted
+    /// and that have not reached the engine yet: those still receiving Data-Out or held back
+    /// by an ORDERED task. `on_lun` selects them by their raw LUN field. Tasks already with
+    /// the engine end when it reports them (with TASK ABORTED from the logical unit).
+    pub fn abort_third_party(&mut self, on_lun: impl Fn(u64) -> bool, out: &mut Vec<Action>) {
+        let ids = self
+            .tasks
+            .select(|t| on_lun(t.lun) && matches!(t.phase, Phase::Collecting(_) | Phase::Ready(_)));
+        for id in ids {
+            let Some(mut task) = self.tasks.drop_collecting(id) else {
+                continue;
+            };
+            match mem::replace(&mut task.phase, Phase::Executing) {
+                Phase::Collecting(asm) => self.pool.give(asm.into_spare()),
+                Phase::Ready(buf) => self.pool.give(buf),
+                Phase::Executing | Phase::Aborted => {}
+            }
+            let outcome = ScsiOutcome {
+                status: Status::TaskAborted as u8,
+                ..ScsiOutcome::default()
+            };
+            self.respond(task, outcome, out);
+            self.task_ended(id, out);
+        }
+        self.settle_memory();
     }
 
     pub(super) fn on_data_out(&mut self, d: DataOut, out: &mut Vec<Action>) {
@@ -152,7 +215,7 @@ impl Session {
                 if let Some(mut task) = self.tasks.drop_collecting(id) {
                     if let Phase::Collecting(asm) = mem::replace(&mut task.phase, Phase::Executing)
                     {
-                        self.pool.give(asm.into_buf());
+                        self.pool.give(asm.into_spare());
                     }
                     let outcome = ScsiOutcome {
                         status: Status::CheckCondition as u8,
@@ -165,13 +228,20 @@ impl Session {
             }
             Err(err) => {
                 warn!(itt = d.itt, ttt = d.ttt, %err, "bad Data-Out; closing the connection");
-                self.close(out);
+                self.close(Closed::ByTarget("a Data-Out broke its sequence"), out);
             }
         }
     }
 
-    /// After data arrived: execute the task if all of it is in, else send the R2Ts now due.
-    fn advance_collect(&mut self, id: TaskId, out: &mut Vec<Action>) {
+    /// After data arrived: execute the task if all of it is in, else send the R2Ts now due
+    /// (once the memory for the rest of the write is granted).
+    pub(super) fn advance_collect(&mut self, id: TaskId, out: &mut Vec<Action>) {
+        let r2t_due = self.tasks.get_mut(id).is_some_and(|t| {
+            !t.granted && matches!(&t.phase, Phase::Collecting(asm) if asm.r2t_due())
+        });
+        if r2t_due && !self.grant(id) {
+            return;
+        }
         let (max_r2t, max_burst) = (self.params.max_outstanding_r2t, self.params.max_burst_len);
         let mut ttt = self.next_ttt;
         let Some(task) = self.tasks.get_mut(id) else {
@@ -205,8 +275,26 @@ impl Session {
         }
     }
 
-    /// Hands a task whose data is complete to the engine.
+    /// A task whose data is complete goes to the engine, unless an ORDERED task holds it
+    /// back; then so do the held tasks it (or its going) releases.
     fn execute(&mut self, id: TaskId, data_out: Vec<u8>, out: &mut Vec<Action>) {
+        if self.tasks.held_back(id) {
+            self.tasks.set_ready(id, data_out);
+            return;
+        }
+        self.hand_over(id, data_out, out);
+        self.release_ready(out);
+    }
+
+    /// Hands the held tasks that may go now to the engine.
+    pub(super) fn release_ready(&mut self, out: &mut Vec<Action>) {
+        for (id, data) in self.tasks.take_released() {
+            self.hand_over(id, data, out);
+        }
+    }
+
+    /// Hands a task whose data is complete to the engine.
+    fn hand_over(&mut self, id: TaskId, data_out: Vec<u8>, out: &mut Vec<Action>) {
         let Some(task) = self.tasks.get_mut(id) else {
             return;
         };

@@ -17,7 +17,9 @@
 
 mod collect;
 mod command;
+mod flow;
 mod logout;
+mod memory;
 mod nop;
 mod pool;
 mod respond;
@@ -39,6 +41,7 @@ use super::pdu::{
     reject_reason,
 };
 use super::text::Pairs;
+pub use memory::WriteMemory;
 use pool::BufferPool;
 use seq::{Admission, Sequencer};
 pub use tasks::TaskCounts;
@@ -62,9 +65,12 @@ pub struct SessionConfig {
     pub exp_cmd_sn: u32,
     /// The next StatSN to send: one past the StatSN of the final Login Response.
     pub stat_sn: u32,
-    /// Commands the session may have in flight. The final Login Response should advertise
-    /// MaxCmdSN = ExpCmdSN + queue_depth − 1.
+    /// Commands the session may have in flight: the CmdSN window opens up to this many
+    /// while write memory allows it.
     pub queue_depth: u32,
+    /// The window the final Login Response advertised (MaxCmdSN = ExpCmdSN + login_window
+    /// − 1); the session opens it further as memory allows.
+    pub login_window: u32,
     /// Largest Expected Data Transfer Length of a write the session buffers; larger writes
     /// fail with iSCSI response "target failure". Advertise it in the Block Limits VPD page.
     pub max_write_len: u32,
@@ -82,6 +88,7 @@ impl Default for SessionConfig {
             exp_cmd_sn: 0,
             stat_sn: 0,
             queue_depth: 64,
+            login_window: 64,
             max_write_len: 16 << 20,
             pooled_buffers: 32,
             pooled_bytes: 1 << 20,
@@ -90,14 +97,15 @@ impl Default for SessionConfig {
 }
 
 impl SessionConfig {
-    /// The start of a session whose login just completed. `queue_depth` must be the
-    /// `cmd_window` login advertised (its MaxCmdSN = ExpCmdSN + window − 1).
-    pub fn after_login(login: &Established, queue_depth: u32) -> Self {
+    /// The start of a session whose login just completed with window `login_window` (the
+    /// `cmd_window` login advertised), growing up to `queue_depth`.
+    pub fn after_login(login: &Established, login_window: u32, queue_depth: u32) -> Self {
         Self {
             cid: login.cid,
             exp_cmd_sn: login.exp_cmd_sn,
             stat_sn: login.next_stat_sn,
             queue_depth,
+            login_window,
             ..Self::default()
         }
     }
@@ -120,6 +128,18 @@ pub struct Command {
     /// How many bytes of Data-In the initiator expects (informational: return what the CDB
     /// asks for; the session truncates and computes the residual).
     pub read_len: u32,
+}
+
+impl Command {
+    /// The command's task attribute as the logical unit honours it: untagged counts as
+    /// SIMPLE, and the session refuses ACA and reserved values before they become commands.
+    pub fn task_attr(&self) -> crate::scsi::TaskAttr {
+        match self.attr {
+            TaskAttr::Ordered => crate::scsi::TaskAttr::Ordered,
+            TaskAttr::HeadOfQueue => crate::scsi::TaskAttr::HeadOfQueue,
+            _ => crate::scsi::TaskAttr::Simple,
+        }
+    }
 }
 
 /// What the engine reports when a command it executed has ended.
@@ -182,6 +202,16 @@ enum State {
     Closed,
 }
 
+/// Why the session closed its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// The initiator asked for it (logout, TARGET COLD RESET).
+    ByInitiator(&'static str),
+    /// The target gave up on the connection (a protocol error it cannot recover from at
+    /// ErrorRecoveryLevel 0).
+    ByTarget(&'static str),
+}
+
 /// The full-feature phase of one session (one connection, ErrorRecoveryLevel 0).
 #[derive(Debug)]
 pub struct Session {
@@ -196,20 +226,46 @@ pub struct Session {
     /// TTT of our NOP-In ping that has not been answered yet.
     ping: Option<u32>,
     state: State,
+    closed: Option<Closed>,
+    /// The write memory this session holds ([`memory`]).
+    mem: memory::Budget,
+    /// Unsolicited bytes one command may bring (immediate data and unsolicited Data-Out):
+    /// what each open window slot holds.
+    unsolicited: usize,
+    /// Writes waiting for memory before their first R2T, oldest first.
+    awaiting: std::collections::VecDeque<TaskId>,
 }
 
 impl Session {
-    /// A session right after a successful login.
+    /// A session right after a successful login, holding write memory of the agent's pool.
     pub fn new(params: SessionParams, config: SessionConfig) -> Self {
+        Self::with_memory(params, config, WriteMemory::global())
+    }
+
+    /// A session right after a successful login, holding write memory of `memory`.
+    pub fn with_memory(
+        params: SessionParams,
+        config: SessionConfig,
+        memory: std::sync::Arc<WriteMemory>,
+    ) -> Self {
+        let unsolicited = flow::unsolicited_per_command(&params);
+        let window = config.login_window.clamp(1, config.queue_depth.max(1));
+        let mut mem = memory::Budget::new(memory);
+        // The login already promised this window: its memory is taken whatever the limits.
+        mem.force_take(unsolicited.saturating_mul(window as usize));
         Self {
-            seq: Sequencer::new(config.exp_cmd_sn, config.stat_sn, config.queue_depth),
+            seq: Sequencer::new(config.exp_cmd_sn, config.stat_sn, window),
             pool: BufferPool::new(config.pooled_buffers, config.pooled_bytes),
+            mem,
+            unsolicited,
+            awaiting: std::collections::VecDeque::new(),
             tasks: Tasks::default(),
             waiters: tmf::Waiters::default(),
             text: text::TextState::default(),
             next_ttt: 1,
             ping: None,
             state: State::Open,
+            closed: None,
             params,
             config,
         }
@@ -217,6 +273,11 @@ impl Session {
 
     /// Handles one PDU from the initiator.
     pub fn on_pdu(&mut self, pdu: Pdu, out: &mut Vec<Action>) {
+        self.handle_pdu(pdu, out);
+        self.settle_memory();
+    }
+
+    fn handle_pdu(&mut self, pdu: Pdu, out: &mut Vec<Action>) {
         match self.state {
             State::Open => {}
             State::LoggingOut => {
@@ -243,7 +304,7 @@ impl Session {
     pub fn on_decode_error(&mut self, bhs: &[u8; BHS_LEN], err: &PduError, out: &mut Vec<Action>) {
         if !err.is_rejectable() {
             warn!(%err, "undecodable PDU; closing the connection");
-            self.close(out);
+            self.close(Closed::ByTarget("undecodable PDU"), out);
             return;
         }
         if self.state != State::Open {
@@ -275,7 +336,10 @@ impl Session {
         self.send_reject(reason, Bytes::copy_from_slice(bhs), out);
         if op == opcode::DATA_OUT {
             // The data is lost and ErrorRecoveryLevel 0 cannot ask for it again.
-            self.close(out);
+            self.close(
+                Closed::ByTarget("a Data-Out was lost to a digest error"),
+                out,
+            );
         }
     }
 
@@ -314,6 +378,11 @@ impl Session {
         self.state == State::Closed
     }
 
+    /// Why the session closed the connection, once it has.
+    pub fn closed(&self) -> Option<Closed> {
+        self.closed
+    }
+
     /// The negotiated parameters.
     pub fn params(&self) -> &SessionParams {
         &self.params
@@ -325,7 +394,8 @@ impl Session {
 
     /// Sequence numbers for an outgoing PDU; `response` consumes a StatSN.
     fn sns(&mut self, response: bool) -> Sns {
-        self.seq.sns(self.tasks.len(), response)
+        self.open_window();
+        self.seq.sns(response)
     }
 
     fn send(&mut self, pdu: Pdu, out: &mut Vec<Action>) {
@@ -364,7 +434,7 @@ impl Session {
                     exp_cmd_sn = self.seq.exp_cmd_sn(),
                     "CmdSN gap on a single connection; closing"
                 );
-                self.close(out);
+                self.close(Closed::ByTarget("a gap in CmdSN"), out);
                 false
             }
         }
@@ -393,9 +463,10 @@ impl Session {
         );
     }
 
-    fn close(&mut self, out: &mut Vec<Action>) {
+    fn close(&mut self, why: Closed, out: &mut Vec<Action>) {
         if self.state != State::Closed {
             self.state = State::Closed;
+            self.closed = Some(why);
             out.push(Action::Close);
         }
     }

@@ -22,10 +22,13 @@ impl Session {
         };
         match t.phase {
             Phase::Executing if self.state != State::Closed => self.respond(t, outcome, out),
-            Phase::Collecting(asm) => self.pool.give(asm.into_buf()),
+            Phase::Collecting(asm) => self.pool.give(asm.into_spare()),
+            Phase::Ready(buf) => self.pool.give(buf),
             Phase::Executing | Phase::Aborted => {}
         }
         self.task_ended(task, out);
+        self.settle_memory();
+        self.grant_waiting(out);
     }
 
     pub(super) fn respond(&mut self, mut task: Task, outcome: ScsiOutcome, out: &mut Vec<Action>) {

@@ -35,23 +35,33 @@ pub(crate) struct Sequencer {
     max_cmd_sn: u32,
     /// The StatSN the next response carries.
     stat_sn: u32,
-    queue_depth: u32,
     /// The newest ExpStatSN the initiator acknowledged.
     exp_stat_sn: u32,
 }
 
 impl Sequencer {
     /// Starts after login: `exp_cmd_sn` is the next CmdSN expected, `stat_sn` the next StatSN
-    /// to send, `queue_depth` the number of commands the session may have outstanding.
-    pub(crate) fn new(exp_cmd_sn: u32, stat_sn: u32, queue_depth: u32) -> Self {
-        let queue_depth = queue_depth.max(1);
+    /// to send, `window` the commands the login allowed (its MaxCmdSN = ExpCmdSN + window − 1).
+    pub(crate) fn new(exp_cmd_sn: u32, stat_sn: u32, window: u32) -> Self {
+        let window = window.max(1);
         Self {
             exp_cmd_sn,
-            max_cmd_sn: exp_cmd_sn.wrapping_add(queue_depth - 1),
+            max_cmd_sn: exp_cmd_sn.wrapping_add(window - 1),
             stat_sn,
-            queue_depth,
             exp_stat_sn: stat_sn,
         }
+    }
+
+    /// Commands the initiator may still send: MaxCmdSN − ExpCmdSN + 1 (0: window closed).
+    pub(crate) fn window_free(&self) -> u32 {
+        self.max_cmd_sn
+            .wrapping_sub(self.exp_cmd_sn)
+            .wrapping_add(1)
+    }
+
+    /// Opens the window by `slots` more commands (MaxCmdSN moves on; it never moves back).
+    pub(crate) fn extend(&mut self, slots: u32) {
+        self.max_cmd_sn = self.max_cmd_sn.wrapping_add(slots);
     }
 
     /// Checks a command's CmdSN and, when it is accepted and not immediate, moves ExpCmdSN
@@ -79,15 +89,9 @@ impl Sequencer {
         }
     }
 
-    /// The numbers for an outgoing PDU while `running` commands hold a slot of the queue
-    /// depth. With `advance`, the PDU is a response that consumes its StatSN.
-    pub(crate) fn sns(&mut self, running: u32, advance: bool) -> Sns {
-        let free = self.queue_depth.saturating_sub(running);
-        // free == 0 closes the window: MaxCmdSN = ExpCmdSN - 1.
-        let max = self.exp_cmd_sn.wrapping_add(free).wrapping_sub(1);
-        if sn_gt(max, self.max_cmd_sn) {
-            self.max_cmd_sn = max;
-        }
+    /// The numbers for an outgoing PDU. With `advance`, the PDU is a response that consumes
+    /// its StatSN.
+    pub(crate) fn sns(&mut self, advance: bool) -> Sns {
         let sns = Sns {
             stat_sn: self.stat_sn,
             exp_cmd_sn: self.exp_cmd_sn,
@@ -150,30 +154,27 @@ mod tests {
     }
 
     #[test]
-    fn max_cmd_sn_counts_running_commands_and_never_shrinks() {
+    fn the_window_closes_as_commands_arrive_and_opens_only_forward() {
         let mut s = Sequencer::new(0, 0, 4);
-        for sn in 0..3 {
+        assert_eq!(s.window_free(), 4);
+        for sn in 0..4 {
             assert_eq!(s.admit(sn, false), Admission::Accept);
         }
-        // 3 running of 4: one more slot, MaxCmdSN = ExpCmdSN.
-        assert_eq!(s.sns(3, false).max_cmd_sn, 3);
-        assert_eq!(s.admit(3, false), Admission::Accept);
         // Window closed: MaxCmdSN stays at 3 = ExpCmdSN - 1.
-        let sns = s.sns(4, false);
+        assert_eq!(s.window_free(), 0);
+        let sns = s.sns(false);
         assert_eq!((sns.exp_cmd_sn, sns.max_cmd_sn), (4, 3));
         assert_eq!(s.admit(4, false), Admission::OutOfWindow);
-        // Two finish: the window opens by two.
-        assert_eq!(s.sns(2, false).max_cmd_sn, 5);
-        // A later count that would shrink it leaves the advertised value alone.
-        assert_eq!(s.sns(4, false).max_cmd_sn, 5);
+        s.extend(2);
+        assert_eq!((s.window_free(), s.sns(false).max_cmd_sn), (2, 5));
     }
 
     #[test]
     fn stat_sn_advances_only_for_responses() {
         let mut s = Sequencer::new(0, u32::MAX, 1);
-        assert_eq!(s.sns(0, false).stat_sn, u32::MAX);
-        assert_eq!(s.sns(0, true).stat_sn, u32::MAX);
-        assert_eq!(s.sns(0, true).stat_sn, 0);
+        assert_eq!(s.sns(false).stat_sn, u32::MAX);
+        assert_eq!(s.sns(true).stat_sn, u32::MAX);
+        assert_eq!(s.sns(true).stat_sn, 0);
         assert_eq!(s.stat_sn(), 1);
         s.acknowledge(1);
         assert_eq!(s.exp_stat_sn(), 1);

@@ -13,6 +13,9 @@ use crate::iscsi::pdu::TaskAttr;
 pub(crate) enum Phase {
     /// Waiting for Data-Out.
     Collecting(Assembly),
+    /// All Data-Out is in (this buffer), but an ORDERED task holds it back (SAM-5: tasks
+    /// reach the logical unit in order around an ORDERED one).
+    Ready(Vec<u8>),
     /// Handed to the engine; its completion is awaited.
     Executing,
     /// Handed to the engine and then aborted: its completion is awaited but answered by
@@ -39,6 +42,10 @@ pub(crate) struct Task {
     /// Next R2TSN / Data-In DataSN (one numbering for both, RFC 7143 §11.8.5).
     pub(crate) in_sn: u32,
     pub(crate) phase: Phase,
+    /// Write memory held for this task (its unsolicited data, then all of it once granted).
+    pub(crate) reserved: usize,
+    /// Whether the memory for all of its data was granted (its R2Ts may go out).
+    pub(crate) granted: bool,
 }
 
 impl Task {
@@ -61,6 +68,12 @@ pub(crate) struct Tasks {
     by_itt: HashMap<u32, TaskId>,
     dropped_itts: VecDeque<u32>,
     next_id: u64,
+    /// Tasks with the ORDERED attribute.
+    ordered: usize,
+    /// Tasks in [`Phase::Ready`].
+    ready: usize,
+    /// Write memory the tasks hold together.
+    reserved: usize,
 }
 
 impl Tasks {
@@ -69,6 +82,10 @@ impl Tasks {
         let id = TaskId(self.next_id);
         self.next_id = self.next_id.wrapping_add(1);
         self.dropped_itts.retain(|&itt| itt != task.itt);
+        if task.attr == TaskAttr::Ordered {
+            self.ordered += 1;
+        }
+        self.reserved += task.reserved;
         self.by_itt.insert(task.itt, id);
         self.by_id.insert(id, task);
         id
@@ -92,7 +109,88 @@ impl Tasks {
         if self.by_itt.get(&task.itt) == Some(&id) {
             self.by_itt.remove(&task.itt);
         }
+        if task.attr == TaskAttr::Ordered {
+            self.ordered -= 1;
+        }
+        if matches!(task.phase, Phase::Ready(_)) {
+            self.ready -= 1;
+        }
+        self.reserved -= task.reserved;
         Some(task)
+    }
+
+    /// Write memory the tasks hold together.
+    pub(crate) fn reserved(&self) -> usize {
+        self.reserved
+    }
+
+    /// For a write collecting data whose memory is not granted yet: how much more it needs.
+    pub(crate) fn ungranted(&self, id: TaskId) -> Option<usize> {
+        let t = self.by_id.get(&id)?;
+        let collecting = matches!(t.phase, Phase::Collecting(_));
+        (collecting && !t.granted).then(|| (t.edtl as usize).saturating_sub(t.reserved))
+    }
+
+    /// Records that `more` bytes were granted to task `id` for the rest of its data.
+    pub(crate) fn granted(&mut self, id: TaskId, more: usize) {
+        if let Some(t) = self.by_id.get_mut(&id) {
+            t.reserved += more;
+            t.granted = true;
+            self.reserved += more;
+        }
+    }
+
+    /// Whether task `id` must wait before it goes to the engine (SAM-5 task attributes, as
+    /// far as this nexus goes; the logical unit orders tasks across nexuses): an ORDERED
+    /// task waits until every older task of its LUN has gone to the engine, any other
+    /// SIMPLE task until every older ORDERED one has. HEAD OF QUEUE never waits.
+    pub(crate) fn held_back(&self, id: TaskId) -> bool {
+        let Some(t) = self.by_id.get(&id) else {
+            return false;
+        };
+        let not_handed = |u: &Task| matches!(u.phase, Phase::Collecting(_) | Phase::Ready(_));
+        let older = |(uid, u): (&TaskId, &Task)| *uid < id && u.lun == t.lun && not_handed(u);
+        match t.attr {
+            TaskAttr::HeadOfQueue => false,
+            TaskAttr::Ordered => self.by_id.iter().any(older),
+            _ => {
+                self.ordered > 0
+                    && self
+                        .by_id
+                        .iter()
+                        .any(|e| e.1.attr == TaskAttr::Ordered && older(e))
+            }
+        }
+    }
+
+    /// Parks a task whose data is complete until [`Tasks::held_back`] lets it go.
+    pub(crate) fn set_ready(&mut self, id: TaskId, data: Vec<u8>) {
+        if let Some(t) = self.by_id.get_mut(&id) {
+            if !matches!(t.phase, Phase::Ready(_)) {
+                self.ready += 1;
+            }
+            t.phase = Phase::Ready(data);
+        }
+    }
+
+    /// Parked tasks that may go to the engine now, oldest first, with their data.
+    pub(crate) fn take_released(&mut self) -> Vec<(TaskId, Vec<u8>)> {
+        let mut out = Vec::new();
+        if self.ready == 0 {
+            return out;
+        }
+        for id in self.select(|t| matches!(t.phase, Phase::Ready(_))) {
+            if self.held_back(id) {
+                continue;
+            }
+            if let Some(t) = self.by_id.get_mut(&id)
+                && let Phase::Ready(data) = std::mem::replace(&mut t.phase, Phase::Executing)
+            {
+                self.ready -= 1;
+                out.push((id, data));
+            }
+        }
+        out
     }
 
     /// Removes a task still collecting data and remembers its ITT, so Data-Out already on
@@ -132,7 +230,7 @@ impl Tasks {
         let mut c = TaskCounts::default();
         for t in self.by_id.values() {
             match t.phase {
-                Phase::Collecting(_) => c.collecting += 1,
+                Phase::Collecting(_) | Phase::Ready(_) => c.collecting += 1,
                 Phase::Executing => c.executing += 1,
                 Phase::Aborted => c.aborting += 1,
             }
@@ -149,7 +247,7 @@ impl Tasks {
 /// In-flight tasks of a session by phase, for metrics and queue-depth accounting.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TaskCounts {
-    /// Write commands still receiving Data-Out.
+    /// Write commands still receiving Data-Out, and commands held back by an ORDERED one.
     pub collecting: u32,
     /// Commands handed to the engine and not completed.
     pub executing: u32,

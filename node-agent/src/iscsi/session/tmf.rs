@@ -4,7 +4,7 @@
 use tracing::debug;
 
 use super::tasks::Phase;
-use super::{Action, Session, TaskId, TmfId};
+use super::{Action, Closed, Session, TaskId, TmfId};
 use crate::iscsi::pdu::{
     LogoutResponse, Pdu, TaskFunction, TaskMgmtRequest, TaskMgmtResponse, logout_response,
     tmf_response,
@@ -144,11 +144,13 @@ impl Session {
                 continue;
             };
             match task.phase {
-                Phase::Collecting(_) => {
-                    if let Some(t) = self.tasks.drop_collecting(id)
-                        && let Phase::Collecting(asm) = t.phase
-                    {
-                        self.pool.give(asm.into_buf());
+                Phase::Collecting(_) | Phase::Ready(_) => {
+                    if let Some(t) = self.tasks.drop_collecting(id) {
+                        match t.phase {
+                            Phase::Collecting(asm) => self.pool.give(asm.into_spare()),
+                            Phase::Ready(buf) => self.pool.give(buf),
+                            Phase::Executing | Phase::Aborted => {}
+                        }
                     }
                 }
                 Phase::Executing => {
@@ -187,6 +189,9 @@ impl Session {
             w.tasks.retain(|&t| t != id);
         }
         self.release(out);
+        if !self.is_closed() {
+            self.release_ready(out);
+        }
     }
 
     /// Sends, in arrival order, the replies nothing holds back any more.
@@ -216,7 +221,7 @@ impl Session {
                     out,
                 );
                 if close {
-                    self.close(out);
+                    self.close(Closed::ByInitiator("TARGET COLD RESET"), out);
                 }
             }
             Reply::Logout { itt } => {
@@ -229,7 +234,7 @@ impl Session {
                     time2retain: 0,
                 };
                 self.send(Pdu::LogoutResponse(rsp), out);
-                self.close(out);
+                self.close(Closed::ByInitiator("logged out"), out);
             }
         }
     }

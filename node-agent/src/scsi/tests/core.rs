@@ -71,10 +71,12 @@ fn ua_for_one_nexus_reset_for_all_and_lost_nexus() {
         sense_of(&exec(&lu, N2, &[0; 6], Vec::new())),
         (6, 0x3F, 0x0E)
     );
-    // A reset through N1: every other nexus learns of it by a unit attention, N1 by the
-    // TMF response.
-    lu.reset(N1);
-    assert_eq!(exec(&lu, N1, &[0; 6], Vec::new()).status, Status::Good);
+    // A LUN reset: every nexus learns of it by a unit attention, the issuer's too (SAM-5).
+    lu.reset();
+    assert_eq!(
+        sense_of(&exec(&lu, N1, &[0; 6], Vec::new())),
+        (6, 0x29, 0x03)
+    );
     assert_eq!(
         sense_of(&exec(&lu, N2, &[0; 6], Vec::new())),
         (6, 0x29, 0x03)
@@ -86,10 +88,14 @@ fn ua_for_one_nexus_reset_for_all_and_lost_nexus() {
         sense_of(&exec(&lu, N1, &[0; 6], Vec::new())),
         (6, 0x29, 0x00)
     );
-    // TARGET RESET (through N1) raises the generic POWER ON, RESET, OR BUS DEVICE RESET
-    // OCCURRED on the other nexuses.
-    lu.target_reset(N1);
-    assert_eq!(exec(&lu, N1, &[0; 6], Vec::new()).status, Status::Good);
+    // TARGET RESET raises the generic POWER ON, RESET, OR BUS DEVICE RESET OCCURRED on
+    // every nexus.
+    clear_ua(&lu, N1);
+    lu.target_reset();
+    assert_eq!(
+        sense_of(&exec(&lu, N1, &[0; 6], Vec::new())),
+        (6, 0x29, 0x00)
+    );
     assert_eq!(
         sense_of(&exec(&lu, N2, &[0; 6], Vec::new())),
         (6, 0x29, 0x00)
@@ -273,10 +279,10 @@ fn config_validation() {
         Err(crate::scsi::ConfigError::Capacity { .. })
     ));
     let c = LuConfig {
-        naa: [0x30; 16],
+        naa: [0x60; 8],
         ..config(10)
     };
-    assert_eq!(c.validate(), Err(crate::scsi::ConfigError::Naa(3)));
+    assert_eq!(c.validate(), Err(crate::scsi::ConfigError::Naa(6)));
 }
 
 #[test]

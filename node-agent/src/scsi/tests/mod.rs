@@ -8,3 +8,4 @@ mod mode;
 mod provisioning;
 mod reservations;
 mod spc;
+mod tasks;

@@ -259,3 +259,23 @@ fn get_lba_status_lists_several_extents() {
         [(0, 8, 0), (8, 8, 1), (16, 8, 0), (24, 8, 1), (32, 32, 0)]
     );
 }
+
+#[test]
+fn without_the_write_cache_a_deallocation_is_flushed_before_good() {
+    for (wce, flushes) in [(true, 0), (false, 2)] {
+        let lu = lu(LuConfig {
+            thin: true,
+            write_cache: wce,
+            ..config(64)
+        });
+        clear_ua(&lu, N1);
+        let list = unmap_list(&[(2, 3)]);
+        assert_eq!(
+            exec(&lu, N1, &unmap_cdb(list.len()), list).status,
+            Status::Good
+        );
+        let r = exec(&lu, N1, &ws10(0x08, 10, 4), vec![0; 512]);
+        assert_eq!(r.status, Status::Good);
+        assert_eq!(lu.backend().flushes.get(), flushes, "write cache {wce}");
+    }
+}

@@ -99,7 +99,7 @@ fn reserve6_blocks_other_nexus_until_released() {
         exec(&lu, N1, &[0x16, 0, 0, 0, 0, 0], Vec::new()).status,
         GOOD
     );
-    lu.reset(N1);
+    lu.reset();
     clear_ua(&lu, N2);
     assert_eq!(
         exec(&lu, N2, &[0x16, 0, 0, 0, 0, 0], Vec::new()).status,

@@ -180,7 +180,7 @@ fn prevent_blocks_eject() {
     );
     // A LUN reset clears PREVENT.
     exec(&lu, N1, &[0x1E, 0, 0, 0, 1, 0], Vec::new());
-    lu.reset(N2);
+    lu.reset();
     clear_ua(&lu, N1);
     assert_eq!(
         exec(&lu, N1, &[0x1B, 0, 0, 0, 0x03, 0], Vec::new()).status,

@@ -2,6 +2,8 @@
 
 mod control;
 mod io;
+mod memory;
+mod order;
 mod window;
 
 use bytes::Bytes;
@@ -26,17 +28,30 @@ struct Harness {
 
 impl Harness {
     fn new(params: SessionParams, qd: u32) -> Self {
+        // A pool of its own, so tests running in parallel do not share memory.
+        let memory = std::sync::Arc::new(super::WriteMemory::new(1 << 30, 1 << 30));
+        Self::with_memory(params, qd, qd, memory)
+    }
+
+    /// A session whose login advertised `login_window`, over write memory `memory`.
+    fn with_memory(
+        params: SessionParams,
+        qd: u32,
+        login_window: u32,
+        memory: std::sync::Arc<super::WriteMemory>,
+    ) -> Self {
         let config = SessionConfig {
             cid: 7,
             exp_cmd_sn: CMD_SN,
             stat_sn: STAT_SN,
             queue_depth: qd,
+            login_window,
             max_write_len: 1 << 20,
             pooled_buffers: 2,
             pooled_bytes: 1 << 20,
         };
         Self {
-            s: Session::new(params, config),
+            s: Session::with_memory(params, config, memory),
             cmd_sn: CMD_SN,
         }
     }

@@ -108,7 +108,7 @@ fn a_session_starts_where_login_left_off() {
         exp_cmd_sn: 0xffff_fffe,
         next_stat_sn: 41,
     };
-    let config = SessionConfig::after_login(&login, 16);
+    let config = SessionConfig::after_login(&login, 16, 16);
     let mut s = Session::new(login.params.clone(), config);
     // The same window login advertised: ExpCmdSN + 16 - 1, across the wrap.
     assert_eq!(s.max_cmd_sn(), 0xffff_fffe_u32.wrapping_add(15));

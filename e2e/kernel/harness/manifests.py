@@ -1,0 +1,92 @@
+"""What the agent serves to the guest: four Devices, each the only LUN of its own Target, all
+open to the guest's initiator name only; two of them behind CHAP (one-way, mutual)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+IQN_PREFIX = "iqn.2026-11.dev.spindle:default."
+INITIATOR = "iqn.2026-11.dev.spindle:kernel-guest"
+CHAP_SECRET = "chap-secret"
+CHAP_USER, CHAP_PASSWORD = "guest", "spindle-secret-1"
+MUTUAL_USER, MUTUAL_PASSWORD = "spindle", "spindle-mutual-2"
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Export:
+    name: str
+    size: int
+    chap: str = ""  # "", "one-way" or "mutual"
+
+    @property
+    def iqn(self) -> str:
+        return IQN_PREFIX + self.name
+
+    @property
+    def file(self) -> str:
+        return f"{self.name}.img"
+
+
+EXPORTS = (
+    Export("kfs", 1024 * MIB),           # the file system, restarts and the drain
+    Export("kchap1", 64 * MIB, "one-way"),
+    Export("kchap2", 64 * MIB, "mutual"),
+    Export("ksmall", 256 * MIB),         # MaxRecvDataSegmentLength=8192 reads
+)
+
+
+def by_name(name: str) -> Export:
+    for e in EXPORTS:
+        if e.name == name:
+            return e
+    raise KeyError(name)
+
+
+def render() -> str:
+    docs = []
+    for e in EXPORTS:
+        chap = ""
+        if e.chap:
+            mutual = str(e.chap == "mutual").lower()
+            chap = f"\n  chap: {{secretRef: {CHAP_SECRET}, mutual: {mutual}}}"
+        docs.append(f"""apiVersion: spindle.dev/v1alpha1
+kind: Device
+metadata: {{name: {e.name}, namespace: default}}
+spec:
+  nodeName: local
+  source: {{file: {{path: {e.file}, sizeBytes: {e.size}}}}}
+  blockSize: 512
+  writeCache: writeback
+  thinProvisioning: true
+---
+apiVersion: spindle.dev/v1alpha1
+kind: Target
+metadata: {{name: {e.name}, namespace: default}}
+spec:
+  iqn: {e.iqn}
+  luns: [{{lun: 0, deviceRef: {e.name}}}]
+  acl: {{initiators: [{INITIATOR}]}}{chap}
+""")
+    docs.append(f"""apiVersion: v1
+kind: Secret
+metadata: {{name: {CHAP_SECRET}, namespace: default}}
+stringData:
+  username: {CHAP_USER}
+  password: {CHAP_PASSWORD}
+  mutualUsername: {MUTUAL_USER}
+  mutualPassword: {MUTUAL_PASSWORD}
+""")
+    return "---\n".join(docs)
+
+
+def guest_env() -> dict[str, str]:
+    """The part of the guest's /spindle/env that names the targets and secrets."""
+    return {
+        "INITIATOR": INITIATOR,
+        "DEV_FS": "kfs", "IQN_FS": by_name("kfs").iqn, "FS_SIZE": str(by_name("kfs").size),
+        "IQN_CHAP1": by_name("kchap1").iqn, "IQN_CHAP2": by_name("kchap2").iqn,
+        "IQN_SMALL": by_name("ksmall").iqn,
+        "CHAP_USER": CHAP_USER, "CHAP_SECRET": CHAP_PASSWORD,
+        "CHAP_MUTUAL_USER": MUTUAL_USER, "CHAP_MUTUAL_SECRET": MUTUAL_PASSWORD,
+    }
