@@ -40,12 +40,13 @@ const ALLOWED: &[(&str, &str)] = &[
          sysinfo umask",
     ),
     (
-        "backing files and block devices, the data dir, state, TLS files",
+        "backing files and block devices, the data dir, state, TLS files (the agent's identity \
+         file is linked into place)",
         "openat open close close_range read write pread64 pwrite64 readv writev preadv \
          pwritev preadv2 pwritev2 lseek fstat newfstatat statx fstatfs statfs fsync \
          fdatasync sync_file_range fallocate ftruncate unlink unlinkat rename renameat \
-         renameat2 mkdir mkdirat rmdir getdents64 readlink readlinkat access faccessat \
-         faccessat2 fcntl flock dup dup2 dup3 ioctl getcwd fchmod fchmodat",
+         renameat2 link linkat mkdir mkdirat rmdir getdents64 readlink readlinkat access \
+         faccessat faccessat2 fcntl flock dup dup2 dup3 ioctl getcwd fchmod fchmodat",
     ),
     (
         "sockets: iSCSI portal, agent API, metrics, the apiserver",
