@@ -355,19 +355,24 @@ node_cgroup_pids() {
     done | sort -u
 }
 
-# node_pod_pids NODE COMM: the processes named COMM in the pods of NODE (its kubelet's cgroupRoot
-# /spindle/NODE), one a line. No process is started per pid: a test that kills an agent
-# mid-drain has a few hundred milliseconds.
+# node_pod_pids NODE COMM: sets POD_PIDS to the processes named COMM in the pods of NODE (its
+# kubelet's cgroupRoot /spindle/NODE). Starts no process: a test that kills an agent mid-drain
+# has a hundred milliseconds or so.
 node_pod_pids() {
-    local h pid comm
+    local h f pid comm
+    POD_PIDS=()
+    shopt -s globstar nullglob
     for h in /sys/fs/cgroup/pids /sys/fs/cgroup/unified /sys/fs/cgroup; do
         [[ -d "$h/spindle/$1" ]] || continue
-        while read -r pid; do
-            read -r comm 2>/dev/null <"/proc/$pid/comm" || continue
-            [[ "$comm" != "$2" ]] || echo "$pid"
-        done < <(find "$h/spindle/$1" -name cgroup.procs -exec cat {} + 2>/dev/null)
-        return 0
+        for f in "$h/spindle/$1"/**/cgroup.procs; do
+            while read -r pid; do
+                read -r comm 2>/dev/null <"/proc/$pid/comm" || continue
+                [[ "$comm" != "$2" ]] || POD_PIDS+=("$pid")
+            done 2>/dev/null <"$f"
+        done
+        break
     done
+    shopt -u globstar nullglob
 }
 
 # node_stop STATE: stops the pods (through the API: on SIGTERM agents close their sessions and
