@@ -9,6 +9,12 @@ source "$CLUSTER_DIR/versions"
 CACHE_DIR="${SPINDLE_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/spindle/k8s-$KUBERNETES_VERSION}"
 BIN_DIR="$CACHE_DIR/bin"
 
+# Service ClusterIPs (kube-apiserver --service-cluster-ip-range); the first is the kubernetes
+# Service, which pods use to reach the apiserver.
+SERVICE_CIDR=10.0.0.0/24
+# shellcheck disable=SC2034 # used by up
+SERVICE_APISERVER_IP=10.0.0.1
+
 # Root under which each named cluster keeps its state (certs, data, logs, pids).
 STATE_ROOT="${XDG_RUNTIME_DIR:-/tmp}"
 
@@ -54,6 +60,45 @@ stop_pid() {
     kill -KILL "$pid" 2>/dev/null || true
 }
 
+# issue_cert DIR NAME SUBJECT EXTENSION...: DIR/NAME.key and a certificate signed by DIR/ca.*.
+issue_cert() {
+    local d="$1" n="$2" subject="$3"
+    shift 3
+    openssl ecparam -name prime256v1 -genkey -noout -out "$d/$n.key" 2>/dev/null
+    openssl req -new -key "$d/$n.key" -subj "$subject" -out "$d/$n.csr" 2>/dev/null
+    printf '%s\n' "$@" >"$d/$n.ext"
+    openssl x509 -req -in "$d/$n.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" \
+        -CAcreateserial -days 30 -extfile "$d/$n.ext" -out "$d/$n.crt" 2>/dev/null
+    chmod 600 "$d/$n.key"
+}
+
+# write_kubeconfig_file FILE CLUSTER SERVER CA CERT KEY USER: a kubeconfig with client certificates.
+write_kubeconfig_file() {
+    local b64=(base64 -w0)
+    cat >"$1" <<KUBECONFIG
+apiVersion: v1
+kind: Config
+clusters:
+- name: $2
+  cluster:
+    server: $3
+    certificate-authority-data: $("${b64[@]}" "$4")
+users:
+- name: $7
+  user:
+    client-certificate-data: $("${b64[@]}" "$5")
+    client-key-data: $("${b64[@]}" "$6")
+contexts:
+- name: $2
+  context: {cluster: $2, user: $7}
+current-context: $2
+KUBECONFIG
+    chmod 600 "$1"
+}
+
+# shellcheck source=e2e/cluster/node/lib.sh
+source "$CLUSTER_DIR/node/lib.sh"
+
 # stop_spindle_processes DIR: stops the operator replicas, then the agents, that
 # `e2e/cluster/spindle` started for the cluster in DIR (each records WHAT.pid and WHAT.bin).
 stop_spindle_processes() {
@@ -65,13 +110,17 @@ stop_spindle_processes() {
     done
 }
 
-# stop_cluster DIR: stops the processes recorded in a state directory and removes it.
+# stop_cluster DIR: stops the processes recorded in a state directory (Spindle's processes; with
+# a real node its pods and daemons, restoring the host) and removes it.
 stop_cluster() {
-    local dir="$1"
+    local dir="$1" node=false
     [[ -d "$dir" ]] || return 0
+    [[ -d "$dir/node" ]] && node=true
     stop_spindle_processes "$dir"
+    if $node; then node_stop "$dir"; fi
     stop_pid "$dir/watchdog.pid" "$CLUSTER_DIR/watchdog"
     stop_pid "$dir/kube-apiserver.pid" "$BIN_DIR/kube-apiserver"
     stop_pid "$dir/etcd.pid" "$BIN_DIR/etcd"
+    if $node; then node_restore_host "$dir"; fi
     rm -rf -- "$dir"
 }

@@ -1,6 +1,8 @@
 //! How Spindle runs under test: the one place that knows whether the agents and the operator are
 //! processes on this machine or pods on a node. Tests only use [`Runtime`]; the implementation is
-//! chosen by `SPINDLE_E2E_RUNTIME` (`process`, the default: `e2e/cluster/spindle`).
+//! chosen by `SPINDLE_E2E_RUNTIME`: `process` (the default) runs them as processes through
+//! `e2e/cluster/spindle`; `pods` drives the Helm chart's pods on the real nodes of
+//! `e2e/cluster/up --kubelet` through `e2e/cluster/pods`, which takes the same commands.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -36,26 +38,34 @@ pub trait Runtime: Send + Sync {
     fn stop_all(&self) -> Result<()>;
 }
 
-/// The runtime `SPINDLE_E2E_RUNTIME` names, for the cluster whose kubeconfig is given. Agents get
-/// the addresses `SPINDLE_ADDR_BASE.2`, `.3`, ... in `nodes` order (default base 127.0.0).
+/// The runtime `SPINDLE_E2E_RUNTIME` names, for the cluster whose kubeconfig is given. As
+/// processes, agents get the addresses `SPINDLE_ADDR_BASE.2`, `.3`, ... in `nodes` order
+/// (default base 127.0.0); as pods, their node's address.
 pub fn from_env(kubeconfig: &Path, nodes: &[&str]) -> Result<Box<dyn Runtime>> {
     let which = std::env::var("SPINDLE_E2E_RUNTIME").unwrap_or_else(|_| "process".into());
     match which.as_str() {
-        "process" => Ok(Box::new(Processes::new(kubeconfig, nodes)?)),
-        other => bail!("SPINDLE_E2E_RUNTIME={other:?}: only \"process\" is implemented"),
+        "process" => Ok(Box::new(Scripted::new(kubeconfig, "spindle", nodes)?)),
+        "pods" => Ok(Box::new(Scripted::new(kubeconfig, "pods", &[])?)),
+        other => bail!(
+            "SPINDLE_E2E_RUNTIME={other:?}: use \"process\" (e2e/cluster/spindle) or \"pods\" \
+             (e2e/cluster/pods: the chart's pods on real nodes)"
+        ),
     }
 }
 
-/// Agents and operators as processes, through `e2e/cluster/spindle`.
-pub struct Processes {
+/// Agents and operators started, stopped and described by a script in `e2e/cluster/`
+/// (`spindle`: processes; `pods`: the chart's pods).
+pub struct Scripted {
+    script: &'static str,
     name: String,
     addresses: BTreeMap<String, String>,
 }
 
-impl Processes {
+impl Scripted {
     /// For the local cluster whose kubeconfig is `kubeconfig` (in its state dir
-    /// `.../spindle-cluster-NAME/`).
-    pub fn new(kubeconfig: &Path, nodes: &[&str]) -> Result<Self> {
+    /// `.../spindle-cluster-NAME/`), through `e2e/cluster/SCRIPT`; `nodes` get agent addresses
+    /// (none: the script knows them).
+    pub fn new(kubeconfig: &Path, script: &'static str, nodes: &[&str]) -> Result<Self> {
         let dir = kubeconfig
             .parent()
             .and_then(Path::file_name)
@@ -63,7 +73,7 @@ impl Processes {
             .context("kubeconfig is not in a cluster state dir")?;
         let name = dir
             .strip_prefix("spindle-cluster-")
-            .context("process runtime needs a cluster made by e2e/cluster/up")?
+            .context("the e2e runtimes need a cluster made by e2e/cluster/up")?
             .to_owned();
         let base = std::env::var("SPINDLE_ADDR_BASE").unwrap_or_else(|_| "127.0.0".into());
         let addresses = nodes
@@ -71,19 +81,24 @@ impl Processes {
             .enumerate()
             .map(|(i, n)| ((*n).to_owned(), format!("{base}.{}", i + 2)))
             .collect();
-        Ok(Self { name, addresses })
+        Ok(Self {
+            script,
+            name,
+            addresses,
+        })
     }
 
     fn script(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new(scripts_dir().join("spindle"))
+        let out = Command::new(scripts_dir().join(self.script))
             .arg("--name")
             .arg(&self.name)
             .args(args)
             .output()
-            .context("running e2e/cluster/spindle")?;
+            .with_context(|| format!("running e2e/cluster/{}", self.script))?;
         if !out.status.success() {
             bail!(
-                "e2e/cluster/spindle {}: {}",
+                "e2e/cluster/{} {}: {}",
+                self.script,
                 args.join(" "),
                 String::from_utf8_lossy(&out.stderr)
             );
@@ -100,7 +115,7 @@ impl Processes {
     }
 }
 
-impl Runtime for Processes {
+impl Runtime for Scripted {
     fn start_agent(&self, node: &str) -> Result<()> {
         match self.addresses.get(node) {
             Some(ip) => self.script(&["start-agent", node, ip]),

@@ -12,6 +12,7 @@
 //!   released by idempotent calls, persisted and served again after a restart.
 //! - [`standalone`]: Device/Target manifests from a folder, no Kubernetes.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`seccomp`]: the seccomp profile the agent runs under in a container (io_uring allowed).
 
 #[cfg(feature = "control")]
 pub mod api;
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod node;
 pub mod ring;
 pub mod scsi;
+pub mod seccomp;
 #[cfg(feature = "control")]
 pub mod standalone;
 pub mod store;

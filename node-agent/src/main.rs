@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 use spindle_agent::engine::EngineOptions;
 use spindle_agent::node::{Node, NodeOptions};
-use spindle_agent::{api, engine, iscsi, metrics, ring, standalone};
+use spindle_agent::{api, engine, iscsi, metrics, ring, seccomp, standalone};
 
 /// Spindle's node agent: serves Devices (files or block devices) as LUNs of iSCSI Targets, with
 /// one io_uring SCSI engine per Target.
@@ -46,6 +46,17 @@ enum Command {
     Run(Box<RunArgs>),
     /// Check that this machine can run the data path (io_uring), print the verdict, and exit.
     Check,
+    /// Print the seccomp profile the agent needs in a container (io_uring allowed), or install
+    /// it where the kubelet looks for Localhost profiles (what the Helm chart's init container
+    /// does).
+    SeccompProfile(SeccompProfileArgs),
+}
+
+#[derive(clap::Args)]
+struct SeccompProfileArgs {
+    /// Write the profile to this file (atomically, creating its folder) instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    install: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -385,6 +396,18 @@ async fn wait_for_shutdown_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
+fn seccomp_profile(args: SeccompProfileArgs) -> anyhow::Result<()> {
+    match args.install {
+        None => print!("{}", seccomp::profile_json()),
+        Some(path) => {
+            seccomp::install(&path)
+                .with_context(|| format!("installing the seccomp profile as {}", path.display()))?;
+            println!("seccomp profile installed: {}", path.display());
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
@@ -394,6 +417,7 @@ fn main() -> ExitCode {
         Command::Check => ring::probe()
             .map(|()| println!("io_uring works: this machine can run Spindle's data path"))
             .map_err(Into::into),
+        Command::SeccompProfile(a) => seccomp_profile(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,57 @@
+# Shared by the chart tests: counted checks and a summary that fails when a check failed or did
+# not run. Sourced, not run.
+# shellcheck shell=bash
+
+passed=0; failed=0; expected=0
+CHECK_OUT=""
+
+# check NAME COMMAND...: runs COMMAND (a function or program); prints "ok NAME" or "FAIL NAME"
+# with COMMAND's output. A test declares up front how many checks it means to run (expect N).
+check() {
+    local name="$1" t0=$SECONDS; shift
+    [[ -n "$CHECK_OUT" ]] || CHECK_OUT="$(mktemp)"
+    if "$@" >"$CHECK_OUT" 2>&1; then
+        passed=$((passed + 1)); echo "ok   $name ($((SECONDS - t0)) s)"
+    else
+        failed=$((failed + 1)); echo "FAIL $name ($((SECONDS - t0)) s)"; sed 's/^/     /' "$CHECK_OUT"
+    fi
+}
+
+expect() { expected=$((expected + $1)); }
+
+# summary LABEL: "LABEL: N passed, M failed"; non-zero unless every expected check ran and passed.
+summary() {
+    [[ -z "$CHECK_OUT" ]] || rm -f "$CHECK_OUT"
+    echo "$1: $passed passed, $failed failed"
+    if ((passed + failed != expected)); then
+        echo "$1: ran $((passed + failed)) of $expected checks"
+        return 1
+    fi
+    ((failed == 0))
+}
+
+# The lock every e2e script that binds fixed addresses or runs real nodes takes (HELPERS.md).
+E2E_LOCK=/tmp/spindle-e2e.lock
+
+# e2e_lock_held: this process or an ancestor holds E2E_LOCK (say, `flock E2E_LOCK e2e/run-all`),
+# so taking it again would wait forever.
+e2e_lock_held() {
+    local ino holders pid=$$
+    [[ -e "$E2E_LOCK" ]] || return 1
+    ino="$(stat -c %i "$E2E_LOCK")"
+    # /proc/locks: "N: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE START END"; waiters show "->".
+    holders=" $(awk -v ino="$ino" '$2 == "FLOCK" { n = split($6, f, ":"); if (f[n] == ino) printf "%s ", $5 }' /proc/locks) "
+    while ((pid > 1)); do
+        [[ "$holders" == *" $pid "* ]] && return 0
+        pid="$(ps -o ppid= -p "$pid" | tr -d ' ')"
+        [[ -n "$pid" ]] || return 1
+    done
+    return 1
+}
+
+# with_e2e_lock "$0" "$@": re-runs the calling script under E2E_LOCK unless it holds it already.
+with_e2e_lock() {
+    e2e_lock_held && return 0
+    flock -n "$E2E_LOCK" true || echo "${1##*/}: waiting for $E2E_LOCK (another e2e run holds it)" >&2
+    exec flock "$E2E_LOCK" "$@"
+}
