@@ -18,8 +18,6 @@ use std::sync::Mutex;
 thread_local! {
     /// This thread's ring, once known.
     static RING: Cell<Option<RawFd>> = const { Cell::new(None) };
-    /// A task that enters the kernel is queued behind the tasks ready now.
-    static ENTERING: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Rings are made one at a time, so the one new io_uring descriptor is this thread's.
@@ -52,7 +50,6 @@ pub(super) fn made_here<T>(make: impl FnOnce() -> T) -> T {
 /// This thread's ring is gone.
 pub(super) fn forget() {
     RING.with(|r| r.set(None));
-    ENTERING.with(|e| e.set(false));
 }
 
 /// Hands every queued submission of this thread's ring to the kernel now.
@@ -75,19 +72,7 @@ pub(super) fn now() {
     }
 }
 
-/// Enters the kernel once the tasks that are ready now have run: the I/Os they queue (the
-/// commands of one socket read) go in one system call, before the thread parks.
-fn soon() {
-    if RING.with(|r| r.get()).is_none() || ENTERING.with(|e| e.replace(true)) {
-        return;
-    }
-    tokio::task::spawn_local(async {
-        ENTERING.with(|e| e.set(false));
-        now();
-    });
-}
-
-/// Awaits `op`, entering the kernel soon after its first poll (which queues it).
+/// Awaits `op`, entering the kernel right after its first poll (which queues it).
 pub(super) async fn eager<F: Future>(op: F) -> F::Output {
     let mut op = std::pin::pin!(op);
     let mut queued = false;
@@ -95,7 +80,7 @@ pub(super) async fn eager<F: Future>(op: F) -> F::Output {
         let p = op.as_mut().poll(cx);
         if !queued && p.is_pending() {
             queued = true;
-            soon();
+            now();
         }
         p
     })
