@@ -65,15 +65,8 @@ struct StandaloneArgs {
     /// Serve Prometheus metrics on http://ADDR:PORT/metrics.
     #[arg(long, value_name = "ADDR:PORT")]
     metrics: Option<SocketAddr>,
-    /// A block device Devices may use (`spec.source.block.path`); repeat for several.
-    #[arg(long = "allow-block", value_name = "PATH")]
-    allow_block: Vec<PathBuf>,
-    /// Seconds a connection may be idle before the target pings it with a NOP-In; a ping
-    /// still unanswered at the next one closes the connection.
-    #[arg(long, value_name = "SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    nop_interval: u64,
     #[command(flatten)]
-    memory: MemoryArgs,
+    data_path: DataPathArgs,
 }
 
 #[derive(clap::Args)]
@@ -122,19 +115,21 @@ struct RunArgs {
     /// DNS name the caller's certificate must carry.
     #[arg(long, value_name = "NAME", default_value = spindle_agent_proto::identity::OPERATOR_CLIENT_NAME)]
     client_name: String,
+    #[command(flatten)]
+    data_path: DataPathArgs,
+}
+
+/// The data path's settings, the same in both modes: block devices allowed, keepalive, and
+/// bounds on what it holds (write data, a drain's time).
+#[derive(clap::Args)]
+struct DataPathArgs {
     /// A block device Devices may use (`spec.source.block.path`); repeat for several.
     #[arg(long = "allow-block", value_name = "PATH")]
     allow_block: Vec<PathBuf>,
-    /// Seconds a connection may be idle before the target pings it with a NOP-In.
+    /// Seconds a connection may be idle before the target pings it with a NOP-In; a ping
+    /// still unanswered at the next one closes the connection.
     #[arg(long, value_name = "SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     nop_interval: u64,
-    #[command(flatten)]
-    memory: MemoryArgs,
-}
-
-/// Bounds on what the data path holds: write data (Data-Out) and a drain's time.
-#[derive(clap::Args)]
-struct MemoryArgs {
     /// Most Data-Out (write data) the agent holds at once, over all sessions, e.g. 512MiB.
     /// Beyond it initiators are slowed down (CmdSN window, R2T), not served from more memory.
     #[arg(long, value_name = "BYTES", default_value = "512MiB", value_parser = parse_bytes)]
@@ -149,7 +144,7 @@ struct MemoryArgs {
     drain_timeout: u64,
 }
 
-impl MemoryArgs {
+impl DataPathArgs {
     /// Checks the bounds and sets them for the whole agent.
     fn apply(&self) -> anyhow::Result<()> {
         if self.max_session_write_memory < 16 << 20 {
@@ -202,7 +197,7 @@ fn init_logging() {
 
 fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     ring::probe()?;
-    args.memory.apply()?;
+    args.data_path.apply()?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let manifests = standalone::manifest::load_dir(&args.manifests)?;
@@ -215,10 +210,10 @@ fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         engine: EngineOptions {
             listen: args.listen,
             advertise: args.advertise_address,
-            keepalive: std::time::Duration::from_secs(args.nop_interval),
+            keepalive: std::time::Duration::from_secs(args.data_path.nop_interval),
         },
         data_dir: args.data_dir,
-        allow_block: args.allow_block,
+        allow_block: args.data_path.allow_block,
         persist: false,
     };
     runtime()?.block_on(async {
@@ -251,7 +246,7 @@ fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
     ring::probe()?;
-    args.memory.apply()?;
+    args.data_path.apply()?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let files = api::tls::TlsFiles {
@@ -271,10 +266,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         engine: EngineOptions {
             listen: args.iscsi_listen,
             advertise: args.advertise_address,
-            keepalive: std::time::Duration::from_secs(args.nop_interval),
+            keepalive: std::time::Duration::from_secs(args.data_path.nop_interval),
         },
         data_dir: args.data_dir.clone(),
-        allow_block: args.allow_block.clone(),
+        allow_block: args.data_path.allow_block.clone(),
         persist: true,
     };
     runtime()?.block_on(async move {

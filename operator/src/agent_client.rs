@@ -56,9 +56,9 @@ impl AgentError {
     /// The condition reason that reports this error.
     pub fn reason(&self) -> &'static str {
         if self.is_transient() {
-            crate::status::reason::AGENT_UNREACHABLE
+            crate::conditions::reason::AGENT_UNREACHABLE
         } else {
-            crate::status::reason::AGENT_REFUSED
+            crate::conditions::reason::AGENT_REFUSED
         }
     }
 

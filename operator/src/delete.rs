@@ -23,9 +23,10 @@ use spindle_crds::{ConditionStatus, Device, DeviceStatus, Target, TargetStatus};
 use tonic::Code;
 
 use crate::agents::AgentView;
-use crate::controller::{Ctx, Error, WAIT};
+use crate::conditions::{condition_is, kind, reason};
+use crate::context::{Ctx, Error, WAIT};
 use crate::desired::{key_of, object_meta, reclaim_policy};
-use crate::status::{self, Want, condition_is, kind, reason};
+use crate::status::{self, Want};
 
 /// The finalizer on every Device and Target.
 pub const FINALIZER: &str = "spindle.dev/flush";
@@ -287,7 +288,7 @@ pub async fn device(ctx: &Arc<Ctx>, d: &Device) -> Result<Action, Error> {
                         );
                         w.flushed(ConditionStatus::False, reason::FLUSH_FAILED, &msg);
                         w.deleting(reason::FLUSH_FAILED, &msg).await?;
-                        return Ok(Action::requeue(crate::controller::RESYNC));
+                        return Ok(Action::requeue(crate::context::RESYNC));
                     }
                     Err(e) => {
                         let why = e.reason();
@@ -444,7 +445,7 @@ pub async fn target(ctx: &Arc<Ctx>, t: &Target, node: Option<String>) -> Result<
     remove_finalizer(&api, t).await?;
     finished(ctx, "Target", t);
     // Targets refused a Device this one held may have it now.
-    crate::controller::poke_claimants(ctx, t);
+    crate::context::poke_claimants(ctx, t);
     Ok(Action::await_change())
 }
 

@@ -9,7 +9,7 @@ use spindle_agent_proto::v1 as api;
 use spindle_crds::{ConditionStatus, Device, Digest, ReclaimPolicy, Target, WriteCache};
 
 use crate::agents::AgentView;
-use crate::status::{condition_is, reason};
+use crate::conditions::{condition_is, kind, reason};
 
 use spindle_crds::chap::{
     MUTUAL_SECRET_KEY as CHAP_MUTUAL_SECRET_KEY, MUTUAL_USER_KEY as CHAP_MUTUAL_USER_KEY,
@@ -432,7 +432,11 @@ fn lun_problem(
         ));
     }
     if device.metadata.deletion_timestamp.is_some() {
-        let flushed = condition_is(device_conditions(device), "Flushed", ConditionStatus::True);
+        let flushed = condition_is(
+            device_conditions(device),
+            kind::FLUSHED,
+            ConditionStatus::True,
+        );
         let served = device
             .status
             .as_ref()
@@ -451,7 +455,11 @@ fn lun_problem(
             LunVerdict::Map(Some(p("is being deleted (fenced, draining)")))
         };
     }
-    if !condition_is(device_conditions(device), "Ready", ConditionStatus::True) {
+    if !condition_is(
+        device_conditions(device),
+        kind::READY,
+        ConditionStatus::True,
+    ) {
         let why = device_conditions(device)
             .iter()
             .find(|c| c.type_ == "Ready")

@@ -3,6 +3,8 @@
 
 mod agent_client;
 mod agents;
+mod conditions;
+mod context;
 mod controller;
 mod delete;
 mod desired;

@@ -10,72 +10,11 @@ use serde::Serialize;
 use spindle_crds::{Condition, ConditionStatus};
 
 use crate::agents::AgentView;
+use crate::conditions::{kind, reason};
 use crate::desired::Problem;
 
 /// Field manager of every status write.
 pub const FIELD_MANAGER: &str = "spindle-operator";
-
-/// Condition types.
-pub mod kind {
-    /// The object is served as its spec says.
-    pub const READY: &str = "Ready";
-    /// The agent of the object's node renews its Lease.
-    pub const AGENT_REACHABLE: &str = "AgentReachable";
-    /// The object is being deleted (the delete protocol runs).
-    pub const DELETING: &str = "Deleting";
-    /// The agent acknowledged the flush of a Device being deleted.
-    pub const FLUSHED: &str = "Flushed";
-}
-
-/// Condition (and Event) reasons.
-pub mod reason {
-    /// Ready: the agent serves the object.
-    pub const APPLIED: &str = "Applied";
-    /// AgentReachable: the Lease is current.
-    pub const LEASE_CURRENT: &str = "LeaseCurrent";
-    /// The node has no Node object and no agent.
-    pub const NODE_NOT_FOUND: &str = "NodeNotFound";
-    /// The node has no agent Lease.
-    pub const NO_AGENT: &str = "NoAgent";
-    /// The agent's Lease expired, or a call to it failed.
-    pub const AGENT_UNREACHABLE: &str = "AgentUnreachable";
-    /// The agent refused the request (its message names the field).
-    pub const AGENT_REFUSED: &str = "AgentRefused";
-    /// A Target has no LUNs.
-    pub const NO_LUNS: &str = "NoLuns";
-    /// A LUN names a Device that does not exist.
-    pub const DEVICE_NOT_FOUND: &str = "DeviceNotFound";
-    /// A LUN names a Device on another node than the Target's.
-    pub const DEVICE_ON_OTHER_NODE: &str = "DeviceOnOtherNode";
-    /// A LUN names a Device another Target exports.
-    pub const DEVICE_CLAIMED: &str = "DeviceClaimed";
-    /// A LUN names a Device that is not Ready.
-    pub const DEVICE_NOT_READY: &str = "DeviceNotReady";
-    /// A LUN names a Device being deleted.
-    pub const DEVICE_DELETING: &str = "DeviceDeleting";
-    /// The CHAP Secret does not exist.
-    pub const CHAP_SECRET_NOT_FOUND: &str = "ChapSecretNotFound";
-    /// The CHAP Secret lacks a key or a secret has the wrong length.
-    pub const CHAP_SECRET_INVALID: &str = "ChapSecretInvalid";
-    /// Deleting: the delete protocol runs.
-    pub const DELETING: &str = "Deleting";
-    /// Flushed=False: the drain has not been acknowledged yet.
-    pub const NOT_FLUSHED: &str = "NotFlushed";
-    /// Flushed=True: the agent acknowledged the flush.
-    pub const FLUSH_ACKNOWLEDGED: &str = "FlushAcknowledged";
-    /// Flushed=True: the agent never had the Device, nothing to flush.
-    pub const NEVER_SERVED: &str = "NeverServed";
-    /// Flushed=False: the flush failed on the node (DATA_LOSS).
-    pub const FLUSH_FAILED: &str = "FlushFailed";
-    /// Event: the agent closed the store (and removed the file under Delete).
-    pub const RELEASED: &str = "Released";
-    /// Event: the agent stopped serving the Target.
-    pub const REMOVED: &str = "Removed";
-    /// Event and Flushed=False: the user skipped the flush with the annotation.
-    pub const FLUSH_SKIPPED: &str = "FlushSkipped";
-    /// Event and Flushed=False: the Node object was deleted, the disk went with it.
-    pub const NODE_GONE: &str = "NodeGone";
-}
 
 /// A condition as the controller wants it now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,13 +44,6 @@ impl Want {
             message: message.into(),
         }
     }
-}
-
-/// True if `conditions` has `type_` with `status`.
-pub fn condition_is(conditions: &[Condition], type_: &str, status: ConditionStatus) -> bool {
-    conditions
-        .iter()
-        .any(|c| c.type_ == type_ && c.status == status)
 }
 
 /// The conditions to write: `wants`, in that order, each keeping the old `lastTransitionTime`
@@ -458,18 +390,5 @@ mod tests {
             .map(|(c, w)| (c.type_.as_str(), *w))
             .collect();
         assert_eq!(news, [("Deleting", false)]);
-    }
-
-    #[test]
-    fn condition_lookup() {
-        let c = [cond(
-            "Flushed",
-            ConditionStatus::True,
-            "FlushAcknowledged",
-            "t",
-        )];
-        assert!(condition_is(&c, "Flushed", ConditionStatus::True));
-        assert!(!condition_is(&c, "Flushed", ConditionStatus::False));
-        assert!(!condition_is(&c, "Ready", ConditionStatus::True));
     }
 }

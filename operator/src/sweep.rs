@@ -13,7 +13,7 @@ use spindle_agent_proto::v1 as api;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::agent_client::AgentError;
-use crate::controller::Ctx;
+use crate::context::Ctx;
 
 /// A sweep that failed (agent gone again) is tried again after this long.
 const RETRY: Duration = Duration::from_secs(30);

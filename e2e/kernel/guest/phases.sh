@@ -159,10 +159,11 @@ phase_mrdsl() {
 }
 
 # restart SIGNAL: fio with verification runs on a fresh file system while the host stops the
-# agent with SIGNAL and starts it again; the session recovers, no error reaches fio, the file
-# system stays clean and its files intact.
+# agent with SIGNAL and starts it again, $RESTARTS times, two seconds apart; every restart must
+# land while fio runs; the session recovers each time, no error reaches fio, the file system
+# stays clean and its files intact.
 restart_under_io() {
-  local sig=$1 dev sid fpid rc out
+  local sig=$1 dev sid fpid rc out n=0
   dev=$(fresh_fs "$IQN_FS") || exit 1
   sid=$(session_id "$IQN_FS")
   rm -f /mnt/fs/restart.dat
@@ -171,13 +172,17 @@ restart_under_io() {
     --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_backlog=256 >/tmp/fio-$sig.out 2>&1 &
   fpid=$!
   sleep 3
-  kill -0 $fpid 2>/dev/null || { cat /tmp/fio-$sig.out; fail "fio ended before the restart"; }
-  out=$(ask restart "$sig") || fail "host could not restart the agent: $out"
-  say "agent restarted: $out"
-  kill -0 $fpid 2>/dev/null || say "(fio had finished when the agent was back)"
+  while [ $n -lt "$RESTARTS" ]; do
+    kill -0 $fpid 2>/dev/null || { cat /tmp/fio-$sig.out; fail "fio ended after $n of $RESTARTS restarts"; }
+    out=$(ask restart "$sig") || fail "host could not restart the agent: $out"
+    n=$((n + 1))
+    say "agent restarted ($n of $RESTARTS): $out"
+    wait_logged_in "$IQN_FS" 20 # the session is back before the next restart
+    sleep 2
+  done
   rc=0; wait $fpid || rc=$?
   cat /tmp/fio-$sig.out
-  [ $rc -eq 0 ] || fail "fio exited $rc across the agent restart ($sig)"
+  [ $rc -eq 0 ] || fail "fio exited $rc across $RESTARTS agent restarts ($sig)"
   [ "$(session_id "$IQN_FS")" = "$sid" ] || fail "session $sid did not recover (now: $(session_id "$IQN_FS"))"
   wait_logged_in "$IQN_FS" 1
   rm -f /mnt/fs/restart.dat

@@ -1,7 +1,7 @@
 import unittest
 
 from harness.dmesg import Rules, judge, split_phases
-from harness.phases import DRAIN, RESTART
+from harness.phases import DRAIN, RESTART, RESTARTS
 
 CONSOLE = """\
 [    1.000000] Linux version 6.1.0
@@ -37,7 +37,7 @@ class DmesgTest(unittest.TestCase):
 
     def test_an_allowed_problem_counts(self):
         line = "[ 1.1]  connection1:0: detected conn error (1020)\n"
-        console = "[ 1.0] spindle-guest: phase restart-term\n" + line
+        console = "[ 1.0] spindle-guest: phase restart-term\n" + line * RESTARTS
         self.assertEqual(judge(console, {"restart-term": RESTART})["restart-term"], [])
         self.assertEqual(len(judge(console + line, {"restart-term": RESTART})["restart-term"]), 1)
 
@@ -57,15 +57,15 @@ class DmesgTest(unittest.TestCase):
                    "[ 1.4] sd 1:0:0:0: Power-on or device reset occurred\n")
         self.assertEqual(judge(console, {}), {"chap": []})
 
-    def test_a_restart_adds_one_power_on_to_the_login(self):
+    def test_each_restart_adds_one_power_on_to_the_login(self):
+        restart = ("[ 1.3]  connection9:0: detected conn error (1020)\n"
+                   "[ 1.4] sd 0:0:0:0: Power-on or device reset occurred\n")
         console = ("[ 1.0] spindle-guest: phase restart-kill\n"
                    "[ 1.1] scsi 0:0:0:0: Direct-Access     SPINDLE  SPINDLE DISK     0001 PQ: 0\n"
-                   "[ 1.2] sd 0:0:0:0: Power-on or device reset occurred\n"
-                   "[ 1.3]  connection9:0: detected conn error (1020)\n"
-                   "[ 1.4] sd 0:0:0:0: Power-on or device reset occurred\n")
+                   "[ 1.2] sd 0:0:0:0: Power-on or device reset occurred\n") + restart * RESTARTS
         self.assertEqual(judge(console, {"restart-kill": RESTART}), {"restart-kill": []})
-        third = console + "[ 1.5] sd 0:0:0:0: Power-on or device reset occurred\n"
-        self.assertEqual(len(judge(third, {"restart-kill": RESTART})["restart-kill"]), 1)
+        more = console + "[ 1.5] sd 0:0:0:0: Power-on or device reset occurred\n"
+        self.assertEqual(len(judge(more, {"restart-kill": RESTART})["restart-kill"]), 1)
 
     def test_open_iscsi_login_race_is_not_the_targets_connection_error(self):
         console = ("[ 1.0] spindle-guest: phase chap\n"

@@ -9,8 +9,8 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use spindle_crds::{Device, DeviceStatus, Target};
 
-use super::{Ctx, Error, RESYNC, WAIT};
 use crate::agent_client::AgentError;
+use crate::context::{Ctx, Error, RESYNC, WAIT};
 use crate::desired::{self, Problem, key_of};
 use crate::status;
 

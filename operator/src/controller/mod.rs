@@ -6,9 +6,7 @@
 mod device;
 mod target;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
@@ -21,100 +19,11 @@ use kube::{Client, Resource, ResourceExt};
 use spindle_crds::{Device, Target};
 use tokio::sync::mpsc;
 
-use crate::agent_client::{AgentClients, AgentError};
+use crate::agent_client::AgentClients;
 use crate::agents::Registry;
+use crate::context::{Ctx, Error};
 use crate::metrics::Metrics;
 use crate::status::Events;
-
-/// Why a reconcile failed (it is retried with backoff).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The apiserver refused or could not be reached.
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    /// The agent could not be reached or refused.
-    #[error(transparent)]
-    Agent(#[from] AgentError),
-}
-
-impl Error {
-    /// Short label for the errors metric.
-    fn label(&self) -> &'static str {
-        match self {
-            Self::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",
-            Self::Kube(_) => "apiserver",
-            Self::Agent(e) if e.is_transient() => "agent_unreachable",
-            Self::Agent(_) => "agent_refused",
-        }
-    }
-}
-
-/// Everything a reconcile needs.
-pub struct Ctx {
-    /// The apiserver.
-    pub client: Client,
-    /// Devices as last seen.
-    pub devices: Store<Device>,
-    /// Targets as last seen.
-    pub targets: Store<Target>,
-    /// Agents and Nodes.
-    pub registry: Arc<Registry>,
-    /// Agent API calls.
-    pub agents: Arc<AgentClients>,
-    /// Prometheus metrics.
-    pub metrics: Arc<Metrics>,
-    /// Events.
-    pub events: Events,
-    /// Ask the Target controller to look at a Target again.
-    pub poke_target: mpsc::UnboundedSender<ObjectRef<Target>>,
-    /// uids of Devices whose flush this term recorded (guards against a stale cache showing
-    /// the Device before its Flushed condition was written).
-    pub flushed: Mutex<HashSet<String>>,
-    /// Consecutive failures per object (for backoff) and the last error logged.
-    failures: Mutex<HashMap<String, (u32, String)>>,
-}
-
-/// Ready objects are looked at again this often (session counts, drift).
-pub const RESYNC: Duration = Duration::from_secs(30);
-/// Objects waiting for something outside the cluster (an agent) are looked at again this often,
-/// besides every event that concerns them.
-pub const WAIT: Duration = Duration::from_secs(10);
-
-impl Ctx {
-    /// Records a successful reconcile: the backoff of `key` starts over.
-    fn succeeded(&self, key: &str) {
-        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, msg)) = f.remove(key) {
-            tracing::info!(object = key, "recovered after: {msg}");
-        }
-    }
-
-    /// Records a failure: logs it once (at warn) until it changes, and returns the backoff.
-    fn failed(&self, kind: &str, key: &str, e: &Error) -> Duration {
-        self.metrics
-            .reconcile_errors
-            .with_label_values(&[kind, e.label()])
-            .inc();
-        let msg = e.to_string();
-        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = f.entry(key.to_owned()).or_insert((0, String::new()));
-        entry.0 = entry.0.saturating_add(1);
-        if entry.1 != msg {
-            tracing::warn!(object = key, "{kind}: {msg} (retrying with backoff)");
-            entry.1 = msg;
-        } else {
-            tracing::debug!(object = key, attempt = entry.0, "{kind}: {msg}");
-        }
-        // An agent that did not answer while its Lease is current is usually restarting: look
-        // again soon. Everything else backs off up to a minute.
-        let cap = if e.label() == "agent_unreachable" {
-            AGENT_RETRY_CAP
-        } else {
-            Duration::from_secs(60)
-        };
-        backoff(entry.0).min(cap)
-    }
-}
 
 /// What a reconcile acts on: the spec (generation), the deletion, the skip-flush annotation, and
 /// which incarnation (uid). Status writes (ours) change none of these.
@@ -159,33 +68,6 @@ async fn timed(
 /// The error policy of both controllers: try again after the object's backoff.
 fn backoff_action(ctx: &Ctx, kind: &str, obj: &impl Resource, e: &Error) -> Action {
     Action::requeue(ctx.failed(kind, &crate::desired::key_of(obj), e))
-}
-
-/// Asks the Target controller to look again at the Targets that were refused a Device because
-/// `t` exported it (after `t` changed its LUNs or went away).
-pub fn poke_claimants(ctx: &Ctx, t: &Target) {
-    let needle = format!(
-        "is already exported by Target {}",
-        crate::desired::key_of(t)
-    );
-    for other in ctx.targets.state() {
-        let refused = other.status.as_ref().is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == crate::status::kind::READY && c.message.contains(&needle))
-        });
-        if refused && other.uid() != t.uid() {
-            let _ = ctx.poke_target.send(ObjectRef::from_obj(other.as_ref()));
-        }
-    }
-}
-
-/// Longest wait before calling an agent again that did not answer.
-const AGENT_RETRY_CAP: Duration = Duration::from_secs(5);
-
-/// 1 s, 2 s, 4 s, ... up to 60 s.
-pub fn backoff(attempt: u32) -> Duration {
-    Duration::from_secs(1u64 << attempt.saturating_sub(1).min(6)).min(Duration::from_secs(60))
 }
 
 /// Runs both controllers until the future is dropped (the end of a leadership term).
@@ -275,18 +157,16 @@ pub async fn run(
     // The registry's node changes reach every object on that node.
     let (node_devices, node_targets) = fan_out_node_changes(&registry, &devices, &targets);
 
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        devices: devices.clone(),
-        targets: targets.clone(),
-        registry: registry.clone(),
+    let ctx = Arc::new(Ctx::new(
+        client.clone(),
+        devices.clone(),
+        targets.clone(),
+        registry.clone(),
         agents,
         metrics,
-        events: Events::new(client, identity),
-        poke_target: poke_target_tx,
-        flushed: Mutex::default(),
-        failures: Mutex::default(),
-    });
+        Events::new(client, identity),
+        poke_target_tx,
+    ));
     drop(poke_device_tx);
 
     let device_run = device_ctl
@@ -385,18 +265,5 @@ fn reporter<K: Resource, E: std::fmt::Display>(
             }
         }
         std::future::ready(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::backoff;
-    use std::time::Duration;
-
-    #[test]
-    fn backoff_doubles_up_to_a_minute() {
-        let got: Vec<u64> = (1..=9).map(|a| backoff(a).as_secs()).collect();
-        assert_eq!(got, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
-        assert_eq!(backoff(0), Duration::from_secs(1));
     }
 }

@@ -13,9 +13,10 @@ use kube::{Resource, ResourceExt};
 use spindle_crds::{ConditionStatus, Device, Target, TargetStatus};
 
 use super::device::agent_problem;
-use super::{Ctx, Error, RESYNC, WAIT};
+use crate::conditions::{kind, reason};
+use crate::context::{Ctx, Error, RESYNC, WAIT};
 use crate::desired::{self, ChapInput, TargetWorld, key_of, object_meta};
-use crate::status::{self, Want, kind, reason};
+use crate::status::{self, Want};
 
 const KIND: &str = "Target";
 
@@ -173,7 +174,7 @@ async fn apply(ctx: &Arc<Ctx>, t: &Target) -> Result<Action, Error> {
     status::update(&ctx.events, &api, t, &old, &new).await?;
     if old.observed_generation != t.meta().generation {
         // A changed LUN list may free a Device another Target waits for.
-        super::poke_claimants(ctx, t);
+        crate::context::poke_claimants(ctx, t);
     }
     result?;
     Ok(Action::requeue(if problems.is_empty() {
