@@ -90,6 +90,10 @@ impl Scripted {
 
     fn script(&self, args: &[&str]) -> Result<String> {
         let out = Command::new(scripts_dir().join(self.script))
+            .env(
+                DRAIN_HOLD_ENV,
+                std::env::var(DRAIN_HOLD_ENV).unwrap_or_else(|_| DRAIN_HOLD_MS.to_owned()),
+            )
             .arg("--name")
             .arg(&self.name)
             .args(args)
@@ -114,6 +118,14 @@ impl Scripted {
             .with_context(|| format!("no {key} in: {text}"))
     }
 }
+
+/// The agents the suite starts hold each drain this long after its fence (the agent's test
+/// hook), so that a kill lands mid-drain however fast the drain is (check "agent killed
+/// mid-drain"). Agents started as processes inherit it from here; the chart's pods get it
+/// through `agent.extraEnv` (e2e/chart/real-node installs it so). Override with the variable.
+pub const DRAIN_HOLD_ENV: &str = "SPINDLE_TEST_DRAIN_DELAY_MS";
+/// See [`DRAIN_HOLD_ENV`].
+pub const DRAIN_HOLD_MS: &str = "1000";
 
 impl Runtime for Scripted {
     fn start_agent(&self, node: &str) -> Result<()> {
