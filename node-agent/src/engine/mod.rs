@@ -16,7 +16,6 @@ pub mod identity;
 pub mod logins;
 pub mod memory;
 pub mod outbox;
-pub mod pool;
 pub mod target;
 mod thread;
 mod tmf;
