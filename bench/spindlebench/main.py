@@ -80,6 +80,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="leave the scratch folder (logs, manifests) behind")
     p.add_argument("--spindle-listen", type=_endpoint, default=("127.0.0.2", 3260),
                    metavar="ADDR:PORT", help="Spindle's portal (default 127.0.0.2:3260)")
+    p.add_argument("--spindle-metrics", type=_endpoint, default=("127.0.0.2", 9464),
+                   metavar="ADDR:PORT",
+                   help="where the agent serves /metrics during the throughput phase; its "
+                        "per-stage latency histograms are scraped before and after each "
+                        "Spindle run (default 127.0.0.2:9464)")
     p.add_argument("--spindle-write-cache", choices=manifests.WRITE_CACHE_MODES,
                    default="writeback",
                    help="the Devices' writeCache (default writeback: WCE=1 with O_DIRECT, "
@@ -184,7 +189,7 @@ class Harness:
         subjects: list[perf.Subject] = []
         if "spindle" in keys:
             agent = SpindleAgent(self.binary, *a.spindle_listen, self.scratch / "spindle",
-                                 a.spindle_write_cache)
+                                 a.spindle_write_cache, metrics=a.spindle_metrics)
             export = manifests.Export("bench", "bench.img", a.size, lun=a.spindle_lun)
             url = agent.add(export, create_file=False)
             self.stops.append(agent.stop)
@@ -219,6 +224,10 @@ class Harness:
         self.commands.append(("Workloads", lines))
         self.problems += [f"{r.subject} {r.workload} (rep {r.rep + 1}): {r.error}"
                           for r in results if r.error]
+        self.problems += [f"spindle {r.workload} (rep {r.rep + 1}): no stage histograms: "
+                          f"{r.stages_error or 'the agent reported no commands'}"
+                          for r in results if r.subject == "spindle" and not r.error
+                          and not (r.stages or {}).get("total", {}).get("count")]
         return results
 
     # --- memory phase -----------------------------------------------------------------

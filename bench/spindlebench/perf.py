@@ -7,7 +7,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import hoststat, parsers, procs, procstat, workloads
+from . import hoststat, parsers, procs, procstat, stages, workloads
 from .targets import Server
 from .workloads import Workload
 
@@ -48,6 +48,9 @@ class RunResult:
     # The whole machine during the run: CPU busy % of all cores, mean requests at the disk.
     cpu_busy_pct: float | None = None
     disk_queue: float | None = None
+    # Spindle only: the agent's stage histograms over this run (stages.to_json form).
+    stages: dict | None = None
+    stages_error: str | None = None
     error: str | None = None
 
     def as_dict(self) -> dict:
@@ -71,6 +74,8 @@ def run_one(subject: Subject, wl: Workload, rep: int, seconds: int, count: int,
     cmd = subject.command(wl, seconds, count)
     result = RunResult(wl.name, subject.key, rep, shlex.join(cmd))
     try:
+        metrics_url = getattr(subject.server, "metrics_url", None)
+        before = _scrape(metrics_url, result)
         if subject.server:
             subject.server.check_alive()
             cpu0 = procstat.cpu_seconds(subject.server.pid)
@@ -80,6 +85,9 @@ def run_one(subject: Subject, wl: Workload, rep: int, seconds: int, count: int,
         if subject.server:
             subject.server.check_alive()
             cpu1 = procstat.cpu_seconds(subject.server.pid)
+        after = _scrape(metrics_url, result)
+        if before is not None and after is not None:
+            result.stages = stages.to_json(stages.delta(after, before))
         m = workloads.parse(wl, subject.tool(wl), run.stdout, seconds)
     except (procs.ClientError, parsers.ParseError, RuntimeError, OSError) as err:
         result.error = str(err)
@@ -92,6 +100,18 @@ def run_one(subject: Subject, wl: Workload, rep: int, seconds: int, count: int,
     if subject.server:
         result.target_cpu_us_per_io = (cpu1 - cpu0) / m.ios * 1e6
     return result
+
+
+def _scrape(url: str | None, result: RunResult) -> dict | None:
+    """The stage histograms at `url` (None without a URL, or noted in `result` on failure:
+    the scrape happens outside the timed run)."""
+    if url is None:
+        return None
+    try:
+        return stages.scrape(url)
+    except OSError as err:
+        result.stages_error = f"scraping {url}: {err}"
+        return None
 
 
 def run_all(subjects: list[Subject], wls: tuple[Workload, ...], reps: int, seconds: int,

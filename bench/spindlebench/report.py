@@ -6,7 +6,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from . import manifests
+from . import manifests, stages
 from .memory import MemoryResult
 from .perf import RunResult
 from .workloads import Workload
@@ -158,6 +158,34 @@ class _Renderer:
             rows.append(row)
         return _table(header, rows)
 
+    def stages_tables(self) -> list[str]:
+        """Per workload, Spindle's stage histograms summed over its repetitions."""
+        out = []
+        for wl in self.rep.workloads:
+            parts = [stages.from_json(r.stages) for r in self.rep.runs
+                     if r.workload == wl.name and r.subject == "spindle" and r.error is None
+                     and r.stages]
+            if not parts:
+                continue
+            merged = stages.merge(parts)
+            total = merged.get("total")
+            total_mean = total.mean() if total else None
+            rows = []
+            for name in stages.STAGES:
+                h = merged.get(name)
+                if h is None or h.count <= 0:
+                    continue
+                mean = h.mean()
+                share = (f"{100 * mean / total_mean:.0f} %"
+                         if name != "total" and total_mean and mean is not None else "")
+                rows.append([name, f"{h.count:,.0f}", fmt(_us(mean), 1),
+                             fmt(_us(h.quantile(0.5)), 1), fmt(_us(h.quantile(0.99)), 1),
+                             share])
+            out += [f"{wl.name}:", ""]
+            out += _table(["stage", "commands", "mean µs", "p50 µs", "p99 µs", "of total mean"],
+                          rows) + [""]
+        return out
+
     def runs_table(self) -> list[str]:
         header = ["workload", "unit"] + [self.labels[k] for k in self.keys]
         rows = []
@@ -249,6 +277,17 @@ class _Renderer:
                     "from /proc/stat (idle and iowait count as not busy). A subject with idle "
                     "CPUs and an under-fed disk is waiting, not working.", ""]
             out += self.host_table() + [""]
+            staged = self.stages_tables()
+            if staged:
+                out += ["## Where Spindle's time goes (per stage, all repetitions)", "",
+                        "The agent's `spindle_stage_seconds{stage}` histograms, scraped before "
+                        "and after each Spindle run: decode = PDU received → command decoded, "
+                        "dispatch → store I/O submitted to the ring, io → I/O completed, "
+                        "complete → response queued, send → response written to the socket; "
+                        "total = received → written. Commands without store I/O count in "
+                        "decode, send and total only. Quantiles are interpolated in buckets "
+                        "a factor √2 apart.", ""]
+                out += staged
             out += ["## Every run (headline figure, in run order)", ""]
             out += self.runs_table() + [""]
         out += self.memory_tables()
@@ -264,6 +303,10 @@ class _Renderer:
         if rep.problems:
             out += ["## Problems", ""] + [f"- {p}" for p in rep.problems] + [""]
         return "\n".join(out)
+
+
+def _us(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1e6
 
 
 def render(rep: Report) -> str:

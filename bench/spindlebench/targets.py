@@ -91,10 +91,11 @@ class SpindleAgent(Server):
     label = "spindle-agent"
 
     def __init__(self, binary: str, host: str, port: int, workdir: Path,
-                 write_cache: str = "writeback"):
+                 write_cache: str = "writeback", metrics: tuple[str, int] | None = None):
         super().__init__(host, port, workdir)
         self.binary = binary
         self.write_cache = write_cache
+        self.metrics = metrics
         self.manifest_dir = workdir / "manifests"
         self.data_dir = workdir / "data"
         self.manifest_dir.mkdir(parents=True, exist_ok=True)
@@ -113,9 +114,18 @@ class SpindleAgent(Server):
     def start(self, timeout: float = 60.0) -> None:
         cmd = [self.binary, "standalone", "--manifests", str(self.manifest_dir),
                "--data-dir", str(self.data_dir), "--listen", self.portal]
+        if self.metrics:
+            cmd += ["--metrics", f"{self.metrics[0]}:{self.metrics[1]}"]
         self._launch("spindle-agent", cmd)
         probe = [self.exports[0], self.exports[-1]] if self.exports else []
         self.wait_ready([self.url(e.iqn, e.lun) for e in dict.fromkeys(probe)], timeout)
+
+    @property
+    def metrics_url(self) -> str | None:
+        """The agent's Prometheus endpoint, when it serves one."""
+        if not self.metrics:
+            return None
+        return f"http://{self.metrics[0]}:{self.metrics[1]}/metrics"
 
     def stop(self) -> str | None:
         if self.daemon is None:

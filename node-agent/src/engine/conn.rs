@@ -21,6 +21,7 @@ use crate::iscsi::pdu::Digests;
 use crate::iscsi::session::{Action, Closed, Command, ScsiOutcome, Session, SessionConfig};
 use crate::iscsi::text;
 use crate::metrics;
+use crate::metrics::stages::{self, CommandClock};
 use crate::ring::{self, TcpStream};
 use crate::scsi::{NexusId, TaskKey};
 
@@ -232,7 +233,8 @@ pub(super) struct Conn {
     /// Its id among the target's [`Sessions`].
     pub(super) id: u64,
     pub(super) sessions: Rc<Sessions>,
-    /// When the last PDU arrived (the keepalive pings only idle connections).
+    /// When the last PDU arrived (the keepalive pings only idle connections; the stage
+    /// clock of a command starts there).
     last_rx: Cell<Instant>,
     pub(super) host: Host,
     pub(super) session: RefCell<Session>,
@@ -297,6 +299,7 @@ impl Conn {
     fn execute(self: &Rc<Self>, cmd: Command) {
         let me = self.clone();
         let running = Running::new(self.clone());
+        let clock = Rc::new(CommandClock::new(self.last_rx.get(), Instant::now()));
         ring::spawn(async move {
             let _running = running;
             let outcome = match &me.host {
@@ -307,8 +310,8 @@ impl Conn {
                         tag: cmd.task.0,
                         attr: cmd.task_attr(),
                     };
-                    let (r, data_out_len) =
-                        t.execute_transfer(key, lun, &cmd.cdb, cmd.data_out).await;
+                    let run = t.execute_transfer(key, lun, &cmd.cdb, cmd.data_out);
+                    let (r, data_out_len) = stages::timed(clock.clone(), run).await;
                     me.session.borrow_mut().recycle(r.spare);
                     // PREEMPT AND ABORT: the preempted nexuses' tasks still receiving data
                     // end before its response goes out.
@@ -331,7 +334,13 @@ impl Conn {
             me.session
                 .borrow_mut()
                 .on_scsi_done(cmd.task, outcome, &mut out);
-            if !me.run(out) {
+            let answered = out.iter().any(|a| matches!(a, Action::Send(_)));
+            let open = me.run(out);
+            if answered {
+                clock.queued(Instant::now());
+                me.outbox.stamp(clock);
+            }
+            if !open {
                 me.outbox.close();
             }
         });
@@ -452,7 +461,7 @@ pub async fn serve(
             }
             next = reader.next(digests, max_recv) => next,
         };
-        conn.last_rx.set(Instant::now());
+        conn.last_rx.set(reader.received_at());
         match next {
             Ok(pdu) => conn.session.borrow_mut().on_pdu(pdu, &mut actions),
             Err(ReadError::Pdu { bhs, err, consumed }) => {

@@ -2,6 +2,7 @@
 //! the pure codec. (Sending is the [`super::outbox`]'s job.)
 
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::BytesMut;
 
@@ -32,6 +33,8 @@ pub enum ReadError {
 pub struct PduReader {
     stream: Rc<TcpStream>,
     buf: BytesMut,
+    /// When the last socket read returned (the PDUs it completed were received then).
+    received_at: Instant,
 }
 
 impl PduReader {
@@ -39,7 +42,17 @@ impl PduReader {
     pub fn new(stream: Rc<TcpStream>, leftover: BytesMut) -> Self {
         let mut buf = leftover;
         buf.reserve(READ_CHUNK);
-        PduReader { stream, buf }
+        PduReader {
+            stream,
+            buf,
+            received_at: Instant::now(),
+        }
+    }
+
+    /// When the bytes of the PDU last returned arrived: the end of the socket read that
+    /// completed it.
+    pub fn received_at(&self) -> Instant {
+        self.received_at
     }
 
     /// Bytes received but not yet decoded (handed over with the connection after login).
@@ -71,6 +84,7 @@ impl PduReader {
             }
             let buf = std::mem::take(&mut self.buf);
             let (res, buf) = self.stream.read(buf).await;
+            self.received_at = Instant::now();
             self.buf = buf;
             if res? == 0 {
                 return Err(ReadError::Closed);

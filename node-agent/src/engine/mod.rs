@@ -16,6 +16,7 @@ pub mod identity;
 pub mod logins;
 pub mod memory;
 pub mod outbox;
+pub mod pool;
 pub mod target;
 mod thread;
 mod tmf;

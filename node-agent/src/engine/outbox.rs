@@ -5,17 +5,21 @@
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::iscsi::pdu::{Digests, Pdu};
+use crate::metrics::stages::CommandClock;
 use crate::ring::TcpStream;
 
 /// Queue of encoded frames waiting for the writer task.
 #[derive(Default)]
 pub struct Outbox {
     parts: RefCell<Vec<Bytes>>,
+    /// Clocks of the commands whose responses are among `parts`.
+    clocks: RefCell<Vec<Rc<CommandClock>>>,
     wake: Notify,
     closing: Cell<bool>,
     /// Keep the socket open after the last write (it moves to another thread).
@@ -48,6 +52,12 @@ impl Outbox {
         }
     }
 
+    /// The response of the command timed by `clock` was just queued: its clock stops when the
+    /// write carrying it returns.
+    pub fn stamp(&self, clock: Rc<CommandClock>) {
+        self.clocks.borrow_mut().push(clock);
+    }
+
     /// Asks the writer to send what is queued, then stop.
     pub fn close(&self) {
         self.closing.set(true);
@@ -74,6 +84,7 @@ impl Outbox {
     pub async fn run(self: Rc<Self>, stream: Rc<TcpStream>) {
         loop {
             let batch = std::mem::take(&mut *self.parts.borrow_mut());
+            let clocks = std::mem::take(&mut *self.clocks.borrow_mut());
             if batch.is_empty() {
                 if self.closing.get() {
                     break;
@@ -84,6 +95,10 @@ impl Outbox {
             if let Err(e) = stream.write_all_vectored(batch).await {
                 *self.failure.borrow_mut() = Some(e);
                 break;
+            }
+            let written = Instant::now();
+            for c in clocks {
+                c.record(written);
             }
         }
         if !self.detached.get() {

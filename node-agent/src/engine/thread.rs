@@ -1,15 +1,15 @@
-//! A target's engine thread: its own ring, its own LUNs, the sessions handed to it, and the
-//! commands the rest of the agent sends it.
+//! A target's engine: a task on one of the agent's ring threads (`super::pool`) with its own
+//! LUNs, the sessions handed to it, and the commands the rest of the agent sends it.
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::config::{LunSetup, TargetConfig};
 use super::conn::{self, Attach, Host, SessionInfo, Sessions};
+use super::pool;
 use super::target::{DrainError, DrainReport, LunSnapshot, TargetState};
 use crate::iscsi::login::AclPolicy;
 use crate::ring;
@@ -74,26 +74,39 @@ pub struct ShutdownReport {
 #[error("the engine thread of Target {0} is not running")]
 pub struct TargetGone(pub String);
 
-/// The handle of a running target thread.
+/// The handle of a running target.
 pub struct TargetHandle {
     name: String,
     tx: mpsc::UnboundedSender<TargetCmd>,
-    thread: JoinHandle<()>,
+    /// Answered when the target's task has ended (dropped unanswered if it panicked).
+    done: oneshot::Receiver<()>,
 }
 
 impl TargetHandle {
-    /// Starts the thread of `config` over its LUNs.
+    /// Starts `config` over its LUNs as a task on one of the ring threads.
     pub fn spawn(
         config: Arc<TargetConfig>,
         luns: Vec<LunSetup>,
         keepalive: Duration,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (ended, done) = oneshot::channel();
         let name = config.name.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("tgt-{}", config.name.replace('/', ".")))
-            .spawn(move || run(config, luns, keepalive, rx))?;
-        Ok(TargetHandle { name, tx, thread })
+        pool::run(Box::new(move |ring| match ring {
+            Ok(()) => {
+                ring::spawn(async move {
+                    serve(config, luns, keepalive, rx).await;
+                    let _ = ended.send(());
+                });
+            }
+            Err(e) => {
+                std::thread::spawn(move || {
+                    refuse(&config.name, &e, rx);
+                    let _ = ended.send(());
+                });
+            }
+        }))?;
+        Ok(TargetHandle { name, tx, done })
     }
 
     /// The Target's `namespace/name`.
@@ -114,26 +127,23 @@ impl TargetHandle {
         request(&self.tx, &self.name, make).await
     }
 
-    /// Drains, closes and joins the thread.
+    /// Drains, closes and waits until the target's task has ended.
     pub async fn shutdown(self) -> Result<ShutdownReport, TargetGone> {
         let report = self.request(|reply| TargetCmd::Shutdown { reply }).await;
         let name = self.name.clone();
-        let thread = self.thread;
-        // A thread stuck in a store that hangs is left behind (the process exit ends it)
+        // A task stuck in a store that hangs is left behind (the process exit ends it)
         // rather than holding the shutdown.
-        let join = tokio::task::spawn_blocking(move || thread.join());
-        let joined = match tokio::time::timeout(Duration::from_secs(10), join).await {
-            Ok(j) => j,
+        match tokio::time::timeout(Duration::from_secs(10), self.done).await {
             Err(_) => {
-                tracing::error!(target = %name, "the engine thread did not stop; leaving it");
-                return report;
+                tracing::error!(target = %name, "the target's engine did not stop; leaving it");
+                report
             }
-        };
-        if !matches!(joined, Ok(Ok(()))) {
-            tracing::error!(target = %name, "the engine thread panicked");
-            return Err(TargetGone(name));
+            Ok(Err(_)) => {
+                tracing::error!(target = %name, "the target's engine panicked");
+                Err(TargetGone(name))
+            }
+            Ok(Ok(())) => report,
         }
-        report
     }
 }
 
@@ -149,109 +159,111 @@ pub async fn request<T>(
     rx.await.map_err(|_| TargetGone(name.to_string()))
 }
 
-fn run(
+/// A target whose ring thread has no ring: drops its commands (their callers see it gone)
+/// until told to stop.
+fn refuse(name: &str, why: &str, mut rx: mpsc::UnboundedReceiver<TargetCmd>) {
+    tracing::error!(target = %name, "{why}");
+    while let Some(cmd) = rx.blocking_recv() {
+        if let TargetCmd::Shutdown { reply } = cmd {
+            let _ = reply.send(ShutdownReport {
+                flushes: vec![(name.to_string(), Err(why.to_string()))],
+                sessions_closed: 0,
+                unfinished: None,
+            });
+            return;
+        }
+    }
+}
+
+/// The target's task: serves its commands until told to stop (or its handle is dropped,
+/// which cuts its sessions).
+async fn serve(
     config: Arc<TargetConfig>,
     luns: Vec<LunSetup>,
     keepalive: Duration,
     mut rx: mpsc::UnboundedReceiver<TargetCmd>,
 ) {
-    let rt = match ring::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(target = %config.name, "{e}");
-            // Drop the commands (their callers see the thread gone) until told to stop.
-            while let Some(cmd) = rx.blocking_recv() {
-                if let TargetCmd::Shutdown { reply } = cmd {
-                    let _ = reply.send(ShutdownReport {
-                        flushes: vec![(config.name.clone(), Err(e.to_string()))],
-                        sessions_closed: 0,
-                        unfinished: None,
-                    });
-                    return;
-                }
+    let state = Rc::new(TargetState::new(&config, luns));
+    let sessions = Rc::new(Sessions::new(keepalive));
+    let host = Host::Target(state.clone());
+    while let Some(cmd) = rx.recv().await {
+        match cmd {
+            TargetCmd::Attach(a) => conn::start(host.clone(), sessions.clone(), *a),
+            TargetCmd::Drain { device, reply } => {
+                let st = state.clone();
+                ring::spawn(async move {
+                    let _ = reply.send(st.drain_device(&device).await);
+                });
             }
-            return;
-        }
-    };
-    rt.block_on(async move {
-        let state = Rc::new(TargetState::new(&config, luns));
-        let sessions = Rc::new(Sessions::new(keepalive));
-        let host = Host::Target(state.clone());
-        while let Some(cmd) = rx.recv().await {
-            match cmd {
-                TargetCmd::Attach(a) => conn::start(host.clone(), sessions.clone(), *a),
-                TargetCmd::Drain { device, reply } => {
-                    let st = state.clone();
-                    ring::spawn(async move {
-                        let _ = reply.send(st.drain_device(&device).await);
-                    });
+            TargetCmd::Release {
+                device,
+                force,
+                reply,
+            } => {
+                let _ = reply.send(state.release_device(&device, force));
+            }
+            TargetCmd::SetLuns { add, remove, reply } => {
+                let changed = !add.is_empty() || !remove.is_empty();
+                for lun in remove {
+                    state.remove_lun(lun);
                 }
-                TargetCmd::Release {
-                    device,
-                    force,
-                    reply,
-                } => {
-                    let _ = reply.send(state.release_device(&device, force));
+                let failed = add
+                    .into_iter()
+                    .filter_map(|l| {
+                        let lun = l.config.lun;
+                        (!state.add_lun(l)).then_some(lun)
+                    })
+                    .collect();
+                if changed {
+                    state.inventory_changed();
                 }
-                TargetCmd::SetLuns { add, remove, reply } => {
-                    let changed = !add.is_empty() || !remove.is_empty();
-                    for lun in remove {
-                        state.remove_lun(lun);
+                let _ = reply.send(failed);
+            }
+            TargetCmd::SetAcl(acl) => {
+                sessions.close_disallowed(&acl);
+                state.set_acl(acl);
+            }
+            TargetCmd::Status { reply } => {
+                let _ = reply.send(TargetSnapshot {
+                    luns: state.lun_snapshots(),
+                    sessions: sessions.infos(),
+                });
+            }
+            TargetCmd::Shutdown { reply } => {
+                // A stop is not a delete: nothing is fenced. The sessions stop reading,
+                // finish and answer what they accepted, and close; the initiators
+                // reconnect (to the restarted agent) and send the rest again.
+                // A store that does not answer cannot hold the stop: past the drain
+                // timeout the connections are cut and the stop goes on, reported.
+                let sessions_closed = sessions.count();
+                let limit = super::target::drain_timeout();
+                let unfinished = match tokio::time::timeout(limit, sessions.stop_all()).await {
+                    Ok(()) => None,
+                    Err(_) => {
+                        sessions.cut_all();
+                        Some(format!(
+                            "commands still running after {} s were not answered",
+                            limit.as_secs()
+                        ))
                     }
-                    let failed = add
-                        .into_iter()
-                        .filter_map(|l| {
-                            let lun = l.config.lun;
-                            (!state.add_lun(l)).then_some(lun)
-                        })
-                        .collect();
-                    if changed {
-                        state.inventory_changed();
-                    }
-                    let _ = reply.send(failed);
-                }
-                TargetCmd::SetAcl(acl) => {
-                    sessions.close_disallowed(&acl);
-                    state.set_acl(acl);
-                }
-                TargetCmd::Status { reply } => {
-                    let _ = reply.send(TargetSnapshot {
-                        luns: state.lun_snapshots(),
-                        sessions: sessions.infos(),
-                    });
-                }
-                TargetCmd::Shutdown { reply } => {
-                    // A stop is not a delete: nothing is fenced. The sessions stop reading,
-                    // finish and answer what they accepted, and close; the initiators
-                    // reconnect (to the restarted agent) and send the rest again.
-                    // A store that does not answer cannot hold the stop: past the drain
-                    // timeout the connections are cut and the stop goes on, reported.
-                    let sessions_closed = sessions.count();
-                    let limit = super::target::drain_timeout();
-                    let unfinished = match tokio::time::timeout(limit, sessions.stop_all()).await {
-                        Ok(()) => None,
-                        Err(_) => {
-                            sessions.cut_all();
-                            Some(format!(
-                                "commands still running after {} s were not answered",
-                                limit.as_secs()
-                            ))
-                        }
-                    };
-                    let flushes = state
-                        .flush_all()
-                        .await
-                        .into_iter()
-                        .map(|(d, r)| (d, r.map_err(|e| e.to_string())))
-                        .collect();
-                    let _ = reply.send(ShutdownReport {
-                        flushes,
-                        sessions_closed,
-                        unfinished,
-                    });
-                    return;
-                }
+                };
+                let flushes = state
+                    .flush_all()
+                    .await
+                    .into_iter()
+                    .map(|(d, r)| (d, r.map_err(|e| e.to_string())))
+                    .collect();
+                let _ = reply.send(ShutdownReport {
+                    flushes,
+                    sessions_closed,
+                    unfinished,
+                });
+                return;
             }
         }
-    });
+    }
+    // Every handle is gone without a stop: the sessions are cut, as the end of a
+    // target's thread cut them before targets shared rings.
+    let limit = super::target::drain_timeout();
+    let _ = tokio::time::timeout(limit, sessions.close_all()).await;
 }

@@ -1,6 +1,7 @@
 //! Prometheus metrics of the agent, and a small `/metrics` HTTP endpoint.
 
 mod http;
+pub mod stages;
 
 pub use http::serve;
 
@@ -43,6 +44,8 @@ pub struct Metrics {
     pub api_seconds: HistogramVec,
     /// Lease renewals that failed (the apiserver was unreachable or refused).
     pub lease_renew_failures: IntCounter,
+    /// Where SCSI commands' time goes, by stage (see [`stages`]).
+    pub stage_seconds: HistogramVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -104,6 +107,21 @@ fn build() -> Result<Metrics, prometheus::Error> {
     )?;
     let lease_renew_failures =
         IntCounter::new("lease_renew_failures_total", "Lease renewals that failed")?;
+    // Factor √2 from 1 µs to about 1 s: p50/p99 estimates within ±20 %.
+    let stage_seconds = HistogramVec::new(
+        HistogramOpts::new(
+            "stage_seconds",
+            "Where SCSI commands' time goes: received→decoded (decode), →I/O submitted \
+             (dispatch), →I/O completed (io), →response queued (complete), →written (send), \
+             and received→written (total)",
+        )
+        .buckets(prometheus::exponential_buckets(
+            1e-6,
+            std::f64::consts::SQRT_2,
+            41,
+        )?),
+        &["stage"],
+    )?;
     registry.register(Box::new(commands.clone()))?;
     registry.register(Box::new(bytes.clone()))?;
     registry.register(Box::new(latency.clone()))?;
@@ -118,6 +136,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(api_requests.clone()))?;
     registry.register(Box::new(api_seconds.clone()))?;
     registry.register(Box::new(lease_renew_failures.clone()))?;
+    registry.register(Box::new(stage_seconds.clone()))?;
     Ok(Metrics {
         registry,
         commands,
@@ -134,6 +153,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         api_requests,
         api_seconds,
         lease_renew_failures,
+        stage_seconds,
     })
 }
 

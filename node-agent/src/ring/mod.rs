@@ -12,6 +12,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use bytes::{Bytes, BytesMut};
 
 mod buf;
+mod submit;
 
 pub use buf::{ALIGN, AlignedBuf};
 
@@ -40,14 +41,22 @@ pub struct Runtime(tokio_uring::Runtime);
 impl Runtime {
     /// Creates a ring runtime on the current thread.
     pub fn new() -> Result<Self, RingUnavailable> {
-        tokio_uring::Runtime::new(tokio_uring::builder().entries(RING_ENTRIES))
-            .map(Runtime)
-            .map_err(|source| RingUnavailable { source })
+        submit::made_here(|| {
+            tokio_uring::Runtime::new(tokio_uring::builder().entries(RING_ENTRIES))
+                .map(Runtime)
+                .map_err(|source| RingUnavailable { source })
+        })
     }
 
     /// Runs `fut` to completion on this thread's ring (spawned tasks run alongside).
     pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
         self.0.block_on(fut)
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        submit::forget();
     }
 }
 
@@ -85,20 +94,20 @@ impl File {
     pub async fn read_exact_at_aligned(&self, len: usize, pos: u64) -> io::Result<Bytes> {
         use tokio_uring::buf::BoundedBuf;
         let buf = AlignedBuf::with_capacity(len);
-        let (res, slice) = self.inner.read_exact_at(buf.slice(..len), pos).await;
+        let (res, slice) = submit::eager(self.inner.read_exact_at(buf.slice(..len), pos)).await;
         res?;
         Ok(slice.into_inner().into_bytes())
     }
 
     /// Writes all of `buf` at `pos`.
     pub async fn write_all_at(&self, buf: Vec<u8>, pos: u64) -> (io::Result<()>, Vec<u8>) {
-        self.inner.write_all_at(buf, pos).await
+        submit::eager(self.inner.write_all_at(buf, pos)).await
     }
 
     /// Writes the bytes of a page-aligned buffer at `pos` (for O_DIRECT); the buffer goes
     /// back to its pool afterwards.
     pub async fn write_all_at_aligned(&self, buf: AlignedBuf, pos: u64) -> io::Result<()> {
-        self.inner.write_all_at(buf, pos).await.0
+        submit::eager(self.inner.write_all_at(buf, pos)).await.0
     }
 
     /// fdatasync.

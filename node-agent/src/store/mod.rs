@@ -13,6 +13,7 @@ use std::io;
 
 use bytes::Bytes;
 
+use crate::metrics::stages;
 use crate::ring;
 use crate::scsi::Backend;
 
@@ -86,13 +87,17 @@ impl Backend for FileStore {
     async fn read(&self, offset: u64, len: usize) -> io::Result<Bytes> {
         // Page-aligned either way, so O_DIRECT needs no bounce buffer; the bytes go on to the
         // initiator from the very buffer the kernel filled.
-        self.file.read_exact_at_aligned(len, offset).await
+        stages::io_submitted();
+        let read = self.file.read_exact_at_aligned(len, offset).await;
+        stages::io_completed();
+        read
     }
 
     async fn write_at(&self, buf: Vec<u8>, offset: u64, fua: bool) -> (io::Result<()>, Vec<u8>) {
         if let Err(e) = self.failure.check() {
             return (Err(e), buf);
         }
+        stages::io_submitted();
         let (res, buf) = if self.direct {
             // One copy into pooled page-aligned memory; the caller's buffer comes back as is.
             let aligned = ring::AlignedBuf::copy_of(&buf);
@@ -103,14 +108,18 @@ impl Backend for FileStore {
         let res = self.failure.record("write", res);
         if res.is_ok() && fua {
             let synced = self.file.sync_data().await;
+            stages::io_completed();
             return (self.failure.record("flush (FUA write)", synced), buf);
         }
+        stages::io_completed();
         (res, buf)
     }
 
     async fn flush(&self) -> io::Result<()> {
         self.failure.check()?;
+        stages::io_submitted();
         let synced = self.file.sync_data().await;
+        stages::io_completed();
         self.failure.record("flush", synced)
     }
 
