@@ -85,6 +85,20 @@ pub fn set_drain_timeout(limit: Duration) {
     DRAIN_TIMEOUT_SECS.store(limit.as_secs().max(1), std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Test hook: `SPINDLE_TEST_DRAIN_DELAY_MS` holds every drain this long once its LUNs are
+/// fenced (new commands refused) and before it waits for the commands in flight and flushes,
+/// so an end-to-end test can kill the agent mid-drain however fast the drain is. Unset (the
+/// default), it costs nothing.
+fn test_drain_hold() -> Option<Duration> {
+    static HOLD: std::sync::LazyLock<Option<Duration>> = std::sync::LazyLock::new(|| {
+        std::env::var("SPINDLE_TEST_DRAIN_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis)
+    });
+    *HOLD
+}
+
 /// How long a drain or a stop may wait for the commands in flight, and then for the flush.
 pub fn drain_timeout() -> Duration {
     Duration::from_secs(DRAIN_TIMEOUT_SECS.load(std::sync::atomic::Ordering::Relaxed))
@@ -395,6 +409,10 @@ impl TargetState {
                 }
                 s.gate.apply(DrainEvent::Fenced)?;
             }
+        }
+        if let Some(d) = test_drain_hold() {
+            tracing::warn!(target = %self.name, device, "test hook: drain held for {d:?}, fenced");
+            tokio::time::sleep(d).await;
         }
         // A store that hangs (a dead disk, a stuck network filesystem) must not hold the
         // drain, and with it a shutdown, forever: past the deadline the drain fails.

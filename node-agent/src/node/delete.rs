@@ -62,19 +62,6 @@ struct Drained {
     duration: Duration,
 }
 
-/// Test hook: `SPINDLE_TEST_DRAIN_DELAY_MS` holds every drain this long after its fence is
-/// recorded and before it is carried out, so an end-to-end test can kill the agent mid-drain.
-/// Unset (the default), it costs nothing.
-fn test_delay() -> Option<Duration> {
-    static DELAY: std::sync::LazyLock<Option<Duration>> = std::sync::LazyLock::new(|| {
-        std::env::var("SPINDLE_TEST_DRAIN_DELAY_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map(Duration::from_millis)
-    });
-    *DELAY
-}
-
 fn now_unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -132,10 +119,6 @@ impl Node {
                 None => Path::File(file),
             }
         };
-        if let Some(d) = test_delay() {
-            tracing::warn!(device = %key, "test hook: drain held for {d:?}");
-            tokio::time::sleep(d).await;
-        }
         let outcome = drain_through(path, &key, started).await;
         let mut g = self.inner.lock().await;
         let Some(e) = g.devices.get(&key).filter(|e| e.record.id.uid == id.uid) else {
