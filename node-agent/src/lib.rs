@@ -5,7 +5,8 @@
 //!   negotiation, CHAP, and the full-feature-phase session as a state machine with no I/O.
 //! - [`scsi`]: the SCSI command set (SPC-4, SBC-3) over a [`scsi::Backend`]: CDB decoding, one
 //!   sense-data builder, one opcode table.
-//! - [`ring`]: the only module that touches tokio-uring (the ring driver can be swapped here).
+//! - [`ring`]: the io_uring driver (one ring per ring thread, on the `io-uring` crate) and the
+//!   runtime, files and TCP the engine uses; the only module that touches io_uring.
 //! - [`store`]: backing stores (file or block device) implementing [`scsi::Backend`] on the ring.
 //! - [`engine`]: one engine thread per Target, the acceptor, connection pumps, the drain.
 //! - [`node`]: what this node serves: Devices and Targets applied, removed, drained and

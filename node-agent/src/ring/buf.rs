@@ -114,6 +114,25 @@ impl AlignedBuf {
         self.cap
     }
 
+    /// Where the next byte goes (the first uninitialised one), for the kernel to write to.
+    ///
+    /// # Safety
+    /// Writes through the pointer must stay within the capacity.
+    pub(super) unsafe fn spare_ptr(&mut self) -> *mut u8 {
+        // SAFETY: `len` is at most the capacity, so the result is within the allocation
+        // or one past its end.
+        unsafe { self.ptr.as_ptr().add(self.len) }
+    }
+
+    /// Marks the first `len` bytes initialised.
+    ///
+    /// # Safety
+    /// Those bytes must have been written, and `len` must not exceed the capacity.
+    pub(super) unsafe fn set_len(&mut self, len: usize) {
+        debug_assert!(len <= self.cap);
+        self.len = len;
+    }
+
     /// The initialised bytes as a [`Bytes`], without copying.
     pub fn into_bytes(self) -> Bytes {
         Bytes::from_owner(self)
@@ -122,7 +141,7 @@ impl AlignedBuf {
 
 impl AsRef<[u8]> for AlignedBuf {
     fn as_ref(&self) -> &[u8] {
-        // SAFETY: the first `len` bytes were written by the kernel (see `set_init`).
+        // SAFETY: the first `len` bytes were written (by `copy_of` or the kernel, see `set_len`).
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }
@@ -134,35 +153,6 @@ impl Drop for AlignedBuf {
             .unwrap_or(Some((self.ptr, self.cap)));
         if let Some((ptr, cap)) = back {
             dealloc(ptr, cap);
-        }
-    }
-}
-
-// SAFETY: the memory does not move while the buffer exists (it is a heap allocation owned by
-// the value, not inline); `bytes_init` never exceeds `bytes_total`.
-unsafe impl tokio_uring::buf::IoBuf for AlignedBuf {
-    fn stable_ptr(&self) -> *const u8 {
-        self.ptr.as_ptr()
-    }
-
-    fn bytes_init(&self) -> usize {
-        self.len
-    }
-
-    fn bytes_total(&self) -> usize {
-        self.cap
-    }
-}
-
-// SAFETY: as above; the ring writes only within `bytes_total` and reports what it wrote.
-unsafe impl tokio_uring::buf::IoBufMut for AlignedBuf {
-    fn stable_mut_ptr(&mut self) -> *mut u8 {
-        self.ptr.as_ptr()
-    }
-
-    unsafe fn set_init(&mut self, pos: usize) {
-        if pos > self.len {
-            self.len = pos.min(self.cap);
         }
     }
 }

@@ -1,0 +1,339 @@
+//! One io_uring per ring thread, driven from the thread's tokio runtime.
+//!
+//! Submitting: an operation's entry is pushed and the kernel entered at once (one
+//! `io_uring_enter` per operation, in the poll that queues it), so a read starts while the
+//! rest of the round's tasks still run instead of when the thread parks.
+//!
+//! Completing: completions are reaped from the shared completion queue (no system call) by
+//! any pending operation that is polled, and otherwise by a task that waits for the ring's
+//! descriptor to turn readable through tokio's `AsyncFd` (the ring's descriptor is pollable:
+//! readable while completions wait), so a parked thread wakes for disk completions and socket
+//! readiness alike.
+//!
+//! Buffers: an operation owns the memory the kernel reads or writes until its completion is
+//! reaped. An operation dropped before that (its task aborted) leaves the memory with the
+//! driver, which frees it when the completion arrives; shutting the ring down waits for every
+//! submitted operation first.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use io_uring::{IoUring, squeue};
+use slab::Slab;
+use tokio::io::unix::AsyncFd;
+
+/// What the driver knows of one submitted operation.
+enum State {
+    /// In flight; the task to wake, once it has been polled.
+    Waiting(Option<Waker>),
+    /// Completed with this result; not yet taken by its future.
+    Done(i32),
+    /// In flight, its future gone: the memory it uses, freed on completion.
+    Orphan(#[allow(dead_code)] Box<dyn Any>),
+}
+
+/// A ring and its operations.
+pub(super) struct Driver {
+    ring: IoUring,
+    ops: Slab<State>,
+    /// Wakers collected while reaping, woken after the borrow ends (reused).
+    wake: Vec<Waker>,
+}
+
+/// The thread's driver, shared with every operation it submitted (an operation keeps the
+/// ring alive until it has completed).
+pub(super) type Handle = Rc<RefCell<Driver>>;
+
+thread_local! {
+    static CURRENT: RefCell<Option<Handle>> = const { RefCell::new(None) };
+}
+
+impl Driver {
+    /// Sets up a ring of `entries` submission slots.
+    pub(super) fn new(entries: u32) -> io::Result<Handle> {
+        let ring = IoUring::builder()
+            .setup_cqsize(entries * 2)
+            .build(entries)?;
+        Ok(Rc::new(RefCell::new(Driver {
+            ring,
+            ops: Slab::with_capacity(64),
+            wake: Vec::new(),
+        })))
+    }
+
+    /// The ring's descriptor (readable while completions wait).
+    pub(super) fn fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
+    }
+
+    /// Operations submitted and not yet completed or taken.
+    pub(super) fn in_flight(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Queues `entry` and enters the kernel with it; returns the operation's slot.
+    fn submit(&mut self, entry: squeue::Entry) -> io::Result<usize> {
+        let slot = self.ops.vacant_entry();
+        let key = slot.key();
+        let entry = entry.user_data(key as u64);
+        // SAFETY: the caller (Op::submit) guarantees the memory the entry points to lives
+        // until the completion is reaped: it is moved into the Op, and on to the driver if
+        // the Op is dropped first.
+        while unsafe { self.ring.submission().push(&entry) }.is_err() {
+            // Submission queue full: hand the queued entries to the kernel and retry.
+            self.ring.submit()?;
+        }
+        slot.insert(State::Waiting(None));
+        if let Err(e) = self.ring.submit() {
+            // EBUSY/EAGAIN: the kernel takes the entry on a later enter (the next submit or
+            // the shutdown wait), so the operation stays in flight.
+            if !matches!(
+                e.raw_os_error(),
+                Some(libc::EBUSY | libc::EAGAIN | libc::EINTR)
+            ) {
+                return Err(e);
+            }
+        }
+        Ok(key)
+    }
+
+    /// Moves every completion waiting in the completion queue to its operation, collecting
+    /// the tasks to wake. No system call. Returns how many were reaped.
+    fn reap(&mut self) -> usize {
+        let mut n = 0;
+        let Driver { ring, ops, wake } = self;
+        for cqe in ring.completion() {
+            n += 1;
+            let key = cqe.user_data() as usize;
+            let Some(state) = ops.get_mut(key) else {
+                continue;
+            };
+            match state {
+                State::Waiting(w) => {
+                    if let Some(w) = w.take() {
+                        wake.push(w);
+                    }
+                    *state = State::Done(cqe.result());
+                }
+                State::Orphan(_) => {
+                    ops.remove(key);
+                }
+                State::Done(_) => {}
+            }
+        }
+        n
+    }
+}
+
+/// Reaps completions of `handle`'s ring and wakes their tasks; returns how many.
+pub(super) fn reap(handle: &Handle) -> usize {
+    let (n, mut wake) = {
+        let mut d = handle.borrow_mut();
+        let n = d.reap();
+        (n, std::mem::take(&mut d.wake))
+    };
+    for w in wake.drain(..) {
+        w.wake();
+    }
+    // Keep the (now empty) vector's allocation for the next reap.
+    handle.borrow_mut().wake = wake;
+    n
+}
+
+/// Makes `handle` this thread's driver.
+pub(super) fn install(handle: Handle) {
+    CURRENT.with(|c| *c.borrow_mut() = Some(handle));
+}
+
+/// This thread's driver, if it runs one.
+pub(super) fn current() -> Option<Handle> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+/// Reaps completions whenever the ring's descriptor turns readable; runs for the life of the
+/// runtime.
+pub(super) async fn reaper(handle: Handle) {
+    let fd = handle.borrow().fd();
+    // SAFETY: the descriptor is the ring's, owned by `handle`, which this task holds for
+    // longer than `afd` (declared later, dropped first); nothing replaces or closes it.
+    let afd = match unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) } {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!("ring: cannot watch the ring's descriptor: {e}");
+            return;
+        }
+    };
+    loop {
+        let Ok(mut ready) = afd.readable().await else {
+            return;
+        };
+        ready.clear_ready();
+        reap(&handle);
+    }
+}
+
+/// Takes this thread's driver away and waits until the kernel has finished every operation
+/// it submitted (their memory may only be freed then).
+pub(super) fn shutdown() {
+    let Some(handle) = CURRENT.with(|c| c.borrow_mut().take()) else {
+        return;
+    };
+    loop {
+        let mut d = handle.borrow_mut();
+        d.reap();
+        let waiting = d
+            .ops
+            .iter()
+            .filter(|(_, s)| !matches!(s, State::Done(_)))
+            .count();
+        if waiting == 0 {
+            d.wake.clear();
+            return;
+        }
+        if let Err(e) = d.ring.submit_and_wait(1)
+            && e.raw_os_error() != Some(libc::EINTR)
+        {
+            // The ring cannot be waited on: leak what is still in flight rather than free
+            // memory the kernel may write to.
+            tracing::error!("ring: waiting for {waiting} operations at shutdown: {e}");
+            for (_, s) in d.ops.iter_mut() {
+                if let State::Orphan(b) = std::mem::replace(s, State::Done(0)) {
+                    std::mem::forget(b);
+                }
+            }
+            return;
+        }
+    }
+}
+
+/// One submitted operation, owning `T` (its buffers and whatever keeps the descriptor open)
+/// until the kernel is done with it. Resolves to the completion's result and `T`.
+pub(super) struct Op<T: 'static> {
+    driver: Handle,
+    key: usize,
+    data: Option<T>,
+}
+
+impl<T: 'static> Op<T> {
+    /// Submits `entry` on this thread's ring.
+    ///
+    /// # Safety
+    /// Every pointer in `entry` must point into memory owned by `data` (heap memory that does
+    /// not move when `data` does) or be otherwise valid until the operation completes.
+    pub(super) unsafe fn submit(entry: squeue::Entry, data: T) -> Result<Self, (io::Error, T)> {
+        let Some(driver) = current() else {
+            let e =
+                io::Error::other("no ring on this thread (ring operations run on ring threads)");
+            return Err((e, data));
+        };
+        let key = driver.borrow_mut().submit(entry);
+        match key {
+            Ok(key) => Ok(Op {
+                driver,
+                key,
+                data: Some(data),
+            }),
+            Err(e) => Err((e, data)),
+        }
+    }
+}
+
+impl<T: Unpin + 'static> std::future::Future for Op<T> {
+    type Output = (i32, T);
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if matches!(
+            this.driver.borrow().ops.get(this.key),
+            Some(State::Waiting(_))
+        ) {
+            // Whatever completed meanwhile is visible without a system call.
+            reap(&this.driver);
+        }
+        let mut d = this.driver.borrow_mut();
+        match d.ops.get_mut(this.key) {
+            Some(State::Done(res)) => {
+                let res = *res;
+                d.ops.remove(this.key);
+                drop(d);
+                let data = this.data.take().expect("operation polled after completion");
+                Poll::Ready((res, data))
+            }
+            Some(State::Waiting(w)) => {
+                match w {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => *w = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            _ => panic!("ring operation state lost"),
+        }
+    }
+}
+
+impl<T: 'static> Drop for Op<T> {
+    fn drop(&mut self) {
+        let Some(data) = self.data.take() else {
+            return;
+        };
+        let Ok(mut d) = self.driver.try_borrow_mut() else {
+            // Dropped while the driver is borrowed (cannot happen from the code above):
+            // never free memory the kernel may still use.
+            std::mem::forget(data);
+            return;
+        };
+        match d.ops.get_mut(self.key) {
+            Some(State::Done(_)) => {
+                d.ops.remove(self.key);
+            }
+            Some(s @ State::Waiting(_)) => *s = State::Orphan(Box::new(data)),
+            _ => std::mem::forget(data),
+        }
+    }
+}
+
+/// Completes a no-op on this thread's ring (proves the ring works end to end).
+pub(super) async fn no_op() -> io::Result<()> {
+    // SAFETY: a no-op passes no memory.
+    let op =
+        unsafe { Op::submit(io_uring::opcode::Nop::new().build(), ()) }.map_err(|(e, ())| e)?;
+    let (res, ()) = op.await;
+    if res < 0 {
+        return Err(io::Error::from_raw_os_error(-res));
+    }
+    Ok(())
+}
+
+/// How long a thread about to sleep polls for completions first, while operations are in
+/// flight (`SPINDLE_RING_POLL_US`, default 0: no polling).
+fn poll_budget() -> std::time::Duration {
+    static BUDGET: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        let us = std::env::var("SPINDLE_RING_POLL_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        std::time::Duration::from_micros(us)
+    })
+}
+
+/// Runs before the thread parks: polls briefly for completions if operations are in flight
+/// (see [`poll_budget`]); a completion found wakes its task, so the thread does not sleep.
+pub(super) fn before_park() {
+    let budget = poll_budget();
+    if budget.is_zero() {
+        return;
+    }
+    let Some(h) = current() else { return };
+    if h.borrow().in_flight() == 0 {
+        return;
+    }
+    let start = std::time::Instant::now();
+    while reap(&h) == 0 && start.elapsed() < budget {
+        std::hint::spin_loop();
+    }
+}
