@@ -19,8 +19,24 @@ use super::MAX_IOV;
 /// closed and every call on the stream fails with that error, so the connection ends cleanly.
 pub struct TcpStream(Result<tokio::net::TcpStream, io::ErrorKind>);
 
-/// Logs and keeps the error of a socket the reactor refused.
-fn refused<T>(what: &str, r: io::Result<T>) -> Result<T, io::ErrorKind> {
+/// Makes `s` non-blocking and hands it to the thread's reactor with `register`; on failure
+/// logs and keeps the error (the socket is closed).
+fn on_reactor<S: AsRawFd, T>(
+    what: &str,
+    s: S,
+    register: impl FnOnce(S) -> io::Result<T>,
+) -> Result<T, io::ErrorKind> {
+    let fd = s.as_raw_fd();
+    // SAFETY: fcntl on a descriptor `s` owns, adding O_NONBLOCK only.
+    let nonblocking = unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) == 0
+    };
+    let r = if nonblocking {
+        register(s)
+    } else {
+        Err(io::Error::last_os_error())
+    };
     r.map_err(|e| {
         tracing::error!("the ring thread's reactor refused a {what}: {e}");
         e.kind()
@@ -30,10 +46,7 @@ fn refused<T>(what: &str, r: io::Result<T>) -> Result<T, io::ErrorKind> {
 impl TcpStream {
     /// Wraps a connected std stream (made non-blocking). Must run on a ring thread.
     pub fn from_std(s: std::net::TcpStream) -> Self {
-        let r = s
-            .set_nonblocking(true)
-            .and_then(|()| tokio::net::TcpStream::from_std(s));
-        TcpStream(refused("connection", r))
+        TcpStream(on_reactor("connection", s, tokio::net::TcpStream::from_std))
     }
 
     fn get(&self) -> io::Result<&tokio::net::TcpStream> {
@@ -156,10 +169,7 @@ pub struct TcpListener(Result<tokio::net::TcpListener, io::ErrorKind>);
 impl TcpListener {
     /// Wraps a bound std listener (made non-blocking). Must run on a ring thread.
     pub fn from_std(l: std::net::TcpListener) -> Self {
-        let r = l
-            .set_nonblocking(true)
-            .and_then(|()| tokio::net::TcpListener::from_std(l));
-        TcpListener(refused("listener", r))
+        TcpListener(on_reactor("listener", l, tokio::net::TcpListener::from_std))
     }
 
     /// Stops listening: a pending accept fails and the port is given back once the listener
