@@ -176,32 +176,50 @@ pub(super) async fn reaper(handle: Handle) {
     }
 }
 
+/// Longest a ring waits at shutdown for operations still in flight (a send to a peer that
+/// stopped reading may never finish); what is left then is leaked, never freed under the
+/// kernel.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Takes this thread's driver away and waits until the kernel has finished every operation
-/// it submitted (their memory may only be freed then).
+/// it submitted (their memory may only be freed then), for at most [`SHUTDOWN_WAIT`].
 pub(super) fn shutdown() {
     let Some(handle) = CURRENT.with(|c| c.borrow_mut().take()) else {
         return;
     };
+    let deadline = std::time::Instant::now() + SHUTDOWN_WAIT;
     loop {
         let mut d = handle.borrow_mut();
         d.reap();
+        d.wake.clear();
         let waiting = d
             .ops
             .iter()
             .filter(|(_, s)| !matches!(s, State::Done(_)))
             .count();
         if waiting == 0 {
-            d.wake.clear();
             return;
         }
-        if let Err(e) = d.ring.submit_and_wait(1)
-            && e.raw_os_error() != Some(libc::EINTR)
-        {
-            // The ring cannot be waited on: leak what is still in flight rather than free
-            // memory the kernel may write to.
-            tracing::error!("ring: waiting for {waiting} operations at shutdown: {e}");
+        let ts = io_uring::types::Timespec::new().nsec(100_000_000);
+        let args = io_uring::types::SubmitArgs::new().timespec(&ts);
+        let res = d.ring.submitter().submit_with_args(1, &args);
+        let failed = res.as_ref().is_err_and(|e| {
+            !matches!(
+                e.raw_os_error(),
+                Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+            )
+        });
+        if failed || std::time::Instant::now() >= deadline {
+            tracing::error!(
+                "ring: {waiting} operations still in flight at shutdown ({res:?}); their \
+                 buffers are leaked"
+            );
+            // Orphans are forgotten; a live future of a waiting operation is left as it is (if
+            // dropped later it becomes an orphan of this driver, which no longer reaps).
             for (_, s) in d.ops.iter_mut() {
-                if let State::Orphan(b) = std::mem::replace(s, State::Done(0)) {
+                if matches!(s, State::Orphan(_))
+                    && let State::Orphan(b) = std::mem::replace(s, State::Done(0))
+                {
                     std::mem::forget(b);
                 }
             }
