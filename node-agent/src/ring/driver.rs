@@ -327,16 +327,31 @@ pub(super) async fn no_op() -> io::Result<()> {
 }
 
 /// How long a thread about to sleep polls for completions first, while operations are in
-/// flight (`SPINDLE_RING_POLL_US`, default 0: no polling).
+/// flight: `SPINDLE_RING_POLL_US` microseconds, default [`DEFAULT_POLL_US`]; 0 turns polling
+/// off. On this project's VM a halted CPU costs a VM exit to wake, so a read that completes
+/// within the budget is reaped without one (docs/benchmarks.md, "Ring driver").
 fn poll_budget() -> std::time::Duration {
     static BUDGET: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
     *BUDGET.get_or_init(|| {
         let us = std::env::var("SPINDLE_RING_POLL_US")
             .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(DEFAULT_POLL_US);
         std::time::Duration::from_micros(us)
     })
+}
+
+/// Default poll before parking, µs.
+const DEFAULT_POLL_US: u64 = 30;
+
+/// Polls that found nothing in a row after which polling pauses, and how many parks it pauses
+/// for: a thread whose I/O takes longer than the budget stops spending CPU on it.
+const MISSES_TO_PAUSE: u32 = 8;
+const PAUSE_PARKS: u32 = 64;
+
+thread_local! {
+    /// Polls in a row that found nothing; parks skipped since polling paused.
+    static POLL_MISSES: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 0)) };
 }
 
 /// Runs before the thread parks: polls briefly for completions if operations are in flight
@@ -350,8 +365,17 @@ pub(super) fn before_park() {
     if h.borrow().in_flight() == 0 {
         return;
     }
-    let start = std::time::Instant::now();
-    while reap(&h) == 0 && start.elapsed() < budget {
-        std::hint::spin_loop();
+    let (misses, skipped) = POLL_MISSES.with(|m| m.get());
+    if misses >= MISSES_TO_PAUSE && skipped < PAUSE_PARKS {
+        POLL_MISSES.with(|m| m.set((misses, skipped + 1)));
+        return;
     }
+    let start = std::time::Instant::now();
+    let mut found = 0;
+    while found == 0 && start.elapsed() < budget {
+        std::hint::spin_loop();
+        found = reap(&h);
+    }
+    let misses = if found > 0 { 0 } else { misses + 1 };
+    POLL_MISSES.with(|m| m.set((misses, 0)));
 }
