@@ -385,3 +385,49 @@ pub(super) fn before_park() {
     let misses = if found > 0 { 0 } else { misses + 1 };
     POLL_MISSES.with(|m| m.set((misses, 0)));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::Runtime;
+    use crate::ring::file::tests::{pipe, submit_and_drop};
+
+    fn misses() -> (u32, u32) {
+        POLL_MISSES.with(|m| m.get())
+    }
+
+    #[test]
+    fn the_poll_before_parking_reaps_completions_and_pauses_when_it_finds_none() {
+        Runtime::new().unwrap().block_on(async {
+            let ring = current().unwrap();
+            // A read of an empty pipe stays in flight: every poll finds nothing.
+            let (r, _w) = pipe();
+            submit_and_drop(r.read_exact_at_aligned(4096, 0)).await;
+            assert_eq!(ring.borrow().in_flight(), 1);
+            for i in 1..=MISSES_TO_PAUSE {
+                before_park();
+                assert_eq!(misses(), (i, 0), "an empty poll counts");
+            }
+            before_park();
+            assert_eq!(misses(), (MISSES_TO_PAUSE, 1), "then polling pauses");
+            for _ in 1..PAUSE_PARKS {
+                before_park();
+            }
+            assert_eq!(misses(), (MISSES_TO_PAUSE, PAUSE_PARKS));
+            // A no-op completes at once; the poll after the pause reaps it and resets.
+            // SAFETY: a no-op passes no memory.
+            let nop = unsafe { Op::submit(io_uring::opcode::Nop::new().build(), ()) }
+                .map_err(|(e, ())| e)
+                .unwrap();
+            before_park();
+            assert_eq!(
+                misses(),
+                (0, 0),
+                "a poll that found a completion resets the count"
+            );
+            let key = nop.key;
+            assert!(matches!(ring.borrow().ops.get(key), Some(State::Done(0))));
+            assert_eq!(nop.await.0, 0);
+        });
+    }
+}

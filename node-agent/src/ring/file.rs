@@ -137,7 +137,7 @@ impl File {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::ring::{Runtime, driver};
     use std::future::Future;
@@ -192,7 +192,7 @@ mod tests {
     }
 
     /// A pipe: a read of its empty read end stays in flight until the write end is written.
-    fn pipe() -> (File, std::fs::File) {
+    pub(in crate::ring) fn pipe() -> (File, std::fs::File) {
         use std::os::fd::FromRawFd;
         let mut fds = [0; 2];
         // SAFETY: pipe fills two fresh descriptors, each owned by one File below.
@@ -207,7 +207,7 @@ mod tests {
     }
 
     /// Polls `fut` once (which submits its operation), then drops it as an aborted task would.
-    async fn submit_and_drop<F: Future>(fut: F) {
+    pub(in crate::ring) async fn submit_and_drop<F: Future>(fut: F) {
         let mut fut = std::pin::pin!(fut);
         let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
         assert!(first.is_pending(), "nothing to read yet");
