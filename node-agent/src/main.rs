@@ -14,7 +14,14 @@ use spindle_agent::{api, engine, iscsi, metrics, ring, seccomp, standalone};
 /// Spindle's node agent: serves Devices (files or block devices) as LUNs of iSCSI Targets, with
 /// one io_uring SCSI engine per Target.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(
+    version,
+    about,
+    long_about = None,
+    after_help = "Environment: SPINDLE_RING_POLL_US=N: how long (µs) a ring thread about to \
+                  sleep with 1-4 I/Os in flight polls for their completions first (default \
+                  30; 0 turns polling off)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

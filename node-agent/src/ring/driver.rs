@@ -333,10 +333,16 @@ pub(super) async fn no_op() -> io::Result<()> {
 fn poll_budget() -> std::time::Duration {
     static BUDGET: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
     *BUDGET.get_or_init(|| {
-        let us = std::env::var("SPINDLE_RING_POLL_US")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(DEFAULT_POLL_US);
+        let us = match std::env::var("SPINDLE_RING_POLL_US") {
+            Err(_) => DEFAULT_POLL_US,
+            Ok(v) => v.trim().parse().unwrap_or_else(|_| {
+                tracing::warn!(
+                    "SPINDLE_RING_POLL_US={v:?} is not a whole number of microseconds; \
+                     polling {DEFAULT_POLL_US} µs"
+                );
+                DEFAULT_POLL_US
+            }),
+        };
         std::time::Duration::from_micros(us)
     })
 }
