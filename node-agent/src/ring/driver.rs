@@ -4,11 +4,14 @@
 //! `io_uring_enter` per operation, in the poll that queues it), so a read starts while the
 //! rest of the round's tasks still run instead of when the thread parks.
 //!
-//! Completing: completions are reaped from the shared completion queue (no system call) by
-//! any pending operation that is polled, and otherwise by a task that waits for the ring's
-//! descriptor to turn readable through tokio's `AsyncFd` (the ring's descriptor is pollable:
-//! readable while completions wait), so a parked thread wakes for disk completions and socket
-//! readiness alike.
+//! Completing: completions are reaped from the shared completion queue (no system call) by a
+//! task that waits for the ring's descriptor to turn readable through tokio's `AsyncFd` (the
+//! ring's descriptor is pollable: readable while completions wait), so one `epoll_wait` parks
+//! the thread for disk completions and sockets alike, and by the poll before parking
+//! ([`before_park`]). They are delivered between rounds of tasks, never in the middle of one
+//! (as with tokio-uring): reaping in every pending operation's poll let an I/O complete within
+//! the round that submitted it, which the engine's drain test showed as writes finishing
+//! before a fence that was meant to find them in flight.
 //!
 //! Buffers: an operation owns the memory the kernel reads or writes until its completion is
 //! reaped. An operation dropped before that (its task aborted) leaves the memory with the
@@ -88,15 +91,16 @@ impl Driver {
             self.ring.submit()?;
         }
         slot.insert(State::Waiting(None));
-        if let Err(e) = self.ring.submit() {
-            // EBUSY/EAGAIN: the kernel takes the entry on a later enter (the next submit or
-            // the shutdown wait), so the operation stays in flight.
-            if !matches!(
+        // The entry is queued now and cannot be taken back, so the operation counts as in
+        // flight whatever this enter returns (its memory must not be freed): after EBUSY or
+        // EAGAIN the kernel takes it on a later enter (the next submit, or the shutdown wait).
+        if let Err(e) = self.ring.submit()
+            && !matches!(
                 e.raw_os_error(),
                 Some(libc::EBUSY | libc::EAGAIN | libc::EINTR)
-            ) {
-                return Err(e);
-            }
+            )
+        {
+            tracing::error!("ring: io_uring_enter: {e}");
         }
         Ok(key)
     }
@@ -265,13 +269,6 @@ impl<T: Unpin + 'static> std::future::Future for Op<T> {
 
     fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        if matches!(
-            this.driver.borrow().ops.get(this.key),
-            Some(State::Waiting(_))
-        ) {
-            // Whatever completed meanwhile is visible without a system call.
-            reap(&this.driver);
-        }
         let mut d = this.driver.borrow_mut();
         match d.ops.get_mut(this.key) {
             Some(State::Done(res)) => {
@@ -365,15 +362,24 @@ thread_local! {
     static POLL_MISSES: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 0)) };
 }
 
-/// Runs before the thread parks: polls briefly for completions if a few operations are in
+/// Runs before the thread parks: submits what is still queued, then polls briefly for completions if a few operations are in
 /// flight
 /// (see [`poll_budget`]); a completion found wakes its task, so the thread does not sleep.
 pub(super) fn before_park() {
+    let Some(h) = current() else { return };
+    {
+        // Entries an enter refused for the moment (EBUSY, EAGAIN) go in before sleeping.
+        let mut d = h.borrow_mut();
+        if !d.ring.submission().is_empty()
+            && let Err(e) = d.ring.submit()
+        {
+            tracing::debug!("ring: io_uring_enter before parking: {e}");
+        }
+    }
     let budget = poll_budget();
     if budget.is_zero() {
         return;
     }
-    let Some(h) = current() else { return };
     if !(1..=POLL_MAX_IN_FLIGHT).contains(&h.borrow().in_flight()) {
         return;
     }
