@@ -288,12 +288,21 @@ def mode_line(a: argparse.Namespace) -> str:
             f"written in full before the first run.{memory}")
 
 
-def raise_fd_limit() -> None:
-    """Many idle targets need many descriptors (a file and a ring each): lift the soft
-    limit to the hard one for this process and its children."""
+def raise_fd_limit(want: int = 0) -> int:
+    """Many targets need many descriptors: lift the soft limit to the hard one for this
+    process and its children, and the hard one to `want` where allowed (root, up to
+    fs.nr_open). Returns the soft limit now."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if want > hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+            return want
+        except (ValueError, OSError):
+            procs.log(f"[setup] cannot raise the open-file limit to {want} (hard limit "
+                      f"{hard}); servers get {hard}")
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
 
 
 def run(argv: list[str]) -> int:
