@@ -19,6 +19,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from . import manifests
+
 BLOCK = 4096
 BHS = 48
 NO_TAG = 0xFFFFFFFF
@@ -29,14 +31,13 @@ OP_NOP_IN, OP_SCSI_RSP, OP_LOGIN_RSP, OP_DATA_IN = 0x20, 0x21, 0x23, 0x25
 OP_LOGOUT_RSP, OP_ASYNC, OP_REJECT = 0x26, 0x32, 0x3F
 IMMEDIATE = 0x40
 
-# Operational keys offered: the benchmark's iSCSI parameters (manifests.ISCSI_PARAMS) plus the
-# ones a minimal initiator needs.
+# Operational keys offered: what a minimal initiator needs (no digests, one connection, data in
+# order, no error recovery), then the benchmark's own iSCSI parameters, the ones both targets
+# are configured with.
 OPERATIONAL = {
     "HeaderDigest": "None", "DataDigest": "None", "MaxConnections": "1",
-    "InitialR2T": "No", "ImmediateData": "Yes", "MaxRecvDataSegmentLength": "262144",
-    "MaxBurstLength": "1048576", "FirstBurstLength": "262144", "DefaultTime2Wait": "0",
-    "DefaultTime2Retain": "0", "MaxOutstandingR2T": "1", "DataPDUInOrder": "Yes",
-    "DataSequenceInOrder": "Yes", "ErrorRecoveryLevel": "0",
+    "DefaultTime2Wait": "0", "DefaultTime2Retain": "0", "DataPDUInOrder": "Yes",
+    "DataSequenceInOrder": "Yes", "ErrorRecoveryLevel": "0", **manifests.iscsi_params(),
 }
 
 
@@ -388,7 +389,7 @@ class Session:
             self.writer.write(logout_request(self.next_itt, self.cmdsn, self.exp_statsn))
             await self.writer.drain()
             await asyncio.wait_for(receiver, timeout=30)
-        except (OSError, EOFError, asyncio.IncompleteReadError, asyncio.TimeoutError,
+        except (OSError, EOFError, asyncio.IncompleteReadError, TimeoutError,
                 ProtocolError) as err:
             self.result.error = f"{type(err).__name__}: {err}"
             self.counting = False
@@ -439,10 +440,7 @@ async def _stdin_line() -> None:
     await loop.run_in_executor(None, sys.stdin.readline)
 
 
-async def _main(path: str) -> None:
-    with open(path) as f:
-        raw = json.load(f)
-    spec = Spec(**raw)
+async def _main(spec: Spec) -> None:
     results = await run_worker(spec, asyncio.ensure_future(_stdin_line()),
                                ready=lambda live: print(f"ready {live}", flush=True))
     print(json.dumps({"elapsed": spec.extra["elapsed"],
@@ -450,4 +448,5 @@ async def _main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(_main(sys.argv[1]))
+    with open(sys.argv[1]) as f:
+        asyncio.run(_main(Spec(**json.load(f))))

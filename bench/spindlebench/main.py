@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import shlex
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -15,16 +13,13 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from . import machine, manifests, memory, perf, procs, report, workloads
-from .targets import SpindleAgent, TargetError, Tgtd, default_agent_binary, sparse_file
+from . import cli, machine, manifests, memory, perf, procs, report, workloads
+from .cli import SetupError
+from .targets import SpindleAgent, Tgtd, default_agent_binary, sparse_file
 
 REPO = Path(__file__).resolve().parents[2]
 LABELS = {"spindle": "Spindle", "tgt": "tgt", "raw": "raw fio"}
 TGT_IQN = "iqn.2026-11.peer:tgt"
-
-
-class SetupError(RuntimeError):
-    """The harness cannot start (missing tool, bad option, build failure)."""
 
 
 def _endpoint(text: str) -> tuple[str, int]:
@@ -307,18 +302,16 @@ def raise_fd_limit(want: int = 0) -> int:
 
 def run(argv: list[str]) -> int:
     args = parse_args(argv)
-    procs.install_signal_handlers()
     raise_fd_limit()
     load_start = machine.loadavg()
-    harness = None
-    scratch = None
-    try:
+    harnesses: list[Harness] = []
+
+    def body(scratch: Path) -> cli.Outcome:
         if not args.no_install:
             machine.ensure_packages()
         binary = agent_binary(args) if "spindle" in args.subject_keys else ""
-        args.workdir.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix="spindle-bench.", dir=args.workdir))
         harness = Harness(args, scratch)
+        harnesses.append(harness)
         harness.binary = binary
         runs = [] if args.skip_perf else harness.perf_phase()
         mem = {} if args.skip_memory else harness.memory_phase()
@@ -334,40 +327,14 @@ def run(argv: list[str]) -> int:
             commands=harness.commands, memory=mem,
             memory_labels={k: ("Spindle" if k == "spindle" else "tgtd") for k in mem},
             problems=harness.problems, notes=harness.notes)
-        text = report.render(rep)
-        print(text)
-        if args.out:
-            args.out.write_text(text + "\n")
-        if args.json:
-            args.json.write_text(json.dumps({
-                "mode": "quick" if args.quick else "full", "reps": args.reps,
-                "seconds": args.seconds, "size": args.size, "machine": dict(info),
-                "runs": [r.as_dict() for r in runs],
-                "memory": {k: asdict(v) for k, v in mem.items()},
-                "problems": harness.problems, "notes": harness.notes}, indent=2) + "\n")
-        if harness.problems:
-            procs.log(f"[done] {len(harness.problems)} problem(s):")
-            for p in harness.problems:
-                procs.log(f"  - {p}")
-            return 1
-        procs.log("[done] all subjects answered and every result parsed")
-        return 0
-    except procs.Interrupted as sig:
-        procs.log(f"[abort] {sig}: cleaning up")
-        return 130
-    except (SetupError, TargetError, procs.ClientError, RuntimeError, OSError) as err:
-        procs.log(f"[error] {err}")
-        return 2
-    finally:
-        procs.ignore_signals()
-        if harness is not None:
-            harness.stop_all()
-        procs.kill_all()
-        if scratch is not None:
-            if args.keep_workdir:
-                procs.log(f"[cleanup] kept {scratch}")
-            else:
-                shutil.rmtree(scratch, ignore_errors=True)
+        return cli.Outcome(report.render(rep), harness.problems, {
+            "mode": "quick" if args.quick else "full", "reps": args.reps,
+            "seconds": args.seconds, "size": args.size, "machine": dict(info),
+            "runs": [r.as_dict() for r in runs],
+            "memory": {k: asdict(v) for k, v in mem.items()}, "notes": harness.notes})
+
+    return cli.run(args, "spindle-bench.", body, "all subjects answered and every result parsed",
+                   cleanup=lambda: [h.stop_all() for h in harnesses])
 
 
 def main() -> None:

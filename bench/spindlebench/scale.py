@@ -6,16 +6,25 @@ Devices, which must refuse the excess and keep serving."""
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import busy, fairness, idle, machine, manifests, procs, procstat, promtext, scalereport
-from .main import REPO, SetupError, _endpoint, agent_binary, raise_fd_limit
+from . import (
+    busy,
+    cli,
+    fairness,
+    idle,
+    machine,
+    manifests,
+    procs,
+    procstat,
+    promtext,
+    scalereport,
+)
+from .main import REPO, _endpoint, agent_binary, raise_fd_limit
 from .targets import SpindleAgent, TargetError, TargetLimit, Tgtd, sparse_file
 
 TGT_IQN = "iqn.2026-11.peer:scale"
@@ -312,18 +321,15 @@ def problems_of(points: list[Point], fd: FdCheck | None) -> list[str]:
 
 def run(argv: list[str]) -> int:
     args = parse_args(argv)
-    procs.install_signal_handlers()
     # A served Device holds two descriptors in the agent, a session one; the agent keeps an
     # eighth of its limit free for sessions.
     fd_limit = raise_fd_limit((2 * args.targets + args.busy + 256) * 8 // 7)
     load_start = machine.loadavg()
-    scratch = None
-    try:
+
+    def body(scratch: Path) -> cli.Outcome:
         if not args.no_install:
             machine.ensure_packages()
         binary = agent_binary(args)
-        args.workdir.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix="spindle-scale.", dir=args.workdir))
         disk_free = shutil.disk_usage(scratch).free
         h = ScaleHarness(args, scratch, binary)
         points = [h.spindle(args.targets, args.busy)]
@@ -336,36 +342,12 @@ def run(argv: list[str]) -> int:
         info.append(("free disk at start", f"{disk_free / 2**30:.1f} GiB"))
         info.append(("open-file limit of the servers (RLIMIT_NOFILE)", f"{fd_limit:,}"))
         problems = problems_of(points, fd)
-        text = scalereport.render(args, points, fd, info, h.commands, problems)
-        print(text)
-        if args.out:
-            args.out.write_text(text + "\n")
-        if args.json:
-            args.json.write_text(json.dumps({
+        return cli.Outcome(
+            scalereport.render(args, points, fd, info, h.commands, problems), problems, {
                 "args": {k: (str(v) if isinstance(v, Path) else v)
                          for k, v in vars(args).items()},
                 "machine": dict(info), "points": [asdict(p) for p in points],
-                "fd_check": asdict(fd) if fd else None, "problems": problems},
-                indent=1, default=str) + "\n")
-        if problems:
-            procs.log(f"[done] {len(problems)} problem(s):")
-            for p in problems[:50]:
-                procs.log(f"  - {p}")
-            return 1
-        procs.log("[done] every target answered and every read was checked")
-        return 0
-    except procs.Interrupted as sig:
-        procs.log(f"[abort] {sig}: cleaning up")
-        return 130
-    except (SetupError, TargetError, procs.ClientError, RuntimeError, OSError,
-            subprocess.SubprocessError) as err:
-        procs.log(f"[error] {err}")
-        return 2
-    finally:
-        procs.ignore_signals()
-        procs.kill_all()
-        if scratch is not None:
-            if args.keep_workdir:
-                procs.log(f"[cleanup] kept {scratch}")
-            else:
-                shutil.rmtree(scratch, ignore_errors=True)
+                "fd_check": asdict(fd) if fd else None})
+
+    return cli.run(args, "spindle-scale.", body,
+                   "every target answered and every read was checked")

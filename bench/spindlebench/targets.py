@@ -196,8 +196,7 @@ class Tgtd(Server):
             self._adm("--lld", "iscsi", "--op", "bind", "--mode", "target", "--tid", str(tid),
                       "-I", "ALL", record=record)
             # The same iSCSI parameters as Spindle's targets offer.
-            for _, key, v in manifests.ISCSI_PARAMS:
-                value = ("Yes" if v else "No") if isinstance(v, bool) else str(v)
+            for key, value in manifests.iscsi_params().items():
                 self._adm("--lld", "iscsi", "--op", "update", "--mode", "target", "--tid",
                           str(tid), "--name", key, "--value", value, record=record)
         except procs.ClientError as err:

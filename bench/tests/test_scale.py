@@ -87,7 +87,7 @@ class ScriptedTarget:
                     rsp[0], rsp[1] = initiator.OP_LOGIN_RSP, h.flags
                     writer.write(initiator.pdu(rsp))
                 elif h.opcode == initiator.OP_SCSI_CMD:
-                    lba, count = struct.unpack_from(">IH", h.raw, 34)
+                    lba = struct.unpack_from(">I", h.raw, 34)[0]
                     if first and self.unit_attention:
                         first = False
                         sense = bytes([0x70, 0, 0x06] + [0] * 9 + [0x29, 0, 0, 0, 0, 0])
