@@ -29,6 +29,20 @@ class Outcome:
     record: dict = field(default_factory=dict)
 
 
+def common_options(p: argparse.ArgumentParser) -> None:
+    """The options every benchmark entry point takes: outputs, scratch folder, setup."""
+    p.add_argument("--out", type=Path, help="also write the Markdown report here")
+    p.add_argument("--json", type=Path, help="write every measurement as JSON here")
+    p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()),
+                   help="where the scratch folder (backing files, logs) is made (default "
+                        "/tmp); all subjects' files live there, on one filesystem")
+    p.add_argument("--keep-workdir", action="store_true",
+                   help="leave the scratch folder (logs, manifests) behind")
+    p.add_argument("--no-install", action="store_true", help="do not apt-get missing packages")
+    p.add_argument("--no-build", action="store_true",
+                   help="do not run cargo build (use the agent binary as it is)")
+
+
 def run(args: argparse.Namespace, prefix: str, body: Callable[[Path], Outcome],
         done: str, cleanup: Callable[[], None] = lambda: None) -> int:
     """Runs `body` in a fresh scratch folder under `args.workdir`, prints its report (and

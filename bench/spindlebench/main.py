@@ -8,7 +8,6 @@ import resource
 import shlex
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -66,13 +65,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="idle sessions for the per-session cost (default 64; 4 with --quick)")
     p.add_argument("--skip-perf", action="store_true", help="only the memory phase")
     p.add_argument("--skip-memory", action="store_true", help="only the throughput phase")
-    p.add_argument("--out", type=Path, help="also write the Markdown report here")
-    p.add_argument("--json", type=Path, help="write every measurement as JSON here")
-    p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()),
-                   help="where the scratch folder (backing files, logs) is made (default "
-                        "/tmp); all subjects' files live there, on one filesystem")
-    p.add_argument("--keep-workdir", action="store_true",
-                   help="leave the scratch folder (logs, manifests) behind")
+    cli.common_options(p)
     p.add_argument("--spindle-listen", type=_endpoint, default=("127.0.0.2", 3260),
                    metavar="ADDR:PORT", help="Spindle's portal (default 127.0.0.2:3260)")
     p.add_argument("--spindle-metrics", type=_endpoint, default=("127.0.0.2", 9464),
@@ -91,9 +84,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--tgt-control-port", type=int, default=3292,
                    help="tgtd -C control port, so it runs beside any other tgtd "
                         "(default 3292)")
-    p.add_argument("--no-install", action="store_true", help="do not apt-get missing packages")
-    p.add_argument("--no-build", action="store_true",
-                   help="do not run cargo build (use the agent binary as it is)")
     args = p.parse_args(argv)
     keys = [k.strip() for k in args.subjects.split(",") if k.strip()]
     if not keys or any(k not in LABELS for k in keys):

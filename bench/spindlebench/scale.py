@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -79,13 +78,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    metavar="ADDR:PORT", help="tgt's portal (default 127.0.14.2:3260)")
     p.add_argument("--tgt-control-port", type=int, default=3294,
                    help="tgtd -C control port (default 3294)")
-    p.add_argument("--out", type=Path, help="also write the Markdown report here")
-    p.add_argument("--json", type=Path, help="write every measurement as JSON here")
-    p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()),
-                   help="where the scratch folder (sparse backing files, logs) is made")
-    p.add_argument("--keep-workdir", action="store_true", help="leave the scratch folder")
-    p.add_argument("--no-install", action="store_true", help="do not apt-get missing packages")
-    p.add_argument("--no-build", action="store_true", help="do not run cargo build")
+    cli.common_options(p)
     a = p.parse_args(argv)
     q = a.quick
     a.targets = a.targets or (200 if q else 10000)
