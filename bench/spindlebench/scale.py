@@ -132,6 +132,27 @@ class FdCheck:
     errors: list[str] = field(default_factory=list)
 
 
+# What the agent does with descriptors (node-agent/src/store/fdlimit.rs): each served Device
+# holds two, and an eighth of the limit (at least 32) stays free for sessions and the rest.
+FDS_PER_TARGET = 2
+FDS_BASE = 64  # rings, listeners, the metrics endpoint, logs: a generous bound
+
+
+def fd_reserve(limit: int) -> int:
+    return max(limit // 8, 32)
+
+
+def fds_needed(targets: int) -> int:
+    """The RLIMIT_NOFILE an agent needs to serve `targets` one-Device targets."""
+    need = FDS_PER_TARGET * targets + FDS_BASE
+    return max(need + 32, -(-need * 8 // 7) + 8)
+
+
+def targets_within(limit: int) -> int:
+    """How many one-Device targets an agent serves under RLIMIT_NOFILE `limit`."""
+    return max(0, (limit - fd_reserve(limit) - FDS_BASE) // FDS_PER_TARGET)
+
+
 def busy_indices(served: int, busy_count: int) -> list[int]:
     """Which of `served` targets are busy: spread evenly over them (and so over the rings,
     which take targets in turn)."""
@@ -314,9 +335,17 @@ def problems_of(points: list[Point], fd: FdCheck | None) -> list[str]:
 
 def run(argv: list[str]) -> int:
     args = parse_args(argv)
-    # A served Device holds two descriptors in the agent, a session one; the agent keeps an
-    # eighth of its limit free for sessions.
-    fd_limit = raise_fd_limit((2 * args.targets + args.busy + 256) * 8 // 7)
+    fd_limit = raise_fd_limit(fds_needed(args.targets))
+    asked, notes = args.targets, []
+    if targets_within(fd_limit) < args.targets:
+        args.targets = targets_within(fd_limit)
+        args.busy = min(args.busy, args.targets)
+        notes.append(
+            f"{asked:,} targets need an open-file limit of {fds_needed(asked):,} (each served "
+            f"Device holds two descriptors in the agent, which keeps an eighth of its limit "
+            f"for sessions); this machine's hard limit is {fd_limit:,} and could not be raised, "
+            f"so the agent serves {args.targets:,}.")
+        procs.log(f"[setup] {notes[-1]}")
     load_start = machine.loadavg()
 
     def body(scratch: Path) -> cli.Outcome:
@@ -336,11 +365,11 @@ def run(argv: list[str]) -> int:
         info.append(("open-file limit of the servers (RLIMIT_NOFILE)", f"{fd_limit:,}"))
         problems = problems_of(points, fd)
         return cli.Outcome(
-            scalereport.render(args, points, fd, info, h.commands, problems), problems, {
+            scalereport.render(args, points, fd, info, h.commands, problems, notes), problems, {
                 "args": {k: (str(v) if isinstance(v, Path) else v)
                          for k, v in vars(args).items()},
                 "machine": dict(info), "points": [asdict(p) for p in points],
-                "fd_check": asdict(fd) if fd else None})
+                "fd_check": asdict(fd) if fd else None, "notes": notes})
 
     return cli.run(args, "spindle-scale.", body,
                    "every target answered and every read was checked")

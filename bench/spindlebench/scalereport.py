@@ -112,7 +112,7 @@ def _fd_lines(fd: FdCheck | None) -> list[str]:
 
 def render(args: argparse.Namespace, points: list[Point], fd: FdCheck | None,
            machine: list[tuple[str, str]], commands: list[tuple[str, list[str]]],
-           problems: list[str]) -> str:
+           problems: list[str], notes: list[str]) -> str:
     out = ["# Spindle scale benchmark: many targets on one node", ""]
     out.append(
         f"Mode: {'quick (a smoke test, not a measurement)' if args.quick else 'full'}. "
@@ -126,6 +126,7 @@ def render(args: argparse.Namespace, points: list[Point], fd: FdCheck | None,
         f"{args.idle_seconds:g} s. Initiator: spindlebench.initiator (asyncio, real iSCSI over "
         f"TCP) in {args.workers} process(es). iSCSI parameters offered by both targets: "
         f"{manifests.iscsi_params_text()}. Figures: median (min–max) over windows.")
+    out += [f"\n{n}" for n in notes]
     out += ["", "## Idle targets", ""]
     out += _table(["server", "targets", "start (s)", "RSS (MiB)", "KiB per target", "threads",
                    "descriptors", "idle CPU (% of a core)", "wake-ups/s", "stop (s)"],
