@@ -50,6 +50,7 @@ class Window:
     footprint: procstat.Footprint  # the server during the window's end
     sessions: int  # TCP sessions established at the server before the window
     latency_ms: float  # mean read latency seen by the initiator
+    login_retries: int = 0  # logins the server dropped and the initiator tried again
 
     def cpu_us_per_read(self) -> float | None:
         total = sum(self.reads.values())
@@ -157,13 +158,14 @@ def _window(server: Server, targets: list[BusyTarget], plan: BusyPlan, rep: int,
             d.kill()
     server.check_alive()
     reads: dict[str, int] = {}
-    latency, elapsed = 0.0, []
+    latency, elapsed, retries = 0.0, [], 0
     for line in outputs:
         out = json.loads(line)
         elapsed.append(out["elapsed"])
         for r in out["results"]:
             reads[r["target"]] = r["reads"]
             latency += r["latency_sum"]
+            retries += r["login_retries"]
             result.total_reads[r["target"]] = (result.total_reads.get(r["target"], 0)
                                                + r["total_reads"])
             if r["error"]:
@@ -175,7 +177,8 @@ def _window(server: Server, targets: list[BusyTarget], plan: BusyPlan, rep: int,
         fair=fairness.fairness([reads.get(t.name, 0) for t in targets], seconds),
         server_cpu_s=cpu1 - cpu0, server_wakeups=wake1 - wake0,
         client_cpu_s=client1 - client0, login_s=login_s, footprint=footprint,
-        sessions=sessions, latency_ms=latency / total * 1e3 if total else 0.0))
+        sessions=sessions, latency_ms=latency / total * 1e3 if total else 0.0,
+        login_retries=retries))
 
 
 def run(server: Server, targets: list[BusyTarget], plan: BusyPlan, workdir: Path,

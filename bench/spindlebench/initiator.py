@@ -210,6 +210,7 @@ class TargetResult:
     error: str | None = None
     total_reads: int = 0  # including those outside the window (warm-up, the last ones)
     unit_attentions: int = 0  # reads answered UNIT ATTENTION and sent again
+    login_retries: int = 0  # logins the target dropped before they completed, tried again
 
 
 @dataclass
@@ -253,8 +254,23 @@ class Session:
         data = await self.reader.readexactly(pad4(h.data_len)) if h.data_len else b""
         return h, data[:h.data_len]
 
-    async def login(self) -> None:
+    async def login(self, attempts: int = 5) -> None:
+        """Logs in; a connection the target drops during login (as a target under a login
+        storm may) is retried after a pause, as initiators do, and counted."""
+        for attempt in range(attempts):
+            try:
+                return await self._login_once()
+            except (ConnectionError, asyncio.IncompleteReadError):
+                if attempt + 1 == attempts:
+                    raise
+                if self.writer is not None:
+                    self.writer.close()
+                self.result.login_retries += 1
+                await asyncio.sleep(0.5 * (attempt + 1))
+
+    async def _login_once(self) -> None:
         s = self.spec
+        self.cmdsn, self.exp_statsn = 1, 0
         self.reader, self.writer = await asyncio.open_connection(s.host, s.port)
         isid = bytes([0x80, 0, 0]) + self.index.to_bytes(3, "big")  # random-ish qualifier
         name = f"{s.initiator}-{self.index}"

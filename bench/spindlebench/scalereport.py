@@ -51,7 +51,7 @@ def busy_rows(points: list[Point]) -> list[list[str]]:
             continue
         rows.append([
             LABELS[p.key], f"{p.busy_count:,} of {p.served:,}",
-            _spread([w.login_s for w in ws], 1),
+            _spread([w.login_s for w in ws], 1) + f" / {max(w.login_retries for w in ws)}",
             _spread([w.fair.total_iops for w in ws]),
             _spread([w.fair.per_target.median for w in ws]),
             _spread([w.fair.per_target.min for w in ws]) + " / "
@@ -135,12 +135,15 @@ def render(args: argparse.Namespace, points: list[Point], fd: FdCheck | None,
                 "answering INQUIRY (tgt: including one `tgtadm` call per setting). Wake-ups: "
                 "context switches of all its threads."]
     out += ["", "## Busy targets: fairness", ""]
-    out += _table(["server", "busy", "logins (s)", "total IOPS", "median target IOPS",
+    out += _table(["server", "busy", "logins (s) / retried (worst window)", "total IOPS", "median target IOPS",
                    "slowest / fastest target IOPS", "slowest ÷ fair share",
                    "below half (worst window)", "Jain index", "server CPU (% of a core)",
                    "server CPU µs per read", "read latency (ms)"],
                   busy_rows(points), right_from=1)
-    out += ["", "Fair share: a window's total IOPS ÷ busy targets (every busy target asks for "
+    out += ["", "Logins: from starting the initiators to every session logged in (all at once); "
+                "retried: logins the server dropped before they completed (a full login table), "
+                "tried again after a pause as initiators do. "
+                "Fair share: a window's total IOPS ÷ busy targets (every busy target asks for "
                 "the same). The bar: no target below half its fair share. Jain index: 1.0 when "
                 "every target gets the same. The initiator shares the two cores with the "
                 "server, so total IOPS measure the pair, not the server alone."]

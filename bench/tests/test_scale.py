@@ -164,6 +164,24 @@ class SessionTest(unittest.TestCase):
         target.handle = refuse
         (r,) = self.run_against(target, ["gone"])
         self.assertIn("refused: status class 2, detail 3", r.error)
+        self.assertEqual(r.login_retries, 0, "a refusal is an answer, not a dropped login")
+
+    def test_a_dropped_login_is_tried_again(self):
+        target = ScriptedTarget({"iqn.t:a": [block_of("a", b) for b in range(4)]})
+        serve, drops = target.handle, []
+
+        async def drop_first(reader, writer):
+            if not drops:
+                drops.append(1)
+                writer.close()  # as a full login table does
+                return
+            await serve(reader, writer)
+
+        target.handle = drop_first
+        (r,) = self.run_against(target, ["a"])
+        self.assertIsNone(r.error)
+        self.assertEqual(r.login_retries, 1)
+        self.assertGreater(r.reads, 0)
 
 
 class FairnessTest(unittest.TestCase):

@@ -140,6 +140,8 @@ async fn run(
 async fn accept_loop(listener: Rc<TcpListener>, dir: SharedDirectory, advertise: Option<IpAddr>) {
     let logins = Rc::new(Logins::default());
     loop {
+        // A full table of fresh logins: leave new connections in the backlog for a moment.
+        logins.room().await;
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let dir = dir.clone();
@@ -233,7 +235,10 @@ async fn handle(
         let next =
             tokio::time::timeout_at(deadline, reader.next(Digests::default(), LOGIN_MAX_DATA));
         let pdu = match next.await {
-            Ok(Ok(p)) => p,
+            Ok(Ok(p)) => {
+                ticket.talking();
+                p
+            }
             Ok(Err(e)) => {
                 outbox.close();
                 let _ = writer.await;
