@@ -278,6 +278,10 @@ async fn handle(
     // last login PDU) now belongs to the full feature phase.
     outbox.detach();
     let _ = writer.await;
+    if ticket.evicted() {
+        tracing::info!(%peer, "login completed after it was pushed out of the login table; dropped");
+        return Ok(());
+    }
     drop(ticket);
     let leftover = reader.into_leftover();
     let Ok(stream) = Rc::try_unwrap(stream) else {

@@ -65,6 +65,13 @@ pub struct LoginTicket {
 }
 
 impl LoginTicket {
+    /// Whether a new connection pushed this login out of the table (its connection was shut
+    /// down): it must not go on to a session, even if its last PDU was already read — a
+    /// retry of the same initiator may be logged in by now, and this one would replace it.
+    pub fn evicted(&self) -> bool {
+        !self.logins.pending.borrow().iter().any(|p| p.id == self.id)
+    }
+
     /// The initiator sent a whole PDU: it is talking, not trickling bytes.
     pub fn talking(&self) {
         if let Some(p) = self
@@ -236,6 +243,8 @@ mod tests {
             let silent = MAX_LOGINS - 2; // the older of the two silent ones goes first
             let mut byte = [0u8; 1];
             assert_eq!(clients[silent].read(&mut byte).unwrap(), 0, "shut down");
+            assert!(tickets[silent].evicted());
+            assert!(!tickets[0].evicted() && !tickets[MAX_LOGINS].evicted());
             clients[0].set_nonblocking(true).unwrap();
             assert_eq!(
                 clients[0].read(&mut byte).unwrap_err().kind(),
