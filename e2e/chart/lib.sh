@@ -14,6 +14,8 @@ check() {
         passed=$((passed + 1)); echo "ok   $name ($((SECONDS - t0)) s)"
     else
         failed=$((failed + 1)); echo "FAIL $name ($((SECONDS - t0)) s)"; sed 's/^/     /' "$CHECK_OUT"
+        # A test may define on_check_failed to keep what explains a failure (logs, events).
+        if declare -F on_check_failed >/dev/null; then on_check_failed "$name" 2>&1 | sed 's/^/     /'; fi
     fi
 }
 

@@ -23,6 +23,27 @@ die() {
     exit 1
 }
 
+# free_port [TAKEN]: prints a port nothing listens on at 127.0.0.1, not in the space-separated
+# list TAKEN. It is drawn below the kernel's ephemeral range (ip_local_port_range), so an outgoing
+# connection of another process cannot take it between this check and the listener's bind.
+free_port() {
+    local taken=" ${1:-} " low=32768 high=60999 first=10000 span p
+    read -r low high </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+    span=$((low - first))
+    if ((span < 1000)); then # the ephemeral range starts low: draw above it
+        first=$((high + 1)) span=$((65536 - high - 1))
+        ((span >= 100)) || { first=10000 span=20000; } # no room outside it: retry on collisions
+    fi
+    for _ in $(seq 200); do
+        p=$((first + RANDOM % span))
+        if [[ "$taken" != *" $p "* ]] && ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p"
+            return 0
+        fi
+    done
+    die "no free port found"
+}
+
 # lock_clusters: serializes `up` and `down` on this machine (one lock file for all names, so
 # nothing is left behind per cluster). Spawned processes must not inherit fd 9.
 lock_clusters() {

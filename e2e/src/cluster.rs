@@ -32,14 +32,23 @@ pub enum ClusterError {
     NoKubeconfig(String),
 }
 
+/// The `e2e/` folder of the checkout being tested. `cargo test` names it at run time; the path
+/// compiled in is only the fallback, because a build shared between checkouts (one
+/// `CARGO_TARGET_DIR`) keeps the path of the checkout that compiled it.
+fn e2e_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// Directory holding the `build`, `up` and `down` scripts.
 pub fn scripts_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster")
+    e2e_dir().join("cluster")
 }
 
 /// The workspace root (for manifests such as `crds/*.yaml`).
 pub fn workspace_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    e2e_dir().join("..")
 }
 
 /// A Kubernetes API to test against. Started by [`TestCluster::start`] and stopped on drop, or

@@ -169,6 +169,10 @@ fn agent_in_cluster_mode() {
             wildcard_portal,
         ),
         ("a loop block device on the allowlist", loop_block_device),
+        (
+            "a client that stopped answering does not hold the stop",
+            frozen_client_does_not_hold_the_stop,
+        ),
     ];
     let mut failures = Vec::new();
     for (name, check) in checks {
@@ -604,6 +608,61 @@ fn lease_renew_time(ctx: &Ctx) -> Result<(String, Value)> {
         .context("lease has no renewTime")?
         .to_string();
     Ok((t, l))
+}
+
+/// An operator pod torn down (or frozen) with its connection open answers nothing, not even
+/// HTTP/2 pings: SIGTERM still stops the agent within seconds (it waits for calls in progress,
+/// not for idle connections), well inside a pod's grace period.
+fn frozen_client_does_not_hold_the_stop(ctx: &mut Ctx) -> Result<()> {
+    let (api, certs) = (ctx.agent.api(), ctx.certs.clone());
+    let (connected_tx, connected) = std::sync::mpsc::channel::<Result<()>>();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    // The client's runtime runs one call, then its thread blocks: the connection stays open
+    // and nothing on it is read or answered any more.
+    let frozen = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let c = rt.block_on(async {
+            let mut c = client(api, &certs, ClientCert::Operator).await?;
+            c.get_status(pb::GetStatusRequest {}).await?;
+            anyhow::Ok(c)
+        });
+        let held = match c {
+            Ok(c) => {
+                let _ = connected_tx.send(Ok(()));
+                Some(c)
+            }
+            Err(e) => {
+                let _ = connected_tx.send(Err(e));
+                None
+            }
+        };
+        let _ = released.recv(); // blocks the runtime's only thread
+        drop(held);
+    });
+    connected
+        .recv_timeout(Duration::from_secs(30))
+        .context("the client did not connect")??;
+    let t0 = Instant::now();
+    let status = ctx.agent.stop();
+    let took = t0.elapsed();
+    let _ = release.send(());
+    let _ = frozen.join();
+    let log = ctx.agent.log_text();
+    ctx.agent.restart()?;
+    let status = status?;
+    ensure!(status.success(), "the agent's stop failed: {status}");
+    ensure!(
+        took < Duration::from_secs(15),
+        "the stop took {took:?} with a frozen client connected"
+    );
+    ensure!(
+        log.contains("after the last call was answered are cut"),
+        "the agent did not say it cut the frozen client's connection"
+    );
+    Ok(())
 }
 
 fn lease_survives_apiserver_outage(ctx: &mut Ctx) -> Result<()> {

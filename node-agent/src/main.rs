@@ -314,9 +314,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             portal = %registration.iscsi_portal, "agent serving"
         );
         let lease = tokio::spawn(api::lease::keep_renewed(client, registration));
-        let service = api::server::AgentService::new(node.clone(), args.node_name.clone());
+        let calls = api::calls::Calls::new();
+        let service =
+            api::server::AgentService::new(node.clone(), args.node_name.clone(), calls.clone());
         let (stop_api, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(api::server::serve(listener, tls, service, async {
+        let server = tokio::spawn(api::server::serve(listener, tls, service, calls, async {
             let _ = stopped.await;
         }));
         wait_for_shutdown_signal().await?;

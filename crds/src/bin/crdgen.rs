@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 fn main() -> anyhow::Result<()> {
-    let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // `cargo run` names the checkout at run time; the compiled-in path may be another checkout's
+    // when builds share one CARGO_TARGET_DIR.
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     let dirs = match std::env::args_os().nth(1) {
         Some(dir) => vec![PathBuf::from(dir)],
         None => vec![crate_dir.clone(), crate_dir.join("../charts/spindle/crds")],

@@ -2,6 +2,7 @@
 //! `tls`), the translation between API messages and the node's records (`convert`), and the
 //! Lease that registers the agent (`lease`). See docs/agent-api.md for the contract.
 
+pub mod calls;
 pub mod convert;
 pub mod lease;
 pub mod server;

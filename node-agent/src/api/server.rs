@@ -12,6 +12,7 @@ use spindle_agent_proto::v1::agent_server::{Agent, AgentServer};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::calls::Calls;
 use super::convert;
 use crate::node::{Node, NodeError};
 
@@ -19,11 +20,29 @@ use crate::node::{Node, NodeError};
 pub struct AgentService {
     node: Arc<Node>,
     node_name: String,
+    calls: Calls,
 }
 
 impl AgentService {
-    pub fn new(node: Arc<Node>, node_name: String) -> AgentServer<Self> {
-        AgentServer::new(AgentService { node, node_name })
+    /// The service; `calls` counts the calls it is answering (see [`serve`]).
+    pub fn new(node: Arc<Node>, node_name: String, calls: Calls) -> AgentServer<Self> {
+        AgentServer::new(AgentService {
+            node,
+            node_name,
+            calls,
+        })
+    }
+
+    /// Runs one call: counts it as in progress until it ends, times it, counts it by method and
+    /// code, logs refusals.
+    async fn call<T>(
+        &self,
+        method: &'static str,
+        object: String,
+        f: impl Future<Output = Result<T, NodeError>>,
+    ) -> Result<Response<T>, Status> {
+        let _in_progress = self.calls.begin();
+        call(method, object, f).await
     }
 }
 
@@ -86,7 +105,7 @@ impl Agent for AgentService {
         request: Request<pb::ApplyDeviceRequest>,
     ) -> Result<Response<pb::ApplyDeviceResponse>, Status> {
         let req = request.into_inner();
-        call("ApplyDevice", object_of(&req.meta), async {
+        self.call("ApplyDevice", object_of(&req.meta), async {
             let rec = convert::device_record(req)?;
             let (stale, v) = self.node.apply_device(rec).await?;
             Ok(pb::ApplyDeviceResponse {
@@ -102,7 +121,7 @@ impl Agent for AgentService {
         request: Request<pb::ApplyTargetRequest>,
     ) -> Result<Response<pb::ApplyTargetResponse>, Status> {
         let req = request.into_inner();
-        call("ApplyTarget", object_of(&req.meta), async {
+        self.call("ApplyTarget", object_of(&req.meta), async {
             let rec = convert::target_record(req)?;
             let (stale, v) = self.node.apply_target(rec).await?;
             let ip = self.node.advertised_portal().await.map(|p| p.ip());
@@ -119,7 +138,7 @@ impl Agent for AgentService {
         request: Request<pb::RemoveTargetRequest>,
     ) -> Result<Response<pb::RemoveTargetResponse>, Status> {
         let req = request.into_inner();
-        call("RemoveTarget", object_of(&req.meta), async {
+        self.call("RemoveTarget", object_of(&req.meta), async {
             let id = convert::object_id(req.meta)?;
             let (known, closed) = self.node.remove_target(&id).await?;
             Ok(pb::RemoveTargetResponse {
@@ -135,7 +154,7 @@ impl Agent for AgentService {
         request: Request<pb::DrainDeviceRequest>,
     ) -> Result<Response<pb::DrainAck>, Status> {
         let req = request.into_inner();
-        call("DrainDevice", object_of(&req.meta), async {
+        self.call("DrainDevice", object_of(&req.meta), async {
             let id = convert::object_id(req.meta)?;
             let ack = self.node.drain_device(&id).await?;
             Ok(convert::ack(&id, &ack))
@@ -148,7 +167,7 @@ impl Agent for AgentService {
         request: Request<pb::ReleaseDeviceRequest>,
     ) -> Result<Response<pb::ReleaseDeviceResponse>, Status> {
         let req = request.into_inner();
-        call("ReleaseDevice", object_of(&req.meta), async {
+        self.call("ReleaseDevice", object_of(&req.meta), async {
             let policy = pb::ReclaimPolicy::try_from(req.reclaim_policy).map_err(|_| {
                 NodeError::Invalid {
                     field: "reclaimPolicy".into(),
@@ -178,7 +197,7 @@ impl Agent for AgentService {
         &self,
         _request: Request<pb::GetStatusRequest>,
     ) -> Result<Response<pb::AgentStatus>, Status> {
-        call("GetStatus", String::new(), async {
+        self.call("GetStatus", String::new(), async {
             let portal = self.node.advertised_portal().await;
             let v = self.node.view().await;
             Ok(pb::AgentStatus {
@@ -200,12 +219,25 @@ impl Agent for AgentService {
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// HTTP/2 pings on idle connections, and how long an answer may take: a peer that went away
+/// without closing (its pod's network torn down) is noticed and its connection closed.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// On stop, how long connections may take to close once no call is in progress (a client
+/// answering the GOAWAY); past it they are cut.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
 /// Serves the API on `listener` with mutual TLS until `shutdown` resolves. Handshakes run
-/// concurrently, so a slow or hostile client does not hold up the operator.
+/// concurrently, so a slow or hostile client does not hold up the operator. After `shutdown`,
+/// new calls are refused, the calls in progress (`calls`, as given to [`AgentService::new`])
+/// are answered, and connections left open [`CLOSE_GRACE`] after that are cut: an idle
+/// connection never holds the agent's stop.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
     service: AgentServer<AgentService>,
+    calls: Calls,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -236,10 +268,32 @@ pub async fn serve(
             });
         }
     });
-    let r = tonic::transport::Server::builder()
+    let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(service)
-        .serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown)
-        .await;
+        .serve_with_incoming_shutdown(ReceiverStream::new(rx), async move {
+            shutdown.await;
+            let _ = stopping_tx.send(());
+        });
+    let lingering = async {
+        if stopping.await.is_err() {
+            return std::future::pending().await; // the server ended by itself
+        }
+        calls.idle().await;
+        tokio::time::sleep(CLOSE_GRACE).await;
+    };
+    let r = tokio::select! {
+        r = server => r,
+        () = lingering => {
+            tracing::warn!(
+                "agent API: connections still open {} s after the last call was answered are cut",
+                CLOSE_GRACE.as_secs()
+            );
+            Ok(())
+        }
+    };
     accepting.abort();
     r
 }
