@@ -157,100 +157,104 @@ impl Logins {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
+
+    /// A listener and the login table, with the connections admitted so far: the client ends,
+    /// the server ends (kept open unless the table shuts them down) and their tickets.
+    struct Table {
+        listener: std::net::TcpListener,
+        logins: Rc<Logins>,
+        clients: Vec<std::net::TcpStream>,
+        streams: Vec<Rc<TcpStream>>,
+        tickets: Vec<LoginTicket>,
+    }
+
+    impl Table {
+        fn new() -> Table {
+            Table {
+                listener: std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+                logins: Rc::new(Logins::default()),
+                clients: Vec::new(),
+                streams: Vec::new(),
+                tickets: Vec::new(),
+            }
+        }
+
+        /// Connects and admits `n` more logins.
+        fn admit(&mut self, n: usize) {
+            for _ in 0..n {
+                let addr = self.listener.local_addr().unwrap();
+                self.clients
+                    .push(std::net::TcpStream::connect(addr).unwrap());
+                let (s, peer) = self.listener.accept().unwrap();
+                self.streams.push(Rc::new(TcpStream::from_std(s)));
+                let ticket = self.logins.admit(self.streams.last().unwrap(), peer);
+                self.tickets.push(ticket);
+            }
+        }
+
+        /// Whether the target shut client `i`'s connection down (it reads end of file).
+        fn shut(&mut self, i: usize) -> bool {
+            let c = &mut self.clients[i];
+            c.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            matches!(c.read(&mut [0u8; 1]), Ok(0))
+        }
+    }
 
     #[test]
     fn a_full_table_drops_the_oldest_login_and_tickets_free_their_place() {
         crate::ring::Runtime::new().unwrap().block_on(async {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let addr = listener.local_addr().unwrap();
-            let logins = Rc::new(Logins::default());
-            let mut clients = Vec::new();
-            let mut tickets = Vec::new();
-            let mut streams = Vec::new();
-            for _ in 0..=MAX_LOGINS {
-                clients.push(std::net::TcpStream::connect(addr).unwrap());
-                let (s, peer) = listener.accept().unwrap();
-                let s = Rc::new(TcpStream::from_std(s));
-                tickets.push(logins.admit(&s, peer));
-                streams.push(s);
-            }
-            assert_eq!(logins.len(), MAX_LOGINS, "never more than the cap");
-            // The first client's connection was shut down by the target.
-            use std::io::Read;
-            let mut byte = [0u8; 1];
-            assert_eq!(clients[0].read(&mut byte).unwrap(), 0);
-            tickets.clear();
-            assert!(logins.is_empty(), "logins that ended free their place");
+            let mut t = Table::new();
+            t.admit(MAX_LOGINS + 1);
+            assert_eq!(t.logins.len(), MAX_LOGINS, "never more than the cap");
+            assert!(t.shut(0), "the first client's connection was shut down");
+            assert!(!t.shut(1));
+            t.tickets.clear();
+            assert!(t.logins.is_empty(), "logins that ended free their place");
         });
     }
 
     #[test]
     fn a_full_table_of_young_logins_makes_the_next_one_wait_not_evict() {
         crate::ring::Runtime::new().unwrap().block_on(async {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let addr = listener.local_addr().unwrap();
-            let logins = Rc::new(Logins::default());
-            let mut clients = Vec::new();
-            let mut tickets = Vec::new();
             let first = Instant::now();
-            for _ in 0..MAX_LOGINS {
-                clients.push(std::net::TcpStream::connect(addr).unwrap());
-                let (s, peer) = listener.accept().unwrap();
-                tickets.push(logins.admit(&Rc::new(TcpStream::from_std(s)), peer));
-            }
+            let mut t = Table::new();
+            t.admit(MAX_LOGINS);
             let short = Duration::from_millis(100);
             assert!(
-                tokio::time::timeout(short, logins.room()).await.is_err(),
+                tokio::time::timeout(short, t.logins.room()).await.is_err(),
                 "a full table of logins younger than {EVICT_AFTER:?} has no room"
             );
-            tickets.pop();
-            tokio::time::timeout(short, logins.room())
+            t.tickets.pop();
+            tokio::time::timeout(short, t.logins.room())
                 .await
                 .expect("a login that ended makes room at once");
-            clients.push(std::net::TcpStream::connect(addr).unwrap());
-            let (s, peer) = listener.accept().unwrap();
-            tickets.push(logins.admit(&Rc::new(TcpStream::from_std(s)), peer));
-            tokio::time::timeout(EVICT_AFTER * 2, logins.room())
+            t.admit(1);
+            tokio::time::timeout(EVICT_AFTER * 2, t.logins.room())
                 .await
                 .expect("the oldest login may be pushed out once it is old enough");
             assert!(
                 first.elapsed() >= EVICT_AFTER,
                 "not before the oldest is old enough"
             );
-            assert_eq!(logins.len(), MAX_LOGINS, "room() evicts nothing itself");
+            assert_eq!(t.logins.len(), MAX_LOGINS, "room() evicts nothing itself");
         });
     }
 
     #[test]
     fn a_silent_login_is_pushed_out_before_older_talking_ones() {
         crate::ring::Runtime::new().unwrap().block_on(async {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let addr = listener.local_addr().unwrap();
-            let logins = Rc::new(Logins::default());
-            let mut clients = Vec::new();
-            let mut tickets = Vec::new();
-            let mut streams = Vec::new(); // the server side stays open unless shut down
-            for i in 0..=MAX_LOGINS {
-                clients.push(std::net::TcpStream::connect(addr).unwrap());
-                let (s, peer) = listener.accept().unwrap();
-                streams.push(Rc::new(TcpStream::from_std(s)));
-                tickets.push(logins.admit(&streams[i], peer));
-                if i + 2 < MAX_LOGINS {
-                    tickets[i].talking(); // all but the two youngest of the first table
-                }
+            let mut t = Table::new();
+            t.admit(MAX_LOGINS);
+            for ticket in &t.tickets[..MAX_LOGINS - 2] {
+                ticket.talking(); // all but the two youngest
             }
-            use std::io::Read;
+            t.admit(1);
             let silent = MAX_LOGINS - 2; // the older of the two silent ones goes first
-            let mut byte = [0u8; 1];
-            assert_eq!(clients[silent].read(&mut byte).unwrap(), 0, "shut down");
-            assert!(tickets[silent].evicted());
-            assert!(!tickets[0].evicted() && !tickets[MAX_LOGINS].evicted());
-            clients[0].set_nonblocking(true).unwrap();
-            assert_eq!(
-                clients[0].read(&mut byte).unwrap_err().kind(),
-                std::io::ErrorKind::WouldBlock,
-                "the oldest login is talking: it stays"
-            );
+            assert!(t.shut(silent) && t.tickets[silent].evicted());
+            assert!(!t.shut(0), "the oldest login is talking: it stays");
+            assert!(!t.tickets[0].evicted() && !t.tickets[MAX_LOGINS].evicted());
         });
     }
 }
