@@ -274,15 +274,20 @@ async fn handle(
             LoginOutcome::FullFeature(est) => break *est,
         }
     };
+    // Pushed out of the login table while its last PDU was read: its connection is shut down,
+    // and the initiator's retry (same ISID) may be logged in by now. Otherwise the login is
+    // over: it leaves the table before anything else can push it out.
+    if ticket.evicted() {
+        tracing::info!(%peer, "login completed after it was pushed out of the login table; dropped");
+        outbox.close();
+        let _ = writer.await;
+        return Ok(());
+    }
+    drop(ticket);
     // The login response is on the wire: the connection (and any bytes already read past the
     // last login PDU) now belongs to the full feature phase.
     outbox.detach();
     let _ = writer.await;
-    if ticket.evicted() {
-        tracing::info!(%peer, "login completed after it was pushed out of the login table; dropped");
-        return Ok(());
-    }
-    drop(ticket);
     let leftover = reader.into_leftover();
     let Ok(stream) = Rc::try_unwrap(stream) else {
         tracing::error!(%peer, "login connection still shared; closing it");
