@@ -3,28 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import shlex
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from . import machine, manifests, memory, perf, procs, report, workloads
-from .targets import SpindleAgent, TargetError, Tgtd, default_agent_binary, sparse_file
+from . import cli, machine, manifests, memory, perf, procs, report, workloads
+from .cli import SetupError
+from .targets import SpindleAgent, Tgtd, default_agent_binary, sparse_file
 
 REPO = Path(__file__).resolve().parents[2]
 LABELS = {"spindle": "Spindle", "tgt": "tgt", "raw": "raw fio"}
 TGT_IQN = "iqn.2026-11.peer:tgt"
-
-
-class SetupError(RuntimeError):
-    """The harness cannot start (missing tool, bad option, build failure)."""
 
 
 def _endpoint(text: str) -> tuple[str, int]:
@@ -71,13 +65,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="idle sessions for the per-session cost (default 64; 4 with --quick)")
     p.add_argument("--skip-perf", action="store_true", help="only the memory phase")
     p.add_argument("--skip-memory", action="store_true", help="only the throughput phase")
-    p.add_argument("--out", type=Path, help="also write the Markdown report here")
-    p.add_argument("--json", type=Path, help="write every measurement as JSON here")
-    p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()),
-                   help="where the scratch folder (backing files, logs) is made (default "
-                        "/tmp); all subjects' files live there, on one filesystem")
-    p.add_argument("--keep-workdir", action="store_true",
-                   help="leave the scratch folder (logs, manifests) behind")
+    cli.common_options(p)
     p.add_argument("--spindle-listen", type=_endpoint, default=("127.0.0.2", 3260),
                    metavar="ADDR:PORT", help="Spindle's portal (default 127.0.0.2:3260)")
     p.add_argument("--spindle-metrics", type=_endpoint, default=("127.0.0.2", 9464),
@@ -96,9 +84,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--tgt-control-port", type=int, default=3292,
                    help="tgtd -C control port, so it runs beside any other tgtd "
                         "(default 3292)")
-    p.add_argument("--no-install", action="store_true", help="do not apt-get missing packages")
-    p.add_argument("--no-build", action="store_true",
-                   help="do not run cargo build (use the agent binary as it is)")
     args = p.parse_args(argv)
     keys = [k.strip() for k in args.subjects.split(",") if k.strip()]
     if not keys or any(k not in LABELS for k in keys):
@@ -288,28 +273,35 @@ def mode_line(a: argparse.Namespace) -> str:
             f"written in full before the first run.{memory}")
 
 
-def raise_fd_limit() -> None:
-    """Many idle targets need many descriptors (a file and a ring each): lift the soft
-    limit to the hard one for this process and its children."""
+def raise_fd_limit(want: int = 0) -> int:
+    """Many targets need many descriptors: lift the soft limit to the hard one for this
+    process and its children, and the hard one to `want` where allowed (root, up to
+    fs.nr_open). Returns the soft limit now."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if want > hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+            return want
+        except (ValueError, OSError):
+            procs.log(f"[setup] cannot raise the open-file limit to {want} (hard limit "
+                      f"{hard}); servers get {hard}")
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
 
 
 def run(argv: list[str]) -> int:
     args = parse_args(argv)
-    procs.install_signal_handlers()
     raise_fd_limit()
     load_start = machine.loadavg()
-    harness = None
-    scratch = None
-    try:
+    harnesses: list[Harness] = []
+
+    def body(scratch: Path) -> cli.Outcome:
         if not args.no_install:
             machine.ensure_packages()
         binary = agent_binary(args) if "spindle" in args.subject_keys else ""
-        args.workdir.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix="spindle-bench.", dir=args.workdir))
         harness = Harness(args, scratch)
+        harnesses.append(harness)
         harness.binary = binary
         runs = [] if args.skip_perf else harness.perf_phase()
         mem = {} if args.skip_memory else harness.memory_phase()
@@ -325,40 +317,14 @@ def run(argv: list[str]) -> int:
             commands=harness.commands, memory=mem,
             memory_labels={k: ("Spindle" if k == "spindle" else "tgtd") for k in mem},
             problems=harness.problems, notes=harness.notes)
-        text = report.render(rep)
-        print(text)
-        if args.out:
-            args.out.write_text(text + "\n")
-        if args.json:
-            args.json.write_text(json.dumps({
-                "mode": "quick" if args.quick else "full", "reps": args.reps,
-                "seconds": args.seconds, "size": args.size, "machine": dict(info),
-                "runs": [r.as_dict() for r in runs],
-                "memory": {k: asdict(v) for k, v in mem.items()},
-                "problems": harness.problems, "notes": harness.notes}, indent=2) + "\n")
-        if harness.problems:
-            procs.log(f"[done] {len(harness.problems)} problem(s):")
-            for p in harness.problems:
-                procs.log(f"  - {p}")
-            return 1
-        procs.log("[done] all subjects answered and every result parsed")
-        return 0
-    except procs.Interrupted as sig:
-        procs.log(f"[abort] {sig}: cleaning up")
-        return 130
-    except (SetupError, TargetError, procs.ClientError, RuntimeError, OSError) as err:
-        procs.log(f"[error] {err}")
-        return 2
-    finally:
-        procs.ignore_signals()
-        if harness is not None:
-            harness.stop_all()
-        procs.kill_all()
-        if scratch is not None:
-            if args.keep_workdir:
-                procs.log(f"[cleanup] kept {scratch}")
-            else:
-                shutil.rmtree(scratch, ignore_errors=True)
+        return cli.Outcome(report.render(rep), harness.problems, {
+            "mode": "quick" if args.quick else "full", "reps": args.reps,
+            "seconds": args.seconds, "size": args.size, "machine": dict(info),
+            "runs": [r.as_dict() for r in runs],
+            "memory": {k: asdict(v) for k, v in mem.items()}, "notes": harness.notes})
+
+    return cli.run(args, "spindle-bench.", body, "all subjects answered and every result parsed",
+                   cleanup=lambda: [h.stop_all() for h in harnesses])
 
 
 def main() -> None:

@@ -37,11 +37,19 @@ ISCSI_PARAMS = (
 )
 
 
+def iscsi_value(v: bool | int) -> str:
+    """A parameter's value as iSCSI text spells it (RFC 7143: Yes/No, decimal numbers)."""
+    return ("Yes" if v else "No") if isinstance(v, bool) else str(v)
+
+
+def iscsi_params() -> dict[str, str]:
+    """The parameters as iSCSI keys and values."""
+    return {key: iscsi_value(v) for _, key, v in ISCSI_PARAMS}
+
+
 def iscsi_params_text() -> str:
     """The parameters as a report line: `Key=Value, ...` in RFC 7143 spelling."""
-    def value(v):
-        return ("Yes" if v else "No") if isinstance(v, bool) else str(v)
-    return ", ".join(f"{key}={value(v)}" for _, key, v in ISCSI_PARAMS)
+    return ", ".join(f"{key}={value}" for key, value in iscsi_params().items())
 
 
 def _yaml_value(v) -> str:

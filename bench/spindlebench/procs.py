@@ -82,7 +82,7 @@ class Daemon:
     """A long-running child (a target or a session holder) with its output in a log file."""
 
     def __init__(self, name: str, cmd: list[str], log_path: Path, stdin: int | None = None,
-                 stdout_pipe: bool = False):
+                 stdout_pipe: bool = False, env: dict[str, str] | None = None):
         self.name = name
         self.cmd = cmd
         self.log_path = log_path
@@ -90,7 +90,7 @@ class Daemon:
         self.proc = subprocess.Popen(
             cmd, stdin=stdin if stdin is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE if stdout_pipe else self._log, stderr=self._log,
-            start_new_session=True,
+            start_new_session=True, env=env,
         )
         _LIVE.append(self.proc)
 

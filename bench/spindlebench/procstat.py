@@ -143,3 +143,27 @@ def accepts(host: str, port: int, timeout: float = 0.5) -> bool:
             return True
     except OSError:
         return False
+
+
+def context_switches(pid: int) -> int:
+    """Voluntary + involuntary context switches of every thread of `pid` so far: how often
+    its threads were scheduled, i.e. woke up."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError as err:
+        raise ProcessLookupError(f"process {pid} is gone") from err
+    for tid in tasks:
+        text = _read(f"/proc/{pid}/task/{tid}/status")
+        if text is not None:
+            total += (status_field(text, "voluntary_ctxt_switches")
+                      + status_field(text, "nonvoluntary_ctxt_switches"))
+    return total
+
+
+def open_files(pid: int) -> int:
+    """Descriptors `pid` holds open."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError as err:
+        raise ProcessLookupError(f"process {pid} is gone") from err

@@ -4,15 +4,13 @@ from its /metrics before and after a run; the difference is that run's commands.
 from __future__ import annotations
 
 import math
-import re
-import urllib.request
 from dataclasses import dataclass, field
+
+from . import promtext
 
 METRIC = "spindle_stage_seconds"
 # In the order of a command's life (see the README's metrics section).
 STAGES = ("decode", "dispatch", "io", "complete", "send", "total")
-_LINE = re.compile(r'^(\w+)\{([^}]*)\}\s+(\S+)$')
-_LABEL = re.compile(r'(\w+)="([^"]*)"')
 
 
 @dataclass
@@ -61,11 +59,9 @@ class Hist:
 def parse(text: str) -> dict[str, Hist]:
     """The stage histograms in a Prometheus text exposition."""
     out: dict[str, Hist] = {}
-    for line in text.splitlines():
-        m = _LINE.match(line.strip())
-        if not m or not m.group(1).startswith(METRIC):
+    for name, labels, value in promtext.samples(text):
+        if not name.startswith(METRIC):
             continue
-        name, labels, value = m.group(1), dict(_LABEL.findall(m.group(2))), float(m.group(3))
         stage = labels.get("stage")
         if stage is None:
             continue
@@ -82,8 +78,7 @@ def parse(text: str) -> dict[str, Hist]:
 
 
 def scrape(url: str, timeout: float = 5.0) -> dict[str, Hist]:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return parse(r.read().decode())
+    return parse(promtext.fetch(url, timeout))
 
 
 def delta(after: dict[str, Hist], before: dict[str, Hist]) -> dict[str, Hist]:

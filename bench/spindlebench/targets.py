@@ -91,9 +91,11 @@ class SpindleAgent(Server):
     label = "spindle-agent"
 
     def __init__(self, binary: str, host: str, port: int, workdir: Path,
-                 write_cache: str = "writeback", metrics: tuple[str, int] | None = None):
+                 write_cache: str = "writeback", metrics: tuple[str, int] | None = None,
+                 prefix: tuple[str, ...] = ()):
         super().__init__(host, port, workdir)
         self.binary = binary
+        self.prefix = prefix  # runs the agent under this command (e.g. prlimit)
         self.write_cache = write_cache
         self.metrics = metrics
         self.manifest_dir = workdir / "manifests"
@@ -111,13 +113,17 @@ class SpindleAgent(Server):
         self.exports.append(export)
         return self.url(export.iqn, export.lun)
 
-    def start(self, timeout: float = 60.0) -> None:
-        cmd = [self.binary, "standalone", "--manifests", str(self.manifest_dir),
+    def start(self, timeout: float = 60.0,
+              probe: list[manifests.Export] | None = None) -> None:
+        """Launch the agent; wait until the `probe` exports answer (default: the first and
+        the last one added)."""
+        cmd = [*self.prefix, self.binary, "standalone", "--manifests", str(self.manifest_dir),
                "--data-dir", str(self.data_dir), "--listen", self.portal]
         if self.metrics:
             cmd += ["--metrics", f"{self.metrics[0]}:{self.metrics[1]}"]
         self._launch("spindle-agent", cmd)
-        probe = [self.exports[0], self.exports[-1]] if self.exports else []
+        if probe is None:
+            probe = [self.exports[0], self.exports[-1]] if self.exports else []
         self.wait_ready([self.url(e.iqn, e.lun) for e in dict.fromkeys(probe)], timeout)
 
     @property
@@ -127,10 +133,10 @@ class SpindleAgent(Server):
             return None
         return f"http://{self.metrics[0]}:{self.metrics[1]}/metrics"
 
-    def stop(self) -> str | None:
+    def stop(self, grace: float = 10.0) -> str | None:
         if self.daemon is None:
             return None
-        complaint = self.daemon.stop(grace=10.0)
+        complaint = self.daemon.stop(grace=grace)
         self.daemon = None
         return complaint
 
@@ -190,8 +196,7 @@ class Tgtd(Server):
             self._adm("--lld", "iscsi", "--op", "bind", "--mode", "target", "--tid", str(tid),
                       "-I", "ALL", record=record)
             # The same iSCSI parameters as Spindle's targets offer.
-            for _, key, v in manifests.ISCSI_PARAMS:
-                value = ("Yes" if v else "No") if isinstance(v, bool) else str(v)
+            for key, value in manifests.iscsi_params().items():
                 self._adm("--lld", "iscsi", "--op", "update", "--mode", "target", "--tid",
                           str(tid), "--name", key, "--value", value, record=record)
         except procs.ClientError as err:

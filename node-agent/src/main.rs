@@ -417,9 +417,27 @@ fn seccomp_profile(args: SeccompProfileArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Every Device holds a descriptor while it is served: lift the soft open-file limit to the
+/// hard one, and say what the agent can hold.
+fn raise_file_limit() {
+    use spindle_agent::store::fdlimit;
+    match fdlimit::raise() {
+        Ok((before, after)) if before != after => {
+            tracing::info!(before, after, "open-file limit (RLIMIT_NOFILE) raised")
+        }
+        Ok((_, limit)) => tracing::info!(limit, "open-file limit (RLIMIT_NOFILE)"),
+        Err(e) => tracing::warn!(
+            "cannot raise the open-file limit (RLIMIT_NOFILE): {e}; Devices beyond it are refused"
+        ),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    if matches!(cli.command, Command::Standalone(_) | Command::Run(_)) {
+        raise_file_limit();
+    }
     let result = match cli.command {
         Command::Standalone(a) => standalone(a),
         Command::Run(a) => run(*a),

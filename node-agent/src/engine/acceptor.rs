@@ -140,6 +140,8 @@ async fn run(
 async fn accept_loop(listener: Rc<TcpListener>, dir: SharedDirectory, advertise: Option<IpAddr>) {
     let logins = Rc::new(Logins::default());
     loop {
+        // A full table of fresh logins: leave new connections in the backlog for a moment.
+        logins.room().await;
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let dir = dir.clone();
@@ -233,7 +235,10 @@ async fn handle(
         let next =
             tokio::time::timeout_at(deadline, reader.next(Digests::default(), LOGIN_MAX_DATA));
         let pdu = match next.await {
-            Ok(Ok(p)) => p,
+            Ok(Ok(p)) => {
+                ticket.talking();
+                p
+            }
             Ok(Err(e)) => {
                 outbox.close();
                 let _ = writer.await;
@@ -269,11 +274,20 @@ async fn handle(
             LoginOutcome::FullFeature(est) => break *est,
         }
     };
+    // Pushed out of the login table while its last PDU was read: its connection is shut down,
+    // and the initiator's retry (same ISID) may be logged in by now. Otherwise the login is
+    // over: it leaves the table before anything else can push it out.
+    if ticket.evicted() {
+        tracing::info!(%peer, "login completed after it was pushed out of the login table; dropped");
+        outbox.close();
+        let _ = writer.await;
+        return Ok(());
+    }
+    drop(ticket);
     // The login response is on the wire: the connection (and any bytes already read past the
     // last login PDU) now belongs to the full feature phase.
     outbox.detach();
     let _ = writer.await;
-    drop(ticket);
     let leftover = reader.into_leftover();
     let Ok(stream) = Rc::try_unwrap(stream) else {
         tracing::error!(%peer, "login connection still shared; closing it");

@@ -459,7 +459,9 @@ impl Node {
         let s =
             store::open_store(&rec.store, &self.data_dir, &self.allow_block).map_err(
                 |e| match e {
-                    StoreError::Io { .. } => precondition(field, e.to_string()),
+                    StoreError::Io { .. } | StoreError::OutOfFiles { .. } => {
+                        precondition(field, e.to_string())
+                    }
                     e => invalid(field, e.to_string()),
                 },
             )?;
@@ -666,7 +668,16 @@ impl Inner {
         let file = o
             .file
             .try_clone()
-            .map_err(|e| NodeError::Internal(format!("duplicating the descriptor of {dk}: {e}")))?;
+            .and_then(|f| store::fdlimit::within_limit(&f).map(|()| f))
+            .map_err(|e| {
+                if store::fdlimit::is_exhausted(&e) {
+                    let limit = store::fdlimit::limits().ok().map(|(soft, _)| soft);
+                    let advice = store::fdlimit::advice(&e, limit);
+                    precondition("spec.luns", format!("Device {dk}: {advice}"))
+                } else {
+                    NodeError::Internal(format!("duplicating the descriptor of {dk}: {e}"))
+                }
+            })?;
         Ok(LunSetup {
             config: d.record.lun_config(lun),
             store: store::OpenedStore {

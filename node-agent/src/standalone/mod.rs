@@ -3,9 +3,9 @@
 pub mod manifest;
 pub mod plan;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::node::records::DrainPhase;
+use crate::node::records::{DeviceRecord, DrainPhase};
 use crate::node::{Node, NodeError};
 use manifest::{Origin, Problem};
 use plan::Plan;
@@ -64,23 +64,39 @@ pub async fn reconcile(node: &Node, plan: Plan) -> usize {
 }
 
 /// Applies the plan to the node, logging each object it refuses as one problem line.
-/// Returns how many Targets are served.
+/// Returns how many Targets are served. Each Target follows its own Devices, so a node whose
+/// open files run out (a served Device holds two descriptors) serves whole Targets up to its
+/// limit and refuses the rest, instead of opening every Device first and serving none.
 pub async fn serve(node: &Node, plan: Plan) -> usize {
-    for (o, d) in plan.devices {
-        let object = format!("Device {}", d.id.key());
-        if let Err(e) = node.apply_device(d).await {
-            tracing::error!("{}", problem(&o, object, e));
-        }
-    }
+    let mut devices: BTreeMap<String, _> = plan
+        .devices
+        .into_iter()
+        .map(|(o, d)| (d.id.key(), (o, d)))
+        .collect();
     let mut served = 0;
     for (o, t) in plan.targets {
+        for l in &t.luns {
+            if let Some((o, d)) = devices.remove(&t.device_key(l)) {
+                apply_device(node, &o, d).await;
+            }
+        }
         let object = format!("Target {}", t.id.key());
         match node.apply_target(t).await {
             Ok(_) => served += 1,
             Err(e) => tracing::error!("{}", problem(&o, object, e)),
         }
     }
+    for (o, d) in devices.into_values() {
+        apply_device(node, &o, d).await;
+    }
     served
+}
+
+async fn apply_device(node: &Node, o: &Origin, d: DeviceRecord) {
+    let object = format!("Device {}", d.id.key());
+    if let Err(e) = node.apply_device(d).await {
+        tracing::error!("{}", problem(o, object, e));
+    }
 }
 
 fn problem(o: &Origin, object: String, e: NodeError) -> Problem {

@@ -2,6 +2,7 @@
 //! reads, writes, fdatasync and punch-hole going through the ring.
 
 mod failure;
+pub mod fdlimit;
 mod open;
 mod path;
 
@@ -30,6 +31,13 @@ pub enum StoreError {
     Io {
         what: &'static str,
         path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("opening {path:?}: {advice}")]
+    OutOfFiles {
+        path: String,
+        advice: String,
         #[source]
         source: io::Error,
     },

@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use super::{StoreError, resolve_in_data_dir};
+use super::{StoreError, fdlimit, resolve_in_data_dir};
 
 /// Where a Device's bytes live and how to open them.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -39,7 +39,18 @@ pub struct OpenedStore {
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
     let path = path.display().to_string();
-    move |source| StoreError::Io { what, path, source }
+    move |source| {
+        if fdlimit::is_exhausted(&source) {
+            let limit = fdlimit::limits().ok().map(|(soft, _)| soft);
+            let advice = fdlimit::advice(&source, limit);
+            return StoreError::OutOfFiles {
+                path,
+                advice,
+                source,
+            };
+        }
+        StoreError::Io { what, path, source }
+    }
 }
 
 fn open_flags(read_only: bool, direct: bool) -> std::fs::OpenOptions {
@@ -98,6 +109,7 @@ pub fn open_store(
     let file = open_flags(spec.read_only, spec.direct)
         .open(&path)
         .map_err(io_err("opening", &path))?;
+    fdlimit::within_limit(&file).map_err(io_err("opening", &path))?;
     let size = size_of(&file).map_err(io_err("sizing", &path))?;
     let bs = u64::from(spec.block_size);
     let len = size / bs * bs;
