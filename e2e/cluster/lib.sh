@@ -68,17 +68,29 @@ pid_alive() {
     tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qxF "$2"
 }
 
-# stop_pid PIDFILE BINARY: SIGTERM the process, SIGKILL after 10 s; no-op if it is gone.
+# stop_pid PIDFILE BINARY: SIGTERM the process, SIGKILL after 10 s; no-op if it is gone. Returns
+# once the process has exited (an exiting process loses its command line before it is gone).
 stop_pid() {
     local pid i
     pid_alive "$1" "$2" || return 0
     pid="$(<"$1")"
     kill -TERM "$pid" 2>/dev/null || return 0
     for ((i = 0; i < 100; i++)); do
-        pid_alive "$1" "$2" || return 0
+        pid_alive "$1" "$2" || break
         sleep 0.1
     done
-    kill -KILL "$pid" 2>/dev/null || true
+    pid_alive "$1" "$2" && kill -KILL "$pid" 2>/dev/null
+    for ((i = 0; i < 50; i++)); do
+        pid_exited "$pid" && return 0
+        sleep 0.1
+    done
+}
+
+# pid_exited PID: no such process, or only its zombie (awaiting its parent) is left.
+pid_exited() {
+    local state
+    state="$(awk '/^State:/ {print $2}' "/proc/$1/status" 2>/dev/null)" || return 0
+    [[ -z "$state" || "$state" == Z || "$state" == X ]]
 }
 
 # issue_cert DIR NAME SUBJECT EXTENSION...: DIR/NAME.key and a certificate signed by DIR/ca.*.

@@ -456,5 +456,6 @@ node_host_state() {
         done
     done
     findmnt -rn -o TARGET | awk '/spindle-cluster-|\/kubelet\/|containerd/ {print "mount " $0}'
-    ps -eo comm= | awk '/^(kubelet|containerd|containerd-shim|kube-proxy)/ {print "process " $0}' | sort
+    # Zombies (exited, awaiting their parent) hold nothing.
+    ps -eo stat=,comm= | awk '$1 !~ /^Z/ && $2 ~ /^(kubelet|containerd|containerd-shim|kube-proxy)/ {print "process " $2}' | sort
 }
