@@ -23,6 +23,9 @@ die() {
     exit 1
 }
 
+# port_free PORT: nothing listens on 127.0.0.1:PORT.
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
 # free_port [TAKEN]: prints a port nothing listens on at 127.0.0.1, not in the space-separated
 # list TAKEN. It is drawn below the kernel's ephemeral range (ip_local_port_range), so an outgoing
 # connection of another process cannot take it between this check and the listener's bind.
@@ -36,7 +39,7 @@ free_port() {
     fi
     for _ in $(seq 200); do
         p=$((first + RANDOM % span))
-        if [[ "$taken" != *" $p "* ]] && ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+        if [[ "$taken" != *" $p "* ]] && port_free "$p"; then
             echo "$p"
             return 0
         fi

@@ -42,7 +42,26 @@ impl AgentService {
         f: impl Future<Output = Result<T, NodeError>>,
     ) -> Result<Response<T>, Status> {
         let _in_progress = self.calls.begin();
-        call(method, object, f).await
+        let start = Instant::now();
+        let r = f.await.map_err(status);
+        let m = crate::metrics::get();
+        m.api_seconds
+            .with_label_values(&[method])
+            .observe(start.elapsed().as_secs_f64());
+        let code = match &r {
+            Ok(_) => tonic::Code::Ok,
+            Err(s) => s.code(),
+        };
+        m.api_requests
+            .with_label_values(&[method, &format!("{code:?}")])
+            .inc();
+        match &r {
+            Ok(_) => tracing::debug!(method, %object, "API call done"),
+            Err(s) => {
+                tracing::warn!(method, %object, code = ?s.code(), "API call refused: {}", s.message())
+            }
+        }
+        r.map(Response::new)
     }
 }
 
@@ -57,34 +76,6 @@ pub fn status(e: NodeError) -> Status {
         NodeError::ShuttingDown => Status::unavailable(msg),
         NodeError::State(_) | NodeError::Internal(_) => Status::internal(msg),
     }
-}
-
-/// Runs one call: times it, counts it by method and code, logs refusals.
-async fn call<T>(
-    method: &'static str,
-    object: String,
-    f: impl Future<Output = Result<T, NodeError>>,
-) -> Result<Response<T>, Status> {
-    let start = Instant::now();
-    let r = f.await.map_err(status);
-    let m = crate::metrics::get();
-    m.api_seconds
-        .with_label_values(&[method])
-        .observe(start.elapsed().as_secs_f64());
-    let code = match &r {
-        Ok(_) => tonic::Code::Ok,
-        Err(s) => s.code(),
-    };
-    m.api_requests
-        .with_label_values(&[method, &format!("{code:?}")])
-        .inc();
-    match &r {
-        Ok(_) => tracing::debug!(method, %object, "API call done"),
-        Err(s) => {
-            tracing::warn!(method, %object, code = ?s.code(), "API call refused: {}", s.message())
-        }
-    }
-    r.map(Response::new)
 }
 
 fn object_of(meta: &Option<pb::ObjectMeta>) -> String {
