@@ -71,6 +71,20 @@ pid_alive() {
     tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qxF "$2"
 }
 
+# await_exec PID PROGRAM: waits (up to 10 s) until the just-forked PID runs PROGRAM or is gone.
+# Between fork and exec a child still shows its parent's command line, so pid_alive would call a
+# process that is about to start "exited".
+await_exec() {
+    local i stat
+    for ((i = 0; i < 200; i++)); do
+        stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 0
+        stat="${stat##*) }"
+        [[ "${stat%% *}" != Z ]] || return 0
+        tr '\0' '\n' <"/proc/$1/cmdline" | grep -qxF "$2" && return 0
+        sleep 0.05
+    done
+}
+
 # stop_pid PIDFILE BINARY: SIGTERM the process, SIGKILL after 10 s; no-op if it is gone. Returns
 # once the process has exited (an exiting process loses its command line before it is gone).
 stop_pid() {
