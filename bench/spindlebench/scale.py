@@ -133,8 +133,9 @@ class FdCheck:
 
 
 # What the agent does with descriptors (node-agent/src/store/fdlimit.rs): each served Device
-# holds two, and an eighth of the limit (at least 32) stays free for sessions and the rest.
-FDS_PER_TARGET = 2
+# holds one (the node and the Target's ring share it), and an eighth of the limit (at least 32)
+# stays free for sessions and the rest.
+FDS_PER_TARGET = 1
 FDS_BASE = 64  # rings, listeners, the metrics endpoint, logs: a generous bound
 
 
@@ -342,7 +343,7 @@ def run(argv: list[str]) -> int:
         args.busy = min(args.busy, args.targets)
         notes.append(
             f"{asked:,} targets need an open-file limit of {fds_needed(asked):,} (each served "
-            f"Device holds two descriptors in the agent, which keeps an eighth of its limit "
+            f"Device holds one descriptor in the agent, which keeps an eighth of its limit "
             f"for sessions); this machine's hard limit is {fd_limit:,} and could not be raised, "
             f"so the agent serves {args.targets:,}.")
         procs.log(f"[setup] {notes[-1]}")

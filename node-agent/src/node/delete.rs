@@ -11,6 +11,7 @@
 //! The per-LUN state machine (Running → Fencing → Draining → Flushed → Released) is
 //! `engine::drain`; this file drives it for one Device and keeps its outcome.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::MutexGuard;
@@ -47,10 +48,10 @@ enum Path {
         name: String,
         tx: tokio::sync::mpsc::UnboundedSender<TargetCmd>,
         /// For a Target that turns out to have no LUN on it (one that could not be added).
-        file: Option<std::fs::File>,
+        file: Option<Arc<std::fs::File>>,
     },
     /// No Target serves it: fdatasync the store directly.
-    File(Option<std::fs::File>),
+    File(Option<Arc<std::fs::File>>),
 }
 
 /// What the engine reported.
@@ -110,7 +111,7 @@ impl Node {
                 tracing::info!(device = %key, "drain: fenced");
             }
             let e = g.devices.get(&key).expect("checked");
-            let file = e.opened.as_ref().and_then(|o| o.file.try_clone().ok());
+            let file = e.opened.as_ref().map(|o| Arc::clone(&o.file));
             match e.used_by.as_ref().and_then(|t| {
                 let tx = g.engine.as_ref()?.target(t)?.sender();
                 Some((t.clone(), tx))

@@ -20,6 +20,7 @@ pub use delete::{DrainFailure, ReleaseOutcome};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
@@ -114,7 +115,7 @@ pub struct NodeView {
 /// An opened backing store.
 #[derive(Debug)]
 struct Opened {
-    file: File,
+    file: Arc<File>,
     len: u64,
     path: PathBuf,
     /// The file was created by this open.
@@ -655,7 +656,7 @@ impl Inner {
         Ok(())
     }
 
-    /// What the target thread needs for LUN `lun` on Device `dk` (a fresh descriptor).
+    /// What the target needs for LUN `lun` on Device `dk` (the Device's own descriptor, shared).
     fn lun_setup(&self, dk: &str, lun: u64) -> Result<LunSetup, NodeError> {
         let d = self
             .devices
@@ -665,23 +666,10 @@ impl Inner {
             .opened
             .as_ref()
             .ok_or_else(|| NodeError::Internal(format!("Device {dk} is not open")))?;
-        let file = o
-            .file
-            .try_clone()
-            .and_then(|f| store::fdlimit::within_limit(&f).map(|()| f))
-            .map_err(|e| {
-                if store::fdlimit::is_exhausted(&e) {
-                    let limit = store::fdlimit::limits().ok().map(|(soft, _)| soft);
-                    let advice = store::fdlimit::advice(&e, limit);
-                    precondition("spec.luns", format!("Device {dk}: {advice}"))
-                } else {
-                    NodeError::Internal(format!("duplicating the descriptor of {dk}: {e}"))
-                }
-            })?;
         Ok(LunSetup {
             config: d.record.lun_config(lun),
             store: store::OpenedStore {
-                file,
+                file: Arc::clone(&o.file),
                 len: o.len,
                 path: o.path.clone(),
                 created: false,

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use io_uring::{opcode, types};
@@ -13,8 +13,9 @@ use super::driver::Op;
 
 /// A file or block device whose reads, writes, syncs and fallocates go through the ring.
 pub struct File {
-    /// Shared with every operation in flight, so the descriptor outlives them.
-    file: Rc<std::fs::File>,
+    /// Shared with every operation in flight, so the descriptor outlives them, and with the
+    /// node that opened it (one descriptor per store, however many hold it).
+    file: Arc<std::fs::File>,
 }
 
 /// Bytes one read or write may move (the kernel's MAX_RW_COUNT is a little less than 2 GiB).
@@ -30,11 +31,10 @@ fn moved(res: i32) -> io::Result<usize> {
 }
 
 impl File {
-    /// Wraps an open std file (opened with whatever flags the caller needs, e.g. O_DIRECT).
-    pub fn from_std(file: std::fs::File) -> Self {
-        File {
-            file: Rc::new(file),
-        }
+    /// Wraps an open std file (opened with whatever flags the caller needs, e.g. O_DIRECT),
+    /// owned or shared.
+    pub fn from_std(file: impl Into<Arc<std::fs::File>>) -> Self {
+        File { file: file.into() }
     }
 
     fn fd(&self) -> types::Fd {

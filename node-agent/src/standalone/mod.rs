@@ -65,7 +65,7 @@ pub async fn reconcile(node: &Node, plan: Plan) -> usize {
 
 /// Applies the plan to the node, logging each object it refuses as one problem line.
 /// Returns how many Targets are served. Each Target follows its own Devices, so a node whose
-/// open files run out (a served Device holds two descriptors) serves whole Targets up to its
+/// open files run out (a served Device holds one descriptor) serves whole Targets up to its
 /// limit and refuses the rest, instead of opening every Device first and serving none.
 pub async fn serve(node: &Node, plan: Plan) -> usize {
     let mut devices: BTreeMap<String, _> = plan

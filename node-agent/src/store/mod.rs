@@ -11,6 +11,7 @@ pub use open::{OpenedStore, StoreSource, StoreSpec, open_store};
 pub use path::resolve_in_data_dir;
 
 use std::io;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -59,8 +60,9 @@ pub struct FileStore {
 }
 
 impl FileStore {
-    /// Wraps an open file of `len` usable bytes; `direct` says it was opened with O_DIRECT.
-    pub fn new(file: std::fs::File, len: u64, direct: bool) -> Self {
+    /// Wraps an open file of `len` usable bytes (owned, or shared with the node that opened
+    /// it); `direct` says it was opened with O_DIRECT.
+    pub fn new(file: impl Into<Arc<std::fs::File>>, len: u64, direct: bool) -> Self {
         FileStore {
             file: ring::File::from_std(file),
             len,

@@ -5,6 +5,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::{StoreError, fdlimit, resolve_in_data_dir};
 
@@ -29,7 +30,9 @@ pub struct StoreSpec {
 /// An opened store, not yet attached to a ring.
 #[derive(Debug)]
 pub struct OpenedStore {
-    pub file: File,
+    /// The store's one descriptor: the node that opened it and the target serving it share it
+    /// (a Device costs one open file however many hold it).
+    pub file: Arc<File>,
     /// Usable bytes: the size rounded down to whole blocks.
     pub len: u64,
     pub path: PathBuf,
@@ -121,7 +124,7 @@ pub fn open_store(
         });
     }
     Ok(OpenedStore {
-        file,
+        file: Arc::new(file),
         len,
         path,
         created,
