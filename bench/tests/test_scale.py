@@ -251,10 +251,10 @@ class OptionsTest(unittest.TestCase):
         self.assertEqual(scale.busy_indices(3, 3), [0, 1, 2])
 
     def test_descriptor_budget_mirrors_the_agent(self):
-        # The agent keeps max(limit / 8, 32) free; a served Device holds two.
+        # The agent keeps max(limit / 8, 32) free; a served Device holds one.
         self.assertEqual(scale.fd_reserve(20000), 2500)
         self.assertEqual(scale.fd_reserve(128), 32)
-        self.assertEqual(scale.targets_within(20000), (20000 - 2500 - scale.FDS_BASE) // 2)
+        self.assertEqual(scale.targets_within(20000), 20000 - 2500 - scale.FDS_BASE)
         self.assertEqual(scale.targets_within(64), 0)
         for n in (1, 20, 200, 500, 8000, 10000, 100000):
             limit = scale.fds_needed(n)

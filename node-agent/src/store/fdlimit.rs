@@ -82,7 +82,7 @@ pub fn advice(e: &io::Error, limit: Option<u64>) -> String {
         },
     );
     format!(
-        "the agent has used up {limit} (RLIMIT_NOFILE; each served Device holds two, each \
+        "the agent has used up {limit} (RLIMIT_NOFILE; each served Device holds one, each \
          session one): raise the limit (`ulimit -n` before starting it, LimitNOFILE= in a systemd unit, \
          the container runtime's nofile ulimit) or serve fewer Devices on this node"
     )
