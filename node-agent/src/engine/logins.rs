@@ -18,8 +18,10 @@ use crate::ring::TcpStream;
 
 /// How long a connection may take from accept to the end of its login.
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
-/// Logins in progress at once.
-pub const MAX_LOGINS: usize = 64;
+/// Logins in progress at once. Large enough that a storm of honest initiators (a thousand
+/// sessions coming back together) all fit, so none is pushed out for being slow to send its
+/// first PDU while its own machine is busy; each holds one descriptor and a few KiB.
+pub const MAX_LOGINS: usize = 1024;
 /// How long a login that has not sent one whole PDU may run before a new connection may push it
 /// out of a full table. An honest initiator sends its first Login Request at once; a slow-loris
 /// connection is out after this.
