@@ -21,11 +21,13 @@ BENCH = Path(__file__).resolve().parents[1]
 
 @dataclass(frozen=True)
 class BusyTarget:
-    """A target the initiator reads from: its stamp name, IQN and LUN."""
+    """A target the initiator reads from: its stamp name, IQN and LUN, and the reads its
+    session keeps outstanding (0: the plan's)."""
 
     name: str
     iqn: str
     lun: int
+    qd: int = 0
 
 
 def write_stamps(path: Path, name: str, span_blocks: int) -> None:

@@ -219,7 +219,7 @@ class Spec:
 
     host: str
     port: int
-    targets: list[dict]  # {"name", "iqn", "lun"}
+    targets: list[dict]  # {"name", "iqn", "lun"}, optionally "qd" (else the spec's)
     seconds: float
     qd: int = 1
     span_blocks: int = 16  # reads fall on blocks 0..span-1 (all stamped)
@@ -231,7 +231,8 @@ class Spec:
 
 
 class Session:
-    """One logged-in session to one target, reading with `qd` commands outstanding."""
+    """One logged-in session to one target, reading with its target's `qd` (else the spec's)
+    commands outstanding."""
 
     def __init__(self, spec: Spec, target: dict, index: int):
         self.spec, self.target, self.index = spec, target, index
@@ -388,7 +389,8 @@ class Session:
     async def run(self, go: asyncio.Event, stop: asyncio.Event) -> None:
         """Reads until `stop`; counts only between `go` and `stop`."""
         receiver = asyncio.create_task(self._receive_loop())
-        workers = [asyncio.create_task(self._worker()) for _ in range(self.spec.qd)]
+        qd = self.target.get("qd") or self.spec.qd
+        workers = [asyncio.create_task(self._worker()) for _ in range(qd)]
         waits = [receiver, *workers]
         try:
             await go.wait()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from . import (
@@ -60,6 +60,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--reps", type=int, help="measured windows per busy run, each with "
                                             "fresh sessions (default 3)")
     p.add_argument("--qd", type=int, default=1, help="reads outstanding per session (1)")
+    p.add_argument("--heavy-every", type=int, default=10,
+                   help="mixed demand: after the even run, the largest Spindle point runs again "
+                        "with every Nth busy target reading at --heavy-qd (default 10; 0 skips)")
+    p.add_argument("--heavy-qd", type=int, default=8,
+                   help="reads outstanding per heavy session (default 8)")
     p.add_argument("--span", type=int, default=16,
                    help="4 KiB blocks each busy target reads from, all stamped (16)")
     p.add_argument("--size", type=_size, default=16 << 20,
@@ -93,6 +98,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("--busy must be between 1 and --targets")
     if a.qd < 1 or a.span < 1 or a.workers < 1 or a.seconds <= 0 or a.reps < 1:
         p.error("--qd, --span, --workers, --reps and --seconds must be positive")
+    if a.heavy_every < 0 or a.heavy_qd < 1:
+        p.error("--heavy-every must be 0 (skip) or more, --heavy-qd positive")
     if a.size % 4096 or a.size < a.span * 4096:
         p.error("--size must be a multiple of 4096 holding --span blocks")
     if a.fd_limit and a.fd_limit < 64:
@@ -109,6 +116,8 @@ class Point:
     busy_count: int
     idle: idle.IdleResult | None = None
     busy: busy.BusyResult | None = None
+    mixed: busy.BusyResult | None = None  # the same targets, some of them reading deeper
+    heavy: frozenset[str] = frozenset()  # the targets that did, in `mixed`
     after: procstat.Footprint | None = None  # idle again, the sessions gone
     stop_s: float | None = None
     checked: bool = False  # per-target read counts compared with the server's own
@@ -160,6 +169,13 @@ def busy_indices(served: int, busy_count: int) -> list[int]:
     return sorted({i * served // busy_count for i in range(busy_count)})
 
 
+def mixed_targets(targets: list[busy.BusyTarget], every: int,
+                  qd: int) -> list[busy.BusyTarget]:
+    """The busy targets with every `every`-th (the first, then each `every` on) reading at `qd`:
+    heavy neighbours spread among light ones."""
+    return [replace(t, qd=qd) if k % every == 0 else t for k, t in enumerate(targets)]
+
+
 def disk_kib(folder: Path) -> int:
     """Blocks the files under `folder` really take (sparse files count what they hold)."""
     return sum(p.stat().st_blocks for p in folder.rglob("*") if p.is_file()) // 2
@@ -177,7 +193,7 @@ class ScaleHarness:
     def metrics_url(self) -> str:
         return f"http://{self.args.metrics[0]}:{self.args.metrics[1]}/metrics"
 
-    def spindle(self, served: int, busy_count: int) -> Point:
+    def spindle(self, served: int, busy_count: int, mixed: bool = False) -> Point:
         a = self.args
         point = Point("spindle", served, busy_count)
         wd = self.scratch / f"spindle-{served}"
@@ -203,11 +219,20 @@ class ScaleHarness:
             before = promtext.reads_by_target(promtext.fetch(self.metrics_url))
             point.busy = busy.run(agent, targets, self.plan, wd / "initiators",
                                   f"Spindle, {busy_count} of {served}")
+            client = dict(point.busy.total_reads)
+            if mixed:
+                heavy = mixed_targets(targets, a.heavy_every, a.heavy_qd)
+                point.heavy = frozenset(t.name for t in heavy if t.qd)
+                point.mixed = busy.run(agent, heavy, self.plan, wd / "mixed",
+                                       f"Spindle, {busy_count} of {served}, "
+                                       f"{len(point.heavy)} at QD {a.heavy_qd}")
+                for name, n in point.mixed.total_reads.items():
+                    client[name] = client.get(name, 0) + n
             after = promtext.reads_by_target(promtext.fetch(self.metrics_url))
             ns = manifests.NAMESPACE + "/"
             server = {k.removeprefix(ns): v - before.get(k, 0) for k, v in after.items()
                       if v - before.get(k, 0)}
-            point.mismatches = fairness.mismatches(point.busy.total_reads, server)
+            point.mismatches = fairness.mismatches(client, server)
             point.checked = True
             time.sleep(1.0 if a.quick else 3.0)
             agent.check_alive()
@@ -221,8 +246,9 @@ class ScaleHarness:
             point.stop_s = time.monotonic() - t0
             if complaint:
                 point.errors.append(complaint)
-        if point.busy:
-            point.errors += point.busy.errors
+        for r in (point.busy, point.mixed):
+            if r:
+                point.errors += r.errors
         self.commands.append((f"Spindle with {served} targets", agent.setup_commands + [
             f"# {served} files like {agent.manifest_dir}/{exports[0].name}.yaml:", "",
             manifests.render(exports[0])]))
@@ -325,10 +351,11 @@ def problems_of(points: list[Point], fd: FdCheck | None) -> list[str]:
     for p in points:
         out += p.errors
         out += [f"{p.key}: read count mismatch: {m}" for m in p.mismatches]
-        for i, w in enumerate(p.busy.windows if p.busy else []):
-            if w.fair.starved:
-                out.append(f"{p.key}, {p.served} targets, window {i + 1}: {w.fair.starved} "
-                           f"busy target(s) completed no read")
+        for run, result in (("", p.busy), (" (mixed demand)", p.mixed)):
+            for i, w in enumerate(result.windows if result else []):
+                if w.fair.starved:
+                    out.append(f"{p.key}, {p.served} targets{run}, window {i + 1}: "
+                               f"{w.fair.starved} busy target(s) completed no read")
     if fd:
         out += fd.errors
     return out
@@ -355,7 +382,7 @@ def run(argv: list[str]) -> int:
         binary = agent_binary(args)
         disk_free = shutil.disk_usage(scratch).free
         h = ScaleHarness(args, scratch, binary)
-        points = [h.spindle(args.targets, args.busy)]
+        points = [h.spindle(args.targets, args.busy, mixed=args.heavy_every > 0)]
         if args.tgt_targets:
             points.append(h.spindle(args.tgt_targets, args.tgt_targets))
             points.append(h.tgt(args.tgt_targets))

@@ -65,6 +65,38 @@ def busy_rows(points: list[Point]) -> list[list[str]]:
     return rows
 
 
+def _group(w, names) -> tuple[float, float, float]:
+    """Median and slowest IOPS of the targets `names` in window `w`, and the slowest ÷ the
+    window's fair share."""
+    iops = [n / w.seconds for name, n in w.reads.items() if name in names]
+    if not iops:
+        return 0.0, 0.0, 0.0
+    slowest = min(iops)
+    return Spread.of(iops).median, slowest, slowest / w.fair.fair_share
+
+
+def mixed_rows(points: list[Point], heavy_qd: int) -> list[list[str]]:
+    rows = []
+    for p in points:
+        ws = p.mixed.windows if p.mixed else []
+        if not ws:
+            continue
+        groups = []
+        for heavy in (False, True):
+            figures = [_group(w, {n for n in w.reads if (n in p.heavy) == heavy}) for w in ws]
+            groups.append(_spread([f[0] for f in figures]) + " / "
+                          + _spread([f[1] for f in figures]))
+            groups.append(_spread([f[2] for f in figures], 2))
+        rows.append([
+            LABELS[p.key], f"{p.busy_count:,} of {p.served:,}",
+            f"{len(p.heavy):,} at QD {heavy_qd}",
+            _spread([w.fair.total_iops for w in ws]), *groups,
+            str(max(w.fair.below_half for w in ws)),
+            _spread([w.fair.jain for w in ws], 3),
+            _spread([w.latency_ms for w in ws], 2)])
+    return rows
+
+
 def memory_rows(points: list[Point]) -> list[list[str]]:
     rows = []
     for p in points:
@@ -147,6 +179,21 @@ def render(args: argparse.Namespace, points: list[Point], fd: FdCheck | None,
                 "the same). The bar: no target below half its fair share. Jain index: 1.0 when "
                 "every target gets the same. The initiator shares the two cores with the "
                 "server, so total IOPS measure the pair, not the server alone."]
+    mixed = mixed_rows(points, args.heavy_qd)
+    if mixed:
+        out += ["", "## Busy targets: mixed demand", ""]
+        out += _table(["server", "busy", "heavy", "total IOPS",
+                       "light target IOPS: median / slowest", "slowest light ÷ fair share",
+                       "heavy target IOPS: median / slowest", "slowest heavy ÷ fair share",
+                       "below half (worst window)", "Jain index", "read latency (ms)"],
+                      mixed, right_from=1)
+        out += ["", f"The same busy targets as above, every {args.heavy_every}th of them "
+                    f"(spread among the rest) now keeping {args.heavy_qd} reads outstanding "
+                    f"instead of {args.qd}: heavy neighbours beside light ones. Fair share: the "
+                    f"window's total IOPS ÷ busy targets, as above; the bar is the same (no "
+                    f"target below half of it). A server that serves every outstanding command "
+                    f"alike gives a light target about busy ÷ (all reads outstanding) of that "
+                    f"share; one that shares per target gives each the whole share."]
     out += ["", "## Memory and threads", ""]
     out += _table(["server", "targets", "RSS idle (MiB)", "RSS busy (MiB)",
                    "RSS after the sessions left (MiB)", "threads idle", "threads busy",

@@ -7,7 +7,7 @@ import io
 import struct
 import unittest
 
-from spindlebench import fairness, initiator, promtext, scale
+from spindlebench import busy, fairness, initiator, promtext, scale, scalereport
 from spindlebench.initiator import BHS, parse_header
 
 
@@ -210,6 +210,28 @@ class FairnessTest(unittest.TestCase):
         self.assertAlmostEqual(f.jain, 1000 ** 2 / (5 * 280_000))
         self.assertEqual(fairness.fairness([10, 4], 1).below_half, 0)
         self.assertEqual(fairness.fairness([10, 3], 1).below_half, 1)
+
+    def test_mixed_demand_spreads_heavy_targets_and_reports_each_group(self):
+        targets = [busy.BusyTarget(f"t{i}", f"iqn.t:{i}", 0) for i in range(20)]
+        mixed = scale.mixed_targets(targets, 10, 8)
+        self.assertEqual([t.name for t in mixed if t.qd == 8], ["t0", "t10"])
+        self.assertTrue(all(t.qd == 0 for t in mixed if t.name not in ("t0", "t10")))
+        # one window of 1 s: heavy targets read 300, light ones 100 (one light one 40)
+        reads = {t.name: 300 if t.qd else 100 for t in mixed}
+        reads["t5"] = 40
+        w = type("W", (), {})()
+        w.reads, w.seconds, w.latency_ms = reads, 1.0, 1.0
+        w.fair = fairness.fairness(list(reads.values()), 1.0)
+        point = scale.Point("spindle", 1000, 20)
+        point.mixed = busy.BusyResult(windows=[w])
+        point.heavy = frozenset({"t0", "t10"})
+        (row,) = scalereport.mixed_rows([point], 8)
+        share = sum(reads.values()) / 20  # 119
+        self.assertEqual(row[2], "2 at QD 8")
+        self.assertEqual(row[4], "100 (100–100) / 40 (40–40)")  # light: median / slowest
+        self.assertEqual(row[5], f"{40 / share:.2f} ({40 / share:.2f}–{40 / share:.2f})")
+        self.assertEqual(row[6], "300 (300–300) / 300 (300–300)")
+        self.assertEqual(row[8], "1")  # t5 is below half of 119
 
     def test_spread_text(self):
         s = fairness.Spread.of([1.0, 2.0, 10.0])
