@@ -1,10 +1,11 @@
 //! Logins in progress on the acceptor: each must complete within [`LOGIN_TIMEOUT`], and at
-//! most [`MAX_LOGINS`] run at once. When the table is full the acceptor waits ([`Logins::room`])
-//! until a login ends or one has run too long ([`EVICT_AFTER`] while it has not sent a whole
-//! PDU, [`EVICT_TALKING_AFTER`] once it has), and then drops that one: a client that opens many connections and sends one byte a second (slow loris) cannot
-//! keep other initiators from logging in, and a storm of honest initiators (every session of a
-//! node with a thousand targets coming back after a restart) waits in the kernel's backlog
-//! instead of pushing each other out before they are done.
+//! most [`MAX_LOGINS`] run at once (the table's capacity). When the table is full the acceptor
+//! waits ([`Logins::room`]) until a login ends or one has run too long ([`EVICT_AFTER`] while it
+//! has not sent a whole PDU, [`EVICT_TALKING_AFTER`] once it has), and then drops that one: a
+//! client that opens many connections and sends one byte a second (slow loris) cannot keep
+//! other initiators from logging in, and a storm of honest initiators (every session of a node
+//! with a thousand targets coming back after a restart) waits in the kernel's backlog instead
+//! of pushing each other out before they are done.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -52,12 +53,20 @@ impl Pending {
 }
 
 /// The logins in progress, oldest first.
-#[derive(Default)]
 pub struct Logins {
     next: Cell<u64>,
     pending: RefCell<VecDeque<Pending>>,
     /// Told when a login ends.
     freed: Notify,
+    /// Logins in progress at once: [`MAX_LOGINS`] (smaller in tests, which open real
+    /// connections and must fit a default open-file limit of 1,024).
+    capacity: usize,
+}
+
+impl Default for Logins {
+    fn default() -> Self {
+        Logins::with_capacity(MAX_LOGINS)
+    }
 }
 
 /// A login's place in the table; dropping it (the login ended) frees the place.
@@ -96,13 +105,23 @@ impl Drop for LoginTicket {
 }
 
 impl Logins {
+    /// A table for at most `capacity` logins at once.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Logins {
+            next: Cell::new(0),
+            pending: RefCell::new(VecDeque::new()),
+            freed: Notify::new(),
+            capacity,
+        }
+    }
+
     /// Waits until a new login may start: the table has room, or one of its logins may be
     /// pushed out ([`EVICT_AFTER`], [`EVICT_TALKING_AFTER`]; [`Logins::admit`] does it).
     pub async fn room(&self) {
         loop {
             let wait = {
                 let pending = self.pending.borrow();
-                if pending.len() < MAX_LOGINS {
+                if pending.len() < self.capacity {
                     return;
                 }
                 match pending.iter().map(Pending::evictable_at).min() {
@@ -118,12 +137,13 @@ impl Logins {
     /// login that may be pushed out soonest (a silent one before a talking one).
     pub fn admit(self: &Rc<Self>, stream: &Rc<TcpStream>, peer: SocketAddr) -> LoginTicket {
         let mut pending = self.pending.borrow_mut();
-        while pending.len() >= MAX_LOGINS {
+        while pending.len() >= self.capacity {
             let victim = (0..pending.len()).min_by_key(|&i| pending[i].evictable_at());
             if let Some(old) = victim.and_then(|i| pending.remove(i)) {
                 tracing::warn!(
                     peer = %old.peer, talking = old.talking,
-                    "{MAX_LOGINS} logins in progress: dropping the slowest to let a new one in"
+                    "{} logins in progress: dropping the slowest to let a new one in",
+                    self.capacity
                 );
                 if let Some(s) = old.stream.upgrade() {
                     let _ = s.shutdown();
@@ -171,11 +191,15 @@ mod tests {
         tickets: Vec<LoginTicket>,
     }
 
+    /// The capacity of the tables under test: the same logic as [`MAX_LOGINS`], with few
+    /// enough connections for any open-file limit.
+    const CAP: usize = 16;
+
     impl Table {
         fn new() -> Table {
             Table {
                 listener: std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
-                logins: Rc::new(Logins::default()),
+                logins: Rc::new(Logins::with_capacity(CAP)),
                 clients: Vec::new(),
                 streams: Vec::new(),
                 tickets: Vec::new(),
@@ -208,8 +232,8 @@ mod tests {
     fn a_full_table_drops_the_oldest_login_and_tickets_free_their_place() {
         crate::ring::Runtime::new().unwrap().block_on(async {
             let mut t = Table::new();
-            t.admit(MAX_LOGINS + 1);
-            assert_eq!(t.logins.len(), MAX_LOGINS, "never more than the cap");
+            t.admit(CAP + 1);
+            assert_eq!(t.logins.len(), CAP, "never more than the cap");
             assert!(t.shut(0), "the first client's connection was shut down");
             assert!(!t.shut(1));
             t.tickets.clear();
@@ -222,7 +246,7 @@ mod tests {
         crate::ring::Runtime::new().unwrap().block_on(async {
             let first = Instant::now();
             let mut t = Table::new();
-            t.admit(MAX_LOGINS);
+            t.admit(CAP);
             let short = Duration::from_millis(100);
             assert!(
                 tokio::time::timeout(short, t.logins.room()).await.is_err(),
@@ -240,7 +264,7 @@ mod tests {
                 first.elapsed() >= EVICT_AFTER,
                 "not before the oldest is old enough"
             );
-            assert_eq!(t.logins.len(), MAX_LOGINS, "room() evicts nothing itself");
+            assert_eq!(t.logins.len(), CAP, "room() evicts nothing itself");
         });
     }
 
@@ -248,15 +272,15 @@ mod tests {
     fn a_silent_login_is_pushed_out_before_older_talking_ones() {
         crate::ring::Runtime::new().unwrap().block_on(async {
             let mut t = Table::new();
-            t.admit(MAX_LOGINS);
-            for ticket in &t.tickets[..MAX_LOGINS - 2] {
+            t.admit(CAP);
+            for ticket in &t.tickets[..CAP - 2] {
                 ticket.talking(); // all but the two youngest
             }
             t.admit(1);
-            let silent = MAX_LOGINS - 2; // the older of the two silent ones goes first
+            let silent = CAP - 2; // the older of the two silent ones goes first
             assert!(t.shut(silent) && t.tickets[silent].evicted());
             assert!(!t.shut(0), "the oldest login is talking: it stays");
-            assert!(!t.tickets[0].evicted() && !t.tickets[MAX_LOGINS].evicted());
+            assert!(!t.tickets[0].evicted() && !t.tickets[CAP].evicted());
         });
     }
 }
