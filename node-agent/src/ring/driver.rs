@@ -362,9 +362,9 @@ thread_local! {
     static POLL_MISSES: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 0)) };
 }
 
-/// Runs before the thread parks: submits what is still queued, then polls briefly for completions if a few operations are in
-/// flight
-/// (see [`poll_budget`]); a completion found wakes its task, so the thread does not sleep.
+/// Runs before the thread parks: submits what is still queued, then, with 1 to
+/// [`POLL_MAX_IN_FLIGHT`] operations in flight, polls briefly for their completions (see
+/// [`poll_budget`]); a completion found wakes its task, so the thread does not sleep.
 pub(super) fn before_park() {
     let Some(h) = current() else { return };
     {
