@@ -67,20 +67,22 @@ pid_alive() {
     [[ -s "$1" ]] || return 1
     pid="$(<"$1")"
     [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    [[ -r "/proc/$pid/cmdline" ]] || return 1
-    tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qxF "$2"
+    pid_runs "$pid" "$2"
+}
+
+# pid_runs PID PROGRAM: PROGRAM is one of the command-line words of process PID.
+pid_runs() {
+    [[ -r "/proc/$1/cmdline" ]] || return 1
+    tr '\0' '\n' <"/proc/$1/cmdline" | grep -qxF "$2"
 }
 
 # await_exec PID PROGRAM: waits (up to 10 s) until the just-forked PID runs PROGRAM or is gone.
 # Between fork and exec a child still shows its parent's command line, so pid_alive would call a
 # process that is about to start "exited".
 await_exec() {
-    local i stat
+    local i
     for ((i = 0; i < 200; i++)); do
-        stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 0
-        stat="${stat##*) }"
-        [[ "${stat%% *}" != Z ]] || return 0
-        tr '\0' '\n' <"/proc/$1/cmdline" | grep -qxF "$2" && return 0
+        pid_exited "$1" || pid_runs "$1" "$2" && return 0
         sleep 0.05
     done
 }
