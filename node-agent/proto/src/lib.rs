@@ -46,6 +46,58 @@ pub mod identity {
     pub const OPERATOR_CLIENT_NAME: &str = "spindle-operator";
 }
 
+/// The typed reason of a refusal, carried in a gRPC status's details (`ErrorDetail`), so a
+/// caller branches on a kind rather than on message text.
+pub mod detail {
+    use prost::Message;
+
+    use crate::v1::{ErrorDetail, ErrorReason};
+
+    /// A status with `code` and `message` that carries `detail`.
+    pub fn status(
+        code: tonic::Code,
+        message: impl Into<String>,
+        detail: &ErrorDetail,
+    ) -> tonic::Status {
+        tonic::Status::with_details(code, message, detail.encode_to_vec().into())
+    }
+
+    /// The detail a status carries, if any (malformed details read as none).
+    pub fn of(status: &tonic::Status) -> Option<ErrorDetail> {
+        let bytes = status.details();
+        if bytes.is_empty() {
+            return None;
+        }
+        let d = ErrorDetail::decode(bytes).ok()?;
+        (d.reason() != ErrorReason::Unspecified).then_some(d)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn detail_round_trips_through_a_status() {
+            let d = ErrorDetail {
+                reason: ErrorReason::BackingStoreInUse as i32,
+                owner: "ns-a/db".into(),
+                owner_uid: "u-1".into(),
+            };
+            let s = status(tonic::Code::FailedPrecondition, "in use", &d);
+            assert_eq!(of(&s), Some(d));
+            assert_eq!(s.message(), "in use");
+        }
+
+        #[test]
+        fn plain_or_malformed_details_read_as_none() {
+            assert_eq!(of(&tonic::Status::failed_precondition("x")), None);
+            let junk =
+                tonic::Status::with_details(tonic::Code::Internal, "x", vec![0xff, 0xff].into());
+            assert_eq!(of(&junk), None);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::v1::ChapCredentials;
