@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers of the standalone tests: build tools, start and stop agents, assertions.
 # Sourced, not run. Each test gets its own work dir and its own loopback address.
 

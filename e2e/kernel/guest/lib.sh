@@ -1,3 +1,4 @@
+# shellcheck shell=dash
 # Helpers of the guest's test phases (busybox ash): the control channel to the host runner,
 # failure reporting, and open-iscsi steps. Sourced by /spindle/main.
 #
@@ -93,7 +94,10 @@ login() {
   sid=$(session_id "$iqn")
   [ -n "$sid" ] || fail "no session for $iqn after login"
   for _ in $(seq 1 100); do
-    dev=$(ls /sys/class/iscsi_session/session"$sid"/device/target*/*:*:*:*/block/ 2>/dev/null | head -1)
+    dev=""
+    for b in /sys/class/iscsi_session/session"$sid"/device/target*/*:*:*:*/block/*; do
+      [ -e "$b" ] && { dev=${b##*/}; break; }
+    done
     [ -n "$dev" ] && [ -b "/dev/$dev" ] && { echo "$dev"; return 0; }
     sleep 0.2
   done
@@ -143,7 +147,7 @@ write_files() {
   local i
   mkdir -p /mnt/fs/keep/small
   for i in $(seq 1 200); do
-    dd if=/dev/urandom of=/mnt/fs/keep/small/f$i bs=1k count=$((i % 37 + 1)) 2>/dev/null ||
+    dd if=/dev/urandom of="/mnt/fs/keep/small/f$i" bs=1k count=$((i % 37 + 1)) 2>/dev/null ||
       fail "writing small file $i"
   done
   for i in 1 64 1000 4096 8192 16384 32768; do

@@ -1,3 +1,4 @@
+# shellcheck shell=dash
 # The guest's test phases (busybox ash), one function per phase, run in the order the host
 # names in $PHASES, each in a subshell: `fail` ends only that phase. A phase sets up what it
 # needs itself (login, mount), so a failed phase does not hide what the next one shows.
@@ -10,7 +11,7 @@ phase_discovery() {
   echo "$out"
   echo "$out" | grep -q " $IQN_FS\$" || fail "discovery does not list $IQN_FS"
   bad=$(echo "$out" | awk -v p="$PORTAL" '{split($1, a, ","); if (a[1] != p) print $1}')
-  [ -z "$bad" ] || fail "discovery answered portal(s) $(echo $bad) instead of $PORTAL"
+  [ -z "$bad" ] || fail "discovery answered portal(s) $(echo "$bad" | tr '\n' ' ') instead of $PORTAL"
   dev=$(login "$IQN_FS") || exit 1
   sid=$(session_id "$IQN_FS")
   iscsiadm -m session -r "$sid" -P 1 | grep -q "Current Portal: $PORTAL,1" ||
@@ -26,12 +27,12 @@ phase_disk() {
   local dev q wc fua dmax pm size
   dev=$(login "$IQN_FS") || exit 1
   q=/sys/block/$dev/queue
-  wc=$(cat $q/write_cache); fua=$(cat $q/fua); dmax=$(cat $q/discard_max_bytes)
+  wc=$(cat "$q/write_cache"); fua=$(cat "$q/fua"); dmax=$(cat "$q/discard_max_bytes")
   pm=$(cat /sys/block/"$dev"/device/scsi_disk/*/provisioning_mode)
   size=$(($(cat /sys/block/"$dev"/size) * 512))
-  say "write_cache=$wc fua=$fua discard_max_bytes=$dmax discard_granularity=$(cat $q/discard_granularity)" \
-    "provisioning_mode=$pm size=$size max_sectors_kb=$(cat $q/max_sectors_kb)" \
-    "logical_block_size=$(cat $q/logical_block_size) physical_block_size=$(cat $q/physical_block_size)"
+  say "write_cache=$wc fua=$fua discard_max_bytes=$dmax discard_granularity=$(cat "$q/discard_granularity")" \
+    "provisioning_mode=$pm size=$size max_sectors_kb=$(cat "$q/max_sectors_kb")" \
+    "logical_block_size=$(cat "$q/logical_block_size") physical_block_size=$(cat "$q/physical_block_size")"
   [ "$wc" = "write back" ] || fail "write cache is '$wc', expected 'write back'"
   [ "$fua" = 1 ] || fail "FUA is not supported (queue/fua=$fua)"
   [ "$dmax" -gt 0 ] || fail "no discard (discard_max_bytes=0)"
@@ -144,8 +145,8 @@ phase_mrdsl() {
   iscsiadm -m session -r "$sid" -P 2 | grep -q 'MaxRecvDataSegmentLength: 8192' ||
     fail "the session did not take MaxRecvDataSegmentLength=8192"
   q=/sys/block/$dev/queue
-  [ "$(cat $q/max_hw_sectors_kb)" -ge 1024 ] || fail "max_hw_sectors_kb $(cat $q/max_hw_sectors_kb) < 1024"
-  echo 1024 >$q/max_sectors_kb
+  [ "$(cat "$q/max_hw_sectors_kb")" -ge 1024 ] || fail "max_hw_sectors_kb $(cat "$q/max_hw_sectors_kb") < 1024"
+  echo 1024 >"$q/max_sectors_kb"
   must fio --name=fill --filename="/dev/$dev" --rw=write --bs=1M --ioengine=libaio --direct=1 \
     --iodepth=8 --verify=crc32c --do_verify=0
   read -r r0 _ s0 _ </sys/block/"$dev"/stat
@@ -169,19 +170,19 @@ restart_under_io() {
   rm -f /mnt/fs/restart.dat
   fio --name=restart-"$sig" --filename=/mnt/fs/restart.dat --size="$RESTART_FIO_SIZE" \
     --rw=randwrite --bs=16k --ioengine=libaio --direct=1 --iodepth=16 \
-    --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_backlog=256 >/tmp/fio-$sig.out 2>&1 &
+    --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_backlog=256 >"/tmp/fio-$sig.out" 2>&1 &
   fpid=$!
   sleep 3
   while [ $n -lt "$RESTARTS" ]; do
-    kill -0 $fpid 2>/dev/null || { cat /tmp/fio-$sig.out; fail "fio ended after $n of $RESTARTS restarts"; }
+    kill -0 "$fpid" 2>/dev/null || { cat "/tmp/fio-$sig.out"; fail "fio ended after $n of $RESTARTS restarts"; }
     out=$(ask restart "$sig") || fail "host could not restart the agent: $out"
     n=$((n + 1))
     say "agent restarted ($n of $RESTARTS): $out"
     wait_logged_in "$IQN_FS" 20 # the session is back before the next restart
     sleep 2
   done
-  rc=0; wait $fpid || rc=$?
-  cat /tmp/fio-$sig.out
+  rc=0; wait "$fpid" || rc=$?
+  cat "/tmp/fio-$sig.out"
   [ $rc -eq 0 ] || fail "fio exited $rc across $RESTARTS agent restarts ($sig)"
   [ "$(session_id "$IQN_FS")" = "$sid" ] || fail "session $sid did not recover (now: $(session_id "$IQN_FS"))"
   wait_logged_in "$IQN_FS" 1
