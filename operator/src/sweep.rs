@@ -217,4 +217,22 @@ mod tests {
             ["d-gone", "d-gone-flushed"]
         );
     }
+
+    #[test]
+    fn a_new_or_foreign_data_dir_is_news() {
+        let mut st = api::AgentStatus {
+            data_dir_id: "ab".into(),
+            ..Default::default()
+        };
+        assert_eq!(data_dir_warning("n1", &st), None, "the dir it had: quiet");
+        st.data_dir_created = true;
+        let w = data_dir_warning("n1", &st).expect("new");
+        assert!(
+            w.contains("new data dir") && w.contains("BackingStoreMissing"),
+            "{w}"
+        );
+        st.data_dir_foreign_node = "n2".into();
+        let w = data_dir_warning("n1", &st).expect("foreign");
+        assert!(w.contains("belongs to node \"n2\""), "{w}");
+    }
 }

@@ -70,8 +70,8 @@ pub fn load_or_create(data_dir: &Path, node: &str) -> Result<DataDirReport, Data
                     path: path.clone(),
                     why: e.to_string(),
                 })?;
-            let foreign = (!node.is_empty() && !f.node.is_empty() && f.node != node)
-                .then(|| f.node.clone());
+            let foreign =
+                (!node.is_empty() && !f.node.is_empty() && f.node != node).then(|| f.node.clone());
             return Ok(DataDirReport {
                 id: f.id,
                 created: false,
@@ -82,8 +82,7 @@ pub fn load_or_create(data_dir: &Path, node: &str) -> Result<DataDirReport, Data
         Err(e) => return Err(io("reading", &path)(e)),
     }
     // No identity: new, unless an agent used this dir before identities existed.
-    let used_before =
-        data_dir.join(RESERVED_DIR).exists() || data_dir.join(AGENT_ID_FILE).exists();
+    let used_before = data_dir.join(RESERVED_DIR).exists() || data_dir.join(AGENT_ID_FILE).exists();
     let f = IdFile {
         id: hex::encode(rand::random::<[u8; 16]>()),
         node: node.to_owned(),
@@ -165,7 +164,10 @@ mod tests {
         assert!(!again.created, "a dir with an identity is not new");
         let moved = load_or_create(d.path(), "node-b").unwrap();
         assert_eq!(moved.foreign_node.as_deref(), Some("node-a"));
-        assert_eq!(moved.id, first.id, "another node's identity is reported, not replaced");
+        assert_eq!(
+            moved.id, first.id,
+            "another node's identity is reported, not replaced"
+        );
         let leftovers: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "only the identity file");
     }

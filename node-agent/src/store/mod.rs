@@ -43,7 +43,9 @@ pub enum StoreError {
         source: io::Error,
     },
     /// The store must exist (the Device was served before) and does not: nothing was created.
-    #[error("{path:?} does not exist, but this Device was served before: its backing store is gone")]
+    #[error(
+        "{path:?} does not exist, but this Device was served before: its backing store is gone"
+    )]
     Missing { path: String },
     /// The block device is held exclusively by someone else (mounted, or opened with O_EXCL).
     #[error("block device {path:?} is in use (mounted, or held exclusively by another program)")]

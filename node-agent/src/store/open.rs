@@ -126,9 +126,7 @@ pub fn open_store_with(
             }
             if !p.exists() {
                 // Missing whether or not it was served: a block device is never created.
-                return Err(StoreError::Missing {
-                    path: path.clone(),
-                });
+                return Err(StoreError::Missing { path: path.clone() });
             }
             exclusive = mode.exclusive;
             (p, false)
@@ -214,8 +212,7 @@ mod tests {
             must_exist: true,
             exclusive: false,
         };
-        let e = open_store_with(&file_spec("sub/x.img", 1 << 20), d.path(), &[], mode)
-            .unwrap_err();
+        let e = open_store_with(&file_spec("sub/x.img", 1 << 20), d.path(), &[], mode).unwrap_err();
         assert!(matches!(e, StoreError::Missing { .. }), "{e}");
         assert!(
             std::fs::read_dir(d.path()).unwrap().next().is_none(),
