@@ -204,7 +204,8 @@ impl Drop for Loop {
 fn allow_block(s: &Spindle, node: &str, devices: &[&str]) -> Result<()> {
     let dir = s.rt.data_dir(node)?;
     let agent_dir = dir.parent().context("agent dir")?;
-    std::fs::write(agent_dir.join("allow-block"), devices.join("\n"))?;
+    let lines: String = devices.iter().map(|d| format!("{d}\n")).collect();
+    std::fs::write(agent_dir.join("allow-block"), lines)?;
     s.rt.stop_agent(node)?;
     s.rt.start_agent(node)
 }
