@@ -71,6 +71,7 @@ fn file_device(name: &str, size: u64) -> pb::ApplyDeviceRequest {
             reclaim_policy: pb::ReclaimPolicy::Retain as i32,
             ..Default::default()
         }),
+        ..Default::default()
     }
 }
 

@@ -233,6 +233,7 @@ fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         allow_block: args.data_path.allow_block,
         persist: false,
+        node_name: String::new(),
     };
     runtime()?.block_on(async {
         if let Some(addr) = args.metrics {
@@ -289,6 +290,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir.clone(),
         allow_block: args.data_path.allow_block.clone(),
         persist: true,
+        node_name: args.node_name.clone(),
     };
     runtime()?.block_on(async move {
         if let Some(addr) = args.metrics {

@@ -55,6 +55,7 @@ async fn serve(manifests: &Path, data: &Path) -> (Node, usize) {
         data_dir: data.to_path_buf(),
         allow_block: Vec::new(),
         persist: false,
+        node_name: String::new(),
     };
     let (node, _) = Node::start(opts).await.unwrap();
     let port = node.advertised_portal().await.unwrap().port();

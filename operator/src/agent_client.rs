@@ -38,6 +38,8 @@ pub enum AgentError {
         code: Code,
         /// The agent's message, naming the field at fault.
         message: String,
+        /// The typed reason, when the agent gave one (branch on this, never on `message`).
+        detail: Option<api::ErrorDetail>,
     },
     /// The TLS files could not be read or the endpoint is malformed.
     #[error("{0}")]
@@ -53,8 +55,22 @@ impl AgentError {
         }
     }
 
+    /// The typed reason of a refusal, if the agent gave one.
+    pub fn detail(&self) -> Option<&api::ErrorDetail> {
+        match self {
+            Self::Refused { detail, .. } => detail.as_ref(),
+            _ => None,
+        }
+    }
+
     /// The condition reason that reports this error.
     pub fn reason(&self) -> &'static str {
+        use crate::conditions::reason;
+        match self.detail().map(|d| d.reason()) {
+            Some(api::ErrorReason::BackingStoreInUse) => return reason::BACKING_STORE_IN_USE,
+            Some(api::ErrorReason::BackingStoreMissing) => return reason::BACKING_STORE_MISSING,
+            _ => {}
+        }
         if self.is_transient() {
             crate::conditions::reason::AGENT_UNREACHABLE
         } else {
@@ -83,6 +99,7 @@ fn from_status(endpoint: &str, s: tonic::Status) -> AgentError {
         code => AgentError::Refused {
             code,
             message: s.message().to_owned(),
+            detail: spindle_agent_proto::detail::of(&s),
         },
     }
 }
@@ -228,5 +245,31 @@ mod tests {
                 assert!(e.to_string().contains("spec.x: bad"), "{e}");
             }
         }
+    }
+
+    #[test]
+    fn typed_refusals_name_their_reason() {
+        use crate::conditions::reason;
+        let of = |r: api::ErrorReason| {
+            let d = api::ErrorDetail {
+                reason: r.into(),
+                owner: "ns-a/db".into(),
+                owner_uid: "u".into(),
+            };
+            let s = spindle_agent_proto::detail::status(Code::FailedPrecondition, "any text", &d);
+            from_status("127.0.0.2:9443", s)
+        };
+        let e = of(api::ErrorReason::BackingStoreInUse);
+        assert_eq!(e.reason(), reason::BACKING_STORE_IN_USE);
+        assert_eq!(e.detail().map(|d| d.owner.as_str()), Some("ns-a/db"));
+        assert_eq!(
+            of(api::ErrorReason::BackingStoreMissing).reason(),
+            reason::BACKING_STORE_MISSING
+        );
+        let plain = from_status(
+            "127.0.0.2:9443",
+            tonic::Status::failed_precondition("backing store in use"),
+        );
+        assert_eq!(plain.reason(), reason::AGENT_REFUSED, "never from text");
     }
 }

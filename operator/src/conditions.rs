@@ -29,6 +29,12 @@ pub mod reason {
     pub const AGENT_UNREACHABLE: &str = "AgentUnreachable";
     /// The agent refused the request (its message names the field).
     pub const AGENT_REFUSED: &str = "AgentRefused";
+    /// Ready=False: the Device's backing store (the same file, by device and inode, or the
+    /// same block device) is held by another Device on the node; the message names it.
+    pub const BACKING_STORE_IN_USE: &str = "BackingStoreInUse";
+    /// Ready=False: the Device was served before and its backing store is gone from the node;
+    /// the agent creates nothing (no blank disk under the old identity).
+    pub const BACKING_STORE_MISSING: &str = "BackingStoreMissing";
     /// A Target has no LUNs.
     pub const NO_LUNS: &str = "NoLuns";
     /// A LUN names a Device that does not exist.

@@ -322,6 +322,13 @@ pub async fn device(ctx: &Arc<Ctx>, d: &Device) -> Result<Action, Error> {
                             "released; file {} removed (reclaimPolicy Delete)",
                             r.backing_path
                         )
+                    } else if r.adopted_kept {
+                        format!(
+                            "released; file {} kept although reclaimPolicy is Delete: it existed \
+                             before this Device adopted it, and the agent removes only files it \
+                             created",
+                            r.backing_path
+                        )
                     } else if r.known {
                         format!("released; backing store {} kept", r.backing_path)
                     } else {

@@ -95,6 +95,13 @@ pub fn device_request(d: &Device) -> api::ApplyDeviceRequest {
             direct_io: s.direct_io,
             reclaim_policy: reclaim_policy(s.reclaim_policy).into(),
         }),
+        // The NAA the Device was served with (recorded in its status once the agent served
+        // it): its store must exist from then on, never be created blank.
+        served_naa: d
+            .status
+            .as_ref()
+            .and_then(|st| st.naa.clone())
+            .unwrap_or_default(),
     }
 }
 

@@ -63,6 +63,26 @@ pub async fn run(ctx: Arc<Ctx>) {
     }
 }
 
+/// What an agent's data dir report means for a person, when it is news (pure). The data is
+/// protected by "must exist" (Devices served before are refused `BackingStoreMissing`, never
+/// created blank); this says why they are refused.
+pub fn data_dir_warning(node: &str, status: &api::AgentStatus) -> Option<String> {
+    if !status.data_dir_foreign_node.is_empty() {
+        return Some(format!(
+            "the agent of node {node:?} runs on a data dir that belongs to node {:?}: check the \
+             node's mounts and agent.dataDir",
+            status.data_dir_foreign_node
+        ));
+    }
+    status.data_dir_created.then(|| {
+        format!(
+            "the agent of node {node:?} started on a new data dir (no identity, no state): if \
+             the node served Devices before, their stores are elsewhere (a mount that failed, a \
+             replaced disk, a changed agent.dataDir); those Devices go BackingStoreMissing"
+        )
+    })
+}
+
 /// What to take away from one agent: Targets and Devices it serves that the cluster does not
 /// have (pure).
 pub fn orphans<'a>(
@@ -87,6 +107,9 @@ pub fn orphans<'a>(
 
 async fn sweep(ctx: &Ctx, node: &str, endpoint: &str) -> Result<(), AgentError> {
     let status = ctx.agents.status(endpoint).await?;
+    if let Some(w) = data_dir_warning(node, &status) {
+        tracing::warn!(node, data_dir_id = %status.data_dir_id, "{w}");
+    }
     let device_uids: HashSet<String> = ctx.devices.state().iter().filter_map(|d| d.uid()).collect();
     // A Target the cluster has but that now runs elsewhere is an orphan here too.
     let target_uids: HashSet<String> = ctx
@@ -193,5 +216,23 @@ mod tests {
             uids(d.iter().map(|d| &d.meta).collect()),
             ["d-gone", "d-gone-flushed"]
         );
+    }
+
+    #[test]
+    fn a_new_or_foreign_data_dir_is_news() {
+        let mut st = api::AgentStatus {
+            data_dir_id: "ab".into(),
+            ..Default::default()
+        };
+        assert_eq!(data_dir_warning("n1", &st), None, "the dir it had: quiet");
+        st.data_dir_created = true;
+        let w = data_dir_warning("n1", &st).expect("new");
+        assert!(
+            w.contains("new data dir") && w.contains("BackingStoreMissing"),
+            "{w}"
+        );
+        st.data_dir_foreign_node = "n2".into();
+        let w = data_dir_warning("n1", &st).expect("foreign");
+        assert!(w.contains("belongs to node \"n2\""), "{w}");
     }
 }

@@ -199,6 +199,7 @@ async fn call(cli: Cli) -> Result<String, String> {
                         pb::ReclaimPolicy::Delete
                     } as i32,
                 }),
+                served_naa: String::new(),
             };
             format!(
                 "{:#?}",

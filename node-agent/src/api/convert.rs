@@ -269,6 +269,7 @@ pub fn device_status(v: &DeviceView) -> pb::DeviceStatus {
         ack: v.ack.as_ref().map(|a| ack(&v.id, a)),
         fenced_commands: v.fenced_commands,
         failure: v.failure.clone().unwrap_or_default(),
+        store_created: v.store_created,
     }
 }
 
@@ -330,6 +331,7 @@ mod tests {
                 block_size,
                 ..Default::default()
             }),
+            ..Default::default()
         }
     }
 
@@ -376,6 +378,7 @@ mod tests {
                 block_size: 512,
                 ..Default::default()
             }),
+            ..Default::default()
         };
         assert_eq!(field(device_record(no_source).unwrap_err()), "spec.source");
     }

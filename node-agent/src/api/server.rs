@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use spindle_agent_proto::detail;
 use spindle_agent_proto::v1 as pb;
 use spindle_agent_proto::v1::agent_server::{Agent, AgentServer};
 use tokio_stream::wrappers::ReceiverStream;
@@ -71,6 +72,25 @@ pub fn status(e: NodeError) -> Status {
     match e {
         NodeError::Invalid { .. } => Status::invalid_argument(msg),
         NodeError::Precondition { .. } => Status::failed_precondition(msg),
+        NodeError::InUse {
+            owner, owner_uid, ..
+        } => detail::status(
+            tonic::Code::FailedPrecondition,
+            msg,
+            &pb::ErrorDetail {
+                reason: pb::ErrorReason::BackingStoreInUse.into(),
+                owner,
+                owner_uid,
+            },
+        ),
+        NodeError::Missing { .. } => detail::status(
+            tonic::Code::FailedPrecondition,
+            msg,
+            &pb::ErrorDetail {
+                reason: pb::ErrorReason::BackingStoreMissing.into(),
+                ..Default::default()
+            },
+        ),
         NodeError::NotFound(_) => Status::not_found(msg),
         NodeError::DataLoss(_) => Status::data_loss(msg),
         NodeError::ShuttingDown => Status::unavailable(msg),
@@ -97,8 +117,9 @@ impl Agent for AgentService {
     ) -> Result<Response<pb::ApplyDeviceResponse>, Status> {
         let req = request.into_inner();
         self.call("ApplyDevice", object_of(&req.meta), async {
+            let served_before = !req.served_naa.is_empty();
             let rec = convert::device_record(req)?;
-            let (stale, v) = self.node.apply_device(rec).await?;
+            let (stale, v) = self.node.apply_device_served(rec, served_before).await?;
             Ok(pb::ApplyDeviceResponse {
                 stale,
                 status: Some(convert::device_status(&v)),
@@ -179,6 +200,7 @@ impl Agent for AgentService {
                 known: r.known,
                 file_removed: r.file_removed,
                 backing_path: r.backing_path,
+                adopted_kept: r.adopted_kept,
             })
         })
         .await
@@ -191,7 +213,11 @@ impl Agent for AgentService {
         self.call("GetStatus", String::new(), async {
             let portal = self.node.advertised_portal().await;
             let v = self.node.view().await;
+            let dd = self.node.data_dir_report();
             Ok(pb::AgentStatus {
+                data_dir_id: dd.id.clone(),
+                data_dir_created: dd.created,
+                data_dir_foreign_node: dd.foreign_node.clone().unwrap_or_default(),
                 node_name: self.node_name.clone(),
                 version: env!("CARGO_PKG_VERSION").into(),
                 portals: portal.map(|p| p.to_string()).into_iter().collect(),

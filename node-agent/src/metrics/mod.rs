@@ -46,6 +46,12 @@ pub struct Metrics {
     pub lease_renew_failures: IntCounter,
     /// Where SCSI commands' time goes, by stage (see [`stages`]).
     pub stage_seconds: HistogramVec,
+    /// 1 when the data dir had no identity at this start (new, or replaced by an empty one).
+    pub data_dir_new: IntGauge,
+    /// 1 when the data dir's identity names another node.
+    pub data_dir_foreign: IntGauge,
+    /// ApplyDevice refusals about the backing store, by reason (in_use|missing).
+    pub store_refusals: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -122,6 +128,25 @@ fn build() -> Result<Metrics, prometheus::Error> {
         )?),
         &["stage"],
     )?;
+    let data_dir_new = IntGauge::new(
+        "data_dir_new",
+        "1 when the data dir had no identity at this start (new, or replaced by an empty one)",
+    )?;
+    let data_dir_foreign = IntGauge::new(
+        "data_dir_foreign",
+        "1 when the data dir's identity names another node",
+    )?;
+    let store_refusals = IntCounterVec::new(
+        Opts::new(
+            "store_refusals_total",
+            "ApplyDevice refusals about the backing store (in_use: held by another Device; \
+             missing: served before and gone)",
+        ),
+        &["reason"],
+    )?;
+    registry.register(Box::new(data_dir_new.clone()))?;
+    registry.register(Box::new(data_dir_foreign.clone()))?;
+    registry.register(Box::new(store_refusals.clone()))?;
     registry.register(Box::new(commands.clone()))?;
     registry.register(Box::new(bytes.clone()))?;
     registry.register(Box::new(latency.clone()))?;
@@ -154,6 +179,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
         api_seconds,
         lease_renew_failures,
         stage_seconds,
+        data_dir_new,
+        data_dir_foreign,
+        store_refusals,
     })
 }
 

@@ -28,6 +28,8 @@ pub struct ReleaseOutcome {
     pub known: bool,
     pub file_removed: bool,
     pub backing_path: String,
+    /// Reclaim policy Delete, but the agent did not create the file: it was kept.
+    pub adopted_kept: bool,
 }
 
 /// Why a drain did not flush.
@@ -182,6 +184,7 @@ impl Node {
                 known: true,
                 file_removed: r.drain.file_removed,
                 backing_path: self.backing_path(r).display().to_string(),
+                adopted_kept: r.adopted_kept(),
             });
         }
         let Some(e) = g.devices.get(&key).filter(|e| e.record.id.uid == id.uid) else {
@@ -189,6 +192,7 @@ impl Node {
                 known: false,
                 file_removed: false,
                 backing_path: String::new(),
+                adopted_kept: false,
             });
         };
         if e.record.drain.phase != DrainPhase::Flushed && !force {
@@ -218,12 +222,13 @@ impl Node {
         g.save_device(&r)?;
         tracing::info!(
             device = %key, forced = force, file_removed = r.drain.file_removed,
-            path = %path.display(), "Device released"
+            adopted_kept = r.adopted_kept(), path = %path.display(), "Device released"
         );
         let out = ReleaseOutcome {
             known: true,
             file_removed: r.drain.file_removed,
             backing_path: path.display().to_string(),
+            adopted_kept: r.adopted_kept(),
         };
         g.released.insert(r.id.uid.clone(), r);
         Ok(out)
@@ -252,10 +257,12 @@ impl Node {
     }
 }
 
-/// Removes the backing file of a file-backed Device under reclaim policy Delete (block devices
-/// are never erased). A file already gone counts as removed.
+/// Removes the backing file of a file-backed Device under reclaim policy Delete, if the agent
+/// created it (an adopted file is kept; block devices are never erased). A file already gone
+/// counts as removed.
 fn remove_backing_file(r: &DeviceRecord, path: &std::path::Path) -> Result<bool, NodeError> {
-    if !r.reclaim_delete || !matches!(r.store.source, StoreSource::File { .. }) {
+    if !r.reclaim_delete || !r.store_created || !matches!(r.store.source, StoreSource::File { .. })
+    {
         return Ok(false);
     }
     match std::fs::remove_file(path) {

@@ -11,10 +11,13 @@
 //!
 //! The delete protocol (drain, release) is in `delete.rs`.
 
+pub mod datadir;
 mod delete;
+mod ownership;
 pub mod records;
 pub mod state;
 
+pub use datadir::DataDirReport;
 pub use delete::{DrainFailure, ReleaseOutcome};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,9 +29,10 @@ use tokio::sync::Mutex;
 
 use crate::engine::config::{DeviceIdentity, LunSetup};
 use crate::engine::drain::DrainState;
-use crate::engine::identity::{AgentId, device_identity};
+use crate::engine::identity::AgentId;
 use crate::engine::{Engine, EngineError, EngineOptions, LunSnapshot, SessionInfo};
-use crate::store::{self, StoreError, StoreSource};
+use crate::store::{self, StoreSource};
+use ownership::{Missing, StoreKey};
 use records::{Ack, DeviceRecord, DrainPhase, ObjectId, TargetRecord};
 use state::{RESERVED_DIR, StateError, StateStore};
 
@@ -42,6 +46,8 @@ pub struct NodeOptions {
     pub allow_block: Vec<PathBuf>,
     /// Keep what the node is told under the data dir and serve it again at start.
     pub persist: bool,
+    /// This node's name, recorded in the data dir's identity (empty: not known).
+    pub node_name: String,
 }
 
 /// Why a call was refused. The field names the API object's field (CRD path).
@@ -53,6 +59,18 @@ pub enum NodeError {
     /// The request is fine but the node's state forbids it now; nothing changed.
     #[error("{field}: {message}")]
     Precondition { field: String, message: String },
+    /// Another Device holds the backing store; nothing changed.
+    #[error("{field}: {message}")]
+    InUse {
+        field: String,
+        message: String,
+        /// `namespace/name` of the Device holding it.
+        owner: String,
+        owner_uid: String,
+    },
+    /// The Device was served before and its backing store is gone; nothing was created.
+    #[error("{field}: {message}")]
+    Missing { field: String, message: String },
     #[error("{0}")]
     NotFound(String),
     /// A flush or write failed: the Device is not flushed.
@@ -93,6 +111,8 @@ pub struct DeviceView {
     pub fenced_commands: u64,
     /// Why it failed, or could not be opened.
     pub failure: Option<String>,
+    /// The agent created its backing file (removed under Delete; an adopted one is kept).
+    pub store_created: bool,
 }
 
 /// A Target as the node reports it.
@@ -121,6 +141,11 @@ struct Opened {
     /// The file was created by this open.
     created: bool,
     identity: DeviceIdentity,
+    /// What the store is (device and inode, or block device number): one owner each.
+    key: StoreKey,
+    /// A block device's exclusive (O_EXCL) descriptor, held while the Device is.
+    #[allow(dead_code)]
+    claim: Option<Arc<File>>,
 }
 
 /// A Device the node holds (not released).
@@ -151,6 +176,8 @@ pub struct Node {
     agent: AgentId,
     data_dir: PathBuf,
     allow_block: Vec<PathBuf>,
+    /// What the agent found in its data dir at start.
+    data_dir_report: DataDirReport,
 }
 
 impl Node {
@@ -161,6 +188,10 @@ impl Node {
             EngineError::Bind { .. } => precondition("--iscsi-listen", e.to_string()),
             e => NodeError::Internal(e.to_string()),
         })?;
+        // First, before the agent writes anything there: is this the data dir it served from?
+        let data_dir_report = datadir::load_or_create(&opts.data_dir, &opts.node_name)
+            .map_err(|e| NodeError::Internal(e.to_string()))?;
+        datadir::announce(&opts.data_dir, &opts.node_name, &data_dir_report);
         let state = if opts.persist {
             Some(StateStore::open(&opts.data_dir)?)
         } else {
@@ -179,6 +210,7 @@ impl Node {
             }),
             data_dir: opts.data_dir,
             allow_block: opts.allow_block,
+            data_dir_report,
         };
         let problems = node.restore().await?;
         Ok((node, problems))
@@ -194,9 +226,24 @@ impl Node {
         ))
     }
 
+    /// What the agent found in its data dir at start.
+    pub fn data_dir_report(&self) -> &DataDirReport {
+        &self.data_dir_report
+    }
+
     /// Opens (creating) a Device's backing store, or updates a Device already held.
     /// Returns whether the request was stale (older generation: nothing changed).
     pub async fn apply_device(&self, rec: DeviceRecord) -> Result<(bool, DeviceView), NodeError> {
+        self.apply_device_served(rec, false).await
+    }
+
+    /// [`Node::apply_device`]; `served_before`: the Device was served before (the operator
+    /// recorded its identity), so its store must exist: a missing one is refused, not created.
+    pub async fn apply_device_served(
+        &self,
+        mut rec: DeviceRecord,
+        served_before: bool,
+    ) -> Result<(bool, DeviceView), NodeError> {
         check_reserved(&rec)?;
         let mut g = self.inner.lock().await;
         g.engine()?;
@@ -211,7 +258,13 @@ impl Node {
             ));
         }
         let Some(e) = g.devices.get(&key) else {
-            let opened = self.open(&rec)?;
+            let missing = if served_before {
+                Missing::Refuse
+            } else {
+                Missing::Create
+            };
+            let opened = self.open(&g, &rec, missing, None)?;
+            rec.store_created = opened.created;
             let mut entry = DeviceEntry {
                 record: rec,
                 opened: Some(opened),
@@ -257,7 +310,9 @@ impl Node {
         updated.write_cache = rec.write_cache;
         updated.thin = rec.thin;
         let reopened = if changed {
-            Some(self.open(&updated)?)
+            // Known to this node: its store was served, so it must exist.
+            let claim = e.opened.as_ref().and_then(|o| o.claim.clone());
+            Some(self.open(&g, &updated, Missing::Refuse, claim)?)
         } else {
             None
         };
@@ -391,6 +446,7 @@ impl Node {
                 ack: r.drain.ack.clone(),
                 fenced_commands: r.drain.ack.as_ref().map_or(0, |a| a.fenced_commands),
                 failure: None,
+                store_created: r.store_created,
             });
         }
         out
@@ -451,36 +507,6 @@ impl Node {
         }
     }
 
-    /// Opens a Device's store, naming the field at fault.
-    fn open(&self, rec: &DeviceRecord) -> Result<Opened, NodeError> {
-        let field = match rec.store.source {
-            StoreSource::File { .. } => "spec.source.file.path",
-            StoreSource::Block { .. } => "spec.source.block.path",
-        };
-        let s =
-            store::open_store(&rec.store, &self.data_dir, &self.allow_block).map_err(
-                |e| match e {
-                    StoreError::Io { .. } | StoreError::OutOfFiles { .. } => {
-                        precondition(field, e.to_string())
-                    }
-                    e => invalid(field, e.to_string()),
-                },
-            )?;
-        // A Kubernetes uid is unique everywhere; a manifest's Device is named uniquely only
-        // on this agent, so the agent's identity goes in.
-        let (serial, naa) = match rec.id.uid.strip_prefix("manifest:") {
-            Some(_) => device_identity(&self.agent.0, &rec.id.key()),
-            None => device_identity(&[], &rec.id.uid),
-        };
-        Ok(Opened {
-            file: s.file,
-            len: s.len,
-            path: s.path,
-            created: s.created,
-            identity: DeviceIdentity { serial, naa },
-        })
-    }
-
     /// Serves again what the state holds (persisting nodes only).
     async fn restore(&self) -> Result<Vec<String>, NodeError> {
         let mut g = self.inner.lock().await;
@@ -495,7 +521,8 @@ impl Node {
                 continue;
             }
             let key = rec.id.key();
-            let (opened, open_error) = match self.open(&rec) {
+            // Served before this restart: a missing store is reported, never created.
+            let (opened, open_error) = match self.open(&g, &rec, Missing::Refuse, None) {
                 Ok(o) => (Some(o), None),
                 Err(e) => {
                     problems.push(format!("Device {key}: {e}"));
@@ -596,6 +623,7 @@ fn device_view(e: &mut DeviceEntry, lun: Option<&LunSnapshot>) -> DeviceView {
             .or(r.drain.ack.as_ref().map(|a| a.fenced_commands))
             .unwrap_or(0),
         failure: r.drain.failure.clone().or(e.open_error.clone()),
+        store_created: r.store_created,
     }
 }
 

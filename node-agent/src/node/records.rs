@@ -88,9 +88,21 @@ pub struct DeviceRecord {
     pub thin: bool,
     pub reclaim_delete: bool,
     pub drain: DrainRecord,
+    /// The agent created the backing file (false: it existed and was adopted, or a block
+    /// device; also for records of agents that did not record it). Under reclaim policy Delete
+    /// only a created file is removed.
+    #[serde(default)]
+    pub store_created: bool,
 }
 
 impl DeviceRecord {
+    /// Reclaim policy Delete on a file the agent did not create: the file is kept.
+    pub fn adopted_kept(&self) -> bool {
+        self.reclaim_delete
+            && !self.store_created
+            && matches!(self.store.source, StoreSource::File { .. })
+    }
+
     /// A record of a Device whose spec passed [`Device::validate`].
     pub fn from_spec(id: ObjectId, spec: &spindle_crds::DeviceSpec) -> Option<Self> {
         let source = match (&spec.source.file, &spec.source.block) {
@@ -115,6 +127,7 @@ impl DeviceRecord {
             thin: spec.thin_provisioning,
             reclaim_delete: spec.reclaim_policy == ReclaimPolicy::Delete,
             drain: DrainRecord::default(),
+            store_created: false,
         })
     }
 
@@ -280,5 +293,6 @@ pub fn sample_device(name: &str, uid: &str) -> DeviceRecord {
         thin: false,
         reclaim_delete: true,
         drain: DrainRecord::default(),
+        store_created: false,
     }
 }

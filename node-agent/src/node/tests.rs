@@ -19,6 +19,7 @@ fn opts(dir: &Path, persist: bool) -> NodeOptions {
         data_dir: dir.to_path_buf(),
         allow_block: Vec::new(),
         persist,
+        node_name: "node-a".into(),
     }
 }
 

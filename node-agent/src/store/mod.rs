@@ -7,7 +7,7 @@ mod open;
 mod path;
 
 pub use failure::StickyFailure;
-pub use open::{OpenedStore, StoreSource, StoreSpec, open_store};
+pub use open::{OpenMode, OpenedStore, StoreSource, StoreSpec, open_store, open_store_with};
 pub use path::resolve_in_data_dir;
 
 use std::io;
@@ -42,6 +42,14 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    /// The store must exist (the Device was served before) and does not: nothing was created.
+    #[error(
+        "{path:?} does not exist, but this Device was served before: its backing store is gone"
+    )]
+    Missing { path: String },
+    /// The block device is held exclusively by someone else (mounted, or opened with O_EXCL).
+    #[error("block device {path:?} is in use (mounted, or held exclusively by another program)")]
+    Busy { path: String },
     #[error("{path:?} holds {actual} bytes, fewer than one {block_size}-byte block")]
     TooSmall {
         path: String,

@@ -75,28 +75,46 @@ fn size_of(file: &File) -> io::Result<u64> {
     Ok(end as u64)
 }
 
-/// Opens the store `spec` describes. A missing file-backed store is created as a sparse file of
-/// `size_bytes` (parent directories too); an existing one is opened as it is.
+/// How [`open_store_with`] treats a store that is missing or shared.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenMode {
+    /// The store was served before: a missing one is [`StoreError::Missing`], never created.
+    pub must_exist: bool,
+    /// Open a block device with `O_EXCL` (the kernel then refuses it while mounted or held
+    /// exclusively by anyone else, and refuses others while this descriptor is open).
+    pub exclusive: bool,
+}
+
+/// Opens the store `spec` describes, creating a missing file (see [`open_store_with`]).
 pub fn open_store(
     spec: &StoreSpec,
     data_dir: &Path,
     allow_block: &[PathBuf],
 ) -> Result<OpenedStore, StoreError> {
+    open_store_with(spec, data_dir, allow_block, OpenMode::default())
+}
+
+/// Opens the store `spec` describes. A missing file-backed store is created as a sparse file of
+/// `size_bytes` (parent directories too), and the file and every directory it needed are
+/// fsynced before this returns, unless `mode.must_exist`; an existing one is opened as it is.
+pub fn open_store_with(
+    spec: &StoreSpec,
+    data_dir: &Path,
+    allow_block: &[PathBuf],
+    mode: OpenMode,
+) -> Result<OpenedStore, StoreError> {
+    let mut exclusive = false;
     let (path, created) = match &spec.source {
         StoreSource::File { path, size_bytes } => {
             let full = resolve_in_data_dir(data_dir, path)?;
             let created = if full.exists() {
                 false
+            } else if mode.must_exist {
+                return Err(StoreError::Missing {
+                    path: full.display().to_string(),
+                });
             } else {
-                if let Some(parent) = full.parent() {
-                    std::fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
-                }
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&full)
-                    .map_err(io_err("creating", &full))?;
-                f.set_len(*size_bytes).map_err(io_err("sizing", &full))?;
+                create_sparse(data_dir, &full, *size_bytes)?;
                 true
             };
             (full, created)
@@ -106,12 +124,26 @@ pub fn open_store(
             if !allow_block.iter().any(|a| a == &p) {
                 return Err(StoreError::NotAllowed(path.clone()));
             }
+            if !p.exists() {
+                // Missing whether or not it was served: a block device is never created.
+                return Err(StoreError::Missing { path: path.clone() });
+            }
+            exclusive = mode.exclusive;
             (p, false)
         }
     };
-    let file = open_flags(spec.read_only, spec.direct)
-        .open(&path)
-        .map_err(io_err("opening", &path))?;
+    let mut flags = open_flags(spec.read_only, spec.direct);
+    if exclusive {
+        flags.custom_flags(libc::O_EXCL | if spec.direct { libc::O_DIRECT } else { 0 });
+    }
+    let file = flags.open(&path).map_err(|e| {
+        if exclusive && e.raw_os_error() == Some(libc::EBUSY) {
+            return StoreError::Busy {
+                path: path.display().to_string(),
+            };
+        }
+        io_err("opening", &path)(e)
+    })?;
     fdlimit::within_limit(&file).map_err(io_err("opening", &path))?;
     let size = size_of(&file).map_err(io_err("sizing", &path))?;
     let bs = u64::from(spec.block_size);
@@ -131,10 +163,68 @@ pub fn open_store(
     })
 }
 
+/// Creates `full` (under `data_dir`) sparse with `size` bytes, then fsyncs it, its directory and
+/// every directory created for it: once this returns, a crash does not lose the file.
+fn create_sparse(data_dir: &Path, full: &Path, size: u64) -> Result<(), StoreError> {
+    let parent = full.parent().unwrap_or(data_dir);
+    let mut missing = Vec::new();
+    let mut p = parent;
+    while !p.exists() && p.starts_with(data_dir) && p != data_dir {
+        missing.push(p.to_path_buf());
+        match p.parent() {
+            Some(up) => p = up,
+            None => break,
+        }
+    }
+    std::fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(full)
+        .map_err(io_err("creating", full))?;
+    f.set_len(size).map_err(io_err("sizing", full))?;
+    f.sync_all().map_err(io_err("syncing", full))?;
+    // The new entry in its directory, and each new directory in its parent.
+    sync_dir(parent)?;
+    for d in &missing {
+        if let Some(up) = d.parent() {
+            sync_dir(up)?;
+        }
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("syncing", dir))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn must_exist_creates_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let mode = OpenMode {
+            must_exist: true,
+            exclusive: false,
+        };
+        let e = open_store_with(&file_spec("sub/x.img", 1 << 20), d.path(), &[], mode).unwrap_err();
+        assert!(matches!(e, StoreError::Missing { .. }), "{e}");
+        assert!(
+            std::fs::read_dir(d.path()).unwrap().next().is_none(),
+            "neither the file nor its directory was created"
+        );
+        // Once it exists again, it opens as it is.
+        std::fs::create_dir(d.path().join("sub")).unwrap();
+        std::fs::write(d.path().join("sub/x.img"), vec![1u8; 4096]).unwrap();
+        let s = open_store_with(&file_spec("sub/x.img", 1 << 20), d.path(), &[], mode).unwrap();
+        assert!(!s.created);
+        assert_eq!(s.len, 4096);
+    }
 
     fn file_spec(path: &str, size: u64) -> StoreSpec {
         StoreSpec {

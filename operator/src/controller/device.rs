@@ -88,12 +88,27 @@ async fn apply(ctx: &Arc<Ctx>, d: &Device) -> Result<Action, Error> {
     }))
 }
 
-/// A failed agent call as a problem.
+/// A failed agent call as a problem (by the refusal's typed reason, never its text).
 pub fn agent_problem(node: &str, e: &AgentError) -> Problem {
-    let why = e.reason();
+    use spindle_agent_proto::v1::ErrorReason;
+    let message = match e.detail() {
+        Some(d) if d.reason() == ErrorReason::BackingStoreInUse => format!(
+            "the backing store is already used by Device {} (uid {}) on node {node:?}; a \
+             backing store has one owner: use another path or device, or delete that Device \
+             (the agent: {e})",
+            d.owner, d.owner_uid
+        ),
+        Some(d) if d.reason() == ErrorReason::BackingStoreMissing => format!(
+            "this Device was served before and its backing store is gone from node {node:?}; \
+             nothing was created (no blank disk under its identity) and its LUN is not served: \
+             put the store back (the next reconcile serves it again) or delete the Device (the \
+             agent: {e})"
+        ),
+        _ => format!("the agent of node {node:?}: {e}"),
+    };
     Problem {
-        reason: why,
-        message: format!("the agent of node {node:?}: {e}"),
+        reason: e.reason(),
+        message,
     }
 }
 

@@ -135,6 +135,22 @@ fn device_request_carries_every_field() {
 }
 
 #[test]
+fn a_device_served_before_is_asked_for_with_its_naa() {
+    let mut d = device("d0", "a");
+    assert_eq!(
+        device_request(&d).served_naa,
+        "",
+        "never served: may be created"
+    );
+    d.status.as_mut().expect("status").naa = Some("3a1b2c3d4e5f6071".into());
+    assert_eq!(
+        device_request(&d).served_naa,
+        "3a1b2c3d4e5f6071",
+        "served before: its store must exist"
+    );
+}
+
+#[test]
 fn device_goes_to_the_agent_of_its_node() {
     // (agents, expected reason or None when the request is made)
     let cases: [(Agents, Option<&str>); 4] = [
