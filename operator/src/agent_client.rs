@@ -314,4 +314,60 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn a_stale_leader_refusal_is_told_apart_by_its_detail() {
+        let detail = api::ErrorDetail {
+            reason: api::ErrorReason::StaleLeader as i32,
+            ..api::ErrorDetail::default()
+        };
+        let s = spindle_agent_proto::detail::status(
+            Code::FailedPrecondition,
+            "stale leader: term 3 < 5",
+            &detail,
+        );
+        let e = from_status("127.0.0.2:9443", s);
+        assert!(matches!(e, AgentError::StaleLeader { .. }), "{e:?}");
+        // Without the detail, the same code is an ordinary refusal.
+        let e = from_status(
+            "127.0.0.2:9443",
+            tonic::Status::failed_precondition("stale leader: term 3 < 5"),
+        );
+        assert_eq!(e.refused_code(), Some(Code::FailedPrecondition));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_of_an_ended_term_is_never_sent_and_never_returns() {
+        let dir = tempfile_dir();
+        let p = |n: &str| dir.join(n);
+        for n in ["ca.crt", "op.crt", "op.key"] {
+            std::fs::write(
+                p(n),
+                b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
+            )
+            .unwrap();
+        }
+        let clients = AgentClients::new(&p("op.crt"), &p("op.key"), &p("ca.crt")).unwrap();
+        let term = Term::new(4, tokio::time::Instant::now() + Duration::from_secs(10));
+        let agents = clients.for_term(term.clone());
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let call = agents.remove_target("127.0.0.1:1", api::ObjectMeta::default());
+        // Not sent: no channel was even made for the endpoint.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(60), call)
+                .await
+                .is_err(),
+            "a call of an ended term returned"
+        );
+        assert!(clients.channels.lock().unwrap().is_empty());
+        assert!(term.deposed());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("spindle-agent-client-test-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
 }
