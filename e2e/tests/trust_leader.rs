@@ -139,10 +139,13 @@ fn leads(s: &Spindle, id: &str) -> bool {
     operator_metric(s, id, "spindle_operator_leader").ok() == Some(1.0)
 }
 
-/// The agent API as the operator reaches it (its certificate), on a runtime of its own.
+/// The agent API as the operator reaches it (its certificate), on a runtime of its own; a new
+/// connection for every call (the agent closes connections whose pings go unanswered, and this
+/// runtime only runs during a call).
 struct Agent {
     rt: tokio::runtime::Runtime,
-    c: pb::agent_client::AgentClient<tonic::transport::Channel>,
+    api: std::net::SocketAddr,
+    certs: Certs,
 }
 
 impl Agent {
@@ -154,18 +157,23 @@ impl Agent {
         let certs = Certs {
             dir: state_dir(s)?.join("spindle"),
         };
-        let c = rt.block_on(client(api, &certs, ClientCert::Operator))?;
-        Ok(Self { rt, c })
+        Ok(Self { rt, api, certs })
     }
 
-    fn status(&mut self) -> Result<pb::AgentStatus> {
+    fn client(&self) -> Result<pb::agent_client::AgentClient<tonic::transport::Channel>> {
+        self.rt
+            .block_on(client(self.api, &self.certs, ClientCert::Operator))
+    }
+
+    fn status(&self) -> Result<pb::AgentStatus> {
+        let mut c = self.client()?;
         Ok(self
             .rt
-            .block_on(self.c.get_status(pb::GetStatusRequest {}))?
+            .block_on(c.get_status(pb::GetStatusRequest {}))?
             .into_inner())
     }
 
-    fn serves(&mut self, iqn: &str) -> Result<bool> {
+    fn serves(&self, iqn: &str) -> Result<bool> {
         Ok(self.status()?.targets.iter().any(|t| t.iqn == iqn))
     }
 }
@@ -189,6 +197,10 @@ fn apiserver_silent(s: &Spindle, ns: &str) -> Result<()> {
     let standby_led = leads(s, OPERATOR);
     signal(&pid, "CONT")?;
     let stepped_down = stepped_down?;
+    eprintln!(
+        "     stepped down {:.1} s after the apiserver went silent",
+        stepped_down.as_secs_f64()
+    );
     ensure!(
         stepped_down <= RENEW_DEADLINE + Duration::from_millis(1500),
         "stepped down {:.1} s after the apiserver went silent (renew deadline {} s)",
@@ -226,7 +238,7 @@ fn frozen_leader(s: &Spindle, ns: &str) -> Result<()> {
         .get("target", ns, "t")?
         .and_then(|t| t["metadata"]["uid"].as_str().map(str::to_owned))
         .context("target uid")?;
-    let mut agent = Agent::connect(s)?;
+    let agent = Agent::connect(s)?;
     ensure!(agent.serves(&iqn)?, "the agent does not serve {iqn}");
     // (Checked after the behaviour below, so that a build without terms fails on what matters.)
     let old_term = agent_metric(s, "spindle_agent_leader_term")?;
@@ -259,22 +271,6 @@ fn frozen_leader(s: &Spindle, ns: &str) -> Result<()> {
     );
     ensure!(!leads(s, OPERATOR), "operator-0 leads after resuming");
     ensure!(leads(s, STANDBY), "{STANDBY} no longer leads");
-    let log = s.rt.operator_log(OPERATOR)?;
-    ensure!(
-        log.contains("leader term ended"),
-        "operator-0's log does not say it stopped acting:\n{}",
-        tail(&log, 30)
-    );
-    ensure!(old_term > 0.0, "the agent has seen no leader term");
-    ensure!(
-        new_term > old_term,
-        "the new leader's term {new_term} is not above the old one {old_term}"
-    );
-    ensure!(
-        agent_metric(s, "spindle_agent_leader_term")? == new_term,
-        "the agent's term moved"
-    );
-
     // A call carrying the old leader's term: refused, counted, nothing changed.
     let refusals = agent_metric(s, "spindle_agent_stale_leader_refusals_total")?;
     let before = agent.status()?;
@@ -296,7 +292,8 @@ fn frozen_leader(s: &Spindle, ns: &str) -> Result<()> {
             ..Default::default()
         }),
     };
-    let r = agent.rt.block_on(agent.c.apply_target(req));
+    let mut c = agent.client()?;
+    let r = agent.rt.block_on(c.apply_target(req));
     let status = r.err().context("a call of the old term was accepted")?;
     ensure!(
         status.code() == tonic::Code::FailedPrecondition,
@@ -321,6 +318,22 @@ fn frozen_leader(s: &Spindle, ns: &str) -> Result<()> {
         "a refused call changed the agent"
     );
     ensure!(!agent.serves(&iqn)?, "{iqn} served after the refused call");
+
+    let log = s.rt.operator_log(OPERATOR)?;
+    ensure!(
+        log.contains("leader term ended"),
+        "operator-0's log does not say it stopped acting:\n{}",
+        tail(&log, 30)
+    );
+    ensure!(old_term > 0.0, "the agent has seen no leader term");
+    ensure!(
+        new_term > old_term,
+        "the new leader's term {new_term} is not above the old one {old_term}"
+    );
+    ensure!(
+        agent_metric(s, "spindle_agent_leader_term")? == new_term,
+        "the agent's term moved"
+    );
 
     // The new leader still acts.
     s.apply(ns, &target_yaml("t2", &[(0, "d")], ""))?;
