@@ -55,6 +55,7 @@ fn meta(name: &str, uid: &str, generation: i64) -> Option<pb::ObjectMeta> {
         name: name.into(),
         uid: uid.into(),
         generation,
+        leader_term: 0,
     })
 }
 

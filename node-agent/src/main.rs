@@ -274,6 +274,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         ca: args.tls_ca.clone(),
     };
     let tls = api::tls::server_config(&files, &args.client_name)?;
+    let fence = std::sync::Arc::new(api::fence::Fence::open(&args.data_dir)?);
+    tracing::info!(term = fence.highest(), "highest operator leader term seen");
     let endpoint_ip = args
         .advertise_address
         .or_else(|| Some(args.api_listen.ip()).filter(|ip| !ip.is_unspecified()))
@@ -324,8 +326,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         );
         let lease = tokio::spawn(api::lease::keep_renewed(client, registration));
         let calls = api::calls::Calls::new();
-        let service =
-            api::server::AgentService::new(node.clone(), args.node_name.clone(), calls.clone());
+        let service = api::server::AgentService::new(
+            node.clone(),
+            args.node_name.clone(),
+            calls.clone(),
+            fence,
+        );
         let (stop_api, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(api::server::serve(listener, tls, service, calls, async {
             let _ = stopped.await;

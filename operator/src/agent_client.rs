@@ -2,16 +2,23 @@
 //! certificate; the agent's certificate checked for the name `spindle-agent` whatever address is
 //! dialled), a deadline on every call, and errors sorted into "try again later" and "the agent
 //! refused, here is why".
+//!
+//! Every mutating call carries the leader's term ([`Term`]) and is sent only while the term may
+//! act. A call of a term that has ended, or one an agent refuses as coming from a stale leader,
+//! ends the term and never returns: the operator drops the term's reconciles with it, so a
+//! deposed leader writes nothing more about that call, not even a status.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use spindle_agent_proto::identity;
 use spindle_agent_proto::v1::{self as api, agent_client::AgentClient};
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::term::Term;
 
 /// Deadline of the calls that only change configuration.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,6 +51,14 @@ pub enum AgentError {
     /// The TLS files could not be read or the endpoint is malformed.
     #[error("{0}")]
     Config(String),
+    /// The agent obeys a newer operator leader: this replica no longer leads.
+    #[error("agent at {endpoint} refused a stale leader: {message}")]
+    StaleLeader {
+        /// `host:port` dialled.
+        endpoint: String,
+        /// The agent's message.
+        message: String,
+    },
 }
 
 impl AgentError {
@@ -89,6 +104,14 @@ impl AgentError {
 }
 
 fn from_status(endpoint: &str, s: tonic::Status) -> AgentError {
+    if spindle_agent_proto::detail::of(&s)
+        .is_some_and(|d| d.reason() == api::ErrorReason::StaleLeader)
+    {
+        return AgentError::StaleLeader {
+            endpoint: endpoint.to_owned(),
+            message: s.message().to_owned(),
+        };
+    }
     match s.code() {
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
             AgentError::Unreachable {
@@ -107,7 +130,10 @@ fn from_status(endpoint: &str, s: tonic::Status) -> AgentError {
 /// The agents' API, with one channel per endpoint.
 pub struct AgentClients {
     tls: ClientTlsConfig,
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// The leadership term stamped on mutating calls (see [`Self::for_term`]); none: mutating
+    /// calls are not sent.
+    term: Option<Term>,
 }
 
 impl AgentClients {
@@ -123,8 +149,57 @@ impl AgentClients {
             .domain_name(identity::AGENT_SERVER_NAME);
         Ok(Self {
             tls,
-            channels: Mutex::default(),
+            channels: Arc::default(),
+            term: None,
         })
+    }
+
+    /// The same agents (and channels), for the reconciles of `term`.
+    pub fn for_term(&self, term: Term) -> Self {
+        Self {
+            tls: self.tls.clone(),
+            channels: self.channels.clone(),
+            term: Some(term),
+        }
+    }
+
+    /// Stamps `meta` with the term, if it may still act; otherwise never returns (the term's
+    /// end drops the caller).
+    async fn stamp(&self, meta: &mut api::ObjectMeta) {
+        match self.term.as_ref().map(Term::check) {
+            Some(Ok(n)) => meta.leader_term = n,
+            Some(Err(e)) => {
+                tracing::warn!(object = %meta.name, "{e}: agent call not sent");
+                self.stop().await
+            }
+            None => {
+                tracing::error!(object = %meta.name, "agent call outside a leadership term: not sent");
+                self.stop().await
+            }
+        }
+    }
+
+    /// Ends the term and waits for the end of the term to drop the caller.
+    async fn stop<T>(&self) -> T {
+        if let Some(t) = &self.term {
+            t.depose();
+        }
+        std::future::pending().await
+    }
+
+    /// A mutating call's outcome: a refusal as coming from a stale leader ends the term.
+    async fn fenced<T>(&self, r: Result<T, AgentError>) -> Result<T, AgentError> {
+        match r {
+            Err(AgentError::StaleLeader { endpoint, message }) => {
+                tracing::warn!(
+                    term = self.term.as_ref().map(Term::number),
+                    "the agent at {endpoint} has seen a newer operator leader ({message}): \
+                     stepping down"
+                );
+                self.stop().await
+            }
+            r => r,
+        }
     }
 
     fn client(&self, endpoint: &str) -> Result<AgentClient<Channel>, AgentError> {
@@ -147,52 +222,62 @@ impl AgentClients {
     pub async fn apply_device(
         &self,
         endpoint: &str,
-        req: api::ApplyDeviceRequest,
+        mut req: api::ApplyDeviceRequest,
     ) -> Result<api::ApplyDeviceResponse, AgentError> {
+        self.stamp(req.meta.get_or_insert_default()).await;
         let mut c = self.client(endpoint)?;
-        call(endpoint, CALL_TIMEOUT, c.apply_device(req)).await
+        self.fenced(call(endpoint, CALL_TIMEOUT, c.apply_device(req)).await)
+            .await
     }
 
     /// `ApplyTarget`.
     pub async fn apply_target(
         &self,
         endpoint: &str,
-        req: api::ApplyTargetRequest,
+        mut req: api::ApplyTargetRequest,
     ) -> Result<api::ApplyTargetResponse, AgentError> {
+        self.stamp(req.meta.get_or_insert_default()).await;
         let mut c = self.client(endpoint)?;
-        call(endpoint, CALL_TIMEOUT, c.apply_target(req)).await
+        self.fenced(call(endpoint, CALL_TIMEOUT, c.apply_target(req)).await)
+            .await
     }
 
     /// `RemoveTarget`.
     pub async fn remove_target(
         &self,
         endpoint: &str,
-        meta: api::ObjectMeta,
+        mut meta: api::ObjectMeta,
     ) -> Result<api::RemoveTargetResponse, AgentError> {
+        self.stamp(&mut meta).await;
         let mut c = self.client(endpoint)?;
         let req = api::RemoveTargetRequest { meta: Some(meta) };
-        call(endpoint, DRAIN_TIMEOUT, c.remove_target(req)).await
+        self.fenced(call(endpoint, DRAIN_TIMEOUT, c.remove_target(req)).await)
+            .await
     }
 
     /// `DrainDevice`: its answer is the flush acknowledgement.
     pub async fn drain_device(
         &self,
         endpoint: &str,
-        meta: api::ObjectMeta,
+        mut meta: api::ObjectMeta,
     ) -> Result<api::DrainAck, AgentError> {
+        self.stamp(&mut meta).await;
         let mut c = self.client(endpoint)?;
         let req = api::DrainDeviceRequest { meta: Some(meta) };
-        call(endpoint, DRAIN_TIMEOUT, c.drain_device(req)).await
+        self.fenced(call(endpoint, DRAIN_TIMEOUT, c.drain_device(req)).await)
+            .await
     }
 
     /// `ReleaseDevice`.
     pub async fn release_device(
         &self,
         endpoint: &str,
-        req: api::ReleaseDeviceRequest,
+        mut req: api::ReleaseDeviceRequest,
     ) -> Result<api::ReleaseDeviceResponse, AgentError> {
+        self.stamp(req.meta.get_or_insert_default()).await;
         let mut c = self.client(endpoint)?;
-        call(endpoint, CALL_TIMEOUT, c.release_device(req)).await
+        self.fenced(call(endpoint, CALL_TIMEOUT, c.release_device(req)).await)
+            .await
     }
 
     /// `GetStatus`.
@@ -271,5 +356,61 @@ mod tests {
             tonic::Status::failed_precondition("backing store in use"),
         );
         assert_eq!(plain.reason(), reason::AGENT_REFUSED, "never from text");
+    }
+
+    #[test]
+    fn a_stale_leader_refusal_is_told_apart_by_its_detail() {
+        let detail = api::ErrorDetail {
+            reason: api::ErrorReason::StaleLeader as i32,
+            ..api::ErrorDetail::default()
+        };
+        let s = spindle_agent_proto::detail::status(
+            Code::FailedPrecondition,
+            "stale leader: term 3 < 5",
+            &detail,
+        );
+        let e = from_status("127.0.0.2:9443", s);
+        assert!(matches!(e, AgentError::StaleLeader { .. }), "{e:?}");
+        // Without the detail, the same code is an ordinary refusal.
+        let e = from_status(
+            "127.0.0.2:9443",
+            tonic::Status::failed_precondition("stale leader: term 3 < 5"),
+        );
+        assert_eq!(e.refused_code(), Some(Code::FailedPrecondition));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_of_an_ended_term_is_never_sent_and_never_returns() {
+        let dir = tempfile_dir();
+        let p = |n: &str| dir.join(n);
+        for n in ["ca.crt", "op.crt", "op.key"] {
+            std::fs::write(
+                p(n),
+                b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
+            )
+            .unwrap();
+        }
+        let clients = AgentClients::new(&p("op.crt"), &p("op.key"), &p("ca.crt")).unwrap();
+        let term = Term::new(4, tokio::time::Instant::now() + Duration::from_secs(10));
+        let agents = clients.for_term(term.clone());
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let call = agents.remove_target("127.0.0.1:1", api::ObjectMeta::default());
+        // Not sent: no channel was even made for the endpoint.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(60), call)
+                .await
+                .is_err(),
+            "a call of an ended term returned"
+        );
+        assert!(clients.channels.lock().unwrap().is_empty());
+        assert!(term.deposed());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("spindle-agent-client-test-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
     }
 }

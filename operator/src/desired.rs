@@ -46,6 +46,8 @@ pub fn object_meta(obj: &impl kube::Resource) -> api::ObjectMeta {
         name: m.name.clone().unwrap_or_default(),
         uid: m.uid.clone().unwrap_or_default(),
         generation: m.generation.unwrap_or_default(),
+        // Stamped by the agent client with the term of the leader sending it.
+        leader_term: 0,
     }
 }
 

@@ -12,6 +12,7 @@ mod leader;
 mod metrics;
 mod status;
 mod sweep;
+mod term;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -99,7 +100,37 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn kube_client(path: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
+/// Connecting to the apiserver gives up after this.
+const APISERVER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A request (not a watch) gives up when the apiserver sends nothing for this long, or does not
+/// take the request's bytes for this long.
+const APISERVER_IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The operator's two apiserver clients.
+struct KubeClients {
+    /// For requests (gets, writes, the leader Lease): connect, read and write timeouts, so a
+    /// half-open connection is a failed request, not a wait.
+    calls: kube::Client,
+    /// For watches, which stay quiet for minutes: connect and write timeouts; a quiet stream is
+    /// the watcher's own idle timeout's business (server-side timeout plus a margin).
+    watches: kube::Client,
+}
+
+async fn kube_clients(path: Option<&PathBuf>) -> anyhow::Result<KubeClients> {
+    let mut config = kube_config(path).await?;
+    config.connect_timeout = Some(APISERVER_CONNECT_TIMEOUT);
+    config.write_timeout = Some(APISERVER_IO_TIMEOUT);
+    config.read_timeout = None;
+    let watches =
+        kube::Client::try_from(config.clone()).context("building the Kubernetes client")?;
+    config.read_timeout = Some(APISERVER_IO_TIMEOUT);
+    // Count the read timeout from each request, not from when its pooled connection went idle.
+    config.reset_reader_on_write = true;
+    let calls = kube::Client::try_from(config).context("building the Kubernetes client")?;
+    Ok(KubeClients { calls, watches })
+}
+
+async fn kube_config(path: Option<&PathBuf>) -> anyhow::Result<kube::Config> {
     let config = match path {
         Some(p) => {
             let kc = Kubeconfig::read_from(p)
@@ -118,7 +149,7 @@ async fn kube_client(path: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
                 .context("not in a cluster and no usable kubeconfig; pass --kubeconfig")?,
         },
     };
-    kube::Client::try_from(config).context("building the Kubernetes client")
+    Ok(config)
 }
 
 fn hostname() -> String {
@@ -139,7 +170,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         agent_client::AgentClients::new(&args.tls_cert, &args.tls_key, &args.tls_ca)
             .context("agent TLS (--tls-cert, --tls-key, --tls-ca)")?,
     );
-    let client = kube_client(args.kubeconfig.as_ref()).await?;
+    let clients = kube_clients(args.kubeconfig.as_ref()).await?;
     let identity = args.identity.clone().unwrap_or_else(hostname);
     tracing::info!(
         identity,
@@ -149,7 +180,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION")
     );
     let mut elector = leader::Elector::new(
-        Api::<Lease>::namespaced(client.clone(), &args.namespace),
+        Api::<Lease>::namespaced(clients.calls.clone(), &args.namespace),
         &args.leader_election_lease,
         &identity,
         Duration::from_secs(args.leader_election_duration),
@@ -157,36 +188,56 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut shutdown = pin!(shutdown_signal());
     loop {
         let beat = |ok| metrics.beat(ok);
-        tokio::select! {
-            () = elector.acquire(beat) => {}
+        let term = tokio::select! {
+            term = elector.acquire(beat) => term,
             () = &mut shutdown => return Ok(()),
-        }
+        };
         metrics.leader.set(1);
-        tracing::info!(identity, "leading: reconciling Devices and Targets");
-        let term = async {
+        tracing::info!(
+            identity,
+            term = term.number(),
+            "leading: reconciling Devices and Targets"
+        );
+        let work = async {
             let (registry, drive) =
-                agents::Registry::new(client.clone(), &args.namespace, metrics.clone());
+                agents::Registry::new(clients.watches.clone(), &args.namespace, metrics.clone());
             tokio::join!(
                 drive,
                 controller::run(
-                    client.clone(),
+                    &clients.calls,
+                    &clients.watches,
                     registry,
-                    agents.clone(),
+                    Arc::new(agents.for_term(term.clone())),
                     metrics.clone(),
                     &identity,
                     args.concurrency,
                 )
             );
         };
+        // Biased: once the term has ended, the reconciles are dropped before they are polled
+        // again (a replica resumed after a freeze sends nothing more).
         tokio::select! {
-            () = term => tracing::error!("the controllers stopped; standing for election again"),
-            () = elector.hold(|ok| metrics.beat(ok)) => tracing::warn!("no longer leading; standing by"),
+            biased;
+            () = term.ended() => {}
+            () = elector.hold(&term, |ok| metrics.beat(ok)) => {}
             () = &mut shutdown => {
                 elector.release().await;
                 tracing::info!("shutting down; leader Lease released");
                 return Ok(());
             }
+            () = work => tracing::error!("the controllers stopped; standing for election again"),
         }
+        let why = if term.deposed() {
+            "another replica leads, or an agent has obeyed a newer leader"
+        } else {
+            "the leader Lease could not be renewed before the renew deadline"
+        };
+        term.depose();
+        tracing::warn!(
+            term = term.number(),
+            "leader term ended ({why}): every reconcile in progress cancelled, no agent call \
+             sent any more; standing by"
+        );
         metrics.leader.set(0);
     }
 }

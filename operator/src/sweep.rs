@@ -179,6 +179,7 @@ mod tests {
             name: uid.into(),
             uid: uid.into(),
             generation: 1,
+            leader_term: 0,
         })
     }
 

@@ -38,6 +38,9 @@ struct Object {
     /// The object's generation.
     #[arg(long, default_value_t = 1)]
     generation: i64,
+    /// The operator leader term the call claims (0: none).
+    #[arg(long, default_value_t = 0)]
+    leader_term: u64,
 }
 
 impl Object {
@@ -51,6 +54,7 @@ impl Object {
             name: name.into(),
             uid: self.uid.clone(),
             generation: self.generation,
+            leader_term: self.leader_term,
         })
     }
 }

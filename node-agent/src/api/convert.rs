@@ -46,6 +46,7 @@ pub fn meta(id: &ObjectId) -> pb::ObjectMeta {
         name: id.name.clone(),
         uid: id.uid.clone(),
         generation: id.generation,
+        leader_term: 0,
     }
 }
 
@@ -317,6 +318,7 @@ mod tests {
             name: name.into(),
             uid: "u1".into(),
             generation: 2,
+            leader_term: 0,
         })
     }
 

@@ -4,6 +4,7 @@
 
 pub mod calls;
 pub mod convert;
+pub mod fence;
 pub mod lease;
 pub mod server;
 pub mod tls;

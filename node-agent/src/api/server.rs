@@ -1,6 +1,7 @@
 //! The agent API service (`spindle.agent.v1.Agent`): each call turned into one call on the
 //! [`Node`], its outcome into a gRPC status, and counted in the metrics. Requests are logged
-//! with the object they name, never with CHAP secrets.
+//! with the object they name, never with CHAP secrets. Every mutating call passes the leader
+//! fence first ([`Fence`]): a call from a deposed operator leader changes nothing.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use tonic::{Request, Response, Status};
 
 use super::calls::Calls;
 use super::convert;
+use super::fence::{Fence, FenceError};
 use crate::node::{Node, NodeError};
 
 /// The service over one node.
@@ -22,16 +24,48 @@ pub struct AgentService {
     node: Arc<Node>,
     node_name: String,
     calls: Calls,
+    fence: Arc<Fence>,
+}
+
+/// Why a call was refused: by the node, or by the leader fence before the node saw it.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error(transparent)]
+    Fence(#[from] FenceError),
 }
 
 impl AgentService {
     /// The service; `calls` counts the calls it is answering (see [`serve`]).
-    pub fn new(node: Arc<Node>, node_name: String, calls: Calls) -> AgentServer<Self> {
+    /// `fence` holds the highest operator leader term seen.
+    pub fn new(
+        node: Arc<Node>,
+        node_name: String,
+        calls: Calls,
+        fence: Arc<Fence>,
+    ) -> AgentServer<Self> {
         AgentServer::new(AgentService {
             node,
             node_name,
             calls,
+            fence,
         })
+    }
+
+    /// Runs one mutating call ([`Self::call`]) once the leader fence admitted the request's
+    /// term; the fence is held until the call ends.
+    async fn mutate<T>(
+        &self,
+        method: &'static str,
+        (term, object): (u64, String),
+        f: impl Future<Output = Result<T, Refusal>>,
+    ) -> Result<Response<T>, Status> {
+        self.call(method, object, async {
+            let _admitted = self.fence.admit(term).await?;
+            f.await
+        })
+        .await
     }
 
     /// Runs one call: counts it as in progress until it ends, times it, counts it by method and
@@ -40,11 +74,14 @@ impl AgentService {
         &self,
         method: &'static str,
         object: String,
-        f: impl Future<Output = Result<T, NodeError>>,
+        f: impl Future<Output = Result<T, Refusal>>,
     ) -> Result<Response<T>, Status> {
         let _in_progress = self.calls.begin();
         let start = Instant::now();
-        let r = f.await.map_err(status);
+        let r = f.await.map_err(|e| match e {
+            Refusal::Node(e) => status(e),
+            Refusal::Fence(e) => fence_status(e),
+        });
         let m = crate::metrics::get();
         m.api_seconds
             .with_label_values(&[method])
@@ -98,6 +135,28 @@ pub fn status(e: NodeError) -> Status {
     }
 }
 
+/// The gRPC status of a fence refusal: a stale term is FAILED_PRECONDITION with the typed
+/// reason STALE_LEADER; a term that could not be recorded is UNAVAILABLE (try again).
+fn fence_status(e: FenceError) -> Status {
+    let msg = e.to_string();
+    match e {
+        FenceError::Stale { .. } => spindle_agent_proto::detail::status(
+            tonic::Code::FailedPrecondition,
+            msg,
+            &pb::ErrorDetail {
+                reason: pb::ErrorReason::StaleLeader as i32,
+                ..pb::ErrorDetail::default()
+            },
+        ),
+        FenceError::Persist { .. } | FenceError::Corrupt { .. } => Status::unavailable(msg),
+    }
+}
+
+/// The leader term of a request and the object it names (for the log).
+fn sender_of(meta: &Option<pb::ObjectMeta>) -> (u64, String) {
+    (meta.as_ref().map_or(0, |m| m.leader_term), object_of(meta))
+}
+
 fn object_of(meta: &Option<pb::ObjectMeta>) -> String {
     meta.as_ref()
         .map(|m| {
@@ -116,7 +175,7 @@ impl Agent for AgentService {
         request: Request<pb::ApplyDeviceRequest>,
     ) -> Result<Response<pb::ApplyDeviceResponse>, Status> {
         let req = request.into_inner();
-        self.call("ApplyDevice", object_of(&req.meta), async {
+        self.mutate("ApplyDevice", sender_of(&req.meta), async {
             let served_before = !req.served_naa.is_empty();
             let rec = convert::device_record(req)?;
             let (stale, v) = self.node.apply_device_served(rec, served_before).await?;
@@ -133,7 +192,7 @@ impl Agent for AgentService {
         request: Request<pb::ApplyTargetRequest>,
     ) -> Result<Response<pb::ApplyTargetResponse>, Status> {
         let req = request.into_inner();
-        self.call("ApplyTarget", object_of(&req.meta), async {
+        self.mutate("ApplyTarget", sender_of(&req.meta), async {
             let rec = convert::target_record(req)?;
             let (stale, v) = self.node.apply_target(rec).await?;
             let ip = self.node.advertised_portal().await.map(|p| p.ip());
@@ -150,7 +209,7 @@ impl Agent for AgentService {
         request: Request<pb::RemoveTargetRequest>,
     ) -> Result<Response<pb::RemoveTargetResponse>, Status> {
         let req = request.into_inner();
-        self.call("RemoveTarget", object_of(&req.meta), async {
+        self.mutate("RemoveTarget", sender_of(&req.meta), async {
             let id = convert::object_id(req.meta)?;
             let (known, closed) = self.node.remove_target(&id).await?;
             Ok(pb::RemoveTargetResponse {
@@ -166,7 +225,7 @@ impl Agent for AgentService {
         request: Request<pb::DrainDeviceRequest>,
     ) -> Result<Response<pb::DrainAck>, Status> {
         let req = request.into_inner();
-        self.call("DrainDevice", object_of(&req.meta), async {
+        self.mutate("DrainDevice", sender_of(&req.meta), async {
             let id = convert::object_id(req.meta)?;
             let ack = self.node.drain_device(&id).await?;
             Ok(convert::ack(&id, &ack))
@@ -179,7 +238,7 @@ impl Agent for AgentService {
         request: Request<pb::ReleaseDeviceRequest>,
     ) -> Result<Response<pb::ReleaseDeviceResponse>, Status> {
         let req = request.into_inner();
-        self.call("ReleaseDevice", object_of(&req.meta), async {
+        self.mutate("ReleaseDevice", sender_of(&req.meta), async {
             let policy = pb::ReclaimPolicy::try_from(req.reclaim_policy).map_err(|_| {
                 NodeError::Invalid {
                     field: "reclaimPolicy".into(),
@@ -322,3 +381,7 @@ fn refused(peer: SocketAddr, why: &str) {
         .inc();
     tracing::warn!(%peer, "agent API: connection refused: {why}");
 }
+
+#[cfg(test)]
+#[path = "server_fence_tests.rs"]
+mod fence_tests;

@@ -70,18 +70,21 @@ fn backoff_action(ctx: &Ctx, kind: &str, obj: &impl Resource, e: &Error) -> Acti
     Action::requeue(ctx.failed(kind, &crate::desired::key_of(obj), e))
 }
 
-/// Runs both controllers until the future is dropped (the end of a leadership term).
+/// Runs both controllers until the future is dropped (the end of a leadership term): watches go
+/// through `watches`, every other apiserver call through `calls` (which has read timeouts), and
+/// `agents` carries the term.
 pub async fn run(
-    client: Client,
+    calls: &Client,
+    watches: &Client,
     registry: Arc<Registry>,
     agents: Arc<AgentClients>,
     metrics: Arc<Metrics>,
     identity: &str,
     concurrency: u16,
 ) {
-    let devices_api: Api<Device> = Api::all(client.clone());
-    let targets_api: Api<Target> = Api::all(client.clone());
-    let secrets_api: Api<PartialObjectMeta<Secret>> = Api::all(client.clone());
+    let devices_api: Api<Device> = Api::all(watches.clone());
+    let targets_api: Api<Target> = Api::all(watches.clone());
+    let secrets_api: Api<PartialObjectMeta<Secret>> = Api::all(watches.clone());
     let cfg = Config::default().concurrency(concurrency);
 
     let (poke_device_tx, poke_device_rx) = mpsc::unbounded_channel::<ObjectRef<Device>>();
@@ -158,13 +161,13 @@ pub async fn run(
     let (node_devices, node_targets) = fan_out_node_changes(&registry, &devices, &targets);
 
     let ctx = Arc::new(Ctx::new(
-        client.clone(),
+        calls.clone(),
         devices.clone(),
         targets.clone(),
         registry.clone(),
         agents,
         metrics,
-        Events::new(client, identity),
+        Events::new(calls.clone(), identity),
         poke_target_tx,
     ));
     drop(poke_device_tx);
