@@ -231,7 +231,7 @@ fn redirected_lease_gets_no_orders(s: &Spindle, ns: &str) -> Result<()> {
             Some(&b_key),
             "is not the agent of node \"node-b\"",
         ),
-        ("copied", Some(&a_key), "node-a"),
+        ("copied", Some(a_key.as_str()), "node-a"),
         ("nokey", None, API_KEY_ANNOTATION),
     ];
     for (name, key, says) in cases {
@@ -248,7 +248,7 @@ fn redirected_lease_gets_no_orders(s: &Spindle, ns: &str) -> Result<()> {
         let t = s.get("target", ns, name)?.context("target")?;
         let ready = condition(&t, "Ready");
         ensure!(
-            ready.as_ref().is_some_and(|c| c.status != "True"),
+            ready.as_ref().is_none_or(|c| c.status != "True"),
             "Target {name} Ready: {ready:?}"
         );
         node_a_serves_nothing_of(s, ns, name)?;
