@@ -57,3 +57,32 @@ with_e2e_lock() {
     flock -n "$E2E_LOCK" true || echo "${1##*/}: waiting for $E2E_LOCK (another e2e run holds it)" >&2
     exec flock "$E2E_LOCK" "$@"
 }
+
+# lease_write SERVER CA NAMESPACE TOKEN EXPECT create|patch NAME: one real request to the
+# apiserver at SERVER (CA: its CA file) authenticated by TOKEN alone, creating or patching (an
+# annotation) the Lease NAME in NAMESPACE; curl, because kubectl patch reads the object first,
+# which the agent's Role does not allow. EXPECT: "allowed", or a phrase the refusal must contain.
+lease_write() {
+    local server="$1" ca="$2" ns="$3" t="$4" expect="$5" verb="$6" name="$7" url code out
+    url="$server/apis/coordination.k8s.io/v1/namespaces/$ns/leases"
+    out="$(mktemp)"
+    local -a req=(curl -sS --max-time 10 --cacert "$ca" -H "Authorization: Bearer $t" -o "$out" -w '%{http_code}')
+    if [[ $verb == create ]]; then
+        code="$("${req[@]}" -X POST -H 'Content-Type: application/json' "$url" \
+            -d "{\"apiVersion\":\"coordination.k8s.io/v1\",\"kind\":\"Lease\",\"metadata\":{\"name\":\"$name\"}}")"
+    else
+        code="$("${req[@]}" -X PATCH -H 'Content-Type: application/merge-patch+json' "$url/$name" \
+            -d '{"metadata":{"annotations":{"spindle.dev/e2e-probe":"written"}}}')"
+    fi
+    local rc=0
+    if [[ $expect == allowed ]]; then
+        [[ $code == 2?? ]] || { echo "$verb lease $name: HTTP $code, expected success:"; cat "$out"; rc=1; }
+    elif [[ $code == 2?? ]]; then
+        echo "$verb lease $name: allowed (HTTP $code), expected refused"; rc=1
+    elif ! grep -q -- "$expect" "$out"; then
+        echo "$verb lease $name: HTTP $code, not refused by the policy ($expect):"; cat "$out"; rc=1
+    fi
+    ((rc)) || echo "$verb lease $name: HTTP $code ($expect)"
+    rm -f "$out"
+    return "$rc"
+}

@@ -43,9 +43,10 @@ enum Command {
     Standalone(StandaloneArgs),
     /// Serve as the node agent of a Kubernetes cluster: take orders from the operator.
     ///
-    /// Registers with a Lease named after the node in --namespace (carrying the API endpoint
-    /// and the iSCSI portal), serves the agent API (gRPC) on --api-listen with mutual TLS (only
-    /// a client certificate signed by --tls-ca and naming --client-name is accepted), keeps
+    /// Registers with a Lease named after the node in --namespace (carrying the API endpoint,
+    /// the iSCSI portal and the fingerprint of the serving key it made at start), serves the
+    /// agent API (gRPC) on --api-listen with mutual TLS (only a client certificate signed by
+    /// --tls-ca and naming --client-name is accepted), keeps
     /// what it is told under --data-dir/.spindle and serves it again after a restart, before
     /// any call. When the apiserver is unreachable it keeps serving and retries. On SIGTERM
     /// it stops as standalone mode does: accepted commands answered, sessions closed, stores
@@ -121,12 +122,16 @@ struct RunArgs {
     /// Serve Prometheus metrics on http://ADDR:PORT/metrics (and /healthz).
     #[arg(long, value_name = "ADDR:PORT")]
     metrics: Option<SocketAddr>,
-    /// The agent's certificate (PEM), carrying the DNS name spindle-agent.
-    #[arg(long, value_name = "FILE")]
-    tls_cert: PathBuf,
-    /// The agent's private key (PEM).
-    #[arg(long, value_name = "FILE")]
-    tls_key: PathBuf,
+    /// Serve the API with this certificate (PEM) instead of a key of its own. By default the
+    /// agent makes a new key at every start (in memory) and publishes its fingerprint in its
+    /// Lease; the operator calls only the server holding the key the node's Lease names. A
+    /// certificate given here is published the same way: each node needs its own (the operator
+    /// refuses a key two nodes publish).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// CA certificate (PEM) that signs the operator's client certificate.
     #[arg(long, value_name = "FILE")]
     tls_ca: PathBuf,
@@ -268,12 +273,15 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     args.data_path.apply()?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
-    let files = api::tls::TlsFiles {
-        cert: args.tls_cert.clone(),
-        key: args.tls_key.clone(),
-        ca: args.tls_ca.clone(),
+    let serving = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let (chain, key) = api::tls::read_key_files(cert, key)?;
+            api::identity::ServingKey::new(chain, key).context("--tls-cert")?
+        }
+        _ => api::identity::ServingKey::generate(&args.node_name)?,
     };
-    let tls = api::tls::server_config(&files, &args.client_name)?;
+    let api_key = serving.fingerprint.clone();
+    let tls = api::tls::server_config(serving, &args.tls_ca, &args.client_name)?;
     let fence = std::sync::Arc::new(api::fence::Fence::open(&args.data_dir)?);
     tracing::info!(term = fence.highest(), "highest operator leader term seen");
     let endpoint_ip = args
@@ -318,11 +326,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 .await
                 .map(|p| p.to_string())
                 .unwrap_or_default(),
+            api_key,
             started: k8s_openapi::jiff::Timestamp::now(),
         };
         tracing::info!(
             node = %args.node_name, api = %registration.api_endpoint,
-            portal = %registration.iscsi_portal, "agent serving"
+            portal = %registration.iscsi_portal, api_key = %registration.api_key, "agent serving"
         );
         let lease = tokio::spawn(api::lease::keep_renewed(client, registration));
         let calls = api::calls::Calls::new();

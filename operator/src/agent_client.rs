@@ -1,7 +1,9 @@
-//! Calls to the node agents: one mutual-TLS gRPC channel per agent endpoint (the operator's client
-//! certificate; the agent's certificate checked for the name `spindle-agent` whatever address is
-//! dialled), a deadline on every call, and errors sorted into "try again later" and "the agent
-//! refused, here is why".
+//! Calls to the node agents: one mutual-TLS gRPC channel per node (the operator's client
+//! certificate; the agent's key pinned to the one its node's Lease publishes, and the agent asked
+//! which node it is before the channel is used: see `pinning`), a deadline on every call, and
+//! errors sorted into "try again later", "not that node's agent" and "the agent refused, here is
+//! why". A channel is made again when the node's Lease names another endpoint or key (an agent
+//! restarted with a new key).
 //!
 //! Every mutating call carries the leader's term ([`Term`]) and is sent only while the term may
 //! act. A call of a term that has ended, or one an agent refuses as coming from a stale leader,
@@ -13,11 +15,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use spindle_agent_proto::identity;
 use spindle_agent_proto::v1::{self as api, agent_client::AgentClient};
 use tonic::Code;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Channel;
 
+use crate::pinning::{self, ClientIdentity, ConnectFailure, Dial, IdentityError};
 use crate::term::Term;
 
 /// Deadline of the calls that only change configuration.
@@ -48,6 +50,10 @@ pub enum AgentError {
         /// The typed reason, when the agent gave one (branch on this, never on `message`).
         detail: Option<api::ErrorDetail>,
     },
+    /// What answers at the node's endpoint is not shown to be the node's agent: nothing was
+    /// sent to it.
+    #[error("{0}")]
+    Identity(#[from] IdentityError),
     /// The TLS files could not be read or the endpoint is malformed.
     #[error("{0}")]
     Config(String),
@@ -86,16 +92,19 @@ impl AgentError {
             Some(api::ErrorReason::BackingStoreMissing) => return reason::BACKING_STORE_MISSING,
             _ => {}
         }
-        if self.is_transient() {
+        if matches!(self, Self::Identity(_)) {
+            crate::conditions::reason::AGENT_UNVERIFIED
+        } else if self.is_transient() {
             crate::conditions::reason::AGENT_UNREACHABLE
         } else {
             crate::conditions::reason::AGENT_REFUSED
         }
     }
 
-    /// True when trying again later may succeed without anything changing in the cluster.
+    /// True when trying again later may succeed without anything changing in the cluster (an
+    /// identity error included: the node's Lease may change, e.g. its agent upgraded).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unreachable { .. })
+        matches!(self, Self::Unreachable { .. } | Self::Identity(_))
             || matches!(
                 self.refused_code(),
                 Some(Code::Unavailable | Code::ResourceExhausted | Code::Aborted)
@@ -127,37 +136,39 @@ fn from_status(endpoint: &str, s: tonic::Status) -> AgentError {
     }
 }
 
-/// The agents' API, with one channel per endpoint.
+/// The agents' API, with one verified channel per node.
 pub struct AgentClients {
-    tls: ClientTlsConfig,
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    identity: Arc<ClientIdentity>,
+    channels: Arc<Mutex<HashMap<String, Verified>>>,
     /// The leadership term stamped on mutating calls (see [`Self::for_term`]); none: mutating
     /// calls are not sent.
     term: Option<Term>,
 }
 
+/// A channel to a node's agent, verified for that endpoint and key.
+struct Verified {
+    endpoint: String,
+    key: String,
+    channel: Channel,
+}
+
 impl AgentClients {
-    /// Reads the operator's certificate, key and the CA that signed the agents' certificates.
-    pub fn new(cert: &Path, key: &Path, ca: &Path) -> Result<Self, AgentError> {
-        let read = |p: &Path| {
-            std::fs::read(p)
-                .map_err(|e| AgentError::Config(format!("reading {}: {e}", p.display())))
-        };
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read(ca)?))
-            .identity(Identity::from_pem(read(cert)?, read(key)?))
-            .domain_name(identity::AGENT_SERVER_NAME);
+    /// Reads the operator's client certificate and key. (`_ca` is not needed any more: agents
+    /// are known by the key their Lease publishes, not by a CA; the argument stays so that old
+    /// command lines start.)
+    pub fn new(cert: &Path, key: &Path, _ca: Option<&Path>) -> Result<Self, AgentError> {
+        let identity =
+            ClientIdentity::read(cert, key).map_err(|e| AgentError::Config(e.to_string()))?;
         Ok(Self {
-            tls,
+            identity: Arc::new(identity),
             channels: Arc::default(),
             term: None,
         })
     }
-
     /// The same agents (and channels), for the reconciles of `term`.
     pub fn for_term(&self, term: Term) -> Self {
         Self {
-            tls: self.tls.clone(),
+            identity: self.identity.clone(),
             channels: self.channels.clone(),
             term: Some(term),
         }
@@ -202,93 +213,153 @@ impl AgentClients {
         }
     }
 
-    fn client(&self, endpoint: &str) -> Result<AgentClient<Channel>, AgentError> {
-        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = channels.get(endpoint) {
-            return Ok(AgentClient::new(c.clone()));
+    /// A client of `dial.node`'s agent: the cached channel if the Lease still names the same
+    /// endpoint and key, else a new one, verified (pinned key, then `GetStatus.node_name`).
+    async fn client(&self, dial: Dial<'_>) -> Result<AgentClient<Channel>, AgentError> {
+        pinning::check_published(dial)?;
+        {
+            let channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(v) = channels.get(dial.node)
+                && v.endpoint == dial.endpoint
+                && v.key == dial.key
+            {
+                return Ok(AgentClient::new(v.channel.clone()));
+            }
         }
-        let channel = Endpoint::from_shared(format!("https://{endpoint}"))
-            .and_then(|e| e.tls_config(self.tls.clone()))
-            .map_err(|e| AgentError::Config(format!("agent endpoint {endpoint:?}: {e}")))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .keep_alive_while_idle(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .connect_lazy();
-        channels.insert(endpoint.to_owned(), channel.clone());
-        Ok(AgentClient::new(channel))
+        let channel = pinning::connect(&self.identity, dial, CONNECT_TIMEOUT)
+            .await
+            .map_err(|e| match e {
+                ConnectFailure::Identity(e) => AgentError::Identity(e),
+                ConnectFailure::Unreachable(message) => AgentError::Unreachable {
+                    endpoint: dial.endpoint.to_owned(),
+                    message,
+                },
+            })?;
+        let mut c = AgentClient::new(channel.clone());
+        let status = call(
+            dial.endpoint,
+            CALL_TIMEOUT,
+            c.get_status(api::GetStatusRequest {}),
+        )
+        .await?;
+        check_node(dial, &status)?;
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        // One key is held by one process: if it was verified for another node, one of the two
+        // Leases is wrong (or two agents were given one certificate).
+        if let Some((other, _)) = channels
+            .iter()
+            .find(|(n, v)| n.as_str() != dial.node && v.key == dial.key)
+        {
+            return Err(IdentityError::SharedKey {
+                node: dial.node.to_owned(),
+                other: other.clone(),
+            }
+            .into());
+        }
+        tracing::info!(
+            node = dial.node,
+            endpoint = dial.endpoint,
+            key = dial.key,
+            "agent verified: it holds the key its node's Lease publishes and names that node"
+        );
+        channels.insert(
+            dial.node.to_owned(),
+            Verified {
+                endpoint: dial.endpoint.to_owned(),
+                key: dial.key.to_owned(),
+                channel,
+            },
+        );
+        Ok(c)
     }
 
     /// `ApplyDevice`.
     pub async fn apply_device(
         &self,
-        endpoint: &str,
+        dial: Dial<'_>,
         mut req: api::ApplyDeviceRequest,
     ) -> Result<api::ApplyDeviceResponse, AgentError> {
         self.stamp(req.meta.get_or_insert_default()).await;
-        let mut c = self.client(endpoint)?;
-        self.fenced(call(endpoint, CALL_TIMEOUT, c.apply_device(req)).await)
+        let mut c = self.client(dial).await?;
+        self.fenced(call(dial.endpoint, CALL_TIMEOUT, c.apply_device(req)).await)
             .await
     }
 
     /// `ApplyTarget`.
     pub async fn apply_target(
         &self,
-        endpoint: &str,
+        dial: Dial<'_>,
         mut req: api::ApplyTargetRequest,
     ) -> Result<api::ApplyTargetResponse, AgentError> {
         self.stamp(req.meta.get_or_insert_default()).await;
-        let mut c = self.client(endpoint)?;
-        self.fenced(call(endpoint, CALL_TIMEOUT, c.apply_target(req)).await)
+        let mut c = self.client(dial).await?;
+        self.fenced(call(dial.endpoint, CALL_TIMEOUT, c.apply_target(req)).await)
             .await
     }
 
     /// `RemoveTarget`.
     pub async fn remove_target(
         &self,
-        endpoint: &str,
+        dial: Dial<'_>,
         mut meta: api::ObjectMeta,
     ) -> Result<api::RemoveTargetResponse, AgentError> {
         self.stamp(&mut meta).await;
-        let mut c = self.client(endpoint)?;
+        let mut c = self.client(dial).await?;
         let req = api::RemoveTargetRequest { meta: Some(meta) };
-        self.fenced(call(endpoint, DRAIN_TIMEOUT, c.remove_target(req)).await)
+        self.fenced(call(dial.endpoint, DRAIN_TIMEOUT, c.remove_target(req)).await)
             .await
     }
 
-    /// `DrainDevice`: its answer is the flush acknowledgement.
+    /// `DrainDevice`: its answer is the flush acknowledgement. Any answer, NOT_FOUND included,
+    /// comes from the agent verified as `dial.node`'s.
     pub async fn drain_device(
         &self,
-        endpoint: &str,
+        dial: Dial<'_>,
         mut meta: api::ObjectMeta,
     ) -> Result<api::DrainAck, AgentError> {
         self.stamp(&mut meta).await;
-        let mut c = self.client(endpoint)?;
+        let mut c = self.client(dial).await?;
         let req = api::DrainDeviceRequest { meta: Some(meta) };
-        self.fenced(call(endpoint, DRAIN_TIMEOUT, c.drain_device(req)).await)
+        self.fenced(call(dial.endpoint, DRAIN_TIMEOUT, c.drain_device(req)).await)
             .await
     }
 
     /// `ReleaseDevice`.
     pub async fn release_device(
         &self,
-        endpoint: &str,
+        dial: Dial<'_>,
         mut req: api::ReleaseDeviceRequest,
     ) -> Result<api::ReleaseDeviceResponse, AgentError> {
         self.stamp(req.meta.get_or_insert_default()).await;
-        let mut c = self.client(endpoint)?;
-        self.fenced(call(endpoint, CALL_TIMEOUT, c.release_device(req)).await)
+        let mut c = self.client(dial).await?;
+        self.fenced(call(dial.endpoint, CALL_TIMEOUT, c.release_device(req)).await)
             .await
     }
 
-    /// `GetStatus`.
-    pub async fn status(&self, endpoint: &str) -> Result<api::AgentStatus, AgentError> {
-        let mut c = self.client(endpoint)?;
-        call(
-            endpoint,
+    /// `GetStatus` (its node name checked again).
+    pub async fn status(&self, dial: Dial<'_>) -> Result<api::AgentStatus, AgentError> {
+        let mut c = self.client(dial).await?;
+        let status = call(
+            dial.endpoint,
             CALL_TIMEOUT,
             c.get_status(api::GetStatusRequest {}),
         )
-        .await
+        .await?;
+        check_node(dial, &status)?;
+        Ok(status)
+    }
+}
+
+/// The agent names the node it was dialled for.
+fn check_node(dial: Dial<'_>, status: &api::AgentStatus) -> Result<(), IdentityError> {
+    if status.node_name == dial.node {
+        Ok(())
+    } else {
+        Err(IdentityError::WrongNode {
+            node: dial.node.to_owned(),
+            endpoint: dial.endpoint.to_owned(),
+            answered: status.node_name.clone(),
+        })
     }
 }
 
@@ -330,6 +401,31 @@ mod tests {
                 assert!(e.to_string().contains("spec.x: bad"), "{e}");
             }
         }
+    }
+
+    #[test]
+    fn an_unverified_agent_is_retried_under_its_own_reason() {
+        let e = AgentError::from(IdentityError::WrongNode {
+            node: "node-b".into(),
+            endpoint: "127.0.0.2:9443".into(),
+            answered: "node-a".into(),
+        });
+        assert!(e.is_transient());
+        assert_eq!(e.refused_code(), None, "never read as NOT_FOUND");
+        assert_eq!(e.reason(), crate::conditions::reason::AGENT_UNVERIFIED);
+        assert!(e.to_string().contains("node-a"), "{e}");
+        let dial = Dial {
+            node: "node-b",
+            endpoint: "127.0.0.2:9443",
+            key: "",
+        };
+        let status = |n: &str| api::AgentStatus {
+            node_name: n.into(),
+            ..Default::default()
+        };
+        assert!(check_node(dial, &status("node-b")).is_ok());
+        assert!(check_node(dial, &status("node-a")).is_err());
+        assert!(check_node(dial, &status("")).is_err());
     }
 
     #[test]
@@ -381,20 +477,26 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_call_of_an_ended_term_is_never_sent_and_never_returns() {
-        let dir = tempfile_dir();
-        let p = |n: &str| dir.join(n);
-        for n in ["ca.crt", "op.crt", "op.key"] {
-            std::fs::write(
-                p(n),
-                b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
-            )
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["spindle-operator".into()])
+            .unwrap()
+            .self_signed(&pair)
             .unwrap();
-        }
-        let clients = AgentClients::new(&p("op.crt"), &p("op.key"), &p("ca.crt")).unwrap();
+        let key = rustls::pki_types::PrivatePkcs8KeyDer::from(pair.serialize_der()).into();
+        let clients = AgentClients {
+            identity: Arc::new(ClientIdentity::from_der(vec![cert.der().clone()], key)),
+            channels: Arc::default(),
+            term: None,
+        };
         let term = Term::new(4, tokio::time::Instant::now() + Duration::from_secs(10));
         let agents = clients.for_term(term.clone());
         tokio::time::advance(Duration::from_secs(11)).await;
-        let call = agents.remove_target("127.0.0.1:1", api::ObjectMeta::default());
+        let dial = Dial {
+            node: "node-a",
+            endpoint: "127.0.0.1:1",
+            key: "",
+        };
+        let call = agents.remove_target(dial, api::ObjectMeta::default());
         // Not sent: no channel was even made for the endpoint.
         assert!(
             tokio::time::timeout(Duration::from_secs(60), call)
@@ -404,13 +506,5 @@ mod tests {
         );
         assert!(clients.channels.lock().unwrap().is_empty());
         assert!(term.deposed());
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    fn tempfile_dir() -> std::path::PathBuf {
-        let d =
-            std::env::temp_dir().join(format!("spindle-agent-client-test-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
     }
 }

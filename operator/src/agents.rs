@@ -20,6 +20,7 @@ use spindle_agent_proto::lease as agent_lease;
 use tokio::sync::broadcast;
 
 use crate::metrics::Metrics;
+use crate::pinning::Dial;
 
 /// What the operator knows about the agent of one node.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -39,6 +40,16 @@ impl AgentView {
             .filter(|l| l.reachable)
             .map(|l| l.endpoint.as_str())
     }
+
+    /// Where to call `node`'s agent and the key it must hold, when it is reachable (the key is
+    /// checked when the call is made: see `pinning`).
+    pub fn dial<'a>(&'a self, node: &'a str) -> Option<Dial<'a>> {
+        self.lease.as_ref().filter(|l| l.reachable).map(|l| Dial {
+            node,
+            endpoint: &l.endpoint,
+            key: &l.api_key,
+        })
+    }
 }
 
 /// An agent's Lease, as of now.
@@ -54,6 +65,8 @@ pub struct LeaseView {
     pub expires: String,
     /// `spec.acquireTime`, which changes when the agent registers anew.
     pub acquired: String,
+    /// Fingerprint of the agent's serving key (empty: the Lease publishes none).
+    pub api_key: String,
 }
 
 /// Reads one agent Lease at `now`.
@@ -86,6 +99,7 @@ pub fn lease_view(lease: &Lease, now: Timestamp) -> LeaseView {
             .acquire_time
             .map(|t| t.0.to_string())
             .unwrap_or_default(),
+        api_key: annotation(agent_lease::API_KEY_ANNOTATION),
     }
 }
 
@@ -256,9 +270,12 @@ enum Kind {
     Node,
 }
 
+/// Of a Lease: reachable, endpoint, portal, acquire time, key.
+type LeaseSignature<'a> = (bool, &'a str, &'a str, &'a str, &'a str);
+
 /// What of a view triggers reconciles: existence, reachability, where to call, what to
-/// advertise, and a new registration.
-fn signature(v: &AgentView) -> (bool, Option<(bool, &str, &str, &str)>) {
+/// advertise, a new registration, and the agent's key.
+fn signature(v: &AgentView) -> (bool, Option<LeaseSignature<'_>>) {
     (
         v.node_exists,
         v.lease.as_ref().map(|l| {
@@ -267,6 +284,7 @@ fn signature(v: &AgentView) -> (bool, Option<(bool, &str, &str, &str)>) {
                 l.endpoint.as_str(),
                 l.portal.as_str(),
                 l.acquired.as_str(),
+                l.api_key.as_str(),
             )
         }),
     )
@@ -351,6 +369,7 @@ mod tests {
                 reachable,
                 expires: expires.into(),
                 acquired: "t0".into(),
+                api_key: "k0".into(),
             }),
         };
         assert_eq!(signature(&view(true, "a")), signature(&view(true, "b")));
@@ -360,5 +379,10 @@ mod tests {
             l.acquired = "t1".into();
         }
         assert_ne!(signature(&view(true, "a")), signature(&moved));
+        let mut rekeyed = view(true, "a");
+        if let Some(l) = rekeyed.lease.as_mut() {
+            l.api_key = "k1".into();
+        }
+        assert_ne!(signature(&view(true, "a")), signature(&rekeyed));
     }
 }

@@ -27,6 +27,9 @@ pub mod reason {
     pub const NO_AGENT: &str = "NoAgent";
     /// The agent's Lease expired, or a call to it failed.
     pub const AGENT_UNREACHABLE: &str = "AgentUnreachable";
+    /// What answers at the node's agent endpoint is not shown to be that node's agent (its
+    /// Lease publishes no key or another one, or the agent names another node): nothing is sent.
+    pub const AGENT_UNVERIFIED: &str = "AgentUnverified";
     /// The agent refused the request (its message names the field).
     pub const AGENT_REFUSED: &str = "AgentRefused";
     /// Ready=False: the Device's backing store (the same file, by device and inode, or the

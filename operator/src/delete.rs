@@ -235,13 +235,13 @@ pub async fn device(ctx: &Arc<Ctx>, d: &Device) -> Result<Action, Error> {
                 "annotation {SKIP_FLUSH_ANNOTATION}=true: deleting without waiting for the flush; \
                  writes not yet flushed may be lost"
             );
-            if let Some(endpoint) = agent.reachable_endpoint() {
+            if let Some(dial) = agent.dial(&node) {
                 let req = api::ReleaseDeviceRequest {
                     meta: Some(object_meta(d)),
                     reclaim_policy: reclaim_policy(d.spec.reclaim_policy).into(),
                     force: true,
                 };
-                match ctx.agents.release_device(endpoint, req).await {
+                match ctx.agents.release_device(dial, req).await {
                     Ok(_) => msg.push_str("; the agent released the store"),
                     Err(e) => msg.push_str(&format!("; the agent did not release the store: {e}")),
                 }
@@ -258,7 +258,8 @@ pub async fn device(ctx: &Arc<Ctx>, d: &Device) -> Result<Action, Error> {
             return Ok(Action::requeue(WAIT));
         }
         DeviceStep::Drain | DeviceStep::Release => {
-            let endpoint = agent.reachable_endpoint().unwrap_or_default().to_owned();
+            // Every answer below, NOT_FOUND included, is from the agent verified as `node`'s.
+            let dial = agent.dial(&node).unwrap_or_default();
             if step == DeviceStep::Drain {
                 w.deleting(
                     reason::DELETING,
@@ -268,7 +269,7 @@ pub async fn device(ctx: &Arc<Ctx>, d: &Device) -> Result<Action, Error> {
                 )
                 .await?;
                 let started = Instant::now();
-                match ctx.agents.drain_device(&endpoint, object_meta(d)).await {
+                match ctx.agents.drain_device(dial, object_meta(d)).await {
                     Ok(ack) => w.flushed(
                         ConditionStatus::True,
                         reason::FLUSH_ACKNOWLEDGED,
@@ -314,7 +315,7 @@ pub async fn device(ctx: &Arc<Ctx>, d: &Device) -> Result<Action, Error> {
                 reclaim_policy: reclaim_policy(d.spec.reclaim_policy).into(),
                 force: false,
             };
-            match ctx.agents.release_device(&endpoint, req).await {
+            match ctx.agents.release_device(dial, req).await {
                 Ok(r) => {
                     observe(ctx, "Device", "release", started);
                     let what = if r.file_removed {
@@ -417,9 +418,9 @@ pub async fn target(ctx: &Arc<Ctx>, t: &Target, node: Option<String>) -> Result<
                 format!("closing its sessions on node {node:?}"),
             )
             .await?;
-            let endpoint = agent.reachable_endpoint().unwrap_or_default();
+            let dial = agent.dial(&node).unwrap_or_default();
             let started = Instant::now();
-            match ctx.agents.remove_target(endpoint, object_meta(t)).await {
+            match ctx.agents.remove_target(dial, object_meta(t)).await {
                 Ok(r) => {
                     observe(ctx, "Target", "remove", started);
                     let note = if r.known {

@@ -10,6 +10,7 @@ mod delete;
 mod desired;
 mod leader;
 mod metrics;
+mod pinning;
 mod status;
 mod sweep;
 mod term;
@@ -44,16 +45,18 @@ struct Args {
     #[arg(long, env = "POD_NAMESPACE", default_value = "spindle-system")]
     namespace: String,
     /// Client certificate (PEM) presented to the agents; must carry the DNS name
-    /// spindle-operator and be signed by --tls-ca.
+    /// spindle-operator and be signed by the CA the agents trust (their --tls-ca). The agents
+    /// are not checked against a CA: each publishes the fingerprint of its own key in its
+    /// node's Lease, and the operator calls only the server holding that key.
     #[arg(long, value_name = "FILE")]
     tls_cert: PathBuf,
     /// Private key (PEM) of --tls-cert.
     #[arg(long, value_name = "FILE")]
     tls_key: PathBuf,
-    /// CA certificate (PEM) that signed the agents' certificates (checked for the DNS name
-    /// spindle-agent).
-    #[arg(long, value_name = "FILE")]
-    tls_ca: PathBuf,
+    /// Not used any more (agents are known by the key their Lease publishes); accepted so that
+    /// older command lines still start.
+    #[arg(long, value_name = "FILE", hide = true)]
+    tls_ca: Option<PathBuf>,
     /// Where to serve /metrics (Prometheus), /healthz and /readyz.
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:9561")]
     metrics: SocketAddr,
@@ -167,8 +170,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("--metrics {}", args.metrics))?;
     tokio::spawn(server);
     let agents = Arc::new(
-        agent_client::AgentClients::new(&args.tls_cert, &args.tls_key, &args.tls_ca)
-            .context("agent TLS (--tls-cert, --tls-key, --tls-ca)")?,
+        agent_client::AgentClients::new(&args.tls_cert, &args.tls_key, args.tls_ca.as_deref())
+            .context("agent TLS (--tls-cert, --tls-key)")?,
     );
     let clients = kube_clients(args.kubeconfig.as_ref()).await?;
     let identity = args.identity.clone().unwrap_or_else(hostname);

@@ -14,6 +14,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::agent_client::AgentError;
 use crate::context::Ctx;
+use crate::pinning::Dial;
 
 /// A sweep that failed (agent gone again) is tried again after this long.
 const RETRY: Duration = Duration::from_secs(30);
@@ -24,8 +25,8 @@ pub async fn run(ctx: Arc<Ctx>) {
     ctx.registry.wait_synced().await;
     let _ = ctx.devices.wait_until_ready().await;
     let _ = ctx.targets.wait_until_ready().await;
-    // (endpoint, acquire time) swept last, per node; when a sweep failed, the error and when.
-    let mut swept: BTreeMap<String, (String, String)> = BTreeMap::new();
+    // (endpoint, acquire time, key) swept last, per node; when a sweep failed, the error and when.
+    let mut swept: BTreeMap<String, (String, String, String)> = BTreeMap::new();
     let mut failed: BTreeMap<String, (String, Instant)> = BTreeMap::new();
     loop {
         for (node, view) in ctx.registry.snapshot() {
@@ -34,14 +35,23 @@ pub async fn run(ctx: Arc<Ctx>) {
                 failed.remove(&node);
                 continue;
             };
-            let registration = (lease.endpoint.clone(), lease.acquired.clone());
+            let registration = (
+                lease.endpoint.clone(),
+                lease.acquired.clone(),
+                lease.api_key.clone(),
+            );
             let too_soon = failed
                 .get(&node)
                 .is_some_and(|(_, at)| at.elapsed() < RETRY);
             if swept.get(&node) == Some(&registration) || too_soon {
                 continue;
             }
-            match sweep(&ctx, &node, &lease.endpoint).await {
+            let dial = Dial {
+                node: &node,
+                endpoint: &lease.endpoint,
+                key: &lease.api_key,
+            };
+            match sweep(&ctx, dial).await {
                 Ok(()) => {
                     swept.insert(node.clone(), registration);
                     failed.remove(&node);
@@ -105,8 +115,11 @@ pub fn orphans<'a>(
     (targets, devices)
 }
 
-async fn sweep(ctx: &Ctx, node: &str, endpoint: &str) -> Result<(), AgentError> {
-    let status = ctx.agents.status(endpoint).await?;
+/// Sweeps the agent `dial` reaches, once it is verified as `dial.node`'s (another node's agent
+/// would see every Target of its own as an orphan here).
+async fn sweep(ctx: &Ctx, dial: Dial<'_>) -> Result<(), AgentError> {
+    let node = dial.node;
+    let status = ctx.agents.status(dial).await?;
     if let Some(w) = data_dir_warning(node, &status) {
         tracing::warn!(node, data_dir_id = %status.data_dir_id, "{w}");
     }
@@ -132,7 +145,7 @@ async fn sweep(ctx: &Ctx, node: &str, endpoint: &str) -> Result<(), AgentError> 
     };
     for t in targets {
         let meta = t.meta.clone().unwrap_or_default();
-        ctx.agents.remove_target(endpoint, meta).await?;
+        ctx.agents.remove_target(dial, meta).await?;
         ctx.metrics
             .orphans_removed
             .with_label_values(&["Target"])
@@ -147,14 +160,14 @@ async fn sweep(ctx: &Ctx, node: &str, endpoint: &str) -> Result<(), AgentError> 
         let meta = d.meta.clone().unwrap_or_default();
         let failed = d.state() == api::DrainState::Failed;
         if !failed {
-            ctx.agents.drain_device(endpoint, meta.clone()).await?;
+            ctx.agents.drain_device(dial, meta.clone()).await?;
         }
         let req = api::ReleaseDeviceRequest {
             meta: Some(meta),
             reclaim_policy: api::ReclaimPolicy::Retain.into(),
             force: failed,
         };
-        ctx.agents.release_device(endpoint, req).await?;
+        ctx.agents.release_device(dial, req).await?;
         ctx.metrics
             .orphans_removed
             .with_label_values(&["Device"])

@@ -34,6 +34,9 @@ app.kubernetes.io/component: {{ .component }}
 
 {{- define "spindle.tlsSecret" -}}{{ include "spindle.fullname" .ctx }}-{{ .component }}-tls{{- end -}}
 
+{{/* The ConfigMap holding the CA certificate agents check the operator's certificate against. */}}
+{{- define "spindle.agentCA" -}}{{ include "spindle.fullname" . }}-agent-ca{{- end -}}
+
 {{/* The agent's Localhost seccomp profile, named after the image tag so that an upgrade never
      changes the profile of an agent that is already running. */}}
 {{- define "spindle.agent.seccompProfileName" -}}

@@ -29,21 +29,58 @@ pub mod lease {
     pub const ISCSI_PORTAL_ANNOTATION: &str = "spindle.dev/iscsi-portal";
     /// Annotation: the agent's version.
     pub const VERSION_ANNOTATION: &str = "spindle.dev/agent-version";
+    /// Annotation: the fingerprint of the agent's serving key (see
+    /// [`crate::identity::fingerprint`]). The operator calls the agent only over a TLS
+    /// connection whose server key has this fingerprint; a Lease without it is not trusted.
+    pub const API_KEY_ANNOTATION: &str = "spindle.dev/api-key-sha256";
     /// How long a Lease holds without renewal.
     pub const DURATION_SECONDS: i32 = 15;
     /// How often the agent renews it.
     pub const RENEW_EVERY_SECONDS: u64 = 5;
 }
 
-/// The TLS identities of the API's two ends. Both certificates are signed by one CA.
+/// The TLS identities of the API's two ends. The operator's client certificate is signed by the
+/// CA the agents trust. Each agent makes its own serving key when it starts and publishes its
+/// fingerprint in its Lease (which only that node's agent may write); the operator accepts an
+/// agent's certificate only if its key has the fingerprint the node's Lease publishes.
 pub mod identity {
-    /// DNS name in the agent's server certificate; the operator checks it whatever address it
-    /// dials (agents are reached by node or pod IP, which a certificate made at install time
-    /// cannot list).
+    /// DNS name in the agent's serving certificate (informational: the operator pins the key,
+    /// not the name).
     pub const AGENT_SERVER_NAME: &str = "spindle-agent";
     /// DNS name (subjectAltName) the operator's client certificate must carry; the agent refuses
     /// any other client during the TLS handshake, before any call is read.
     pub const OPERATOR_CLIENT_NAME: &str = "spindle-operator";
+
+    /// The fingerprint of a public key: SHA-256 of its DER SubjectPublicKeyInfo (the whole
+    /// SEQUENCE, as `openssl pkey -pubin -outform DER` writes it), 64 lowercase hex digits.
+    pub fn fingerprint(spki_der: &[u8]) -> String {
+        let digest = ring::digest::digest(&ring::digest::SHA256, spki_der);
+        digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// True when `s` has the form of a fingerprint (64 lowercase hex digits).
+    pub fn is_fingerprint(s: &str) -> bool {
+        s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn fingerprints_are_sha256_in_lowercase_hex() {
+            // SHA-256 of the empty input.
+            let f = fingerprint(b"");
+            assert_eq!(
+                f,
+                "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            );
+            assert!(is_fingerprint(&f));
+            assert!(!is_fingerprint(&f.to_uppercase()));
+            assert!(!is_fingerprint(&f[1..]));
+            assert!(!is_fingerprint(""));
+        }
+    }
 }
 
 /// The typed reason of a refusal, carried in a gRPC status's details (`ErrorDetail`), so a

@@ -3,6 +3,11 @@
 //! (docs/agent-api.md). The operator reads "agent reachable" from it. When the apiserver cannot
 //! be reached the agent keeps serving and retries with backoff; it never exits for that.
 //!
+//! The Lease is also where the agent publishes the fingerprint of its serving key
+//! (`spindle.dev/api-key-sha256`): the chart's ValidatingAdmissionPolicy lets the agent's
+//! ServiceAccount write only the Lease named after the node its token is bound to, so what a
+//! Lease says about a node comes from that node's agent.
+//!
 //! Calls to the Kubernetes API (the chart's RBAC must allow exactly these, see `RBAC`):
 //! server-side apply of its own Lease (`patch`, and `create` the first time).
 
@@ -30,6 +35,8 @@ pub struct Registration {
     pub api_endpoint: String,
     /// `ip:port` initiators reach; empty when unknown.
     pub iscsi_portal: String,
+    /// Fingerprint of the agent's serving key (the operator calls only a server holding it).
+    pub api_key: String,
     /// When this agent process started: the Lease's acquireTime, so the operator can tell a
     /// restarted agent (which it re-checks) from a renewal.
     pub started: k8s_openapi::jiff::Timestamp,
@@ -51,6 +58,7 @@ pub fn lease(r: &Registration, now: k8s_openapi::jiff::Timestamp) -> Lease {
                     names::ISCSI_PORTAL_ANNOTATION.into(),
                     r.iscsi_portal.clone(),
                 ),
+                (names::API_KEY_ANNOTATION.into(), r.api_key.clone()),
                 (
                     names::VERSION_ANNOTATION.into(),
                     env!("CARGO_PKG_VERSION").into(),
@@ -127,12 +135,14 @@ mod tests {
             node: "node-a".into(),
             api_endpoint: "127.0.0.2:9443".into(),
             iscsi_portal: "127.0.0.2:3260".into(),
+            api_key: "ab".repeat(32),
             started: k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
         };
         let l = lease(&r, k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
         let ann = l.metadata.annotations.unwrap();
         assert_eq!(ann[names::API_ENDPOINT_ANNOTATION], "127.0.0.2:9443");
         assert_eq!(ann[names::ISCSI_PORTAL_ANNOTATION], "127.0.0.2:3260");
+        assert_eq!(ann[names::API_KEY_ANNOTATION], "ab".repeat(32));
         assert_eq!(l.metadata.labels.unwrap()[names::AGENT_LABEL], "true");
         let spec = l.spec.unwrap();
         assert_eq!(spec.holder_identity.as_deref(), Some("node-a"));

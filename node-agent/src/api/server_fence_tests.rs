@@ -25,6 +25,7 @@ async fn service(dir: &Path) -> AgentService {
         data_dir: dir.to_path_buf(),
         allow_block: Vec::new(),
         persist: true,
+        node_name: "n1".into(),
     })
     .await
     .unwrap();
@@ -50,6 +51,7 @@ fn meta(name: &str, uid: &str, term: u64) -> Option<pb::ObjectMeta> {
 fn device(term: u64) -> pb::ApplyDeviceRequest {
     pb::ApplyDeviceRequest {
         meta: meta("d", "uid-d", term),
+        served_naa: String::new(),
         spec: Some(pb::DeviceSpec {
             source: Some(pb::device_spec::Source::File(pb::FileSource {
                 path: "d.img".into(),

@@ -1,9 +1,10 @@
-//! Mutual TLS for the agent API: the agent presents its certificate, and accepts only a client
-//! whose certificate is signed by the configured CA and carries the operator's name (DNS
-//! subjectAltName, `--client-name`, default `spindle-operator`). Anyone else is refused during
-//! the handshake, before a single request byte is read.
+//! Mutual TLS for the agent API: the agent presents its serving certificate (its own key, see
+//! [`super::identity`]), and accepts only a client whose certificate is signed by the configured
+//! CA and carries the operator's name (DNS subjectAltName, `--client-name`, default
+//! `spindle-operator`). Anyone else is refused during the handshake, before a single request
+//! byte is read.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::danger::HandshakeSignatureValid;
@@ -13,13 +14,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
-/// The three PEM files of one end.
-#[derive(Clone, Debug)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub ca: PathBuf,
-}
+use super::identity::ServingKey;
 
 /// The TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -62,19 +57,29 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The server side of the agent API.
+/// A certificate chain and its key from PEM files (`--tls-cert`, `--tls-key`).
+pub fn read_key_files(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let chain = certs(cert, "the certificate")?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| pem_err("the private key", key)(e.to_string()))?;
+    Ok((chain, key))
+}
+
+/// The server side of the agent API: `serving` presented, clients checked against the CA in
+/// the PEM file `ca` and for `client_name`.
 pub fn server_config(
-    files: &TlsFiles,
+    serving: ServingKey,
+    ca: &Path,
     client_name: &str,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let chain = certs(&files.cert, "the certificate")?;
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| pem_err("the private key", &files.key)(e.to_string()))?;
     let mut roots = RootCertStore::empty();
-    for ca in certs(&files.ca, "the CA certificate")? {
+    for cert in certs(ca, "the CA certificate")? {
         roots
-            .add(ca)
-            .map_err(|e| pem_err("the CA certificate", &files.ca)(e.to_string()))?;
+            .add(cert)
+            .map_err(|e| pem_err("the CA certificate", ca)(e.to_string()))?;
     }
     let name = ServerName::try_from(client_name.to_string())
         .map_err(|_| TlsError::BadName(client_name.into()))?;
@@ -85,7 +90,7 @@ pub fn server_config(
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?;
+        .with_single_cert(serving.chain, serving.key)?;
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(cfg))
 }

@@ -46,11 +46,8 @@ async fn apply(ctx: &Arc<Ctx>, d: &Device) -> Result<Action, Error> {
     };
     let mut problems = plan.problems;
     let mut result = Ok(());
-    if let (Some(req), Some(endpoint)) = (
-        plan.request,
-        agents.get(&node).and_then(|a| a.reachable_endpoint()),
-    ) {
-        match ctx.agents.apply_device(endpoint, req).await {
+    if let (Some(req), Some(dial)) = (plan.request, agents.get(&node).and_then(|a| a.dial(&node))) {
+        match ctx.agents.apply_device(dial, req).await {
             Ok(r) => {
                 if let Some(s) = r.status {
                     new.capacity_bytes = Some(s.capacity_bytes);

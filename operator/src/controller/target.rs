@@ -104,9 +104,9 @@ async fn apply(ctx: &Arc<Ctx>, t: &Target) -> Result<Action, Error> {
     // left to the orphan sweep when it comes back).
     if let (Some(prev), Some(next)) = (old.node.as_deref(), plan.node.as_deref())
         && prev != next
-        && let Some(endpoint) = agents.get(prev).and_then(|a| a.reachable_endpoint())
+        && let Some(dial) = agents.get(prev).and_then(|a| a.dial(prev))
     {
-        match ctx.agents.remove_target(endpoint, object_meta(t)).await {
+        match ctx.agents.remove_target(dial, object_meta(t)).await {
             Ok(_) => tracing::info!(target = key_of(t), "moved from node {prev} to {next}"),
             Err(e) => problems.push(agent_problem(prev, &e)),
         }
@@ -119,10 +119,10 @@ async fn apply(ctx: &Arc<Ctx>, t: &Target) -> Result<Action, Error> {
         ..old.clone()
     };
     let node = plan.node.clone().unwrap_or_default();
-    let endpoint = agents.get(&node).and_then(|a| a.reachable_endpoint());
-    if let (Some(req), Some(endpoint)) = (plan.request, endpoint) {
+    let dial = agents.get(&node).and_then(|a| a.dial(&node));
+    if let (Some(req), Some(dial)) = (plan.request, dial) {
         let luns = req.spec.as_ref().map_or(0, |s| s.luns.len());
-        match ctx.agents.apply_target(endpoint, req).await {
+        match ctx.agents.apply_target(dial, req).await {
             Ok(r) => {
                 let s = r.status.unwrap_or_default();
                 new.portals = s.portals;

@@ -13,6 +13,7 @@ fn agent(lease: Option<bool>) -> AgentView {
             reachable,
             expires: "2026-11-30T10:00:15Z".into(),
             acquired: String::new(),
+            api_key: String::new(),
         }),
     }
 }

@@ -69,6 +69,7 @@ fn agents(entries: &[(&str, bool, Option<bool>)]) -> Agents {
                         reachable,
                         expires: "2026-11-30T10:00:15Z".into(),
                         acquired: "2026-11-30T09:00:00Z".into(),
+                        api_key: String::new(),
                     }),
                 },
             )
