@@ -24,6 +24,7 @@ use crate::agents::Registry;
 use crate::context::{Ctx, Error};
 use crate::metrics::Metrics;
 use crate::status::Events;
+use crate::tenancy::Tenancy;
 
 /// What a reconcile acts on: the spec (generation), the deletion, the skip-flush annotation, and
 /// which incarnation (uid). Status writes (ours) change none of these.
@@ -78,6 +79,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     identity: &str,
     concurrency: u16,
+    tenancy: Arc<Tenancy>,
 ) {
     let devices_api: Api<Device> = Api::all(client.clone());
     let targets_api: Api<Target> = Api::all(client.clone());
@@ -165,6 +167,7 @@ pub async fn run(
         agents,
         metrics,
         Events::new(client, identity),
+        tenancy,
         poke_target_tx,
     ));
     drop(poke_device_tx);
