@@ -147,17 +147,17 @@ fn foreign_iqn_refused(s: &Spindle, ns: &str) -> Result<()> {
         "{stolen} is served for {ns}/x"
     );
     // Someone else's granted prefix is no better.
-    let granted = format!("{GRANTED_PREFIX}y");
-    s.apply(ns, &device_yaml("y", "node-a", 16 * MIB, ""))?;
+    let granted = format!("{GRANTED_PREFIX}z1");
+    s.apply(ns, &device_yaml("z1", "node-a", 16 * MIB, ""))?;
     s.apply(
         ns,
         &target_yaml(
-            "y",
-            &[(0, "y")],
+            "z1",
+            &[(0, "z1")],
             &format!("  acl: {{allowAll: true}}\n  iqn: {granted}\n"),
         ),
     )?;
-    refused(s, ns, "y", "IqnNotAllowed", "spec.iqn")?;
+    refused(s, ns, "z1", "IqnNotAllowed", "spec.iqn")?;
     // The owner's Target serves its own disk under its name.
     s.apply(owner_ns, &device_yaml("db", "node-a", 32 * MIB, ""))?;
     s.apply(owner_ns, &target_yaml("db", &[(0, "db")], ""))?;
