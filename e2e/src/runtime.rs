@@ -27,7 +27,12 @@ pub trait Runtime: Send + Sync {
     /// Where the agent keeps file-backed Devices, as seen from this machine.
     fn data_dir(&self, node: &str) -> Result<PathBuf>;
     /// Starts an operator replica named `id`; returns when its metrics endpoint listens.
-    fn start_operator(&self, id: &str) -> Result<()>;
+    fn start_operator(&self, id: &str) -> Result<()> {
+        self.start_operator_with(id, &[])
+    }
+    /// Starts an operator replica named `id` with extra command-line `args` (e.g. the chart's
+    /// `--iqn-prefix`); returns when its metrics endpoint listens.
+    fn start_operator_with(&self, id: &str, args: &[&str]) -> Result<()>;
     /// Kills an operator replica (SIGKILL).
     fn kill_operator(&self, id: &str) -> Result<()>;
     /// `ip:port` of a replica's metrics endpoint.
@@ -148,8 +153,10 @@ impl Runtime for Scripted {
     fn data_dir(&self, node: &str) -> Result<PathBuf> {
         self.info(&["info", node], "data").map(PathBuf::from)
     }
-    fn start_operator(&self, id: &str) -> Result<()> {
-        self.script(&["start-operator", id]).map(drop)
+    fn start_operator_with(&self, id: &str, args: &[&str]) -> Result<()> {
+        let mut all = vec!["start-operator", id];
+        all.extend_from_slice(args);
+        self.script(&all).map(drop)
     }
     fn kill_operator(&self, id: &str) -> Result<()> {
         self.script(&["kill-operator", id]).map(drop)

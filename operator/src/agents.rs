@@ -1,13 +1,14 @@
 //! Which node agents exist and which are reachable: the agents' Leases (label
 //! `spindle.dev/agent=true` in the operator's namespace) and the Node objects, watched, with a
-//! one-second clock because a Lease expires without any event. Every change a controller cares
+//! one-second clock because a Lease expires without any event. An agent is reachable while the
+//! operator sees its Lease's renewTime change, timed on the operator's own clock ([`Renewals`]). Every change a controller cares
 //! about (a node's agent became reachable or unreachable, moved, re-registered; a Node appeared or
 //! was deleted) is announced on a broadcast channel with the node's name.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -59,9 +60,11 @@ pub struct LeaseView {
     pub endpoint: String,
     /// `ip:port` initiators reach (empty when the agent does not know one).
     pub portal: String,
-    /// `renewTime + leaseDurationSeconds` is in the future (and the endpoint is set).
+    /// The operator saw `renewTime` change less than `leaseDurationSeconds` ago, by its own
+    /// clock (and the endpoint is set).
     pub reachable: bool,
-    /// When the Lease expires (or expired), RFC 3339.
+    /// When the Lease expires (or expired) by the operator's clock: when it last saw a renewal
+    /// plus the duration, RFC 3339.
     pub expires: String,
     /// `spec.acquireTime`, which changes when the agent registers anew.
     pub acquired: String,
@@ -69,8 +72,53 @@ pub struct LeaseView {
     pub api_key: String,
 }
 
-/// Reads one agent Lease at `now`.
-pub fn lease_view(lease: &Lease, now: Timestamp) -> LeaseView {
+/// When the operator last saw a Lease's `renewTime` change, on its own clocks. The agent's
+/// timestamps are compared only with each other, never with the operator's clock, so clock skew
+/// between the nodes does not matter (as in the operator's own leader election).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Renewal {
+    /// `spec.renewTime` as last read.
+    renewed: Option<Timestamp>,
+    /// When it was first read with that value (monotonic).
+    at: Instant,
+    /// The same moment on the wall clock, for messages.
+    wall: Timestamp,
+}
+
+/// [`Renewal`]s by Lease name.
+#[derive(Debug, Default)]
+pub struct Renewals(BTreeMap<String, Renewal>);
+
+impl Renewals {
+    /// Records `lease` as read at `now` (`wall` on the wall clock); returns when its renewTime
+    /// last changed. A Lease seen for the first time counts as just renewed.
+    pub fn observe(&mut self, lease: &Lease, now: Instant, wall: Timestamp) -> Renewal {
+        let name = lease.metadata.name.clone().unwrap_or_default();
+        let renewed = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.renew_time.as_ref())
+            .map(|t| t.0);
+        let fresh = Renewal {
+            renewed,
+            at: now,
+            wall,
+        };
+        let entry = self.0.entry(name).or_insert(fresh);
+        if entry.renewed != renewed {
+            *entry = fresh;
+        }
+        *entry
+    }
+
+    /// Forgets the Leases not in `names` (deleted).
+    pub fn retain(&mut self, names: &BTreeSet<String>) {
+        self.0.retain(|n, _| names.contains(n));
+    }
+}
+
+/// Reads one agent Lease at `now`, given when its renewal was last seen.
+pub fn lease_view(lease: &Lease, seen: Renewal, now: Instant) -> LeaseView {
     let annotation = |k: &str| {
         lease
             .metadata
@@ -83,13 +131,17 @@ pub fn lease_view(lease: &Lease, now: Timestamp) -> LeaseView {
     let spec = lease.spec.clone().unwrap_or_default();
     let seconds = spec
         .lease_duration_seconds
-        .unwrap_or(agent_lease::DURATION_SECONDS);
-    let expires = spec
-        .renew_time
-        .map(|t| t.0 + SignedDuration::from_secs(i64::from(seconds)));
+        .unwrap_or(agent_lease::DURATION_SECONDS)
+        .max(0);
+    let duration = Duration::from_secs(u64::try_from(seconds).unwrap_or_default());
+    let expires = seen
+        .renewed
+        .map(|_| seen.wall + SignedDuration::from_secs(i64::from(seconds)));
     let endpoint = annotation(agent_lease::API_ENDPOINT_ANNOTATION);
     LeaseView {
-        reachable: !endpoint.is_empty() && expires.is_some_and(|e| e > now),
+        reachable: !endpoint.is_empty()
+            && seen.renewed.is_some()
+            && now.saturating_duration_since(seen.at) < duration,
         endpoint,
         portal: annotation(agent_lease::ISCSI_PORTAL_ANNOTATION),
         expires: expires
@@ -108,6 +160,7 @@ pub struct Registry {
     leases: Store<Lease>,
     nodes: Store<PartialObjectMeta<Node>>,
     views: RwLock<BTreeMap<String, AgentView>>,
+    renewals: Mutex<Renewals>,
     changes: broadcast::Sender<String>,
     leases_listed: AtomicBool,
     nodes_listed: AtomicBool,
@@ -133,6 +186,7 @@ impl Registry {
             leases: lease_reader,
             nodes: node_reader,
             views: RwLock::default(),
+            renewals: Mutex::default(),
             changes,
             leases_listed: AtomicBool::new(false),
             nodes_listed: AtomicBool::new(false),
@@ -189,17 +243,29 @@ impl Registry {
     /// Recomputes every node's view and announces the nodes whose view changed in a way that
     /// matters (not every renewal).
     fn refresh(&self, metrics: &Metrics) {
-        let now = Timestamp::now();
+        let (now, wall) = (Instant::now(), Timestamp::now());
         let mut next: BTreeMap<String, AgentView> = BTreeMap::new();
         for node in self.nodes.state() {
             if let Some(name) = &node.metadata.name {
                 next.entry(name.clone()).or_default().node_exists = true;
             }
         }
-        for lease in self.leases.state() {
-            if let Some(name) = &lease.metadata.name {
-                next.entry(name.clone()).or_default().lease = Some(lease_view(&lease, now));
+        {
+            let mut renewals = self.renewals.lock().unwrap_or_else(|e| e.into_inner());
+            let leases = self.leases.state();
+            for lease in &leases {
+                if let Some(name) = &lease.metadata.name {
+                    let seen = renewals.observe(lease, now, wall);
+                    next.entry(name.clone()).or_default().lease =
+                        Some(lease_view(lease, seen, now));
+                }
             }
+            renewals.retain(
+                &leases
+                    .iter()
+                    .filter_map(|l| l.metadata.name.clone())
+                    .collect(),
+            );
         }
         let changed: Vec<String> = {
             let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
@@ -332,31 +398,88 @@ mod tests {
     }
 
     #[test]
-    fn reachable_while_renew_plus_duration_is_ahead() {
-        let now: Timestamp = "2026-11-30T10:00:00Z".parse().expect("time");
-        let at = |s: i64| now - SignedDuration::from_secs(s);
+    fn reachable_while_renewals_are_seen_within_the_duration() {
+        let wall: Timestamp = "2026-11-30T10:00:00Z".parse().expect("time");
+        let t0 = Instant::now();
+        let after = |s: u64| t0 + Duration::from_secs(s);
+        let renewed = Some(wall - SignedDuration::from_secs(3));
         let cases = [
-            // (endpoint, renewed seconds ago, duration, reachable)
-            (Some("127.0.0.2:9443"), Some(at(3)), Some(15), true),
-            (Some("127.0.0.2:9443"), Some(at(14)), Some(15), true),
-            (Some("127.0.0.2:9443"), Some(at(15)), Some(15), false),
-            (Some("127.0.0.2:9443"), Some(at(20)), Some(30), true),
-            (Some("127.0.0.2:9443"), Some(at(3)), None, true),
-            (Some("127.0.0.2:9443"), Some(at(16)), None, false),
-            (Some("127.0.0.2:9443"), None, Some(15), false),
-            (None, Some(at(1)), Some(15), false),
-            (Some(""), Some(at(1)), Some(15), false),
+            // (endpoint, renewTime, duration, seconds since the operator saw it change, reachable)
+            (Some("127.0.0.2:9443"), renewed, Some(15), 0, true),
+            (Some("127.0.0.2:9443"), renewed, Some(15), 14, true),
+            (Some("127.0.0.2:9443"), renewed, Some(15), 15, false),
+            (Some("127.0.0.2:9443"), renewed, Some(30), 20, true),
+            (Some("127.0.0.2:9443"), renewed, None, 3, true),
+            (Some("127.0.0.2:9443"), renewed, None, 16, false),
+            (Some("127.0.0.2:9443"), renewed, Some(-5), 0, false),
+            (Some("127.0.0.2:9443"), None, Some(15), 0, false),
+            (None, renewed, Some(15), 0, false),
+            (Some(""), renewed, Some(15), 0, false),
         ];
-        for (endpoint, renewed, seconds, reachable) in cases {
-            let v = lease_view(&lease(endpoint, renewed, seconds), now);
+        for (endpoint, renewed_at, seconds, since, reachable) in cases {
+            let l = lease(endpoint, renewed_at, seconds);
+            let seen = Renewals::default().observe(&l, t0, wall);
+            let v = lease_view(&l, seen, after(since));
             assert_eq!(
                 v.reachable, reachable,
-                "{endpoint:?} renewed {renewed:?} for {seconds:?}"
+                "{endpoint:?} renewed {renewed_at:?} for {seconds:?}, seen {since} s ago"
             );
             assert_eq!(v.portal, "127.0.0.2:3260");
         }
-        let v = lease_view(&lease(Some("e:1"), Some(at(20)), Some(15)), now);
-        assert_eq!(v.expires, "2026-11-30T09:59:55Z");
+        let l = lease(Some("e:1"), renewed, Some(15));
+        let v = lease_view(&l, Renewals::default().observe(&l, t0, wall), after(20));
+        assert_eq!(v.expires, "2026-11-30T10:00:15Z");
+    }
+
+    #[test]
+    fn the_agents_clock_does_not_matter() {
+        let wall: Timestamp = "2026-11-30T10:00:00Z".parse().expect("time");
+        let t0 = Instant::now();
+        let hour = SignedDuration::from_secs(3600);
+        for skew in [hour, -hour, SignedDuration::ZERO] {
+            let mut renewals = Renewals::default();
+            // Renewing every 5 s (on a clock `skew` away from ours): reachable throughout.
+            for i in 0..12_u64 {
+                let at = t0 + Duration::from_secs(5 * i);
+                let step = SignedDuration::from_secs(5 * i64::try_from(i).expect("small"));
+                let l = lease(Some("e:1"), Some(wall + skew + step), Some(15));
+                let v = lease_view(
+                    &l,
+                    renewals.observe(&l, at, wall),
+                    at + Duration::from_secs(4),
+                );
+                assert!(v.reachable, "skew {skew}: renewal {i}");
+            }
+            // Then silent: unreachable once the duration has passed on our clock.
+            let last = lease(
+                Some("e:1"),
+                Some(wall + skew + SignedDuration::from_secs(55)),
+                Some(15),
+            );
+            let quiet = t0 + Duration::from_secs(55);
+            let seen = renewals.observe(&last, quiet, wall);
+            for (later, reachable) in [(0, true), (14, true), (15, false), (3600, false)] {
+                let now = quiet + Duration::from_secs(later);
+                let seen_again = renewals.observe(&last, now, wall);
+                assert_eq!(seen_again, seen, "an unchanged Lease is no renewal");
+                let v = lease_view(&last, seen_again, now);
+                assert_eq!(v.reachable, reachable, "skew {skew}: {later} s after");
+            }
+        }
+    }
+
+    #[test]
+    fn a_deleted_lease_is_forgotten() {
+        let wall: Timestamp = "2026-11-30T10:00:00Z".parse().expect("time");
+        let t0 = Instant::now();
+        let l = lease(Some("e:1"), Some(wall), Some(15));
+        let mut renewals = Renewals::default();
+        renewals.observe(&l, t0, wall);
+        renewals.retain(&BTreeSet::new());
+        let later = t0 + Duration::from_secs(60);
+        // Seen anew (re-created with the same renewTime): counts as just renewed.
+        let v = lease_view(&l, renewals.observe(&l, later, wall), later);
+        assert!(v.reachable);
     }
 
     #[test]

@@ -50,6 +50,10 @@ pub mod reason {
     pub const DEVICE_NOT_READY: &str = "DeviceNotReady";
     /// A LUN names a Device being deleted.
     pub const DEVICE_DELETING: &str = "DeviceDeleting";
+    /// `spec.iqn` (or the default IQN) is not a name of the Target's namespace.
+    pub const IQN_NOT_ALLOWED: &str = "IqnNotAllowed";
+    /// `spec.port` is outside the ports Targets may use.
+    pub const PORT_NOT_ALLOWED: &str = "PortNotAllowed";
     /// The CHAP Secret does not exist.
     pub const CHAP_SECRET_NOT_FOUND: &str = "ChapSecretNotFound";
     /// The CHAP Secret lacks a key or a secret has the wrong length.

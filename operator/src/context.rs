@@ -14,6 +14,7 @@ use crate::agent_client::{AgentClients, AgentError};
 use crate::agents::Registry;
 use crate::metrics::Metrics;
 use crate::status::Events;
+use crate::tenancy::Tenancy;
 
 /// Why a reconcile failed (it is retried with backoff).
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,8 @@ pub struct Ctx {
     pub metrics: Arc<Metrics>,
     /// Events.
     pub events: Events,
+    /// Which IQNs and ports each namespace may use.
+    pub tenancy: Arc<Tenancy>,
     /// Ask the Target controller to look at a Target again.
     pub poke_target: mpsc::UnboundedSender<ObjectRef<Target>>,
     /// uids of Devices whose flush this term recorded (guards against a stale cache showing
@@ -80,6 +83,7 @@ impl Ctx {
         agents: Arc<AgentClients>,
         metrics: Arc<Metrics>,
         events: Events,
+        tenancy: Arc<Tenancy>,
         poke_target: mpsc::UnboundedSender<ObjectRef<Target>>,
     ) -> Self {
         Self {
@@ -90,6 +94,7 @@ impl Ctx {
             agents,
             metrics,
             events,
+            tenancy,
             poke_target,
             flushed: Mutex::default(),
             failures: Mutex::default(),

@@ -49,26 +49,42 @@ fn skip_flush(obj: &impl Resource) -> bool {
         .is_some_and(|v| v == "true")
 }
 
-/// Adds the finalizer (first reconcile). A JSON patch with a test on the list, so a concurrent
-/// change makes it fail (and retry) instead of dropping someone else's finalizer.
-pub async fn ensure_finalizer<K>(api: &Api<K>, obj: &K) -> Result<(), kube::Error>
+/// Adds the finalizer (first reconcile). A JSON patch with tests on the uid and on the list, so
+/// it cannot land on an object re-created under the same name, and a concurrent change makes it
+/// fail (and retry) instead of dropping someone else's finalizer. `Ok(false)`: the object is gone
+/// (404); the reconcile must stop there, before any agent call.
+pub async fn ensure_finalizer<K>(api: &Api<K>, obj: &K) -> Result<bool, kube::Error>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
     if has_finalizer(obj) {
-        return Ok(());
+        return Ok(true);
     }
-    let patch = match &obj.meta().finalizers {
-        None => serde_json::json!([
-            {"op": "test", "path": "/metadata/finalizers", "value": null},
-            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+    match patch_finalizers(api, obj, add_finalizer_patch(obj)).await {
+        Ok(()) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The JSON patch that adds the finalizer to exactly this incarnation of `obj` (pure).
+fn add_finalizer_patch(obj: &impl Resource) -> serde_json::Value {
+    let meta = obj.meta();
+    let mut ops = Vec::new();
+    if let Some(uid) = &meta.uid {
+        ops.push(serde_json::json!({"op": "test", "path": "/metadata/uid", "value": uid}));
+    }
+    match &meta.finalizers {
+        None => ops.extend([
+            serde_json::json!({"op": "test", "path": "/metadata/finalizers", "value": null}),
+            serde_json::json!({"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}),
         ]),
-        Some(list) => serde_json::json!([
-            {"op": "test", "path": "/metadata/finalizers", "value": list},
-            {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER},
+        Some(list) => ops.extend([
+            serde_json::json!({"op": "test", "path": "/metadata/finalizers", "value": list}),
+            serde_json::json!({"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER}),
         ]),
-    };
-    patch_finalizers(api, obj, patch).await
+    }
+    serde_json::Value::Array(ops)
 }
 
 /// Removes the finalizer: the object goes. Idempotent (a missing object or finalizer is fine).
@@ -80,11 +96,21 @@ where
     let Some(i) = list.iter().position(|f| f == FINALIZER) else {
         return Ok(());
     };
-    let patch = serde_json::json!([
+    let mut patch = serde_json::json!([
         {"op": "test", "path": format!("/metadata/finalizers/{i}"), "value": FINALIZER},
         {"op": "remove", "path": format!("/metadata/finalizers/{i}")},
     ]);
-    patch_finalizers(api, obj, patch).await
+    // Never the finalizer of an object re-created under the same name.
+    if let (Some(uid), Some(ops)) = (&obj.meta().uid, patch.as_array_mut()) {
+        ops.insert(
+            0,
+            serde_json::json!({"op": "test", "path": "/metadata/uid", "value": uid}),
+        );
+    }
+    match patch_finalizers(api, obj, patch).await {
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        r => r,
+    }
 }
 
 async fn patch_finalizers<K>(
@@ -97,18 +123,13 @@ where
 {
     let patch: json_patch::Patch =
         serde_json::from_value(patch).map_err(kube::Error::SerdeError)?;
-    match api
-        .patch(
-            &obj.name_any(),
-            &PatchParams::default(),
-            &Patch::Json::<()>(patch),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(e),
-    }
+    api.patch(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::Json::<()>(patch),
+    )
+    .await
+    .map(drop)
 }
 
 /// The next step of a Device's deletion.
@@ -173,14 +194,16 @@ pub fn target_step(
         TargetStep::Done
     } else if node.is_none() {
         TargetStep::NeverPlaced
+    } else if agent.reachable_endpoint().is_some() {
+        // skip-flush only skips waiting for an agent that cannot answer: one that can stops
+        // serving the Target first.
+        TargetStep::Remove
     } else if skip_flush(t) {
         TargetStep::SkipFlush
     } else if node_gone {
         TargetStep::NodeGone
-    } else if agent.reachable_endpoint().is_none() {
-        TargetStep::WaitForAgent
     } else {
-        TargetStep::Remove
+        TargetStep::WaitForAgent
     }
 }
 
@@ -432,6 +455,27 @@ pub async fn target(ctx: &Arc<Ctx>, t: &Target, node: Option<String>) -> Result<
                         format!("the agent of node {node:?} was not serving it")
                     };
                     ctx.events.publish(t, false, reason::REMOVED, note).await;
+                }
+                Err(e) if skip_flush(t) => {
+                    // The user accepted going without the agent; the orphan sweep removes it
+                    // when the agent answers again.
+                    let msg = format!(
+                        "annotation {SKIP_FLUSH_ANNOTATION}=true: the agent of node {node:?} did \
+                         not remove it ({e}); removing the finalizer anyway"
+                    );
+                    target_deleting(
+                        ctx,
+                        &api,
+                        t,
+                        &node,
+                        &agent,
+                        reason::FLUSH_SKIPPED,
+                        msg.clone(),
+                    )
+                    .await?;
+                    ctx.events
+                        .publish(t, true, reason::FLUSH_SKIPPED, msg)
+                        .await;
                 }
                 Err(e) => {
                     let why = e.reason();

@@ -10,6 +10,7 @@ use spindle_crds::{ConditionStatus, Device, Digest, ReclaimPolicy, Target, Write
 
 use crate::agents::AgentView;
 use crate::conditions::{condition_is, kind, reason};
+use crate::tenancy::Tenancy;
 
 use spindle_crds::chap::{
     MUTUAL_SECRET_KEY as CHAP_MUTUAL_SECRET_KEY, MUTUAL_USER_KEY as CHAP_MUTUAL_USER_KEY,
@@ -260,6 +261,9 @@ pub struct TargetPlan {
     pub request: Option<api::ApplyTargetRequest>,
     /// Why the Target is not fully served (it may still serve its other LUNs).
     pub problems: Vec<Problem>,
+    /// The Target names an IQN or port its namespace may not use: no agent may serve it (the
+    /// caller removes it from the node where it ran).
+    pub withdraw: bool,
 }
 
 /// The cluster as one Target's planning sees it.
@@ -272,12 +276,26 @@ pub struct TargetWorld<'a> {
     pub agents: &'a Agents,
     /// The CHAP Secret.
     pub chap: &'a ChapInput,
+    /// Which IQNs and ports the Target's namespace may use.
+    pub tenancy: &'a Tenancy,
 }
 
 /// Plans a Target: picks its node, maps every LUN whose Device can be served there, and names
 /// every other LUN's problem. LUNs of a Device being deleted stay mapped (the agent keeps them
-/// fenced) until the Device is flushed.
+/// fenced) until the Device is flushed. A Target naming an IQN or port its namespace may not use
+/// is not served at all (those problems come first).
 pub fn plan_target(t: &Target, world: &TargetWorld<'_>) -> TargetPlan {
+    let refused = world.tenancy.problems(t);
+    let mut plan = plan_served_target(t, world);
+    if !refused.is_empty() {
+        plan.request = None;
+        plan.withdraw = true;
+        plan.problems.splice(0..0, refused);
+    }
+    plan
+}
+
+fn plan_served_target(t: &Target, world: &TargetWorld<'_>) -> TargetPlan {
     let mut problems = Vec::new();
     let ns = t.metadata.namespace.as_deref().unwrap_or_default();
     let find = |name: &str| {
@@ -334,6 +352,7 @@ pub fn plan_target(t: &Target, world: &TargetWorld<'_>) -> TargetPlan {
                 node,
                 request: None,
                 problems,
+                withdraw: false,
             };
         }
     };
@@ -342,6 +361,7 @@ pub fn plan_target(t: &Target, world: &TargetWorld<'_>) -> TargetPlan {
             node,
             request: None,
             problems,
+            withdraw: false,
         };
     }
     let request = api::ApplyTargetRequest {
@@ -362,6 +382,7 @@ pub fn plan_target(t: &Target, world: &TargetWorld<'_>) -> TargetPlan {
         node,
         request: Some(request),
         problems,
+        withdraw: false,
     }
 }
 

@@ -13,6 +13,7 @@ mod metrics;
 mod pinning;
 mod status;
 mod sweep;
+mod tenancy;
 mod term;
 
 use std::net::SocketAddr;
@@ -73,6 +74,24 @@ struct Args {
     /// Reconciles running at once, per kind.
     #[arg(long, value_name = "N", default_value_t = 16)]
     concurrency: u16,
+    /// Grants namespace NAMESPACE the iSCSI names starting with PREFIX (repeatable), besides
+    /// the names every namespace has: iqn.2026-11.dev.spindle:<namespace>.<anything>. A Target
+    /// with any other spec.iqn is not served (Ready=False, reason IqnNotAllowed). Grants of two
+    /// namespaces must not overlap, and none may reach into iqn.2026-11.dev.spindle:.
+    #[arg(long = "iqn-prefix", value_name = "NAMESPACE=PREFIX", value_parser = parse_grant)]
+    iqn_prefixes: Vec<(String, String)>,
+    /// Ports Targets may listen on (the agents run in the nodes' network): PORT or FIRST-LAST.
+    /// A Target with another spec.port is not served (Ready=False, reason PortNotAllowed).
+    #[arg(long, value_name = "FIRST-LAST", default_value = "3260-3269", value_parser = parse_ports)]
+    target_ports: std::ops::RangeInclusive<u16>,
+}
+
+fn parse_grant(text: &str) -> Result<(String, String), String> {
+    tenancy::parse_grant(text).map_err(|e| e.to_string())
+}
+
+fn parse_ports(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    tenancy::parse_ports(text).map_err(|e| e.to_string())
 }
 
 fn main() -> std::process::ExitCode {
@@ -173,6 +192,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         agent_client::AgentClients::new(&args.tls_cert, &args.tls_key, args.tls_ca.as_deref())
             .context("agent TLS (--tls-cert, --tls-key)")?,
     );
+    let tenancy = Arc::new(
+        tenancy::Tenancy::new(args.iqn_prefixes.clone(), args.target_ports.clone())
+            .context("--iqn-prefix")?,
+    );
     let clients = kube_clients(args.kubeconfig.as_ref()).await?;
     let identity = args.identity.clone().unwrap_or_else(hostname);
     tracing::info!(
@@ -212,8 +235,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     registry,
                     Arc::new(agents.for_term(term.clone())),
                     metrics.clone(),
-                    &identity,
-                    args.concurrency,
+                    controller::Settings {
+                        identity: &identity,
+                        concurrency: args.concurrency,
+                        tenancy: tenancy.clone(),
+                    },
                 )
             );
         };

@@ -35,7 +35,10 @@ pub fn error_policy(d: Arc<Device>, e: &Error, ctx: Arc<Ctx>) -> Action {
 
 async fn apply(ctx: &Arc<Ctx>, d: &Device) -> Result<Action, Error> {
     let api: Api<Device> = Api::namespaced(ctx.client.clone(), &d.namespace().unwrap_or_default());
-    crate::delete::ensure_finalizer(&api, d).await?;
+    if !crate::delete::ensure_finalizer(&api, d).await? {
+        // Deleted since the cache saw it: nothing to tell any agent.
+        return Ok(Action::await_change());
+    }
     let node = d.spec.node_name.clone();
     let agents = ctx.registry.snapshot();
     let plan = desired::plan_device(d, &agents);

@@ -24,6 +24,7 @@ use crate::agents::Registry;
 use crate::context::{Ctx, Error};
 use crate::metrics::Metrics;
 use crate::status::Events;
+use crate::tenancy::Tenancy;
 
 /// What a reconcile acts on: the spec (generation), the deletion, the skip-flush annotation, and
 /// which incarnation (uid). Status writes (ours) change none of these.
@@ -70,6 +71,16 @@ fn backoff_action(ctx: &Ctx, kind: &str, obj: &impl Resource, e: &Error) -> Acti
     Action::requeue(ctx.failed(kind, &crate::desired::key_of(obj), e))
 }
 
+/// What a replica was configured with (flags), as the controllers need it.
+pub struct Settings<'a> {
+    /// This replica's name (the Events' reporting instance).
+    pub identity: &'a str,
+    /// Reconciles at once, per kind.
+    pub concurrency: u16,
+    /// Which IQNs and ports each namespace may use.
+    pub tenancy: Arc<Tenancy>,
+}
+
 /// Runs both controllers until the future is dropped (the end of a leadership term): watches go
 /// through `watches`, every other apiserver call through `calls` (which has read timeouts), and
 /// `agents` carries the term.
@@ -79,9 +90,13 @@ pub async fn run(
     registry: Arc<Registry>,
     agents: Arc<AgentClients>,
     metrics: Arc<Metrics>,
-    identity: &str,
-    concurrency: u16,
+    settings: Settings<'_>,
 ) {
+    let Settings {
+        identity,
+        concurrency,
+        tenancy,
+    } = settings;
     let devices_api: Api<Device> = Api::all(watches.clone());
     let targets_api: Api<Target> = Api::all(watches.clone());
     let secrets_api: Api<PartialObjectMeta<Secret>> = Api::all(watches.clone());
@@ -168,6 +183,7 @@ pub async fn run(
         agents,
         metrics,
         Events::new(calls.clone(), identity),
+        tenancy,
         poke_target_tx,
     ));
     drop(poke_device_tx);

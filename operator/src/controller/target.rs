@@ -74,7 +74,10 @@ async fn chap_input(ctx: &Ctx, t: &Target) -> Result<ChapInput, Error> {
 async fn apply(ctx: &Arc<Ctx>, t: &Target) -> Result<Action, Error> {
     let ns = t.namespace();
     let api: Api<Target> = Api::namespaced(ctx.client.clone(), &ns.clone().unwrap_or_default());
-    crate::delete::ensure_finalizer(&api, t).await?;
+    if !crate::delete::ensure_finalizer(&api, t).await? {
+        // Deleted since the cache saw it: nothing to tell any agent.
+        return Ok(Action::await_change());
+    }
     let devices = ctx.devices.state();
     let devices: Vec<&Device> = devices
         .iter()
@@ -94,6 +97,7 @@ async fn apply(ctx: &Arc<Ctx>, t: &Target) -> Result<Action, Error> {
         targets: &targets,
         agents: &agents,
         chap: &chap,
+        tenancy: &ctx.tenancy,
     };
     let plan = desired::plan_target(t, &world);
     let old = t.status.clone().unwrap_or_default();
@@ -118,6 +122,17 @@ async fn apply(ctx: &Arc<Ctx>, t: &Target) -> Result<Action, Error> {
         observed_generation: t.meta().generation,
         ..old.clone()
     };
+    if plan.withdraw {
+        withdraw(
+            ctx,
+            t,
+            &[old.node.as_deref(), plan.node.as_deref()],
+            &mut problems,
+        )
+        .await;
+        new.portals.clear();
+        new.sessions = 0;
+    }
     let node = plan.node.clone().unwrap_or_default();
     let dial = agents.get(&node).and_then(|a| a.dial(&node));
     if let (Some(req), Some(dial)) = (plan.request, dial) {
@@ -139,6 +154,7 @@ async fn apply(ctx: &Arc<Ctx>, t: &Target) -> Result<Action, Error> {
         }
     }
     if new.portals.is_empty()
+        && !plan.withdraw
         && let Some(portal) = agents
             .get(&node)
             .and_then(|a| a.lease.as_ref())
@@ -182,4 +198,36 @@ async fn apply(ctx: &Arc<Ctx>, t: &Target) -> Result<Action, Error> {
     } else {
         WAIT
     }))
+}
+
+/// Stops serving a Target whose IQN or port its namespace may not use, on the nodes where it ran
+/// or would run: it may have been served before the rules (or a grant) changed. Idempotent; an
+/// unreachable agent is tried again at the next reconcile (refused Targets come back every
+/// [`WAIT`]).
+async fn withdraw(
+    ctx: &Ctx,
+    t: &Target,
+    nodes: &[Option<&str>],
+    problems: &mut Vec<desired::Problem>,
+) {
+    let agents = ctx.registry.snapshot();
+    let mut done: Vec<&str> = Vec::new();
+    for node in nodes.iter().flatten().copied() {
+        if done.contains(&node) {
+            continue;
+        }
+        done.push(node);
+        let Some(dial) = agents.get(node).and_then(|a| a.dial(node)) else {
+            continue;
+        };
+        match ctx.agents.remove_target(dial, object_meta(t)).await {
+            Ok(r) if r.known => tracing::warn!(
+                target = key_of(t),
+                node,
+                "no longer served: its namespace may not use its IQN or port"
+            ),
+            Ok(_) => {}
+            Err(e) => problems.push(agent_problem(node, &e)),
+        }
+    }
 }

@@ -84,6 +84,10 @@ fn target_delete_steps() {
         ((true, false, Some("a"), Some(false), false), WaitForAgent),
         ((true, false, Some("a"), None, true), NodeGone),
         ((true, true, Some("a"), Some(false), false), SkipFlush),
+        ((true, true, Some("a"), None, false), SkipFlush),
+        // skip-flush does not skip a reachable agent: it still stops serving the Target.
+        ((true, true, Some("a"), Some(true), false), Remove),
+        ((true, true, None, Some(true), false), NeverPlaced),
     ];
     for ((fin, skip, node, lease, gone), want) in cases {
         let got = target_step(&t(fin, skip), node, &agent(lease), gone);
@@ -123,4 +127,67 @@ fn ack_message_has_the_counts() {
     assert!(m.contains("34 refused by the fence"), "{m}");
     assert!(m.contains("15.5 ms"), "{m}");
     assert!(m.contains("LUN [1] of Target ns/t"), "{m}");
+}
+
+#[test]
+fn finalizer_patches_pin_the_uid() {
+    let mut d = device(false, false);
+    d.metadata.uid = Some("uid-1".into());
+    let patch = add_finalizer_patch(&d);
+    assert_eq!(
+        patch[0],
+        json!({"op": "test", "path": "/metadata/uid", "value": "uid-1"})
+    );
+    assert_eq!(
+        patch[2],
+        json!({"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER})
+    );
+    d.metadata.finalizers = None;
+    let patch = add_finalizer_patch(&d);
+    assert_eq!(patch[0]["path"], "/metadata/uid");
+    assert_eq!(
+        patch[1],
+        json!({"op": "test", "path": "/metadata/finalizers", "value": null})
+    );
+}
+
+/// An apiserver that answers every request with `code` (a Status), recording the bodies.
+fn apiserver(code: u16, seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>) -> kube::Client {
+    let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+        let seen = seen.clone();
+        async move {
+            use http_body_util::BodyExt;
+            let body = req.into_body().collect().await?.to_bytes();
+            seen.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(String::from_utf8_lossy(&body).into_owned());
+            let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                "reason": "NotFound", "message": "gone", "code": code});
+            http::Response::builder()
+                .status(code)
+                .header("content-type", "application/json")
+                .body(kube::client::Body::from(status.to_string().into_bytes()))
+                .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })
+        }
+    });
+    kube::Client::new(service, "ns")
+}
+
+#[tokio::test]
+async fn a_404_while_adding_the_finalizer_stops_the_reconcile() {
+    let seen = std::sync::Arc::default();
+    let api: Api<Device> = Api::namespaced(apiserver(404, std::sync::Arc::clone(&seen)), "ns");
+    let mut d = device(false, false);
+    d.metadata.uid = Some("uid-1".into());
+    let added = ensure_finalizer(&api, &d).await.expect("a 404 is no error");
+    assert!(!added, "the object is gone: the reconcile must stop");
+    let bodies = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert_eq!(bodies.len(), 1);
+    assert!(
+        bodies[0].contains("/metadata/uid") && bodies[0].contains("uid-1"),
+        "{bodies:?}"
+    );
+    // A refused patch (a test op failed: another incarnation, or the list changed) is an error.
+    let api: Api<Device> = Api::namespaced(apiserver(422, seen), "ns");
+    assert!(ensure_finalizer(&api, &d).await.is_err());
 }

@@ -189,6 +189,7 @@ struct Row {
     others: Vec<Target>,
     agents: Agents,
     chap: ChapInput,
+    tenancy: Tenancy,
     node: Option<&'static str>,
     luns: Option<Vec<u64>>,
     reasons: Vec<&'static str>,
@@ -202,10 +203,17 @@ fn row(name: &'static str, target: Target, devices: Vec<Device>) -> Row {
         others: Vec::new(),
         agents: healthy(),
         chap: ChapInput::NotUsed,
+        tenancy: Tenancy::default(),
         node: Some("a"),
         luns: Some(vec![0]),
         reasons: Vec::new(),
     }
+}
+
+fn with_name(mut t: Target, iqn: Option<&str>, port: u16) -> Target {
+    t.spec.iqn = iqn.map(str::to_owned);
+    t.spec.port = port;
+    t
 }
 
 fn t1() -> Target {
@@ -388,6 +396,66 @@ fn target_plans() {
                 vec![device("d0", "a")],
             )
         },
+        Row {
+            luns: None,
+            reasons: vec![reason::IQN_NOT_ALLOWED],
+            ..row(
+                "another namespace's IQN: not served",
+                with_name(t1(), Some("iqn.2026-11.dev.spindle:default.db"), 3260),
+                vec![device("d0", "a")],
+            )
+        },
+        Row {
+            luns: None,
+            reasons: vec![reason::IQN_NOT_ALLOWED],
+            ..row(
+                "another authority's IQN without a grant: not served",
+                with_name(t1(), Some("iqn.2001-04.com.example:db"), 3260),
+                vec![device("d0", "a")],
+            )
+        },
+        Row {
+            tenancy: Tenancy::new(
+                [("ns".to_owned(), "iqn.2001-04.com.example:".to_owned())],
+                crate::tenancy::DEFAULT_PORTS,
+            )
+            .expect("grant"),
+            ..row(
+                "an IQN under a prefix granted to the namespace",
+                with_name(t1(), Some("iqn.2001-04.com.example:db"), 3260),
+                vec![device("d0", "a")],
+            )
+        },
+        Row {
+            ..row(
+                "an IQN of its own namespace, another port of the range",
+                with_name(t1(), Some("iqn.2026-11.dev.spindle:ns.other"), 3269),
+                vec![device("d0", "a")],
+            )
+        },
+        Row {
+            luns: None,
+            reasons: vec![reason::PORT_NOT_ALLOWED],
+            ..row(
+                "a port outside the range: not served",
+                with_name(t1(), None, 3270),
+                vec![device("d0", "a")],
+            )
+        },
+        Row {
+            agents: agents(&[("a", true, Some(false))]),
+            luns: None,
+            reasons: vec![
+                reason::IQN_NOT_ALLOWED,
+                reason::PORT_NOT_ALLOWED,
+                reason::AGENT_UNREACHABLE,
+            ],
+            ..row(
+                "refusals come first, other problems still named",
+                with_name(t1(), Some("iqn.2026-11.dev.spindle:nsx.t1"), 22),
+                vec![device("d0", "a")],
+            )
+        },
     ];
     for r in rows {
         let devices: Vec<&Device> = r.devices.iter().collect();
@@ -398,10 +466,15 @@ fn target_plans() {
             targets: &targets,
             agents: &r.agents,
             chap: &r.chap,
+            tenancy: &r.tenancy,
         };
         let plan = plan_target(&r.target, &world);
         let reasons: Vec<&str> = plan.problems.iter().map(|p| p.reason).collect();
         assert_eq!(reasons, r.reasons, "{}: {:?}", r.name, plan.problems);
+        let refused = reasons
+            .iter()
+            .any(|r| [reason::IQN_NOT_ALLOWED, reason::PORT_NOT_ALLOWED].contains(r));
+        assert_eq!(plan.withdraw, refused, "{}", r.name);
         assert_eq!(plan.node.as_deref(), r.node, "{}", r.name);
         let luns = plan.request.as_ref().map(|q| {
             q.spec
@@ -430,6 +503,7 @@ fn target_request_carries_the_spec_and_resolved_references() {
         targets: &[&t],
         agents: &agents,
         chap: &chap,
+        tenancy: &Tenancy::default(),
     };
     let req = plan_target(&t, &world).request.expect("request");
     let s = req.spec.expect("spec");
@@ -478,6 +552,7 @@ fn problems_say_what_to_change() {
         targets: &[&t, &other],
         agents: &agents,
         chap: &ChapInput::NotUsed,
+        tenancy: &Tenancy::default(),
     };
     let msgs: Vec<String> = plan_target(&t, &world)
         .problems
@@ -508,6 +583,7 @@ fn a_placed_target_stays_on_its_node() {
         targets: &[&t],
         agents: &agents,
         chap: &ChapInput::NotUsed,
+        tenancy: &Tenancy::default(),
     };
     let plan = plan_target(&t, &world);
     assert_eq!(plan.node.as_deref(), Some("a"));
