@@ -12,6 +12,7 @@
 //! The delete protocol (drain, release) is in `delete.rs`.
 
 mod delete;
+mod reclaim;
 pub mod records;
 pub mod state;
 
@@ -142,6 +143,7 @@ struct Inner {
     released: BTreeMap<String, DeviceRecord>,
     targets: BTreeMap<String, TargetRecord>,
     state: Option<StateStore>,
+    wipes: reclaim::Wipes,
 }
 
 /// The node: what it serves and what it was told.
@@ -176,6 +178,7 @@ impl Node {
                 released: BTreeMap::new(),
                 targets: BTreeMap::new(),
                 state,
+                wipes: Default::default(),
             }),
             data_dir: opts.data_dir,
             allow_block: opts.allow_block,
@@ -211,6 +214,7 @@ impl Node {
             ));
         }
         let Some(e) = g.devices.get(&key) else {
+            self.check_reclaim_pending(&g, &rec)?;
             let opened = self.open(&rec)?;
             let mut entry = DeviceEntry {
                 record: rec,
@@ -511,6 +515,7 @@ impl Node {
             log_ready(&entry);
             g.devices.insert(key, entry);
         }
+        self.finish_reclaims(&mut g, &mut problems);
         for mut rec in loaded.targets {
             let key = rec.id.key();
             // LUNs whose Device is gone (released, or not openable) are left out.
@@ -850,3 +855,5 @@ impl Inner {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_holes;
