@@ -83,7 +83,7 @@ impl Node {
         let key = id.key();
         let started = Instant::now();
         let path = {
-            let mut g = self.inner.lock().await;
+            let mut g = self.lock_when_stopped(&key).await;
             g.engine()?;
             if let Some(r) = g.released.get(&id.uid) {
                 return r.drain.ack.clone().ok_or_else(|| {
@@ -186,7 +186,7 @@ impl Node {
         force: bool,
     ) -> Result<ReleaseOutcome, NodeError> {
         let key = id.key();
-        let mut g = self.inner.lock().await;
+        let mut g = self.lock_when_stopped(&key).await;
         g.engine()?;
         if g.released.contains_key(&id.uid) {
             drop(g);
