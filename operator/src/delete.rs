@@ -353,6 +353,12 @@ pub async fn device(ctx: &Arc<Ctx>, d: &Device) -> Result<Action, Error> {
                              created",
                             r.backing_path
                         )
+                    } else if r.known && erased_on_release(d) {
+                        // The agent answers a Delete of a block device only once it is erased.
+                        format!(
+                            "released; block device {} erased (reclaimPolicy Delete)",
+                            r.backing_path
+                        )
                     } else if r.known {
                         format!("released; backing store {} kept", r.backing_path)
                     } else {
@@ -612,6 +618,11 @@ impl<'a> DeviceWriter<'a> {
         self.current = new;
         Ok(())
     }
+}
+
+/// A block device under reclaim policy Delete: the agent erases it before it answers a release.
+fn erased_on_release(d: &Device) -> bool {
+    d.spec.source.block.is_some() && d.spec.reclaim_policy == spindle_crds::ReclaimPolicy::Delete
 }
 
 fn ack_message(node: &str, ack: &api::DrainAck) -> String {

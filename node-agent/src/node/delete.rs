@@ -19,7 +19,6 @@ use tokio::sync::MutexGuard;
 use super::records::{Ack, DeviceRecord, DrainPhase, ObjectId};
 use super::{Inner, Node, NodeError, precondition};
 use crate::engine::{DrainError, TargetCmd};
-use crate::store::StoreSource;
 
 /// What a release did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +26,8 @@ pub struct ReleaseOutcome {
     /// The node had this Device (false: nothing to do).
     pub known: bool,
     pub file_removed: bool,
+    /// The block device was erased (reclaim policy Delete).
+    pub wiped: bool,
     pub backing_path: String,
     /// Reclaim policy Delete, but the agent did not create the file: it was kept.
     pub adopted_kept: bool,
@@ -50,10 +51,17 @@ enum Path {
         name: String,
         tx: tokio::sync::mpsc::UnboundedSender<TargetCmd>,
         /// For a Target that turns out to have no LUN on it (one that could not be added).
-        file: Option<Arc<std::fs::File>>,
+        file: Store,
     },
     /// No Target serves it: fdatasync the store directly.
-    File(Option<Arc<std::fs::File>>),
+    File(Store),
+}
+
+/// A Device's store as the drain finds it.
+enum Store {
+    Open(Arc<std::fs::File>),
+    /// Not open (it could not be opened when the agent started): opened now to be flushed.
+    Closed(std::path::PathBuf),
 }
 
 /// What the engine reported.
@@ -77,7 +85,7 @@ impl Node {
         let key = id.key();
         let started = Instant::now();
         let path = {
-            let mut g = self.inner.lock().await;
+            let mut g = self.lock_when_stopped(&key).await;
             g.engine()?;
             if let Some(r) = g.released.get(&id.uid) {
                 return r.drain.ack.clone().ok_or_else(|| {
@@ -113,7 +121,10 @@ impl Node {
                 tracing::info!(device = %key, "drain: fenced");
             }
             let e = g.devices.get(&key).expect("checked");
-            let file = e.opened.as_ref().map(|o| Arc::clone(&o.file));
+            let file = match &e.opened {
+                Some(o) => Store::Open(Arc::clone(&o.file)),
+                None => Store::Closed(self.backing_path(&e.record)),
+            };
             match e.used_by.as_ref().and_then(|t| {
                 let tx = g.engine.as_ref()?.target(t)?.sender();
                 Some((t.clone(), tx))
@@ -177,20 +188,17 @@ impl Node {
         force: bool,
     ) -> Result<ReleaseOutcome, NodeError> {
         let key = id.key();
-        let mut g = self.inner.lock().await;
+        let mut g = self.lock_when_stopped(&key).await;
         g.engine()?;
-        if let Some(r) = g.released.get(&id.uid) {
-            return Ok(ReleaseOutcome {
-                known: true,
-                file_removed: r.drain.file_removed,
-                backing_path: self.backing_path(r).display().to_string(),
-                adopted_kept: r.adopted_kept(),
-            });
+        if g.released.contains_key(&id.uid) {
+            drop(g);
+            return self.reclaim(&id.uid, reclaim_delete).await;
         }
         let Some(e) = g.devices.get(&key).filter(|e| e.record.id.uid == id.uid) else {
             return Ok(ReleaseOutcome {
                 known: false,
                 file_removed: false,
+                wiped: false,
                 backing_path: String::new(),
                 adopted_kept: false,
             });
@@ -208,70 +216,32 @@ impl Node {
         if let Some(t) = e.used_by.clone() {
             release_lun(&g, &t, &key, force).await?;
         }
-        let mut entry = g.devices.remove(&key).expect("checked");
-        drop(entry.opened.take());
-        let mut r = entry.record;
+        let mut r = g.devices.get(&key).expect("checked").record.clone();
         if let Some(d) = reclaim_delete {
             r.reclaim_delete = d;
         }
         r.drain.phase = DrainPhase::Released;
         // The tombstone first: a crash from here on never serves this uid again.
         g.save_device(&r)?;
-        let path = self.backing_path(&r);
-        r.drain.file_removed = remove_backing_file(&r, &path)?;
-        g.save_device(&r)?;
-        tracing::info!(
-            device = %key, forced = force, file_removed = r.drain.file_removed,
-            adopted_kept = r.adopted_kept(), path = %path.display(), "Device released"
-        );
-        let out = ReleaseOutcome {
-            known: true,
-            file_removed: r.drain.file_removed,
-            backing_path: path.display().to_string(),
-            adopted_kept: r.adopted_kept(),
-        };
+        drop(g.devices.remove(&key));
+        tracing::info!(device = %key, forced = force, "Device released");
         g.released.insert(r.id.uid.clone(), r);
-        Ok(out)
+        drop(g);
+        // Under reclaim policy Delete the file goes or the block device is erased; until that
+        // has happened the Device stays known (released, its reclaim pending) and every release
+        // answers why it is not done.
+        self.reclaim(&id.uid, None).await
     }
 
-    /// A tombstone read at start: completes a release a crash interrupted (the file removal).
+    /// A tombstone read at start: kept (its reclaim, if pending, is finished by
+    /// [`Node::finish_reclaims`] once every Device is known).
     pub(super) fn finish_release(
         &self,
         g: &mut MutexGuard<'_, Inner>,
-        mut r: DeviceRecord,
-        problems: &mut Vec<String>,
+        r: DeviceRecord,
+        _problems: &mut Vec<String>,
     ) {
-        if !r.drain.file_removed && r.reclaim_delete {
-            let path = self.backing_path(&r);
-            match remove_backing_file(&r, &path) {
-                Ok(removed) => {
-                    r.drain.file_removed = removed;
-                    if let Err(e) = g.save_device(&r) {
-                        problems.push(format!("Device {}: {e}", r.id.key()));
-                    }
-                }
-                Err(e) => problems.push(format!("Device {}: {e}", r.id.key())),
-            }
-        }
         g.released.insert(r.id.uid.clone(), r);
-    }
-}
-
-/// Removes the backing file of a file-backed Device under reclaim policy Delete, if the agent
-/// created it (an adopted file is kept; block devices are never erased). A file already gone
-/// counts as removed.
-fn remove_backing_file(r: &DeviceRecord, path: &std::path::Path) -> Result<bool, NodeError> {
-    if !r.reclaim_delete || !r.store_created || !matches!(r.store.source, StoreSource::File { .. })
-    {
-        return Ok(false);
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
-        Err(e) => Err(NodeError::Internal(format!(
-            "removing {}: {e}",
-            path.display()
-        ))),
     }
 }
 
@@ -322,16 +292,18 @@ async fn drain_through(path: Path, key: &str, started: Instant) -> Result<Draine
                 Err(e) => Err(DrainFailure::Interrupted(e.to_string())),
             }
         }
-        Path::File(file) => {
-            if let Some(f) = file {
-                let synced = tokio::task::spawn_blocking(move || f.sync_data())
-                    .await
-                    .map_err(|e| DrainFailure::Interrupted(e.to_string()))?;
-                synced.map_err(|e| DrainFailure::Flush {
-                    device: key.to_string(),
-                    message: e.to_string(),
-                })?;
-            }
+        Path::File(store) => {
+            let f = match store {
+                Store::Open(f) => f,
+                Store::Closed(path) => Arc::new(open_to_flush(key, path).await?),
+            };
+            let synced = tokio::task::spawn_blocking(move || f.sync_data())
+                .await
+                .map_err(|e| DrainFailure::Interrupted(e.to_string()))?;
+            synced.map_err(|e| DrainFailure::Flush {
+                device: key.to_string(),
+                message: e.to_string(),
+            })?;
             Ok(Drained {
                 target: None,
                 luns: Vec::new(),
@@ -340,5 +312,43 @@ async fn drain_through(path: Path, key: &str, started: Instant) -> Result<Draine
                 duration: started.elapsed(),
             })
         }
+    }
+}
+
+/// Opens the store of a Device that is not open, read only, to fdatasync it (that flushes
+/// whatever the file or device holds unwritten, whoever wrote it). A store that cannot be
+/// opened is not flushed: the drain fails, to be retried, and never claims a flush.
+async fn open_to_flush(key: &str, path: std::path::PathBuf) -> Result<std::fs::File, DrainFailure> {
+    let opened = tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            // A FIFO planted at the path must not block the open.
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)?;
+        let t = f.metadata()?.file_type();
+        if !t.is_file() && !t.is_block_device() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "neither a regular file nor a block device",
+            ));
+        }
+        Ok((f, path))
+    })
+    .await
+    .map_err(|e| DrainFailure::Interrupted(e.to_string()))?;
+    match opened {
+        Ok((f, path)) => {
+            tracing::info!(
+                device = %key, path = %path.display(),
+                "drain: the store was not open; opened it to flush it"
+            );
+            Ok(f)
+        }
+        Err(e) => Err(DrainFailure::Interrupted(format!(
+            "Device {key}: its store is not open (it could not be opened when the agent \
+             started) and opening it now to flush it failed: {e}; nothing was flushed. The \
+             drain succeeds once the store can be opened"
+        ))),
     }
 }

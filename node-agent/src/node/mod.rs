@@ -14,8 +14,10 @@
 pub mod datadir;
 mod delete;
 mod ownership;
+mod reclaim;
 pub mod records;
 pub mod state;
+mod stop;
 
 pub use datadir::DataDirReport;
 pub use delete::{DrainFailure, ReleaseOutcome};
@@ -167,11 +169,16 @@ struct Inner {
     released: BTreeMap<String, DeviceRecord>,
     targets: BTreeMap<String, TargetRecord>,
     state: Option<StateStore>,
+    wipes: reclaim::Wipes,
+    /// Engines being stopped, by Target key (`stop.rs`).
+    stopping: BTreeMap<String, stop::Stopping>,
 }
 
 /// The node: what it serves and what it was told.
 pub struct Node {
     inner: Mutex<Inner>,
+    /// Calls that change a Target take turns per Target (`stop.rs`).
+    gates: stop::Gates,
     /// Names the Devices of manifests in their SCSI identity.
     agent: AgentId,
     data_dir: PathBuf,
@@ -207,7 +214,10 @@ impl Node {
                 released: BTreeMap::new(),
                 targets: BTreeMap::new(),
                 state,
+                wipes: Default::default(),
+                stopping: BTreeMap::new(),
             }),
+            gates: Default::default(),
             data_dir: opts.data_dir,
             allow_block: opts.allow_block,
             data_dir_report,
@@ -258,6 +268,7 @@ impl Node {
             ));
         }
         let Some(e) = g.devices.get(&key) else {
+            self.check_reclaim_pending(&g, &rec)?;
             let missing = if served_before {
                 Missing::Refuse
             } else {
@@ -336,9 +347,11 @@ impl Node {
 
     /// Serves a Target, or updates one already served. Returns whether the request was stale.
     pub async fn apply_target(&self, rec: TargetRecord) -> Result<(bool, TargetView), NodeError> {
+        let key = rec.id.key();
+        // Calls on one Target take turns; calls on others never wait for it (`stop.rs`).
+        let _turn = self.gates.enter(&key).await;
         let mut g = self.inner.lock().await;
         g.engine()?;
-        let key = rec.id.key();
         if let Some(old) = g.targets.get(&key)
             && old.id.uid == rec.id.uid
             && rec.id.generation < old.id.generation
@@ -358,9 +371,13 @@ impl Node {
         }
         g.check_luns(&rec)?;
         let old = g.targets.get(&key).cloned();
-        let restart = old.as_ref().is_none_or(|o| {
-            o.id.uid != rec.id.uid || !o.iqn.eq_ignore_ascii_case(&rec.iqn) || o.port != rec.port
-        });
+        // Not running (an earlier call was cut short mid-restart): started afresh.
+        let restart = g.engine()?.target(&key).is_none()
+            || old.as_ref().is_none_or(|o| {
+                o.id.uid != rec.id.uid
+                    || !o.iqn.eq_ignore_ascii_case(&rec.iqn)
+                    || o.port != rec.port
+            });
         if let Some(state) = &g.state {
             state.save_target(&rec)?;
             if let Some(o) = old.as_ref().filter(|o| o.id.uid != rec.id.uid) {
@@ -368,20 +385,10 @@ impl Node {
             }
         }
         if restart {
-            if old.is_some() {
-                g.stop_target(&key).await;
-            }
-            g.start_target(&rec).await.inspect_err(|_| {
-                // Nothing is served under this name now; forget it so a retry starts afresh.
-                g.targets.remove(&key);
-                if let Some(s) = &g.state {
-                    let _ = s.remove_target(&rec.id.uid);
-                }
-            })?;
-        } else {
-            g.update_target(old.as_ref().expect("not a restart"), &rec)
-                .await?;
+            return self.restart_target(g, rec, old).await;
         }
+        g.update_target(old.as_ref().expect("not a restart"), &rec)
+            .await?;
         g.targets.insert(key.clone(), rec);
         let view = g.target_view(&key).await;
         Ok((false, view))
@@ -389,9 +396,11 @@ impl Node {
 
     /// Stops serving a Target (its sessions are closed, its commands finish, its Devices are
     /// flushed and stay open). Returns whether the node had it and how many sessions closed.
+    /// The engine stops outside the node's lock (`stop.rs`).
     pub async fn remove_target(&self, id: &ObjectId) -> Result<(bool, usize), NodeError> {
         let key = id.key();
-        let handle = {
+        let _turn = self.gates.enter(&key).await;
+        let stop = {
             let mut g = self.inner.lock().await;
             g.engine()?;
             match g.targets.get(&key) {
@@ -402,23 +411,16 @@ impl Node {
                 s.remove_target(&id.uid)?;
             }
             let rec = g.targets.remove(&key).expect("checked above");
-            g.release_luns_of(&rec);
-            g.engine_mut().ok().and_then(|e| e.take_target(&key))
+            g.begin_stop(&key, Some(&rec))
         };
-        let Some(handle) = handle else {
+        let Some(stop) = stop else {
             return Ok((true, 0));
         };
-        let report = handle
-            .shutdown()
-            .await
-            .map_err(|e| NodeError::Internal(e.to_string()))?;
-        for (device, e) in report
-            .flushes
-            .iter()
-            .filter_map(|(d, r)| r.as_ref().err().map(|e| (d, e)))
-        {
-            tracing::warn!(target = %key, %device, "while stopping the target: {e}");
-        }
+        let report = match stop.wait().await {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => return Err(NodeError::Internal(e.to_string())),
+            None => return Ok((true, 0)),
+        };
         tracing::info!(target = %key, sessions_closed = report.sessions_closed, "Target removed");
         Ok((true, report.sessions_closed))
     }
@@ -538,6 +540,7 @@ impl Node {
             log_ready(&entry);
             g.devices.insert(key, entry);
         }
+        self.finish_reclaims(&mut g, &mut problems);
         for mut rec in loaded.targets {
             let key = rec.id.key();
             // LUNs whose Device is gone (released, or not openable) are left out.
@@ -674,6 +677,7 @@ impl Inner {
                     format!("Device {dk} could not be opened: {e}"),
                 ));
             }
+            self.check_not_stopping(&dk, &key, &field)?;
             if let Some(other) = d.used_by.as_ref().filter(|o| **o != key) {
                 return Err(precondition(
                     &field,
@@ -734,19 +738,6 @@ impl Inner {
             }
         }
         Ok(())
-    }
-
-    /// Stops a Target's thread (the caller keeps or drops its record).
-    async fn stop_target(&mut self, key: &str) {
-        if let Some(rec) = self.targets.get(key).cloned() {
-            self.release_luns_of(&rec);
-        }
-        let handle = self.engine_mut().ok().and_then(|e| e.take_target(key));
-        if let Some(h) = handle
-            && let Err(e) = h.shutdown().await
-        {
-            tracing::warn!(target = %key, "{e}");
-        }
     }
 
     /// The Devices of `rec` are no longer used by it.
@@ -829,6 +820,10 @@ impl Inner {
         let Some(rec) = self.targets.get(t).cloned() else {
             return Ok(());
         };
+        if self.engine()?.target(t).is_none() {
+            // Its engine is being restarted: the new one opens the LUN afresh.
+            return Ok(());
+        }
         let mut old = rec.clone();
         // Pretend the LUNs on this Device were elsewhere: update_target swaps them.
         old.luns.retain(|l| rec.device_key(l) != dk);
@@ -878,3 +873,7 @@ impl Inner {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_busy;
+#[cfg(test)]
+mod tests_holes;

@@ -66,6 +66,9 @@ pub struct DrainRecord {
     /// The backing file was removed on release.
     #[serde(default)]
     pub file_removed: bool,
+    /// The block device was erased on release (reclaim policy Delete).
+    #[serde(default)]
+    pub wiped: bool,
 }
 
 impl Default for DrainRecord {
@@ -75,6 +78,7 @@ impl Default for DrainRecord {
             ack: None,
             failure: None,
             file_removed: false,
+            wiped: false,
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::engine::EngineOptions;
 use crate::iscsi::login::AclPolicy;
 use crate::store::StoreSource;
 
-fn opts(dir: &Path, persist: bool) -> NodeOptions {
+pub(super) fn opts(dir: &Path, persist: bool) -> NodeOptions {
     NodeOptions {
         engine: EngineOptions {
             listen: SocketAddr::from(([127, 0, 1, 1], 0)),
@@ -23,7 +23,7 @@ fn opts(dir: &Path, persist: bool) -> NodeOptions {
     }
 }
 
-fn id(name: &str, uid: &str, generation: i64) -> ObjectId {
+pub(super) fn id(name: &str, uid: &str, generation: i64) -> ObjectId {
     ObjectId {
         namespace: "ns".into(),
         name: name.into(),
@@ -32,11 +32,11 @@ fn id(name: &str, uid: &str, generation: i64) -> ObjectId {
     }
 }
 
-fn device(name: &str, uid: &str) -> DeviceRecord {
+pub(super) fn device(name: &str, uid: &str) -> DeviceRecord {
     records::sample_device(name, uid)
 }
 
-fn target(name: &str, luns: &[(u64, &str)]) -> TargetRecord {
+pub(super) fn target(name: &str, luns: &[(u64, &str)]) -> TargetRecord {
     TargetRecord {
         id: id(name, &format!("uid-{name}"), 1),
         iqn: format!("iqn.2026-11.dev.spindle:ns.{name}"),
@@ -55,14 +55,14 @@ fn target(name: &str, luns: &[(u64, &str)]) -> TargetRecord {
     }
 }
 
-async fn node(dir: &Path, persist: bool) -> Node {
+pub(super) async fn node(dir: &Path, persist: bool) -> Node {
     let (n, problems) = Node::start(opts(dir, persist)).await.unwrap();
     assert!(problems.is_empty(), "{problems:?}");
     n
 }
 
 /// The port the node's portal got (targets use it so no other listener is needed).
-async fn port(n: &Node) -> u16 {
+pub(super) async fn port(n: &Node) -> u16 {
     n.advertised_portal().await.unwrap().port()
 }
 

@@ -5,6 +5,7 @@ mod failure;
 pub mod fdlimit;
 mod open;
 mod path;
+pub mod wipe;
 
 pub use failure::StickyFailure;
 pub use open::{OpenMode, OpenedStore, StoreSource, StoreSpec, open_store, open_store_with};
