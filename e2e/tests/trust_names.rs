@@ -220,6 +220,26 @@ fn port_outside_range(s: &Spindle, ns: &str) -> Result<()> {
         "{iqn} is not in discovery at {}",
         at(3261)
     );
+    // Moved out of the range again: refused, and no longer served where it was.
+    s.apply(
+        ns,
+        &target_yaml("p", &[(0, "p")], "  acl: {allowAll: true}\n  port: 3300\n"),
+    )?;
+    refused(s, ns, "p", "PortNotAllowed", "spec.port")?;
+    s.wait_for(
+        &format!("{iqn} gone from discovery at {}", at(3261)),
+        READY,
+        || {
+            let served = TcpStream::connect_timeout(&at(3261), Duration::from_secs(2)).is_ok()
+                && discover(at(3261))?.contains(&iqn);
+            Ok((!served).then_some(()))
+        },
+    )?;
+    ensure!(
+        TcpStream::connect_timeout(&at(3300), Duration::from_secs(2)).is_err(),
+        "something listens on {} for a refused Target",
+        at(3300)
+    );
     Ok(())
 }
 
