@@ -315,6 +315,21 @@ mod tests {
     }
 
     #[test]
+    fn the_term_is_the_resource_version_of_the_write() {
+        let lease = |rv: Option<&str>| Lease {
+            metadata: ObjectMeta {
+                resource_version: rv.map(str::to_owned),
+                ..ObjectMeta::default()
+            },
+            spec: None,
+        };
+        assert_eq!(version_of(&lease(Some("81234"))).unwrap(), 81234);
+        for bad in [None, Some(""), Some("0"), Some("abc"), Some("-4")] {
+            assert!(version_of(&lease(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn a_leader_steps_down_before_anyone_may_take_over() {
         // Renewing every duration/3 and giving up after 2*duration/3 without success leaves a
         // margin of a third of the duration before a standby takes over.
