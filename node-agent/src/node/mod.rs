@@ -31,7 +31,7 @@ use crate::engine::config::{DeviceIdentity, LunSetup};
 use crate::engine::drain::DrainState;
 use crate::engine::identity::AgentId;
 use crate::engine::{Engine, EngineError, EngineOptions, LunSnapshot, SessionInfo};
-use crate::store::{self, StoreSource};
+use crate::store;
 use ownership::{Missing, StoreKey, check_reserved};
 use records::{Ack, DeviceRecord, DrainPhase, ObjectId, TargetRecord};
 use state::{StateError, StateStore};
