@@ -24,7 +24,7 @@ pub use delete::{DrainFailure, ReleaseOutcome};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::Mutex;
@@ -33,10 +33,10 @@ use crate::engine::config::{DeviceIdentity, LunSetup};
 use crate::engine::drain::DrainState;
 use crate::engine::identity::AgentId;
 use crate::engine::{Engine, EngineError, EngineOptions, LunSnapshot, SessionInfo};
-use crate::store::{self, StoreSource};
-use ownership::{Missing, StoreKey};
+use crate::store;
+use ownership::{Missing, StoreKey, check_reserved};
 use records::{Ack, DeviceRecord, DrainPhase, ObjectId, TargetRecord};
-use state::{RESERVED_DIR, StateError, StateStore};
+use state::{StateError, StateStore};
 
 /// How the node serves.
 #[derive(Clone, Debug)]
@@ -146,7 +146,6 @@ struct Opened {
     /// What the store is (device and inode, or block device number): one owner each.
     key: StoreKey,
     /// A block device's exclusive (O_EXCL) descriptor, held while the Device is.
-    #[allow(dead_code)]
     claim: Option<Arc<File>>,
 }
 
@@ -501,14 +500,6 @@ impl Node {
         first_err.map_or(Ok(()), Err)
     }
 
-    /// Where a Device's bytes are.
-    fn backing_path(&self, r: &DeviceRecord) -> PathBuf {
-        match &r.store.source {
-            StoreSource::File { path, .. } => self.data_dir.join(path),
-            StoreSource::Block { path } => PathBuf::from(path),
-        }
-    }
-
     /// Serves again what the state holds (persisting nodes only).
     async fn restore(&self) -> Result<Vec<String>, NodeError> {
         let mut g = self.inner.lock().await;
@@ -588,22 +579,6 @@ fn log_ready(e: &DeviceEntry) {
             bytes = o.len, created = o.created, direct_io = e.record.store.direct, "Device ready"
         );
     }
-}
-
-/// File-backed Devices may not live where the agent keeps its state.
-fn check_reserved(rec: &DeviceRecord) -> Result<(), NodeError> {
-    if let StoreSource::File { path, .. } = &rec.store.source {
-        let first = Path::new(path)
-            .components()
-            .find(|c| !matches!(c, std::path::Component::CurDir));
-        if first.is_some_and(|c| c.as_os_str() == RESERVED_DIR) {
-            return Err(invalid(
-                "spec.source.file.path",
-                format!("{RESERVED_DIR}/ is reserved for the agent's own state"),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// A view of a Device from its entry, with the fenced count its LUN reports (if served).

@@ -13,13 +13,15 @@
 
 use std::fs::File;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::datadir::DATA_DIR_ID_FILE;
 use super::records::DeviceRecord;
+use super::state::RESERVED_DIR;
 use super::{Inner, Node, NodeError, Opened, invalid, precondition};
 use crate::engine::config::DeviceIdentity;
-use crate::engine::identity::device_identity;
+use crate::engine::identity::{AGENT_ID_FILE, device_identity};
 use crate::store::{self, OpenMode, StoreError, StoreSource};
 
 /// What a backing store is, whatever path names it.
@@ -100,7 +102,38 @@ impl Inner {
     }
 }
 
+/// File-backed Devices may not live where the agent keeps its state and identities.
+pub(super) fn check_reserved(rec: &DeviceRecord) -> Result<(), NodeError> {
+    if let StoreSource::File { path, .. } = &rec.store.source {
+        let first = Path::new(path)
+            .components()
+            .find(|c| !matches!(c, std::path::Component::CurDir));
+        if let Some(name) = first.map(|c| c.as_os_str()).filter(|n| {
+            [RESERVED_DIR, DATA_DIR_ID_FILE, AGENT_ID_FILE]
+                .iter()
+                .any(|r| n == r)
+        }) {
+            return Err(invalid(
+                "spec.source.file.path",
+                format!(
+                    "{} is reserved for the agent's own state and identity",
+                    name.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Node {
+    /// Where a Device's bytes are.
+    pub(super) fn backing_path(&self, r: &DeviceRecord) -> PathBuf {
+        match &r.store.source {
+            StoreSource::File { path, .. } => self.data_dir.join(path),
+            StoreSource::Block { path } => PathBuf::from(path),
+        }
+    }
+
     /// Opens the store of a Device: checks that no other Device holds it (before opening, and
     /// again on the opened descriptor), refuses a missing one unless `missing` allows creating
     /// it, and keeps a block device's exclusive claim (`claim`: the one a reopen carries over).

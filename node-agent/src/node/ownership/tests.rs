@@ -316,3 +316,23 @@ async fn a_block_device_has_one_owner_and_is_held_exclusively() {
     n.apply_device(changed).await.unwrap();
     n.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_agents_identity_files_are_no_backing_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = node(dir.path()).await;
+    for path in [
+        ".spindle-data-dir",
+        ".spindle-agent-id",
+        ".spindle/state/x.img",
+    ] {
+        let e = n
+            .apply_device(on_file("ns", "sneaky", "u9", path))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, NodeError::Invalid { field, .. } if field == "spec.source.file.path"),
+            "{path}: {e:?}"
+        );
+    }
+}
