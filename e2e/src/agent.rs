@@ -271,3 +271,26 @@ pub async fn client(
         .await?;
     Ok(AgentClient::new(channel))
 }
+
+/// A client of node `node`'s agent at `api` as the operator reaches it: the operator's
+/// certificate, and only the server key `key` accepted (the fingerprint the node's Lease
+/// publishes; agents started without `--tls-cert` make their own key at each start).
+pub async fn pinned_client(
+    api: SocketAddr,
+    certs: &Certs,
+    node: &str,
+    key: &str,
+) -> Result<AgentClient<Channel>> {
+    use spindle_agent_proto::pinning::{ClientIdentity, Dial, connect};
+    let identity = ClientIdentity::read(&certs.file("operator.crt"), &certs.file("operator.key"))?;
+    let endpoint = api.to_string();
+    let dial = Dial {
+        node,
+        endpoint: &endpoint,
+        key,
+    };
+    let channel = connect(&identity, dial, Duration::from_secs(5))
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to the agent of {node} at {api}: {e:?}"))?;
+    Ok(AgentClient::new(channel))
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use spindle_agent_proto::v1 as pb;
-use spindle_e2e::agent::{Certs, ClientCert, client};
+use spindle_e2e::agent::{Certs, pinned_client};
 use spindle_e2e::spindle::{OPERATOR, Spindle, device_yaml, target_yaml};
 
 const READY: Duration = Duration::from_secs(30);
@@ -146,6 +146,8 @@ struct Agent {
     rt: tokio::runtime::Runtime,
     api: std::net::SocketAddr,
     certs: Certs,
+    /// The fingerprint the node's Lease publishes (the agent makes its key at start).
+    key: String,
 }
 
 impl Agent {
@@ -157,12 +159,31 @@ impl Agent {
         let certs = Certs {
             dir: state_dir(s)?.join("spindle"),
         };
-        Ok(Self { rt, api, certs })
+        let lease = s.kubectl(&[
+            "get",
+            "lease",
+            "-n",
+            "spindle-system",
+            NODE,
+            "-o",
+            &format!(
+                "jsonpath={{.metadata.annotations.{}}}",
+                spindle_agent_proto::lease::API_KEY_ANNOTATION.replace('.', "\\.")
+            ),
+        ])?;
+        let key = lease.trim().to_owned();
+        ensure!(!key.is_empty(), "the Lease of {NODE} publishes no key");
+        Ok(Self {
+            rt,
+            api,
+            certs,
+            key,
+        })
     }
 
     fn client(&self) -> Result<pb::agent_client::AgentClient<tonic::transport::Channel>> {
         self.rt
-            .block_on(client(self.api, &self.certs, ClientCert::Operator))
+            .block_on(pinned_client(self.api, &self.certs, NODE, &self.key))
     }
 
     fn status(&self) -> Result<pb::AgentStatus> {

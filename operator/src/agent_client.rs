@@ -19,8 +19,8 @@ use spindle_agent_proto::v1::{self as api, agent_client::AgentClient};
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::pinning::{self, ClientIdentity, ConnectFailure, Dial, IdentityError};
 use crate::term::Term;
+use spindle_agent_proto::pinning::{self, ClientIdentity, ConnectFailure, Dial, IdentityError};
 
 /// Deadline of the calls that only change configuration.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);

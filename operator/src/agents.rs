@@ -21,7 +21,7 @@ use spindle_agent_proto::lease as agent_lease;
 use tokio::sync::broadcast;
 
 use crate::metrics::Metrics;
-use crate::pinning::Dial;
+use spindle_agent_proto::pinning::Dial;
 
 /// What the operator knows about the agent of one node.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

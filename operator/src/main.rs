@@ -10,7 +10,6 @@ mod delete;
 mod desired;
 mod leader;
 mod metrics;
-mod pinning;
 mod status;
 mod sweep;
 mod tenancy;

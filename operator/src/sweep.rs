@@ -14,7 +14,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::agent_client::AgentError;
 use crate::context::Ctx;
-use crate::pinning::Dial;
+use spindle_agent_proto::pinning::Dial;
 
 /// A sweep that failed (agent gone again) is tried again after this long.
 const RETRY: Duration = Duration::from_secs(30);

@@ -83,6 +83,8 @@ pub mod identity {
     }
 }
 
+pub mod pinning;
+
 /// The typed reason of a refusal, carried in a gRPC status's details (`ErrorDetail`), so a
 /// caller branches on a kind rather than on message text.
 pub mod detail {

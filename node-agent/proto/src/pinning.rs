@@ -1,5 +1,5 @@
-//! Which process the operator calls for a node, and how it knows that process is the node's
-//! agent. Each agent makes its own serving key at start and publishes its fingerprint in the
+//! Which process the operator (or a test client) calls for a node, and how it knows that process
+//! is the node's agent. Each agent makes its own serving key at start and publishes its fingerprint in the
 //! Lease named after its node (a Lease only that node's agent may write: the chart's admission
 //! policy). The operator dials the endpoint of that Lease with a TLS client that accepts the
 //! server's certificate only if its public key has the published fingerprint (the handshake
@@ -16,14 +16,14 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::identity;
+use crate::lease::API_KEY_ANNOTATION;
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
-use spindle_agent_proto::identity;
-use spindle_agent_proto::lease::API_KEY_ANNOTATION;
 use tonic::codegen::Service;
 use tonic::codegen::http::Uri;
 use tonic::transport::{Channel, Endpoint};
@@ -138,8 +138,7 @@ impl ClientIdentity {
         Ok(Self { chain, key })
     }
 
-    /// An identity from DER values (tests make one without files).
-    #[cfg(test)]
+    /// An identity from DER values (a certificate chain and its key).
     pub fn from_der(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Self {
         Self { chain, key }
     }
