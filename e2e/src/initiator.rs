@@ -199,6 +199,17 @@ impl WriterResults {
 }
 
 /// Parses `iscsi-ls -s` output into target name → portals listed for it.
+/// The targets a portal lists in discovery, asked by `iscsi-ls` as initiator `initiator`
+/// (SendTargets only: no login to each, so a CHAP target does not get in the way).
+pub fn discover(portal: std::net::SocketAddr, initiator: &str) -> Result<Vec<String>> {
+    let out = run_ok(
+        Command::new("iscsi-ls")
+            .args(["-i", initiator])
+            .arg(format!("iscsi://{portal}")),
+    )?;
+    Ok(discovered(&out).into_keys().collect())
+}
+
 pub fn discovered(listing: &str) -> BTreeMap<String, Vec<String>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for line in listing.lines() {

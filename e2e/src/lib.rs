@@ -3,6 +3,7 @@
 //! on it (agents and operator, see [`runtime`]) and real initiators.
 
 pub mod agent;
+pub mod checks;
 pub mod cluster;
 pub mod initiator;
 pub mod runtime;

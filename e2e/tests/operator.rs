@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
+use spindle_e2e::checks::{Check, run_table};
 use spindle_e2e::initiator::{self, Writer, WriterResults};
 use spindle_e2e::spindle::{OPERATOR, Spindle, condition, default_iqn, device_yaml, target_yaml};
 
@@ -13,8 +14,6 @@ const READY: Duration = Duration::from_secs(30);
 /// The agents' Lease duration (15 s) plus the operator's clock tick and some slack.
 const LEASE: Duration = Duration::from_secs(25);
 const MIB: u64 = 1 << 20;
-
-type Check = fn(&Spindle, &str) -> Result<()>;
 
 #[test]
 fn operator_end_to_end() {
@@ -44,39 +43,7 @@ fn operator_end_to_end() {
         ),
         ("two replicas: only the leader acts", two_replicas),
     ];
-    let only = std::env::var("SPINDLE_E2E_ONLY").unwrap_or_default();
-    let mut failures = Vec::new();
-    let mut ran = 0;
-    for (i, (name, check)) in checks.iter().enumerate() {
-        if !only.is_empty() && !name.contains(&only) {
-            continue;
-        }
-        ran += 1;
-        let ns = format!("e2e-op-{i}");
-        let started = std::time::Instant::now();
-        let r = s.namespace(&ns).and_then(|()| check(&s, &ns));
-        eprintln!(
-            "{} {name} ({:.1} s)",
-            if r.is_ok() { "ok  " } else { "FAIL" },
-            started.elapsed().as_secs_f64()
-        );
-        if let Err(e) = r {
-            failures.push(format!("{name}: {e:#}"));
-        }
-    }
-    assert!(ran > 0, "SPINDLE_E2E_ONLY={only:?} matched no check");
-    if !failures.is_empty() {
-        eprintln!(
-            "operator log:\n{}",
-            tail(&s.rt.operator_log(OPERATOR).unwrap_or_default(), 300)
-        );
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {ran} failed:\n{}",
-        failures.len(),
-        failures.join("\n\n")
-    );
+    run_table(&s, "e2e-op", checks, &[OPERATOR]);
 }
 
 /// The initiator name the checks log in with.
@@ -111,20 +78,9 @@ fn writer(portal: std::net::SocketAddr, iqn: &str, tag: &str, good: usize) -> Re
     )
 }
 
-/// The targets a portal lists in discovery (SendTargets; no login to each, so a CHAP target
-/// does not get in the way).
+/// The targets a portal lists in discovery, asked as this suite's initiator.
 fn discover(portal: std::net::SocketAddr) -> Result<Vec<String>> {
-    let out = initiator::run_ok(
-        std::process::Command::new("iscsi-ls")
-            .args(["-i", INITIATOR])
-            .arg(format!("iscsi://{portal}")),
-    )?;
-    Ok(initiator::discovered(&out).into_keys().collect())
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    initiator::discover(portal, INITIATOR)
 }
 
 /// Applies a Device (1 MiB file on `node`) and a Target over it; waits for both Ready.

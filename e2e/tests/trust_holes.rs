@@ -8,12 +8,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use spindle_e2e::spindle::{Spindle, condition, device_yaml};
+use spindle_e2e::checks::{Check, run_table};
+use spindle_e2e::spindle::{OPERATOR, Spindle, condition, device_yaml};
 
 const READY: Duration = Duration::from_secs(30);
 const MIB: u64 = 1 << 20;
-
-type Check = fn(&Spindle, &str) -> Result<()>;
 
 #[test]
 fn trust_holes_end_to_end() {
@@ -22,33 +21,7 @@ fn trust_holes_end_to_end() {
         "a file that cannot be removed holds the Device, says why, and goes once it can",
         failed_unlink_holds_the_finalizer,
     )];
-    let only = std::env::var("SPINDLE_E2E_ONLY").unwrap_or_default();
-    let mut failures = Vec::new();
-    let mut ran = 0;
-    for (i, (name, check)) in checks.iter().enumerate() {
-        if !only.is_empty() && !name.contains(&only) {
-            continue;
-        }
-        ran += 1;
-        let ns = format!("e2e-holes-{i}");
-        let started = std::time::Instant::now();
-        let r = s.namespace(&ns).and_then(|()| check(&s, &ns));
-        eprintln!(
-            "{} {name} ({:.1} s)",
-            if r.is_ok() { "ok  " } else { "FAIL" },
-            started.elapsed().as_secs_f64()
-        );
-        if let Err(e) = r {
-            failures.push(format!("{name}: {e:#}"));
-        }
-    }
-    assert!(ran > 0, "SPINDLE_E2E_ONLY={only:?} matched no check");
-    assert!(
-        failures.is_empty(),
-        "{} of {ran} failed:\n{}",
-        failures.len(),
-        failures.join("\n\n")
-    );
+    run_table(&s, "e2e-holes", checks, &[OPERATOR]);
 }
 
 fn chattr(flag: &str, p: &Path) -> Result<()> {

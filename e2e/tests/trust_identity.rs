@@ -16,6 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 use spindle_agent_proto::lease::{API_ENDPOINT_ANNOTATION, API_KEY_ANNOTATION};
+use spindle_e2e::checks::{Check, run_table};
 use spindle_e2e::spindle::{OPERATOR, Spindle, condition, default_iqn, device_yaml, target_yaml};
 
 const READY: Duration = Duration::from_secs(30);
@@ -24,8 +25,6 @@ const NS: &str = "spindle-system";
 const MIB: u64 = 1 << 20;
 /// The reason of an object whose node's agent is not verified.
 const UNVERIFIED: &str = "AgentUnverified";
-
-type Check = fn(&Spindle, &str) -> Result<()>;
 
 #[test]
 fn agent_identity_end_to_end() {
@@ -44,43 +43,7 @@ fn agent_identity_end_to_end() {
             delete_waits_for_the_right_agent,
         ),
     ];
-    let only = std::env::var("SPINDLE_E2E_ONLY").unwrap_or_default();
-    let mut failures = Vec::new();
-    let mut ran = 0;
-    for (i, (name, check)) in checks.iter().enumerate() {
-        if !only.is_empty() && !name.contains(&only) {
-            continue;
-        }
-        ran += 1;
-        let ns = format!("e2e-id-{i}");
-        let started = std::time::Instant::now();
-        let r = s.namespace(&ns).and_then(|()| check(&s, &ns));
-        // Whatever happened, node-b's own agent serves again for the next check.
-        let restored = s.rt.start_agent("node-b");
-        eprintln!(
-            "{} {name} ({:.1} s)",
-            if r.is_ok() { "ok  " } else { "FAIL" },
-            started.elapsed().as_secs_f64()
-        );
-        if let Err(e) = r.and(restored) {
-            failures.push(format!("{name}: {e:#}"));
-        }
-    }
-    assert!(ran > 0, "SPINDLE_E2E_ONLY={only:?} matched no check");
-    if !failures.is_empty() {
-        let log = s.rt.operator_log(OPERATOR).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        eprintln!(
-            "operator log:\n{}",
-            lines[lines.len().saturating_sub(200)..].join("\n")
-        );
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {ran} failed:\n{}",
-        failures.len(),
-        failures.join("\n\n")
-    );
+    run_table(&s, "e2e-id", checks, &[OPERATOR]);
 }
 
 /// The agent Lease of `node`.

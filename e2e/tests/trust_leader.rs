@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use spindle_agent_proto::v1 as pb;
 use spindle_e2e::agent::{Certs, pinned_client};
+use spindle_e2e::checks::{Check, run_table};
 use spindle_e2e::spindle::{OPERATOR, Spindle, device_yaml, target_yaml};
 
 const READY: Duration = Duration::from_secs(30);
@@ -23,8 +24,6 @@ const RENEW_DEADLINE: Duration = Duration::from_secs(10);
 const MIB: u64 = 1 << 20;
 const NODE: &str = "node-a";
 const STANDBY: &str = "operator-1";
-
-type Check = fn(&Spindle, &str) -> Result<()>;
 
 #[test]
 fn stale_leaders_are_fenced() {
@@ -39,41 +38,7 @@ fn stale_leaders_are_fenced() {
             frozen_leader,
         ),
     ];
-    let only = std::env::var("SPINDLE_E2E_ONLY").unwrap_or_default();
-    let mut failures = Vec::new();
-    let mut ran = 0;
-    for (i, (name, check)) in checks.iter().enumerate() {
-        if !only.is_empty() && !name.contains(&only) {
-            continue;
-        }
-        ran += 1;
-        let ns = format!("e2e-leader-{i}");
-        let started = Instant::now();
-        let r = s.namespace(&ns).and_then(|()| check(&s, &ns));
-        eprintln!(
-            "{} {name} ({:.1} s)",
-            if r.is_ok() { "ok  " } else { "FAIL" },
-            started.elapsed().as_secs_f64()
-        );
-        if let Err(e) = r {
-            failures.push(format!("{name}: {e:#}"));
-        }
-    }
-    assert!(ran > 0, "SPINDLE_E2E_ONLY={only:?} matched no check");
-    if !failures.is_empty() {
-        for id in [OPERATOR, STANDBY] {
-            eprintln!(
-                "{id} log:\n{}",
-                tail(&s.rt.operator_log(id).unwrap_or_default(), 120)
-            );
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {ran} failed:\n{}",
-        failures.len(),
-        failures.join("\n\n")
-    );
+    run_table(&s, "e2e-leader", checks, &[OPERATOR, STANDBY]);
 }
 
 /// The local cluster's state dir (pids of the apiserver and of Spindle's processes).

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use spindle_agent_proto::lease as agent_lease;
+use spindle_e2e::checks::{self, Check};
 use spindle_e2e::initiator;
 use spindle_e2e::spindle::{OPERATOR, Spindle, condition, default_iqn, device_yaml, target_yaml};
 
@@ -22,8 +23,6 @@ const GRANTED_PREFIX: &str = "iqn.2001-04.com.example:granted.";
 const INITIATOR: &str = "iqn.2026-11.dev.spindle:e2e-names";
 /// Where the agents' Leases live (e2e/cluster/spindle).
 const AGENT_NS: &str = "spindle-system";
-
-type Check = fn(&Spindle, &str) -> Result<()>;
 
 #[test]
 fn names_and_ports_belong_to_namespaces() {
@@ -56,50 +55,18 @@ fn names_and_ports_belong_to_namespaces() {
             reachability_under_skew,
         ),
     ];
-    let only = std::env::var("SPINDLE_E2E_ONLY").unwrap_or_default();
-    let mut failures = Vec::new();
-    let mut ran = 0;
-    for (name, ns, check) in checks {
-        if !only.is_empty() && !name.contains(&only) {
-            continue;
-        }
-        ran += 1;
-        let started = Instant::now();
-        let r = s.namespace(ns).and_then(|()| check(&s, ns));
-        eprintln!(
-            "{} {name} ({:.1} s)",
-            if r.is_ok() { "ok  " } else { "FAIL" },
-            started.elapsed().as_secs_f64()
-        );
-        if let Err(e) = r {
-            failures.push(format!("{name}: {e:#}"));
-        }
-    }
-    assert!(ran > 0, "SPINDLE_E2E_ONLY={only:?} matched no check");
-    if !failures.is_empty() {
-        let log = s.rt.operator_log(OPERATOR).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        eprintln!(
-            "operator log:\n{}",
-            lines[lines.len().saturating_sub(200)..].join("\n")
-        );
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {ran} failed:\n{}",
-        failures.len(),
-        failures.join("\n\n")
+    checks::run(
+        &s,
+        checks
+            .iter()
+            .map(|(name, ns, check)| (*name, ns.to_string(), *check)),
+        &[OPERATOR],
     );
 }
 
-/// The targets a portal lists in discovery.
-fn discover(portal: SocketAddr) -> Result<Vec<String>> {
-    let out = initiator::run_ok(
-        std::process::Command::new("iscsi-ls")
-            .args(["-i", INITIATOR])
-            .arg(format!("iscsi://{portal}")),
-    )?;
-    Ok(initiator::discovered(&out).into_keys().collect())
+/// The targets a portal lists in discovery, asked as this suite's initiator.
+fn discover(portal: std::net::SocketAddr) -> Result<Vec<String>> {
+    initiator::discover(portal, INITIATOR)
 }
 
 /// Waits until the Target's Ready condition is False with `reason` and a message naming `field`.

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
+use spindle_e2e::checks::{Check, run_table};
 use spindle_e2e::initiator;
 use spindle_e2e::spindle::{OPERATOR, Spindle, condition, default_iqn, target_yaml};
 
@@ -16,8 +17,6 @@ const MIB: u64 = 1 << 20;
 /// The operator retries a refused Device within its WAIT; a reconcile after a change lands
 /// within this.
 const RETRY: Duration = Duration::from_secs(60);
-
-type Check = fn(&Spindle, &str) -> Result<()>;
 
 #[test]
 fn backing_stores_end_to_end() {
@@ -38,41 +37,7 @@ fn backing_stores_end_to_end() {
             data_dir_swapped,
         ),
     ];
-    let only = std::env::var("SPINDLE_E2E_ONLY").unwrap_or_default();
-    let mut failures = Vec::new();
-    let mut ran = 0;
-    for (i, (name, check)) in checks.iter().enumerate() {
-        if !only.is_empty() && !name.contains(&only) {
-            continue;
-        }
-        ran += 1;
-        let ns = format!("e2e-store-{i}");
-        let started = std::time::Instant::now();
-        let r = check(&s, &ns);
-        eprintln!(
-            "{} {name} ({:.1} s)",
-            if r.is_ok() { "ok  " } else { "FAIL" },
-            started.elapsed().as_secs_f64()
-        );
-        if let Err(e) = r {
-            failures.push(format!("{name}: {e:#}"));
-        }
-    }
-    assert!(ran > 0, "SPINDLE_E2E_ONLY={only:?} matched no check");
-    if !failures.is_empty() {
-        let log = s.rt.operator_log(OPERATOR).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        eprintln!(
-            "operator log:\n{}",
-            lines[lines.len().saturating_sub(200)..].join("\n")
-        );
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {ran} failed:\n{}",
-        failures.len(),
-        failures.join("\n\n")
-    );
+    run_table(&s, "e2e-store", checks, &[OPERATOR]);
 }
 
 /// A Device manifest with a `source` (flow YAML) and reclaim policy Delete.
