@@ -236,13 +236,7 @@ impl AgentClients {
                 },
             })?;
         let mut c = AgentClient::new(channel.clone());
-        let status = call(
-            dial.endpoint,
-            CALL_TIMEOUT,
-            c.get_status(api::GetStatusRequest {}),
-        )
-        .await?;
-        check_node(dial, &status)?;
+        node_status(dial, &mut c).await?;
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         // One key is held by one process: if it was verified for another node, one of the two
         // Leases is wrong (or two agents were given one certificate).
@@ -339,15 +333,23 @@ impl AgentClients {
     /// `GetStatus` (its node name checked again).
     pub async fn status(&self, dial: Dial<'_>) -> Result<api::AgentStatus, AgentError> {
         let mut c = self.client(dial).await?;
-        let status = call(
-            dial.endpoint,
-            CALL_TIMEOUT,
-            c.get_status(api::GetStatusRequest {}),
-        )
-        .await?;
-        check_node(dial, &status)?;
-        Ok(status)
+        node_status(dial, &mut c).await
     }
+}
+
+/// `GetStatus` on `c`, whose answer must name `dial.node`.
+async fn node_status(
+    dial: Dial<'_>,
+    c: &mut AgentClient<Channel>,
+) -> Result<api::AgentStatus, AgentError> {
+    let status = call(
+        dial.endpoint,
+        CALL_TIMEOUT,
+        c.get_status(api::GetStatusRequest {}),
+    )
+    .await?;
+    check_node(dial, &status)?;
+    Ok(status)
 }
 
 /// The agent names the node it was dialled for.

@@ -1,7 +1,6 @@
 //! The leader fence as the API applies it, on a real node: a call from an older term is refused
 //! with STALE_LEADER and changes nothing (not the Target, not its CHAP secret, not the Device).
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -12,20 +11,12 @@ use tonic::Request;
 use super::AgentService;
 use crate::api::calls::Calls;
 use crate::api::fence::{self, Fence};
-use crate::engine::EngineOptions;
 use crate::node::{Node, NodeOptions};
 
 async fn service(dir: &Path) -> AgentService {
     let (node, problems) = Node::start(NodeOptions {
-        engine: EngineOptions {
-            listen: SocketAddr::from(([127, 0, 1, 1], 0)),
-            advertise: None,
-            keepalive: std::time::Duration::from_secs(15),
-        },
-        data_dir: dir.to_path_buf(),
-        allow_block: Vec::new(),
-        persist: true,
         node_name: "n1".into(),
+        ..crate::node::tests::opts(dir, true)
     })
     .await
     .unwrap();

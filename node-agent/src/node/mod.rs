@@ -847,7 +847,7 @@ impl Inner {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 #[cfg(test)]
 mod tests_busy;
 #[cfg(test)]

@@ -9,7 +9,8 @@ use crate::engine::EngineOptions;
 use crate::iscsi::login::AclPolicy;
 use crate::store::StoreSource;
 
-pub(super) fn opts(dir: &Path, persist: bool) -> NodeOptions {
+/// Options of a test node: a real portal on port 0, data in `dir`.
+pub(crate) fn opts(dir: &Path, persist: bool) -> NodeOptions {
     NodeOptions {
         engine: EngineOptions {
             listen: SocketAddr::from(([127, 0, 1, 1], 0)),

@@ -1,24 +1,15 @@
 //! One owner per store, must-exist, created vs adopted: with real stores and a real node.
 
-use std::net::SocketAddr;
 use std::path::Path;
 
-use crate::engine::EngineOptions;
 use crate::node::records::{DeviceRecord, ObjectId, sample_device};
 use crate::node::{Node, NodeError, NodeOptions};
 use crate::store::StoreSource;
 
 fn opts(dir: &Path, persist: bool, allow_block: Vec<std::path::PathBuf>) -> NodeOptions {
     NodeOptions {
-        engine: EngineOptions {
-            listen: SocketAddr::from(([127, 0, 1, 2], 0)),
-            advertise: None,
-            keepalive: std::time::Duration::from_secs(15),
-        },
-        data_dir: dir.to_path_buf(),
         allow_block,
-        persist,
-        node_name: "node-a".into(),
+        ..crate::node::tests::opts(dir, persist)
     }
 }
 
