@@ -33,6 +33,12 @@ pub mod lease {
     /// [`crate::identity::fingerprint`]). The operator calls the agent only over a TLS
     /// connection whose server key has this fingerprint; a Lease without it is not trusted.
     pub const API_KEY_ANNOTATION: &str = "spindle.dev/api-key-sha256";
+    /// Annotation: bytes the agent's data directory has free for new file-backed Devices
+    /// (statvfs: available blocks × fragment size), refreshed at every renewal. The CSI
+    /// controller places volumes and answers GetCapacity from it.
+    pub const CAPACITY_FREE_ANNOTATION: &str = "spindle.dev/capacity-free-bytes";
+    /// Annotation: the data directory's total size in bytes (statvfs), beside the free bytes.
+    pub const CAPACITY_TOTAL_ANNOTATION: &str = "spindle.dev/capacity-total-bytes";
     /// How long a Lease holds without renewal.
     pub const DURATION_SECONDS: i32 = 15;
     /// How often the agent renews it.
