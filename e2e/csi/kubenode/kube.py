@@ -1,0 +1,68 @@
+"""kubectl against the run's cluster: apply, get, wait, with timings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+class KubeError(RuntimeError):
+    pass
+
+
+class Kube:
+    def __init__(self, kubectl: Path, kubeconfig: Path):
+        self.base = [str(kubectl), "--kubeconfig", str(kubeconfig)]
+
+    def run(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
+        p = subprocess.run([*self.base, *args], input=stdin, capture_output=True, text=True)
+        if check and p.returncode != 0:
+            raise KubeError(f"kubectl {' '.join(args)}: {p.stderr.strip()}")
+        return p.stdout
+
+    def apply(self, manifest: str) -> None:
+        self.run("apply", "-f", "-", stdin=manifest)
+
+    def get(self, *what: str) -> dict | None:
+        p = subprocess.run([*self.base, "get", *what, "-o", "json"], capture_output=True, text=True)
+        if p.returncode != 0:
+            if "NotFound" in p.stderr or "not found" in p.stderr:
+                return None
+            raise KubeError(f"kubectl get {' '.join(what)}: {p.stderr.strip()}")
+        return json.loads(p.stdout)
+
+    def wait_for(self, what: str, test: Callable[[], object], timeout: float,
+                 period: float = 0.5, alive: Callable[[], None] | None = None) -> tuple[object, float]:
+        """Polls `test` until it returns something true; returns it and the seconds it took."""
+        t0 = time.monotonic()
+        while True:
+            if alive is not None:
+                alive()
+            got = test()
+            if got:
+                return got, time.monotonic() - t0
+            if time.monotonic() - t0 > timeout:
+                raise KubeError(f"{what}: not after {timeout:.0f} s")
+            time.sleep(period)
+
+
+def condition(obj: dict | None, kind: str) -> str | None:
+    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if c.get("type") == kind:
+            return c.get("status")
+    return None
+
+
+def pod_phase(obj: dict | None) -> str:
+    return ((obj or {}).get("status") or {}).get("phase") or ""
+
+
+def termination_message(obj: dict | None) -> str:
+    for cs in ((obj or {}).get("status") or {}).get("containerStatuses") or []:
+        term = (cs.get("state") or {}).get("terminated")
+        if term:
+            return term.get("message") or ""
+    return ""
