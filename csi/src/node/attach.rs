@@ -83,10 +83,10 @@ pub async fn wait_disk(host: &Host, iqn: &str, lun: u32) -> Result<String, NodeE
     let mut rescanned = false;
     loop {
         for s in host.sysfs.sessions_of(iqn) {
-            if let Some(disk) = host.sysfs.disk_of(s.id, lun) {
-                if host.sysfs.dev_of(&disk).is_some() {
-                    return Ok(disk);
-                }
+            if let Some(disk) = host.sysfs.disk_of(s.id, lun)
+                && host.sysfs.dev_of(&disk).is_some()
+            {
+                return Ok(disk);
             }
         }
         let waited = start.elapsed();
@@ -113,17 +113,17 @@ pub async fn logout(host: &Host, iqn: &str, portals: &[String]) -> Result<(), No
     let gone = |e: &RunError| e.code() == Some(EXIT_NO_OBJECTS);
     let mut first_err = None;
     for portal in portals {
-        if let Err(e) = host.iscsiadm(iscsiadm::logout(iqn, portal)).await {
-            if !gone(&e) {
-                tracing::warn!(iqn, portal, error = %e, "logout failed");
-                first_err.get_or_insert(e);
-            }
+        if let Err(e) = host.iscsiadm(iscsiadm::logout(iqn, portal)).await
+            && !gone(&e)
+        {
+            tracing::warn!(iqn, portal, error = %e, "logout failed");
+            first_err.get_or_insert(e);
         }
-        if let Err(e) = host.iscsiadm(iscsiadm::delete_record(iqn, portal)).await {
-            if !gone(&e) {
-                tracing::warn!(iqn, portal, error = %e, "deleting the node record failed");
-                first_err.get_or_insert(e);
-            }
+        if let Err(e) = host.iscsiadm(iscsiadm::delete_record(iqn, portal)).await
+            && !gone(&e)
+        {
+            tracing::warn!(iqn, portal, error = %e, "deleting the node record failed");
+            first_err.get_or_insert(e);
         }
     }
     let left = host.sysfs.sessions_of(iqn);

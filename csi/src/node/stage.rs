@@ -131,13 +131,13 @@ pub async fn stage(host: &Host, req: StageRequest) -> Result<(), NodeError> {
     }
     let dev = format!("/dev/{disk}");
     let disk_dev = host.sysfs.dev_of(&disk);
-    if let Some(m) = &mounted {
-        if Some(&m.dev) != disk_dev.as_ref() {
-            return Err(NodeError::AlreadyExists(format!(
-                "{} has {} ({}) mounted, not volume {}'s disk {dev}",
-                req.staging_path, m.source, m.dev, req.volume_id
-            )));
-        }
+    if let Some(m) = &mounted
+        && Some(&m.dev) != disk_dev.as_ref()
+    {
+        return Err(NodeError::AlreadyExists(format!(
+            "{} has {} ({}) mounted, not volume {}'s disk {dev}",
+            req.staging_path, m.source, m.dev, req.volume_id
+        )));
     }
     host.store.save(&Staged {
         volume_id: req.volume_id.clone(),
@@ -178,14 +178,14 @@ pub async fn stage(host: &Host, req: StageRequest) -> Result<(), NodeError> {
             t.name().to_string()
         }
         Content::Fs(t) => {
-            if let Some(want) = fs {
-                if want.name() != t {
-                    return Err(NodeError::FailedPrecondition(format!(
-                        "volume {} holds {t}, the capability asks for {}",
-                        req.volume_id,
-                        want.name()
-                    )));
-                }
+            if let Some(want) = fs
+                && want.name() != t
+            {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "volume {} holds {t}, the capability asks for {}",
+                    req.volume_id,
+                    want.name()
+                )));
             }
             t
         }
@@ -227,17 +227,16 @@ pub async fn unstage(host: &Host, volume_id: &str, staging_path: &str) -> Result
     }
     if let Some(d) = &disk {
         let dev = format!("/dev/{d}");
-        if alive {
-            if let Err(e) = host
+        if alive
+            && let Err(e) = host
                 .run(
                     "blockdev",
                     vec!["--flushbufs".into(), dev.clone()],
                     host.limits.mount,
                 )
                 .await
-            {
-                tracing::warn!(%dev, error = %e, "flush failed");
-            }
+        {
+            tracing::warn!(%dev, error = %e, "flush failed");
         }
         let limit = if alive {
             host.limits.mount

@@ -95,11 +95,11 @@ impl Sysfs {
             let tdir = dev.join(&target);
             for unit in entries(&tdir) {
                 let l = unit.rsplit(':').next().and_then(|l| l.parse::<u32>().ok());
-                if unit.split(':').count() == 4 && l == Some(lun) {
-                    if let Some(disk) = entries(&tdir.join(&unit).join("block")).into_iter().next()
-                    {
-                        return Some(disk);
-                    }
+                if unit.split(':').count() == 4
+                    && l == Some(lun)
+                    && let Some(disk) = entries(&tdir.join(&unit).join("block")).into_iter().next()
+                {
+                    return Some(disk);
                 }
             }
         }
@@ -176,6 +176,7 @@ pub(crate) mod fake {
     use std::path::Path;
 
     /// Adds session `sid` (host `host`) to target `iqn` with disk `disk` at LUN `lun`.
+    #[allow(clippy::too_many_arguments)]
     pub fn add(
         root: &Path,
         sid: u32,
