@@ -167,6 +167,12 @@ impl Access {
     }
 }
 
+/// SINGLE_NODE_SINGLE_WRITER: one target path on the node at a time.
+pub fn single_writer(cap: Option<&VolumeCapability>) -> bool {
+    cap.and_then(|c| c.access_mode.as_ref())
+        .is_some_and(|m| m.mode == AccessMode::SingleNodeSingleWriter as i32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,5 +283,14 @@ mod tests {
             assert!(Access::from_capability(Some(&bad)).is_err(), "{bad:?}");
         }
         assert!(Access::from_capability(None).is_err());
+        assert!(single_writer(Some(&cap(
+            mount("", &[]),
+            AccessMode::SingleNodeSingleWriter
+        ))));
+        assert!(!single_writer(Some(&cap(
+            mount("", &[]),
+            AccessMode::SingleNodeMultiWriter
+        ))));
+        assert!(!single_writer(None));
     }
 }

@@ -52,6 +52,17 @@ pub struct Host {
     busy: Arc<Mutex<HashSet<String>>>,
 }
 
+/// How to unmount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmount {
+    /// A failure is an error.
+    Strict,
+    /// A mount that does not come off in time (a dead disk with dirty data) is detached.
+    LazyFallback,
+    /// Detached at once (the disk's target is gone: its dirty data cannot be written).
+    Lazy,
+}
+
 /// Held while a call works on a volume.
 pub struct Busy {
     id: String,
@@ -132,29 +143,30 @@ impl Host {
         Ok(())
     }
 
-    /// Unmounts `path` while something is mounted there (stacked mounts included). A mount
-    /// that does not come off in time (a dead disk with dirty data) is detached lazily when
-    /// `lazy_fallback`.
-    pub async fn unmount_all(&self, path: &str, lazy_fallback: bool) -> Result<(), NodeError> {
+    /// Unmounts `path` while something is mounted there (stacked mounts included).
+    pub async fn unmount_all(&self, path: &str, how: Unmount) -> Result<(), NodeError> {
         for _ in 0..8 {
             if self.mount_at(path)?.is_none() {
                 return Ok(());
             }
-            match self
-                .run("umount", vec![path.to_string()], self.limits.mount)
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if lazy_fallback => {
-                    tracing::warn!(path, error = %e, "unmount failed: detaching lazily");
-                    self.run(
-                        "umount",
-                        vec!["-l".into(), path.to_string()],
-                        self.limits.mount,
-                    )
-                    .await?;
+            let lazy = || vec!["-l".to_string(), path.to_string()];
+            match how {
+                Unmount::Lazy => {
+                    self.run("umount", lazy(), self.limits.mount).await?;
                 }
-                Err(e) => return Err(e.into()),
+                Unmount::Strict => {
+                    self.run("umount", vec![path.to_string()], self.limits.mount)
+                        .await?;
+                }
+                Unmount::LazyFallback => {
+                    if let Err(e) = self
+                        .run("umount", vec![path.to_string()], self.limits.mount)
+                        .await
+                    {
+                        tracing::warn!(path, error = %e, "unmount failed: detaching lazily");
+                        self.run("umount", lazy(), self.limits.mount).await?;
+                    }
+                }
             }
         }
         match self.mount_at(path)? {

@@ -6,13 +6,15 @@ use std::os::unix::fs::MetadataExt;
 
 use super::error::{NodeError, io};
 use super::fs;
-use super::host::Host;
+use super::host::{Host, Unmount};
 
 pub struct PublishRequest {
     pub volume_id: String,
     pub staging_path: String,
     pub target_path: String,
     pub block: bool,
+    /// SINGLE_NODE_SINGLE_WRITER: refused while published at another target path.
+    pub single_writer: bool,
     pub read_only: bool,
 }
 
@@ -92,6 +94,16 @@ pub async fn publish(host: &Host, req: PublishRequest) -> Result<(), NodeError> 
         }
         return remember(host, &mut st, &req.target_path);
     }
+    if req.single_writer {
+        for other in st.published.iter().filter(|p| **p != req.target_path) {
+            if host.mount_at(other)?.is_some() {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "volume {} is single-node-single-writer and already published at {other}",
+                    req.volume_id
+                )));
+            }
+        }
+    }
     if st.block {
         let parent = std::path::Path::new(&req.target_path)
             .parent()
@@ -122,7 +134,7 @@ fn remember(host: &Host, st: &mut super::state::Staged, target: &str) -> Result<
 
 pub async fn unpublish(host: &Host, volume_id: &str, target_path: &str) -> Result<(), NodeError> {
     let _busy = host.claim(volume_id)?;
-    host.unmount_all(target_path, false).await?;
+    host.unmount_all(target_path, Unmount::Strict).await?;
     match std::fs::symlink_metadata(target_path) {
         Ok(md) if md.is_dir() => {
             std::fs::remove_dir(target_path).map_err(|e| io(target_path, e))?

@@ -12,7 +12,7 @@ use super::error::NodeError;
 use super::host::Host;
 use super::publish::PublishRequest;
 use super::stage::{StageRequest, chap_from, check_id, check_path};
-use super::{expand, initiator, publish, stage, stats};
+use super::{context, expand, initiator, publish, stage, stats};
 
 /// The Node service of this node.
 pub struct NodeService {
@@ -34,6 +34,7 @@ pub fn capabilities() -> Vec<NodeServiceCapability> {
         RpcType::ExpandVolume,
         RpcType::GetVolumeStats,
         RpcType::GetVolumeHealth,
+        RpcType::SingleNodeMultiWriter,
     ]
     .into_iter()
     .map(|t| NodeServiceCapability {
@@ -114,6 +115,7 @@ impl Node for NodeService {
             &self.host,
             PublishRequest {
                 block: is_block(r.volume_capability.as_ref()),
+                single_writer: context::single_writer(r.volume_capability.as_ref()),
                 volume_id: r.volume_id,
                 staging_path: r.staging_target_path,
                 target_path: r.target_path,
@@ -145,7 +147,9 @@ impl Node for NodeService {
         if r.volume_id.is_empty() {
             return Err(NodeError::invalid("volume_id", "is missing").into());
         }
-        check_path("volume_path", &r.volume_path)?;
+        if r.volume_path.is_empty() {
+            return Err(NodeError::invalid("volume_path", "is missing").into());
+        }
         Ok(Response::new(
             stats::stats(&self.host, &r.volume_id, &r.volume_path).await?,
         ))
@@ -159,7 +163,9 @@ impl Node for NodeService {
         if r.volume_id.is_empty() {
             return Err(NodeError::invalid("volume_id", "is missing").into());
         }
-        check_path("volume_path", &r.volume_path)?;
+        if r.volume_path.is_empty() {
+            return Err(NodeError::invalid("volume_path", "is missing").into());
+        }
         if let Some(cap) = r.volume_capability.as_ref() {
             Access::from_capability(Some(cap))?;
         }
@@ -268,7 +274,8 @@ mod tests {
                 RpcType::StageUnstageVolume as i32,
                 RpcType::ExpandVolume as i32,
                 RpcType::GetVolumeStats as i32,
-                RpcType::GetVolumeHealth as i32
+                RpcType::GetVolumeHealth as i32,
+                RpcType::SingleNodeMultiWriter as i32
             ]
         );
     }

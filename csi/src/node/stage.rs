@@ -11,7 +11,7 @@ use super::attach;
 use super::context::{Access, Attachment, FsType};
 use super::error::NodeError;
 use super::fs::{self, Content};
-use super::host::Host;
+use super::host::{Host, Unmount};
 use super::iscsiadm::Chap;
 use super::naa::Naa;
 use super::state::{Staged, valid_volume_id};
@@ -208,7 +208,8 @@ pub async fn unstage(host: &Host, volume_id: &str, staging_path: &str) -> Result
     let _busy = host.claim(volume_id)?;
     let Some(st) = host.store.load(volume_id)? else {
         // Not staged here (or already unstaged): only a mount left at the path goes.
-        host.unmount_all(staging_path, true).await?;
+        host.unmount_all(staging_path, Unmount::LazyFallback)
+            .await?;
         return Ok(());
     };
     let sessions = host.sysfs.sessions_of(&st.iqn);
@@ -219,10 +220,16 @@ pub async fn unstage(host: &Host, volume_id: &str, staging_path: &str) -> Result
             && host.sysfs.naa_of(d).map(|n| n.to_string()) == Some(st.naa.clone())
     });
     if !st.block {
-        // A dead target cannot take the dirty data: detach the mount rather than wait.
-        host.unmount_all(&st.staging_path, true).await?;
+        // A dead target cannot take the dirty data: detach the mount rather than wait for
+        // the session's recovery to time out.
+        let how = if alive {
+            Unmount::LazyFallback
+        } else {
+            Unmount::Lazy
+        };
+        host.unmount_all(&st.staging_path, how).await?;
         if staging_path != st.staging_path {
-            host.unmount_all(staging_path, true).await?;
+            host.unmount_all(staging_path, how).await?;
         }
     }
     if let Some(d) = &disk {
