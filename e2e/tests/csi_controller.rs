@@ -79,11 +79,13 @@ fn csi_controller_end_to_end() {
         &dir,
     )
     .expect("spindle-csi controller starts");
+    let node_args = node_args(&dir).expect("the node mode's arguments");
+    let node_args: Vec<&str> = node_args.iter().map(String::as_str).collect();
     let node = Process::start(
         "node",
         driver::free_port(&ip).expect("a port"),
         &kubeconfig,
-        &["--node-name", "node-a"],
+        &node_args,
         &dir,
     )
     .expect("spindle-csi node starts");
@@ -139,6 +141,31 @@ fn csi_controller_end_to_end() {
     }
 }
 
+/// The host's node mode serves only Identity and NodeGetInfo here: its initiator name (the node
+/// ID csi-sanity publishes to) comes from a file of the test's, its state from a folder of the
+/// test's, when the node mode takes them.
+fn node_args(dir: &std::path::Path) -> Result<Vec<String>> {
+    let mut args = vec!["--node-name".to_owned(), "node-a".to_owned()];
+    let help =
+        initiator::run_ok(std::process::Command::new(driver::binary()).args(["node", "--help"]))?;
+    if help.contains("--initiator-name-file") {
+        std::fs::create_dir_all(dir)?;
+        let file = dir.join("initiatorname.iscsi");
+        std::fs::write(
+            &file,
+            "InitiatorName=iqn.2026-11.dev.spindle:e2e-csi-sanity\n",
+        )?;
+        args.extend(["--initiator-name-file".into(), file.display().to_string()]);
+    }
+    if help.contains("--state-dir") {
+        args.extend([
+            "--state-dir".into(),
+            dir.join("node-state").display().to_string(),
+        ]);
+    }
+    Ok(args)
+}
+
 /// Runs `f` with a Controller client (and the node's address) on the driver's runtime.
 fn with_ctl<T>(f: impl AsyncFnOnce(ControllerClient<Channel>) -> Result<T>) -> Result<T> {
     let guard = DRIVER
@@ -150,6 +177,15 @@ fn with_ctl<T>(f: impl AsyncFnOnce(ControllerClient<Channel>) -> Result<T>) -> R
         let c = ControllerClient::connect(url).await?;
         f(c).await
     })
+}
+
+/// The node mode's log.
+fn node_log() -> String {
+    DRIVER
+        .lock()
+        .ok()
+        .and_then(|d| d.as_ref().map(|d| d.node.log_text()))
+        .unwrap_or_default()
 }
 
 /// The controller's log (printed when a check fails).

@@ -12,7 +12,7 @@ use spindle_e2e::csi::{self as driver, Spec};
 use spindle_e2e::spindle::Spindle;
 use tonic::Code;
 
-use super::{DRIVER, MIB, controller_log, crd_allows_growth, tail};
+use super::{DRIVER, MIB, controller_log, crd_allows_growth, node_log, tail};
 
 /// Skip messages of specs for capabilities the controller does not declare.
 const UNDECLARED: &[&str] = &[
@@ -58,7 +58,7 @@ pub fn sanity(s: &Spindle, _: &str) -> Result<()> {
             skip.push("volume lifecycle".into());
             pending.push("volume lifecycle (NodeGetInfo is not implemented by the node mode yet)");
         }
-        Err(st) => bail!("NodeGetInfo failed: {st}"),
+        Err(st) => bail!("NodeGetInfo failed: {st}; node log:\n{}", tail(&node_log())),
     }
     if !crd_allows_growth(s)? {
         skip.push(r"ExpandVolume \[Controller Server\] should work".into());
