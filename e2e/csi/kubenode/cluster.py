@@ -52,10 +52,10 @@ class Cluster:
                     proc.wait()
         subprocess.run([str(CLUSTER / "down"), "--name", self.name], check=False)
 
-    def spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+    def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.work / f"{name}.log", "w")  # noqa: SIM115 - the process owns it
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, env=env)
         self.procs[name] = proc
         return proc
 

@@ -66,3 +66,21 @@ def termination_message(obj: dict | None) -> str:
         if term:
             return term.get("message") or ""
     return ""
+
+
+def _ts(value: str) -> float:
+    from datetime import datetime
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").timestamp()
+
+
+def created(obj: dict | None) -> float:
+    return _ts(((obj or {}).get("metadata") or {}).get("creationTimestamp") or "1970-01-01T00:00:00Z")
+
+
+def container_started(obj: dict | None) -> float:
+    for cs in ((obj or {}).get("status") or {}).get("containerStatuses") or []:
+        st = cs.get("state") or {}
+        for v in st.values():
+            if v.get("startedAt"):
+                return _ts(v["startedAt"])
+    return 0.0
