@@ -29,6 +29,7 @@ spec:
   restartPolicy: Never
   automountServiceAccountToken: false
   terminationGracePeriodSeconds: 1
+  dnsPolicy: Default
   nodeSelector: {{kubernetes.io/hostname: {node}}}
   containers:
   - name: main
@@ -94,7 +95,8 @@ class Checks:
                            name))
             t0 = time.monotonic()
             got, _ = kube.wait_for("Pod hello done", lambda: k8s.pod_phase(kube.get("pod", "hello"))
-                                   in ("Succeeded", "Failed") and kube.get("pod", "hello"), 600, 1)
+                                   in ("Succeeded", "Failed") and kube.get("pod", "hello"), 300, 1,
+                                   lambda: kube.pod_doomed("hello"))
             secs = time.monotonic() - t0
             self.figures["Pod create -> Succeeded (first Pod)"] = secs
             if k8s.pod_phase(got) != "Succeeded":
@@ -109,7 +111,7 @@ class Checks:
             kube.apply(pod("hello2", "echo again >/dev/termination-log", name))
             t0 = time.monotonic()
             kube.wait_for("Pod hello2 done", lambda: k8s.pod_phase(kube.get("pod", "hello2"))
-                          == "Succeeded", 600, 1)
+                          == "Succeeded", 300, 1, lambda: kube.pod_doomed("hello2"))
             self.figures["Pod create -> Succeeded (second Pod)"] = time.monotonic() - t0
             return ""
 

@@ -34,6 +34,18 @@ class Kube:
             raise KubeError(f"kubectl get {' '.join(what)}: {p.stderr.strip()}")
         return json.loads(p.stdout)
 
+    def events(self, name: str) -> list[tuple[str, str]]:
+        """(reason, message) of the events about object `name` in namespace default."""
+        got = self.get("events", "--field-selector", f"involvedObject.name={name}") or {}
+        return [(e.get("reason", ""), e.get("message", "")) for e in got.get("items", [])]
+
+    def pod_doomed(self, name: str) -> None:
+        """Fails at once on what kubelet does not retry its way out of here: a sandbox or a
+        container that cannot start."""
+        for reason, message in self.events(name):
+            if reason in ("FailedCreatePodSandBox", "Failed", "ErrImageNeverPull"):
+                raise KubeError(f"Pod {name}: {reason}: {message}")
+
     def wait_for(self, what: str, test: Callable[[], object], timeout: float,
                  period: float = 0.5, alive: Callable[[], None] | None = None) -> tuple[object, float]:
         """Polls `test` until it returns something true; returns it and the seconds it took."""

@@ -20,7 +20,7 @@ PATTERN_SHA = hashlib.sha256("".join(f"spindle-pattern-{i}\n" for i in range(1, 
                              .encode()).hexdigest()
 SIZE = "128Mi"
 GROWN = "256Mi"
-TIMEOUT = 600
+TIMEOUT = 420
 
 
 def pvc(name: str, size: str = SIZE, block: bool = False) -> str:
@@ -46,6 +46,7 @@ spec:
   restartPolicy: Never
   automountServiceAccountToken: false
   terminationGracePeriodSeconds: 1
+  dnsPolicy: Default
   nodeSelector: {{kubernetes.io/hostname: {node}}}
   containers:
   - name: main
@@ -75,10 +76,18 @@ class VolumeChecks:
             raise AssertionError(f"the guest's node plugin exited: {out}")
 
     def finished(self, name: str) -> dict:
-        got, _ = self.kube.wait_for(
-            f"Pod {name} done",
-            lambda: (p := self.kube.get("pod", name)) and k8s.pod_phase(p) in ("Succeeded", "Failed") and p,
-            TIMEOUT, 1, self.alive)
+        def alive() -> None:
+            self.alive()
+            self.kube.pod_doomed(name)
+
+        try:
+            got, _ = self.kube.wait_for(
+                f"Pod {name} done",
+                lambda: (p := self.kube.get("pod", name)) and k8s.pod_phase(p) in ("Succeeded", "Failed") and p,
+                TIMEOUT, 1, alive)
+        except k8s.KubeError as err:
+            events = "; ".join(f"{r}: {m}" for r, m in self.kube.events(name)[-6:])
+            raise AssertionError(f"{err}; events: {events}") from None
         if k8s.pod_phase(got) != "Succeeded":
             events = self.kube.run("get", "events", "--field-selector", f"involvedObject.name={name}",
                                    check=False)
