@@ -75,7 +75,7 @@ class VolumeChecks:
         if rc != 0 or out:
             raise AssertionError(f"the guest's node plugin exited: {out}")
 
-    def finished(self, name: str) -> dict:
+    def finished(self, name: str, timeout: float = TIMEOUT) -> dict:
         def alive() -> None:
             self.alive()
             self.kube.pod_doomed(name)
@@ -84,7 +84,7 @@ class VolumeChecks:
             got, _ = self.kube.wait_for(
                 f"Pod {name} done",
                 lambda: (p := self.kube.get("pod", name)) and k8s.pod_phase(p) in ("Succeeded", "Failed") and p,
-                TIMEOUT, 1, alive)
+                timeout, 1, alive)
         except k8s.KubeError as err:
             events = "; ".join(f"{r}: {m}" for r, m in self.kube.events(name)[-6:])
             raise AssertionError(f"{err}; events: {events}") from None
@@ -194,7 +194,7 @@ class VolumeChecks:
             t0 = time.monotonic()
             k.run("patch", "pvc", "data-0", "--type=merge", "-p",
                   f'{{"spec": {{"resources": {{"requests": {{"storage": "{GROWN}"}}}}}}}}')
-            got = self.finished("grower")
+            got = self.finished("grower", 240)
             self.figures["PVC resize -> df grows in the running Pod"] = time.monotonic() - t0
             before, after = (int(x) for x in k8s.termination_message(got).split())
             if after < 200 * 1024:
