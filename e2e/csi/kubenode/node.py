@@ -64,14 +64,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     conf_dir = "/etc/cni/net.d"
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
-    # The guest's root is the initramfs, where pivot_root(2) is refused: runc moves the
-    # container's root and chroots instead.
-    no_pivot = true
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        # The guest's root is the initramfs, where pivot_root(2) is refused: runc moves the
+        # container's root and chroots instead. (CRI's `no_pivot` is for the v1 runtime only.)
         NoPivotRoot = true
 """
 
