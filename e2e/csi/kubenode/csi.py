@@ -50,6 +50,16 @@ PLUGIN_START = (
     f"--iscsiadm-timeout 60 --device-timeout 60 "
     f">/run/csi-node.log 2>&1 </dev/null & echo $! >/run/csi-node.pid")
 
+# Alive: the process exists and is not a zombie; otherwise its log.
+PLUGIN_ALIVE = ("p=$(cat /run/csi-node.pid); if grep -q '^State:.*[ZX]' /proc/$p/status 2>/dev/null "
+                "|| [ ! -d /proc/$p ]; then echo 'the node plugin exited:'; tail -n 20 /run/csi-node.log; fi")
+# Serving: its registration socket and /healthz.
+PLUGIN_WAIT = (f"for i in $(seq 1 120); do [ -S /var/lib/kubelet/plugins_registry/{DRIVER}-reg.sock ] && "
+               "wget -q -O /dev/null http://127.0.0.1:9809/healthz && exit 0; sleep 0.5; done; "
+               "ls -la /var/lib/kubelet/plugins_registry; tail -n 30 /run/csi-node.log; exit 1")
+PLUGIN_DIAG = ("ls -la /var/lib/kubelet/plugins_registry " + PLUGIN_DIR + "; tail -n 30 /run/csi-node.log; "
+               "grep -i -E 'plugin|csi' /run/kubelet.log | tail -n 25")
+
 
 class CsiPlane:
     def __init__(self, cluster: Cluster, kube: Kube, spindle_bins: Path, portal_addr: str):

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 
 from . import kube as k8s
-from .csi import DRIVER, PLUGIN_START, STORAGE_CLASS, CsiPlane
+from .csi import DRIVER, PLUGIN_ALIVE, PLUGIN_DIAG, PLUGIN_START, PLUGIN_WAIT, STORAGE_CLASS, CsiPlane
 from .node import NodeChannel
 
 BUSYBOX = "docker.io/library/spindle-busybox:1"
@@ -66,12 +66,13 @@ class VolumeChecks:
                  runs: int):
         self.kube, self.node, self.plane = kube, node, plane
         self.node_name, self.record, self.figures, self.runs = node_name, record, figures, runs
+        self.results_plugin_ok = False
 
     # --- helpers ------------------------------------------------------------------------------
 
     def alive(self) -> None:
         self.plane.cluster.check_alive()
-        rc, out = self.node.run("kill -0 $(cat /run/csi-node.pid) || tail -n 20 /run/csi-node.log", 60)
+        rc, out = self.node.run(PLUGIN_ALIVE, 60)
         if rc != 0 or out:
             raise AssertionError(f"the guest's node plugin exited: {out}")
 
@@ -143,9 +144,16 @@ class VolumeChecks:
 
         def plugin() -> str:
             self.node.must(PLUGIN_START)
-            _, secs = k.wait_for("CSINode lists the driver", lambda: any(
-                d.get("name") == DRIVER for d in
-                (((k.get("csinode", n) or {}).get("spec") or {}).get("drivers") or [])), 300, 1, self.alive)
+            rc, out = self.node.run(PLUGIN_WAIT, 90)
+            if rc != 0:
+                raise AssertionError(f"the node plugin does not serve: {out[-3000:]}")
+            try:
+                _, secs = k.wait_for("CSINode lists the driver", lambda: any(
+                    d.get("name") == DRIVER for d in
+                    (((k.get("csinode", n) or {}).get("spec") or {}).get("drivers") or [])), 120, 1,
+                    self.alive)
+            except k8s.KubeError as err:
+                raise AssertionError(f"{err}; in the guest: {self.node.run(PLUGIN_DIAG, 60)[1][-4000:]}") from None
             drv = [d for d in k.get("csinode", n)["spec"]["drivers"] if d["name"] == DRIVER][0]
             self.figures["node plugin start -> CSINode registered"] = secs
             return f"node ID {drv.get('nodeID')}"
@@ -220,12 +228,12 @@ class VolumeChecks:
             took = self.delete_all("raw", ["raw-writer"])
             return f"pattern written and read back on /dev/xvda; deleted, file gone after {took}"
 
-        ok = self.record("CSI node plugin registers with kubelet", plugin)
+        ok = self.results_plugin_ok = self.record("CSI node plugin registers with kubelet", plugin)
         ok = ok and self.record("PVC -> Pod writes a pattern", write_runs)
         ok = ok and self.record("a second Pod reads it back", read_back)
         if ok:
             self.record("expand the PVC while a Pod runs: df grows", expand)
             ok = self.record("delete Pods and PVC: logout, Device and file gone", delete)
-        if self.record("raw block volume", raw_block) is False:
+        if self.results_plugin_ok and not self.record("raw block volume", raw_block):
             ok = False
         return ok
