@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import traceback
 from collections.abc import Callable
@@ -35,7 +36,7 @@ spec:
   - name: main
     image: {BUSYBOX}
     imagePullPolicy: Never
-    command: ["sh", "-c", {script!r}]
+    command: ["sh", "-c", {json.dumps(script)}]
 {mounts}
 {volumes}
 """

@@ -5,6 +5,7 @@ logs out and the agent's file is gone), and a raw block volume once."""
 from __future__ import annotations
 
 import hashlib
+import json
 import statistics
 import time
 from collections.abc import Callable
@@ -52,7 +53,7 @@ spec:
   - name: main
     image: {BUSYBOX}
     imagePullPolicy: Never
-    command: ["sh", "-c", {script!r}]
+    command: ["sh", "-c", {json.dumps(script)}]
 {attach}
   volumes:
   - name: vol
@@ -211,7 +212,7 @@ class VolumeChecks:
 
         def delete() -> str:
             took = self.delete_all("data-0", ["grower", "writer-0", "reader"])
-            self.figures["PVC delete -> file gone on the agent"] = float(took.split()[0])
+            self.figures["Pods + PVC delete -> file gone on the agent"] = float(took.split()[0])
             return f"no session left in the guest, file gone after {took}"
 
         def raw_block() -> str:

@@ -55,6 +55,13 @@ class PatternTest(unittest.TestCase):
         out = subprocess.run(["sh", "-c", volumes.PATTERN_CMD], check=True, capture_output=True).stdout
         self.assertEqual(hashlib.sha256(out).hexdigest(), volumes.PATTERN_SHA)
 
+    def test_scripts_with_both_quotes_stay_valid_yaml(self):
+        import json
+        script = "echo \"$(df -k /data | awk 'NR==2 {print $2}')\" >/dev/termination-log"
+        text = volumes.pod("p", "c", script, "n1")
+        line = next(ln for ln in text.splitlines() if ln.strip().startswith("command:"))
+        self.assertEqual(json.loads(line.split(":", 1)[1]), ["sh", "-c", script])
+
     def test_block_pod_uses_a_device(self):
         text = volumes.pod("p", "c", "true", "n1", block=True)
         self.assertIn("volumeDevices", text)
