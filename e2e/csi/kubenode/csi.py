@@ -5,6 +5,7 @@ templates are not used here); and the node plugin started in the guest as a proc
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -65,6 +66,78 @@ PLUGIN_WAIT = (f"for i in $(seq 1 120); do [ -S /var/lib/kubelet/plugins_registr
 PLUGIN_DIAG = ("ls -la /var/lib/kubelet/plugins_registry " + PLUGIN_DIR + "; tail -n 30 /run/csi-node.log; "
                "cat /run/registrar.log; "
                "grep -i -E 'plugin|csi' /run/kubelet.log | tail -n 25")
+
+# The node plugin as a privileged hostPID Pod instead (run-pod --plugin pod): the image
+# (plugin_image) holds spindle-csi, the registrar and busybox's nsenter. The host's initiator
+# name and node records are read through /proc/1/root, the host's mount table through
+# /proc/1/mountinfo; every command runs in PID 1's mount namespace.
+PLUGIN_IMAGE = "docker.io/library/spindle-csi:e2e"
+PLUGIN_POD = "spindle-csi-node"
+
+
+def plugin_pod(node: str) -> str:
+    kubelet_mount = "{name: kubelet, mountPath: /var/lib/kubelet, mountPropagation: Bidirectional}"
+    args = [
+        "node", f"--node-name={node}", f"--endpoint=unix://{PLUGIN_DIR}/csi.sock",
+        "--host-command-prefix=nsenter --target 1 --mount --", "--mountinfo=/proc/1/mountinfo",
+        "--initiator-name-file=/proc/1/root/etc/iscsi/initiatorname.iscsi",
+        "--iscsi-node-dir=/proc/1/root/etc/iscsi/nodes",
+        "--iscsi-node-dir=/proc/1/root/var/lib/iscsi/nodes",
+        f"--state-dir={PLUGIN_DIR}/volumes", "--health-address=127.0.0.1:9809",
+        "--iscsiadm-timeout=60", "--device-timeout=60"]
+    return f"""apiVersion: v1
+kind: Pod
+metadata: {{name: {PLUGIN_POD}, namespace: {NAMESPACE}}}
+spec:
+  nodeSelector: {{kubernetes.io/hostname: {node}}}
+  hostNetwork: true
+  hostPID: true
+  dnsPolicy: Default
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: plugin
+    image: {PLUGIN_IMAGE}
+    imagePullPolicy: Never
+    command: ["/usr/local/bin/spindle-csi"]
+    args: {json.dumps(args)}
+    env: [{{name: RUST_LOG, value: "info,spindle_csi=debug"}}]
+    securityContext: {{privileged: true}}
+    volumeMounts: [{kubelet_mount}, {{name: dev, mountPath: /dev}}, {{name: sys, mountPath: /sys}}]
+  - name: registrar
+    image: {PLUGIN_IMAGE}
+    imagePullPolicy: Never
+    command: ["/usr/local/bin/spindle-registrar", "/var/lib/kubelet/plugins_registry", "{PLUGIN_DIR}/csi.sock"]
+    volumeMounts: [{{name: kubelet, mountPath: /var/lib/kubelet}}]
+  volumes:
+  - {{name: kubelet, hostPath: {{path: /var/lib/kubelet, type: Directory}}}}
+  - {{name: dev, hostPath: {{path: /dev, type: Directory}}}}
+  - {{name: sys, hostPath: {{path: /sys, type: Directory}}}}
+"""
+
+
+def plugin_image(csi: Path, registrar: Path, kernel_initrd: Path, work: Path) -> bytes:
+    """The OCI archive of the plugin's image: spindle-csi with its libraries (e2e/images/rootfs),
+    the registrar, and busybox (from the guest image) as nsenter."""
+    root = work / "plugin-rootfs"
+    named = work / "plugin-bin" / "spindle-csi"  # rootfs names the binary after its file
+    named.parent.mkdir(exist_ok=True)
+    named.write_bytes(csi.read_bytes())
+    named.chmod(0o755)
+    subprocess.run([str(ROOT / "e2e/images/rootfs"), str(named), str(root)], check=True)
+    (root / "usr/local/bin/spindle-registrar").write_bytes(registrar.read_bytes())
+    (root / "usr/local/bin/spindle-registrar").chmod(0o755)
+    (root / "bin").mkdir(exist_ok=True)
+    with open(kernel_initrd, "rb") as f:
+        busybox = subprocess.run(["cpio", "-i", "--quiet", "--to-stdout", "bin/busybox"], stdin=f,
+                                 check=True, capture_output=True).stdout
+    (root / "bin/busybox").write_bytes(busybox)
+    (root / "bin/busybox").chmod(0o755)
+    (root / "bin/nsenter").symlink_to("busybox")
+    out = work / "spindle-csi.oci.tar"
+    subprocess.run([str(ROOT / "e2e/images/oci-archive"), "--rootfs", str(root), "--name", PLUGIN_IMAGE,
+                    "--entrypoint", "/usr/local/bin/spindle-csi", "--out", str(out)], check=True)
+    return out.read_bytes()
 
 
 class CsiPlane:

@@ -34,15 +34,15 @@ class Kube:
             raise KubeError(f"kubectl get {' '.join(what)}: {p.stderr.strip()}")
         return json.loads(p.stdout)
 
-    def events(self, name: str) -> list[tuple[str, str]]:
-        """(reason, message) of the events about object `name` in namespace default."""
-        got = self.get("events", "--field-selector", f"involvedObject.name={name}") or {}
+    def events(self, name: str, namespace: str = "default") -> list[tuple[str, str]]:
+        """(reason, message) of the events about object `name` in `namespace`."""
+        got = self.get("-n", namespace, "events", "--field-selector", f"involvedObject.name={name}") or {}
         return [(e.get("reason", ""), e.get("message", "")) for e in got.get("items", [])]
 
-    def pod_doomed(self, name: str) -> None:
+    def pod_doomed(self, name: str, namespace: str = "default") -> None:
         """Fails at once on what kubelet does not retry its way out of here: a sandbox or a
         container that cannot start."""
-        for reason, message in self.events(name):
+        for reason, message in self.events(name, namespace):
             if reason in ("FailedCreatePodSandBox", "Failed", "ErrImageNeverPull"):
                 raise KubeError(f"Pod {name}: {reason}: {message}")
 

@@ -11,7 +11,8 @@ import time
 from collections.abc import Callable
 
 from . import kube as k8s
-from .csi import DRIVER, PLUGIN_ALIVE, PLUGIN_DIAG, PLUGIN_START, PLUGIN_WAIT, STORAGE_CLASS, CsiPlane
+from .csi import (DRIVER, NAMESPACE, PLUGIN_ALIVE, PLUGIN_DIAG, PLUGIN_POD, PLUGIN_START, PLUGIN_WAIT,
+                  STORAGE_CLASS, CsiPlane, plugin_pod)
 from .node import NodeChannel
 
 BUSYBOX = "docker.io/library/spindle-busybox:1"
@@ -64,15 +65,25 @@ spec:
 class VolumeChecks:
     def __init__(self, kube: k8s.Kube, node: NodeChannel, plane: CsiPlane, node_name: str,
                  record: Callable[[str, Callable[[], str]], bool], figures: dict[str, float],
-                 runs: int):
+                 runs: int, plugin_mode: str = "process"):
         self.kube, self.node, self.plane = kube, node, plane
         self.node_name, self.record, self.figures, self.runs = node_name, record, figures, runs
         self.results_plugin_ok = False
+        self.plugin_mode = plugin_mode
 
     # --- helpers ------------------------------------------------------------------------------
 
     def alive(self) -> None:
         self.plane.cluster.check_alive()
+        if self.plugin_mode == "pod":
+            pod = self.kube.get("-n", NAMESPACE, "pod", PLUGIN_POD)
+            restarts = sum(c.get("restartCount", 0) for c in
+                           ((pod or {}).get("status") or {}).get("containerStatuses") or [])
+            if k8s.pod_phase(pod) not in ("Running", "Pending") or restarts:
+                logs = self.kube.run("-n", NAMESPACE, "logs", PLUGIN_POD, "--all-containers", "--tail=20",
+                                     check=False)
+                raise AssertionError(f"the node plugin Pod is {k8s.pod_phase(pod)}, {restarts} restarts: {logs}")
+            return
         rc, out = self.node.run(PLUGIN_ALIVE, 60)
         if rc != 0 or out:
             raise AssertionError(f"the guest's node plugin exited: {out}")
@@ -144,7 +155,15 @@ class VolumeChecks:
         state: dict[str, str] = {}
 
         def plugin() -> str:
-            self.node.must(PLUGIN_START)
+            if self.plugin_mode == "pod":
+                t0 = time.monotonic()
+                k.apply(plugin_pod(n))
+                k.wait_for("node plugin Pod Running", lambda: k8s.pod_phase(
+                    k.get("-n", NAMESPACE, "pod", PLUGIN_POD)) == "Running", 300, 1,
+                    lambda: k.pod_doomed(PLUGIN_POD, NAMESPACE))
+                self.figures["node plugin Pod create -> Running"] = time.monotonic() - t0
+            else:
+                self.node.must(PLUGIN_START)
             rc, out = self.node.run(PLUGIN_WAIT, 90)
             if rc != 0:
                 raise AssertionError(f"the node plugin does not serve: {out[-3000:]}")
