@@ -58,6 +58,8 @@ pub struct Capacity {
 }
 
 /// statvfs(3) of `dir`.
+// The statvfs fields are u64 on 64-bit Linux but narrower elsewhere.
+#[allow(clippy::useless_conversion)]
 pub fn capacity_of(dir: &std::path::Path) -> std::io::Result<Capacity> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
