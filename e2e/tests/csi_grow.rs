@@ -31,6 +31,7 @@ const RENEWALS: Duration = Duration::from_secs(15);
 #[test]
 fn csi_grow_end_to_end() {
     let s = Spindle::start(&[NODE], &[]).expect("cluster with Spindle starts");
+    let _tools = Removed(tools_dir());
     let checks: &[(&str, Check)] = &[
         (
             "a grown Device: status, file, one UNIT ATTENTION per session, READ CAPACITY, no relogin",
@@ -54,6 +55,15 @@ fn csi_grow_end_to_end() {
         ),
     ];
     run_table(&s, "e2e-grow", checks, &[OPERATOR]);
+}
+
+/// A folder removed when the suite ends, passed or not.
+struct Removed(PathBuf);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn tools_dir() -> PathBuf {
