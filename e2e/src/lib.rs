@@ -6,6 +6,7 @@ pub mod agent;
 pub mod checks;
 pub mod cluster;
 pub mod initiator;
+pub mod probe;
 pub mod runtime;
 pub mod spindle;
 pub mod wait;
