@@ -65,6 +65,7 @@ fn csi_controller_end_to_end() {
     let ip = format!("{base}.1");
     let kubeconfig = s.cluster.kubeconfig().to_path_buf();
     let controller = Process::start(
+        &driver::binary(),
         "controller",
         driver::free_port(&ip).expect("a port"),
         &kubeconfig,
@@ -82,6 +83,7 @@ fn csi_controller_end_to_end() {
     let node_args = node_args(&dir).expect("the node mode's arguments");
     let node_args: Vec<&str> = node_args.iter().map(String::as_str).collect();
     let node = Process::start(
+        &node_binary(),
         "node",
         driver::free_port(&ip).expect("a port"),
         &kubeconfig,
@@ -139,6 +141,14 @@ fn csi_controller_end_to_end() {
             started.elapsed().as_secs_f64()
         );
     }
+}
+
+/// The `spindle-csi` whose node mode serves csi-sanity's node calls: this build's, or
+/// `$SPINDLE_E2E_CSI_NODE_BIN` (to try this controller with another branch's node mode).
+fn node_binary() -> PathBuf {
+    std::env::var_os("SPINDLE_E2E_CSI_NODE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(driver::binary)
 }
 
 /// The host's node mode serves only Identity and NodeGetInfo here: its initiator name (the node
