@@ -84,6 +84,25 @@ pub(super) fn store_len(
     Ok((usable > o.len).then_some(usable))
 }
 
+impl super::Inner {
+    /// Device `dk`'s store now holds `len` bytes: Target `t`'s LUN on it serves them live.
+    /// A Target whose engine is being restarted picks the size up when it starts.
+    pub(super) async fn grow_lun(&self, t: &str, dk: &str, len: u64) {
+        let Some(h) = self.engine.as_ref().and_then(|e| e.target(t)) else {
+            return;
+        };
+        let device = dk.to_owned();
+        match h
+            .request(|reply| crate::engine::TargetCmd::Grow { device, len, reply })
+            .await
+        {
+            Ok(luns) => tracing::info!(target = %t, device = %dk, ?luns, bytes = len,
+                "LUN capacity grown; initiators get CAPACITY DATA HAS CHANGED"),
+            Err(e) => tracing::warn!(target = %t, device = %dk, "growing the LUN: {e}"),
+        }
+    }
+}
+
 /// Size in bytes of an open file or block device (the end of the file; for a block device the
 /// same as BLKGETSIZE64, so a grown LV shows up).
 pub(super) fn size_of(file: &File) -> io::Result<u64> {

@@ -807,23 +807,6 @@ impl Inner {
         Ok(())
     }
 
-    /// Device `dk`'s store now holds `len` bytes: Target `t`'s LUN on it serves them live.
-    /// A Target whose engine is being restarted picks the size up when it starts.
-    async fn grow_lun(&self, t: &str, dk: &str, len: u64) {
-        let Some(h) = self.engine.as_ref().and_then(|e| e.target(t)) else {
-            return;
-        };
-        let device = dk.to_owned();
-        match h
-            .request(|reply| crate::engine::TargetCmd::Grow { device, len, reply })
-            .await
-        {
-            Ok(luns) => tracing::info!(target = %t, device = %dk, ?luns, bytes = len,
-                "LUN capacity grown; initiators get CAPACITY DATA HAS CHANGED"),
-            Err(e) => tracing::warn!(target = %t, device = %dk, "growing the LUN: {e}"),
-        }
-    }
-
     /// Serves Device `dk`'s LUN of Target `t` afresh (after its store was reopened).
     async fn remap_device(&mut self, t: &str, dk: &str) -> Result<(), NodeError> {
         let Some(rec) = self.targets.get(t).cloned() else {

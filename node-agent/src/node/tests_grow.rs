@@ -346,3 +346,97 @@ async fn an_initiator_taken_out_of_the_acl_loses_its_session_the_others_keep_the
     drop(kept);
     n.shutdown().await.unwrap();
 }
+
+/// A loop device over a file of `bytes`; detached when dropped. None without root.
+struct Loop {
+    dev: std::path::PathBuf,
+    file: std::path::PathBuf,
+}
+
+impl Loop {
+    fn new(dir: &std::path::Path, bytes: u64) -> Option<Self> {
+        let file = dir.join("lv.img");
+        std::fs::File::create(&file).ok()?.set_len(bytes).ok()?;
+        let out = std::process::Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&file)
+            .output()
+            .ok()?;
+        out.status.success().then(|| Loop {
+            dev: String::from_utf8_lossy(&out.stdout).trim().into(),
+            file,
+        })
+    }
+
+    /// Grows the backing file and tells the loop driver (like `lvextend` on an LV).
+    fn grow(&self, bytes: u64) {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.file)
+            .unwrap()
+            .set_len(bytes)
+            .unwrap();
+        let ok = std::process::Command::new("losetup")
+            .arg("-c")
+            .arg(&self.dev)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "losetup -c");
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup")
+            .arg("-d")
+            .arg(&self.dev)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_grown_block_device_is_picked_up_at_the_next_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(lo) = Loop::new(dir.path(), 1 << 20) else {
+        eprintln!("losetup is not possible here (needs root and loop devices): skipped");
+        return;
+    };
+    let mut o = super::tests::opts(dir.path(), false);
+    o.allow_block = vec![lo.dev.clone()];
+    let (n, problems) = super::Node::start(o).await.unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    let mut d = device("lv", "ulv");
+    d.store.source = StoreSource::Block {
+        path: lo.dev.display().to_string(),
+    };
+    d.reclaim_delete = false;
+    let (_, view) = n.apply_device(d.clone()).await.unwrap();
+    assert_eq!(view.capacity_bytes, 1 << 20);
+    let p = port(&n).await;
+    let mut t = target("t", &[(0, "lv")]);
+    t.port = p;
+    let iqn = t.iqn.clone();
+    n.apply_target(t).await.unwrap();
+    let portal = n.advertised_portal().await.unwrap();
+    let mut s = tokio::task::spawn_blocking(move || {
+        let mut s = Session::login(portal, &iqn, "iqn.2026-11.dev.spindle:lv", 1);
+        s.settle();
+        s
+    })
+    .await
+    .unwrap();
+
+    lo.grow(4 << 20);
+    // The same spec again (the operator's resync): the device is sized again.
+    let (stale, view) = n.apply_device(d).await.unwrap();
+    assert!(!stale);
+    assert_eq!(view.capacity_bytes, 4 << 20);
+    tokio::task::spawn_blocking(move || {
+        let first = s.last_lba();
+        assert_eq!(first.sense_code(), (0x6, 0x2A, 0x09));
+        assert_eq!(last_lba_of(&s.last_lba()), (4 << 20) / 512 - 1);
+    })
+    .await
+    .unwrap();
+    n.shutdown().await.unwrap();
+}
