@@ -41,9 +41,10 @@ pub struct Process {
 }
 
 impl Process {
-    /// Starts `spindle-csi MODE --endpoint tcp://ADDR ARGS...` with `KUBECONFIG=kubeconfig`,
-    /// logging into `dir`; returns once it listens.
+    /// Starts `BIN MODE --endpoint tcp://ADDR ARGS...` (BIN: a `spindle-csi`) with
+    /// `KUBECONFIG=kubeconfig`, logging into `dir`; returns once it listens.
     pub fn start(
+        bin: &Path,
         mode: &str,
         addr: SocketAddr,
         kubeconfig: &Path,
@@ -53,7 +54,7 @@ impl Process {
         std::fs::create_dir_all(dir)?;
         let log = dir.join(format!("spindle-csi-{mode}.log"));
         let out = std::fs::File::create(&log)?;
-        let child = Command::new(binary())
+        let child = Command::new(bin)
             .arg(mode)
             .arg("--endpoint")
             .arg(format!("tcp://{addr}"))
@@ -64,7 +65,7 @@ impl Process {
             .stdout(out.try_clone()?)
             .stderr(out)
             .spawn()
-            .with_context(|| format!("starting {} {mode}", binary().display()))?;
+            .with_context(|| format!("starting {} {mode}", bin.display()))?;
         let mut p = Process { child, addr, log };
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(addr).is_err() {

@@ -53,11 +53,14 @@ pub fn sanity(s: &Spindle, _: &str) -> Result<()> {
     let mut skip = vec!["Node Service".to_owned()];
     let mut pending = Vec::new();
     match node_info {
-        Ok(_) => {}
-        Err(st) if st.code() == Code::Unimplemented => {
-            skip.push("volume lifecycle".into());
-            pending.push("volume lifecycle (NodeGetInfo is not implemented by the node mode yet)");
-        }
+        Ok(info) => eprintln!("    NodeGetInfo: node ID {:?}", info.into_inner().node_id),
+        // csi-sanity's cleanup after every volume spec calls NodeGetCapabilities and
+        // NodeUnpublishVolume: without the node mode's Node service no volume spec can pass.
+        Err(st) if st.code() == Code::Unimplemented => bail!(
+            "the node mode serves no Node service (NodeGetInfo: {st}); csi-sanity's cleanup needs \
+             NodeGetCapabilities and NodeUnpublishVolume: run with the node mode merged, or set \
+             SPINDLE_E2E_CSI_NODE_BIN to a spindle-csi that has it"
+        ),
         Err(st) => bail!("NodeGetInfo failed: {st}; node log:\n{}", tail(&node_log())),
     }
     if !crd_allows_growth(s)? {
