@@ -222,7 +222,11 @@ class VolumeChecks:
             t0 = time.monotonic()
             k.run("patch", "pvc", "data-0", "--type=merge", "-p",
                   f'{{"spec": {{"resources": {{"requests": {{"storage": "{GROWN}"}}}}}}}}')
-            got = self.finished("grower", 240)
+            try:
+                got = self.finished("grower", 240)
+            except AssertionError as err:
+                why = "; ".join(f"{r}: {m}" for r, m in k.events("data-0")[-4:])
+                raise AssertionError(f"{err}; the PVC's events: {why}") from None
             self.figures["PVC resize -> df grows in the running Pod"] = time.monotonic() - t0
             before, after = (int(x) for x in k8s.termination_message(got).split())
             if after < 200 * 1024:
@@ -252,8 +256,8 @@ class VolumeChecks:
         ok = ok and self.record("PVC -> Pod writes a pattern", write_runs)
         ok = ok and self.record("a second Pod reads it back", read_back)
         if ok:
-            self.record("expand the PVC while a Pod runs: df grows", expand)
-            ok = self.record("delete Pods and PVC: logout, Device and file gone", delete)
+            grown = self.record("expand the PVC while a Pod runs: df grows", expand)
+            ok = self.record("delete Pods and PVC: logout, Device and file gone", delete) and grown
         if self.results_plugin_ok and not self.record("raw block volume", raw_block):
             ok = False
         return ok
