@@ -9,6 +9,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from . import kube as k8s
 from .csi import (DRIVER, NAMESPACE, PLUGIN_ALIVE, PLUGIN_DIAG, PLUGIN_POD, PLUGIN_START, PLUGIN_WAIT,
@@ -65,11 +66,12 @@ spec:
 class VolumeChecks:
     def __init__(self, kube: k8s.Kube, node: NodeChannel, plane: CsiPlane, node_name: str,
                  record: Callable[[str, Callable[[], str]], bool], figures: dict[str, float],
-                 runs: int, plugin_mode: str = "process"):
+                 runs: int, plugin_mode: str = "process", node_kubeconfig: Path | None = None):
         self.kube, self.node, self.plane = kube, node, plane
         self.node_name, self.record, self.figures, self.runs = node_name, record, figures, runs
         self.results_plugin_ok = False
         self.plugin_mode = plugin_mode
+        self.node_kubeconfig = node_kubeconfig
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -199,6 +201,22 @@ class VolumeChecks:
             return (f"{self.runs} runs, PVC -> Succeeded " + ", ".join(f"{t:.1f}" for t in pvc_times)
                     + " s; container started " + ", ".join(f"{t:.0f}" for t in started) + " s after the PVC")
 
+        def node_secrets() -> str:
+            """The guest's kubelet credentials (Node authorizer) read the CHAP Secret of a volume
+            its Pod uses, and not that of a volume no Pod of it uses."""
+            k.apply(pvc("unused"))
+            k.wait_for("PVC unused bound", lambda: ((k.get("pvc", "unused") or {}).get("status") or {})
+                       .get("phase") == "Bound", 120, 1)
+            used, unused = self.volume_of("data-0")[0], self.volume_of("unused")[0]
+            node_kube = k8s.Kube(self.plane.cluster.bin_dir / "kubectl", self.node_kubeconfig)
+            node_kube.run("-n", NAMESPACE, "get", "secret", f"{used}-chap", "-o", "name")
+            p = node_kube.run("-n", NAMESPACE, "get", "secret", f"{unused}-chap", "-o", "name", check=False)
+            denied = node_kube.run("-n", NAMESPACE, "auth", "can-i", "get", f"secret/{unused}-chap", check=False)
+            self.kube.run("delete", "pvc", "unused", "--wait=false")
+            if p.strip() or denied.strip() != "no":
+                raise AssertionError(f"the node reads {unused}-chap, a volume none of its Pods uses")
+            return f"{used}-chap readable, {unused}-chap forbidden"
+
         def read_back() -> str:
             k.run("delete", "pod", "writer-0", "--wait=true", "--timeout=300s")
             t0 = time.monotonic()
@@ -254,10 +272,11 @@ class VolumeChecks:
 
         ok = self.results_plugin_ok = self.record("CSI node plugin registers with kubelet", plugin)
         ok = ok and self.record("PVC -> Pod writes a pattern", write_runs)
+        secrets_ok = ok and self.record("the node reads only its own volumes' CHAP Secrets", node_secrets)
         ok = ok and self.record("a second Pod reads it back", read_back)
         if ok:
             grown = self.record("expand the PVC while a Pod runs: df grows", expand)
             ok = self.record("delete Pods and PVC: logout, Device and file gone", delete) and grown
         if self.results_plugin_ok and not self.record("raw block volume", raw_block):
             ok = False
-        return ok
+        return ok and secrets_ok
