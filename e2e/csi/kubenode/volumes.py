@@ -213,8 +213,10 @@ class VolumeChecks:
             p = node_kube.run("-n", NAMESPACE, "get", "secret", f"{unused}-chap", "-o", "name", check=False)
             denied = node_kube.run("-n", NAMESPACE, "auth", "can-i", "get", f"secret/{unused}-chap", check=False)
             self.kube.run("delete", "pvc", "unused", "--wait=false")
-            if p.strip() or denied.strip() != "no":
-                raise AssertionError(f"the node reads {unused}-chap, a volume none of its Pods uses")
+            # can-i prints "no", or "no - <the authorizer's reason>".
+            if p.strip() or not denied.startswith("no"):
+                raise AssertionError(f"the node reads {unused}-chap, a volume none of its Pods uses: "
+                                     f"get: {p.strip()!r}, can-i: {denied.strip()!r}")
             return f"{used}-chap readable, {unused}-chap forbidden"
 
         def read_back() -> str:
