@@ -16,6 +16,9 @@ const PATH_MAX_LEN: usize = 4096;
 /// CEL rule: a path has no `..` component (it cannot climb out of where the agent puts it).
 const NO_DOTDOT_RULE: &str = "!self.split('/').exists(p, p == '..')";
 
+/// Message of the transition rules that keep the backing store itself.
+const IMMUTABLE_STORE: &str = "is immutable: create a new Device for another backing store";
+
 /// Desired state of a Device: where its bytes live and how it behaves as a SCSI disk.
 // printcolumn(...) repeats `type_ = "string"` by design; clippy reads that as a duplicate.
 #[allow(clippy::duplicated_attributes)]
@@ -72,10 +75,6 @@ const NO_DOTDOT_RULE: &str = "!self.split('/').exists(p, p == '..')";
     "rule": "!has(self.source.file) || self.source.file.sizeBytes % self.blockSize == 0",
     "message": "must be a multiple of blockSize",
     "fieldPath": ".source.file.sizeBytes",
-}, {
-    "rule": "self.source == oldSelf.source",
-    "message": "is immutable: create a new Device for another backing store",
-    "fieldPath": ".source",
 }]))]
 #[schemars(transform = crate::prose::flow_descriptions)]
 pub struct DeviceSpec {
@@ -86,7 +85,8 @@ pub struct DeviceSpec {
         "message": "is immutable: the data lives on that node; create a new Device on the other node instead",
     }]))]
     pub node_name: String,
-    /// The backing store: exactly one of `file` or `block`. Immutable.
+    /// The backing store: exactly one of `file` or `block`. Immutable, except `file.sizeBytes`,
+    /// which may grow (never shrink).
     pub source: DeviceSource,
     /// Logical block size in bytes: 512 or 4096.
     #[serde(default = "default_block_size")]
@@ -120,6 +120,9 @@ fn default_block_size() -> u32 {
 #[schemars(extend("x-kubernetes-validations" = [{
     "rule": "has(self.file) != has(self.block)",
     "message": "exactly one of file or block must be set",
+}, {
+    "rule": "has(self.file) == has(oldSelf.file) && has(self.block) == has(oldSelf.block)",
+    "message": "is immutable: create a new Device for another backing store",
 }]))]
 pub struct DeviceSource {
     /// A regular file the agent creates (sparse) and owns.
@@ -138,10 +141,14 @@ pub struct FileSource {
     #[schemars(length(min = 1, max = PATH_MAX_LEN), extend("x-kubernetes-validations" = [
         {"rule": "!self.startsWith('/')", "message": "must be relative to the agent's data directory"},
         {"rule": NO_DOTDOT_RULE, "message": "must not contain '..' components"},
+        {"rule": "self == oldSelf", "message": IMMUTABLE_STORE},
     ]))]
     pub path: String,
-    /// Size of the file in bytes; a positive multiple of blockSize.
-    #[schemars(range(min = 1))]
+    /// Size of the file in bytes; a positive multiple of blockSize. May grow (the agent grows
+    /// the file and the served capacity live); never shrinks.
+    #[schemars(range(min = 1), extend("x-kubernetes-validations" = [
+        {"rule": "self >= oldSelf", "message": "may only grow: a Device is never shrunk (sizeBytes below its current value)"},
+    ]))]
     pub size_bytes: u64,
 }
 
@@ -153,6 +160,7 @@ pub struct BlockSource {
     #[schemars(length(max = PATH_MAX_LEN), extend("x-kubernetes-validations" = [
         {"rule": "self.startsWith('/')", "message": "must be an absolute path"},
         {"rule": NO_DOTDOT_RULE, "message": "must not contain '..' components"},
+        {"rule": "self == oldSelf", "message": IMMUTABLE_STORE},
     ]))]
     pub path: String,
 }

@@ -423,4 +423,66 @@ fn device_node_and_source_are_immutable() {
     );
     assert_eq!(edit(&|d| d.spec.read_only = true), Vec::<String>::new());
     assert_eq!(edit(&|_| {}), Vec::<String>::new());
+    let to_block = edit(&|d| {
+        d.spec.source.file = None;
+        d.spec.source.block = Some(spindle_crds::BlockSource {
+            path: "/dev/sdx".into(),
+        });
+    });
+    assert!(
+        to_block
+            .iter()
+            .any(|e| e.contains("source") && e.contains("immutable")),
+        "{to_block:?}"
+    );
+}
+
+fn set_size(d: &mut Device, size: u64) {
+    if let Some(f) = d.spec.source.file.as_mut() {
+        f.size_bytes = size;
+    }
+}
+
+/// Transition rules: a file-backed Device's size may grow, never shrink; the path stays.
+#[test]
+fn device_size_may_grow_but_never_shrink() {
+    let base = "  source:\n    file: {path: a.img, sizeBytes: 8192}\n";
+    let old: Device = serde_yaml::from_str(&device(base)).expect("device");
+    let edit = |f: &dyn Fn(&mut Device)| {
+        let mut new = old.clone();
+        f(&mut new);
+        match kube::core::cel::validate_cel_update(&new, &old) {
+            Ok(()) => vec![],
+            Err(errors) => errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field_path, e.message))
+                .collect::<Vec<_>>(),
+        }
+    };
+    assert_eq!(edit(&|d| set_size(d, 1 << 30)), Vec::<String>::new());
+    let shrink = edit(&|d| set_size(d, 4096));
+    assert!(
+        shrink
+            .iter()
+            .any(|e| e.contains("sizeBytes") && e.contains("may only grow")),
+        "{shrink:?}"
+    );
+    let path_and_grow = edit(&|d| {
+        set_size(d, 1 << 20);
+        if let Some(f) = d.spec.source.file.as_mut() {
+            f.path = "b.img".into();
+        }
+    });
+    assert!(
+        path_and_grow
+            .iter()
+            .any(|e| e.contains("path") && e.contains("immutable")),
+        "{path_and_grow:?}"
+    );
+    // Growing keeps the other rules: still a multiple of blockSize.
+    let ragged = edit(&|d| set_size(d, 8192 + 100));
+    assert!(
+        ragged.iter().any(|e| e.contains("multiple of blockSize")),
+        "{ragged:?}"
+    );
 }

@@ -58,9 +58,9 @@ with_e2e_lock() {
     exec flock "$E2E_LOCK" "$@"
 }
 
-# lease_write SERVER CA NAMESPACE TOKEN EXPECT create|patch NAME: one real request to the
-# apiserver at SERVER (CA: its CA file) authenticated by TOKEN alone, creating or patching (an
-# annotation) the Lease NAME in NAMESPACE; curl, because kubectl patch reads the object first,
+# lease_write SERVER CA NAMESPACE TOKEN EXPECT create|patch|update NAME: one real request to the
+# apiserver at SERVER (CA: its CA file) authenticated by TOKEN alone, creating, patching (an
+# annotation) or replacing (PUT, as leader election does) the Lease NAME in NAMESPACE; curl, because kubectl patch reads the object first,
 # which the agent's Role does not allow. EXPECT: "allowed", or a phrase the refusal must contain.
 lease_write() {
     local server="$1" ca="$2" ns="$3" t="$4" expect="$5" verb="$6" name="$7" url code out
@@ -70,6 +70,14 @@ lease_write() {
     if [[ $verb == create ]]; then
         code="$("${req[@]}" -X POST -H 'Content-Type: application/json' "$url" \
             -d "{\"apiVersion\":\"coordination.k8s.io/v1\",\"kind\":\"Lease\",\"metadata\":{\"name\":\"$name\"}}")"
+    elif [[ $verb == update ]]; then
+        # A replace names the version it replaces (read with the same token).
+        local rv
+        rv="$(curl -sS --max-time 10 --cacert "$ca" -H "Authorization: Bearer $t" "$url/$name" \
+            | /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["metadata"]["resourceVersion"])')" \
+            || { echo "update lease $name: cannot read its resourceVersion"; rm -f "$out"; return 1; }
+        code="$("${req[@]}" -X PUT -H 'Content-Type: application/json' "$url/$name" \
+            -d "{\"apiVersion\":\"coordination.k8s.io/v1\",\"kind\":\"Lease\",\"metadata\":{\"name\":\"$name\",\"resourceVersion\":\"$rv\",\"annotations\":{\"spindle.dev/e2e-probe\":\"written\"}}}")"
     else
         code="$("${req[@]}" -X PATCH -H 'Content-Type: application/merge-patch+json' "$url/$name" \
             -d '{"metadata":{"annotations":{"spindle.dev/e2e-probe":"written"}}}')"

@@ -328,6 +328,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 .unwrap_or_default(),
             api_key,
             started: k8s_openapi::jiff::Timestamp::now(),
+            data_dir: Some(args.data_dir.clone()),
         };
         tracing::info!(
             node = %args.node_name, api = %registration.api_endpoint,

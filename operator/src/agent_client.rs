@@ -90,6 +90,7 @@ impl AgentError {
         match self.detail().map(|d| d.reason()) {
             Some(api::ErrorReason::BackingStoreInUse) => return reason::BACKING_STORE_IN_USE,
             Some(api::ErrorReason::BackingStoreMissing) => return reason::BACKING_STORE_MISSING,
+            Some(api::ErrorReason::NoSpace) => return reason::NO_SPACE,
             _ => {}
         }
         if matches!(self, Self::Identity(_)) {
@@ -449,6 +450,19 @@ mod tests {
             of(api::ErrorReason::BackingStoreMissing).reason(),
             reason::BACKING_STORE_MISSING
         );
+        let no_space = from_status(
+            "127.0.0.2:9443",
+            spindle_agent_proto::detail::status(
+                Code::ResourceExhausted,
+                "spec.source.file.sizeBytes: cannot grow",
+                &api::ErrorDetail {
+                    reason: api::ErrorReason::NoSpace.into(),
+                    ..Default::default()
+                },
+            ),
+        );
+        assert_eq!(no_space.reason(), reason::NO_SPACE);
+        assert!(no_space.is_transient(), "retried until there is room");
         let plain = from_status(
             "127.0.0.2:9443",
             tonic::Status::failed_precondition("backing store in use"),

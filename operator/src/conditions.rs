@@ -38,6 +38,9 @@ pub mod reason {
     /// Ready=False: the Device was served before and its backing store is gone from the node;
     /// the agent creates nothing (no blank disk under the old identity).
     pub const BACKING_STORE_MISSING: &str = "BackingStoreMissing";
+    /// Ready=False: the Device's file could not grow to its new `spec.source.file.sizeBytes`
+    /// (no room on the node's filesystem); the old size is kept and still served.
+    pub const NO_SPACE: &str = "NoSpace";
     /// A Target has no LUNs.
     pub const NO_LUNS: &str = "NoLuns";
     /// A LUN names a Device that does not exist.

@@ -489,7 +489,8 @@ fn lun_problem(
         device_conditions(device),
         kind::READY,
         ConditionStatus::True,
-    ) {
+    ) && !serves_old_size(device)
+    {
         let why = device_conditions(device)
             .iter()
             .find(|c| c.type_ == "Ready")
@@ -501,6 +502,19 @@ fn lun_problem(
         ));
     }
     LunVerdict::Map(None)
+}
+
+/// Ready=False NoSpace on a served Device: only its growth failed; the agent still serves it
+/// at the size it had, so its LUN stays mapped.
+fn serves_old_size(d: &Device) -> bool {
+    let served = d
+        .status
+        .as_ref()
+        .is_some_and(|s| s.capacity_bytes.is_some());
+    served
+        && device_conditions(d)
+            .iter()
+            .any(|c| c.type_ == kind::READY && c.reason == reason::NO_SPACE)
 }
 
 fn device_conditions(d: &Device) -> &[spindle_crds::Condition] {

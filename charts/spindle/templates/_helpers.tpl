@@ -42,3 +42,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "spindle.agent.seccompProfileName" -}}
 spindle/agent-{{ .Values.image.tag | default .Chart.AppVersion }}.json
 {{- end -}}
+
+{{- define "spindle.csi.controller.name" -}}{{ include "spindle.fullname" . }}-csi-controller{{- end -}}
+{{- define "spindle.csi.node.name" -}}{{ include "spindle.fullname" . }}-csi-node{{- end -}}
+{{/* The CSI driver's name: fixed, StorageClasses and PersistentVolumes refer to it. */}}
+{{- define "spindle.csi.driverName" -}}csi.spindle.dev{{- end -}}

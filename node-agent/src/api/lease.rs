@@ -8,6 +8,10 @@
 //! ServiceAccount write only the Lease named after the node its token is bound to, so what a
 //! Lease says about a node comes from that node's agent.
 //!
+//! At each renewal it also publishes the room in its data dir (statvfs: free bytes available
+//! to the agent, `f_bavail × f_frsize`, and the filesystem's size), which the CSI controller
+//! reads for GetCapacity.
+//!
 //! Calls to the Kubernetes API (the chart's RBAC must allow exactly these, see `RBAC`):
 //! server-side apply of its own Lease (`patch`, and `create` the first time).
 
@@ -40,30 +44,78 @@ pub struct Registration {
     /// When this agent process started: the Lease's acquireTime, so the operator can tell a
     /// restarted agent (which it re-checks) from a renewal.
     pub started: k8s_openapi::jiff::Timestamp,
+    /// The data dir whose room the Lease publishes (None: nothing published).
+    pub data_dir: Option<std::path::PathBuf>,
+}
+
+/// Room in the filesystem of the data dir.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    /// Bytes the agent can still allocate (`f_bavail × f_frsize`: without the root reserve).
+    pub free_bytes: u64,
+    /// Size of the filesystem (`f_blocks × f_frsize`).
+    pub total_bytes: u64,
+}
+
+/// statvfs(3) of `dir`.
+// The statvfs fields are u64 on 64-bit Linux but narrower elsewhere.
+#[allow(clippy::useless_conversion)]
+pub fn capacity_of(dir: &std::path::Path) -> std::io::Result<Capacity> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a NUL-terminated path and a buffer of the right type; statvfs fills it on success.
+    let r = unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled the buffer.
+    let st = unsafe { st.assume_init() };
+    let frsize = u64::from(st.f_frsize);
+    Ok(Capacity {
+        free_bytes: u64::from(st.f_bavail).saturating_mul(frsize),
+        total_bytes: u64::from(st.f_blocks).saturating_mul(frsize),
+    })
 }
 
 /// The Lease as the agent writes it at `now`.
-pub fn lease(r: &Registration, now: k8s_openapi::jiff::Timestamp) -> Lease {
+pub fn lease(
+    r: &Registration,
+    now: k8s_openapi::jiff::Timestamp,
+    capacity: Option<Capacity>,
+) -> Lease {
+    let mut annotations = BTreeMap::from([
+        (
+            names::API_ENDPOINT_ANNOTATION.into(),
+            r.api_endpoint.clone(),
+        ),
+        (
+            names::ISCSI_PORTAL_ANNOTATION.into(),
+            r.iscsi_portal.clone(),
+        ),
+        (names::API_KEY_ANNOTATION.into(), r.api_key.clone()),
+        (
+            names::VERSION_ANNOTATION.into(),
+            env!("CARGO_PKG_VERSION").into(),
+        ),
+    ]);
+    if let Some(c) = capacity {
+        annotations.insert(
+            names::CAPACITY_FREE_ANNOTATION.into(),
+            c.free_bytes.to_string(),
+        );
+        annotations.insert(
+            names::CAPACITY_TOTAL_ANNOTATION.into(),
+            c.total_bytes.to_string(),
+        );
+    }
     Lease {
         metadata: ObjectMeta {
             name: Some(r.node.clone()),
             namespace: Some(r.namespace.clone()),
             labels: Some(BTreeMap::from([(names::AGENT_LABEL.into(), "true".into())])),
-            annotations: Some(BTreeMap::from([
-                (
-                    names::API_ENDPOINT_ANNOTATION.into(),
-                    r.api_endpoint.clone(),
-                ),
-                (
-                    names::ISCSI_PORTAL_ANNOTATION.into(),
-                    r.iscsi_portal.clone(),
-                ),
-                (names::API_KEY_ANNOTATION.into(), r.api_key.clone()),
-                (
-                    names::VERSION_ANNOTATION.into(),
-                    env!("CARGO_PKG_VERSION").into(),
-                ),
-            ])),
+            annotations: Some(annotations),
             ..Default::default()
         },
         spec: Some(LeaseSpec {
@@ -77,7 +129,14 @@ pub fn lease(r: &Registration, now: k8s_openapi::jiff::Timestamp) -> Lease {
 }
 
 async fn renew(api: &Api<Lease>, r: &Registration) -> Result<(), kube::Error> {
-    let l = lease(r, k8s_openapi::jiff::Timestamp::now());
+    // A data dir that cannot be measured leaves the annotations out (server-side apply then
+    // drops them: no stale figure stays published).
+    let capacity = r.data_dir.as_deref().and_then(|d| {
+        capacity_of(d)
+            .inspect_err(|e| tracing::debug!(dir = %d.display(), "statvfs of the data dir: {e}"))
+            .ok()
+    });
+    let l = lease(r, k8s_openapi::jiff::Timestamp::now(), capacity);
     let params = PatchParams::apply(FIELD_MANAGER).force();
     api.patch(&r.node, &params, &Patch::Apply(&l)).await?;
     Ok(())
@@ -137,8 +196,9 @@ mod tests {
             iscsi_portal: "127.0.0.2:3260".into(),
             api_key: "ab".repeat(32),
             started: k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            data_dir: None,
         };
-        let l = lease(&r, k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        let l = lease(&r, k8s_openapi::jiff::Timestamp::UNIX_EPOCH, None);
         let ann = l.metadata.annotations.unwrap();
         assert_eq!(ann[names::API_ENDPOINT_ANNOTATION], "127.0.0.2:9443");
         assert_eq!(ann[names::ISCSI_PORTAL_ANNOTATION], "127.0.0.2:3260");
@@ -148,6 +208,36 @@ mod tests {
         assert_eq!(spec.holder_identity.as_deref(), Some("node-a"));
         assert_eq!(spec.lease_duration_seconds, Some(15));
         assert_eq!(spec.acquire_time, Some(MicroTime(r.started)));
+    }
+
+    #[test]
+    fn the_lease_carries_the_room_in_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = capacity_of(dir.path()).unwrap();
+        assert!(c.total_bytes > 0 && c.free_bytes <= c.total_bytes, "{c:?}");
+        let r = Registration {
+            namespace: "spindle-system".into(),
+            node: "node-a".into(),
+            api_endpoint: "127.0.0.2:9443".into(),
+            iscsi_portal: String::new(),
+            api_key: "ab".repeat(32),
+            started: k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            data_dir: Some(dir.path().to_path_buf()),
+        };
+        let l = lease(&r, k8s_openapi::jiff::Timestamp::UNIX_EPOCH, Some(c));
+        let ann = l.metadata.annotations.unwrap();
+        assert_eq!(
+            ann[names::CAPACITY_FREE_ANNOTATION],
+            c.free_bytes.to_string()
+        );
+        assert_eq!(
+            ann[names::CAPACITY_TOTAL_ANNOTATION],
+            c.total_bytes.to_string()
+        );
+        let none = lease(&r, k8s_openapi::jiff::Timestamp::UNIX_EPOCH, None);
+        let ann = none.metadata.annotations.unwrap();
+        assert!(!ann.contains_key(names::CAPACITY_FREE_ANNOTATION));
+        assert!(capacity_of(&dir.path().join("missing")).is_err());
     }
 
     #[test]

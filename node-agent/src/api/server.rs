@@ -128,6 +128,14 @@ pub fn status(e: NodeError) -> Status {
                 ..Default::default()
             },
         ),
+        NodeError::NoSpace { .. } => detail::status(
+            tonic::Code::ResourceExhausted,
+            msg,
+            &pb::ErrorDetail {
+                reason: pb::ErrorReason::NoSpace.into(),
+                ..Default::default()
+            },
+        ),
         NodeError::NotFound(_) => Status::not_found(msg),
         NodeError::DataLoss(_) => Status::data_loss(msg),
         NodeError::ShuttingDown => Status::unavailable(msg),

@@ -88,9 +88,13 @@ pub struct Engine {
 
 impl Engine {
     /// Binds the iSCSI portal and starts the acceptor; no target is served yet.
-    pub fn start(opts: EngineOptions) -> Result<Engine, EngineError> {
+    pub fn start(mut opts: EngineOptions) -> Result<Engine, EngineError> {
         // A killed agent's port can take a moment to come back: wait for it at start.
         let listener = bind(opts.listen, BIND_PATIENCE)?;
+        // Port 0 (tests): the port the kernel chose is the default port from now on.
+        if let Ok(bound) = listener.local_addr() {
+            opts.listen.set_port(bound.port());
+        }
         let directory = SharedDirectory::default();
         let acceptor = acceptor::spawn(listener, directory.clone(), opts.advertise)
             .map_err(EngineError::Thread)?;

@@ -206,6 +206,19 @@ impl TargetState {
         }
     }
 
+    /// The store of `device` now holds `len` bytes: its LUNs serve that many whole blocks,
+    /// live (sessions and commands in flight go on), each of their I_T nexuses told once with
+    /// CAPACITY DATA HAS CHANGED. Returns the LUNs whose capacity grew.
+    pub fn grow_device(&self, device: &str, len: u64) -> Vec<u64> {
+        self.luns
+            .borrow()
+            .values()
+            .filter(|s| s.device == device)
+            .filter(|s| s.lu.grow(len / u64::from(s.lu.config().block_size)))
+            .map(|s| s.lun)
+            .collect()
+    }
+
     /// Who may see this target (new value after a Target update).
     pub fn set_acl(&self, acl: AclPolicy) {
         *self.acl.borrow_mut() = acl;

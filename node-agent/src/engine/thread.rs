@@ -36,6 +36,13 @@ pub enum TargetCmd {
         remove: Vec<u64>,
         reply: oneshot::Sender<Vec<u64>>,
     },
+    /// A Device's store was grown to `len` bytes: its LUNs serve the new capacity at once and
+    /// their initiators learn it (CAPACITY DATA HAS CHANGED). Answers the LUNs that grew.
+    Grow {
+        device: String,
+        len: u64,
+        reply: oneshot::Sender<Vec<u64>>,
+    },
     /// New access list: SendTargets inside this target's sessions follows it, and sessions of
     /// initiators it no longer admits are closed.
     SetAcl(AclPolicy),
@@ -218,6 +225,9 @@ async fn serve(
                     state.inventory_changed();
                 }
                 let _ = reply.send(failed);
+            }
+            TargetCmd::Grow { device, len, reply } => {
+                let _ = reply.send(state.grow_device(&device, len));
             }
             TargetCmd::SetAcl(acl) => {
                 sessions.close_disallowed(&acl);

@@ -13,6 +13,7 @@
 
 pub mod datadir;
 mod delete;
+mod grow;
 mod ownership;
 mod reclaim;
 pub mod records;
@@ -73,6 +74,10 @@ pub enum NodeError {
     /// The Device was served before and its backing store is gone; nothing was created.
     #[error("{field}: {message}")]
     Missing { field: String, message: String },
+    /// The Device's file could not grow (no room on the filesystem, a quota, the file-size
+    /// limit); nothing changed: the old size is kept and served.
+    #[error("{field}: {message}")]
+    NoSpace { field: String, message: String },
     #[error("{0}")]
     NotFound(String),
     /// A flush or write failed: the Device is not flushed.
@@ -300,12 +305,7 @@ impl Node {
             let view = g.device_view(&key).await;
             return Ok((true, view));
         }
-        if e.record.store.source != rec.store.source {
-            return Err(invalid(
-                "spec.source",
-                "is immutable; create a new Device for another backing store",
-            ));
-        }
+        let change = grow::source_change(&e.record.store.source, &rec.store.source)?;
         if e.record.store.block_size != rec.store.block_size {
             return Err(invalid(
                 "spec.blockSize",
@@ -319,13 +319,22 @@ impl Node {
         updated.store = rec.store;
         updated.write_cache = rec.write_cache;
         updated.thin = rec.thin;
-        let reopened = if changed {
+        let mut reopened = if changed {
             // Known to this node: its store was served, so it must exist.
             let claim = e.opened.as_ref().and_then(|o| o.claim.clone());
             Some(self.open(&g, &updated, Missing::Refuse, claim)?)
         } else {
             None
         };
+        // A larger file grows now (refused: nothing changed); a block device is sized again.
+        let current = reopened.as_ref().or(e.opened.as_ref());
+        let grown = match current {
+            Some(o) => grow::store_len(o, &updated, change)?,
+            None => None,
+        };
+        if let (Some(len), Some(o)) = (grown, reopened.as_mut()) {
+            o.len = len;
+        }
         g.save_device(&updated)?;
         let entry = g.devices.get_mut(&key).expect("checked above");
         entry.record = updated;
@@ -338,6 +347,14 @@ impl Node {
                 (entry.used_by.clone(), entry.record.drain.phase)
             {
                 g.remap_device(&t, &key).await?;
+            }
+        } else if let (Some(len), Some(o)) = (grown, entry.opened.as_mut()) {
+            let before = o.len;
+            o.len = len;
+            tracing::info!(device = %key, before, after = len, "Device grown");
+            // Served: the LUN grows live (sessions stay; each nexus is told once).
+            if let Some(t) = entry.used_by.clone() {
+                g.grow_lun(&t, &key, len).await;
             }
         }
         let view = g.device_view(&key).await;
@@ -850,5 +867,7 @@ impl Inner {
 pub(crate) mod tests;
 #[cfg(test)]
 mod tests_busy;
+#[cfg(test)]
+mod tests_grow;
 #[cfg(test)]
 mod tests_holes;

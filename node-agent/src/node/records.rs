@@ -137,8 +137,9 @@ impl DeviceRecord {
 
     /// Whether `other` asks for the same store and disk behaviour (the drain state and the
     /// generation aside).
+    /// A file's size aside too: a larger one is grown in place, the LUN live.
     pub fn same_serving(&self, other: &DeviceRecord) -> bool {
-        self.store == other.store
+        super::grow::sizeless(&self.store) == super::grow::sizeless(&other.store)
             && self.write_cache == other.write_cache
             && self.thin == other.thin
     }

@@ -248,13 +248,23 @@ async fn bad_orders_name_the_field_and_change_nothing() {
     other_uid.id.generation = 9;
     let e = n.apply_device(other_uid).await.unwrap_err();
     assert_eq!(field_of(e), ("precondition".into(), "metadata.uid".into()));
-    let mut resize = device("a", "ua");
-    resize.store.source = StoreSource::File {
-        path: "a.img".into(),
+    let mut moved = device("a", "ua");
+    moved.store.source = StoreSource::File {
+        path: "b.img".into(),
         size_bytes: 2 << 20,
     };
-    let e = n.apply_device(resize).await.unwrap_err();
+    let e = n.apply_device(moved).await.unwrap_err();
     assert_eq!(field_of(e), ("invalid".into(), "spec.source".into()));
+    let mut shrunk = device("a", "ua");
+    shrunk.store.source = StoreSource::File {
+        path: "a.img".into(),
+        size_bytes: 1 << 19,
+    };
+    let e = n.apply_device(shrunk).await.unwrap_err();
+    assert_eq!(
+        field_of(e),
+        ("invalid".into(), "spec.source.file.sizeBytes".into())
+    );
 
     let v = n.view().await;
     assert_eq!(v.targets.len(), 1, "only t1 is served");

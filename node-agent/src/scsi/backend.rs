@@ -23,4 +23,8 @@ pub trait Backend {
     /// Whether the byte at `offset` is mapped (allocated), and for how many bytes from
     /// `offset` that stays the same (clamped to the store's end). For GET LBA STATUS.
     fn mapping(&self, offset: u64) -> io::Result<(bool, u64)>;
+    /// The logical unit now serves `len` bytes (its store was grown to hold them).
+    fn resized(&self, len: u64) {
+        let _ = len;
+    }
 }

@@ -12,7 +12,7 @@ use super::mode::ModeState;
 use super::opcodes::{self, OpInfo, UaPolicy};
 use super::pr::Reservations;
 use super::sense::{
-    Asc, BUS_DEVICE_RESET, LU_NOT_READY_INIT_REQUIRED, POWER_ON_RESET,
+    Asc, BUS_DEVICE_RESET, CAPACITY_DATA_HAS_CHANGED, LU_NOT_READY_INIT_REQUIRED, POWER_ON_RESET,
     REPORTED_LUNS_DATA_HAS_CHANGED, Sense, SenseKey,
 };
 use super::taskset::{Aborted, TaskAttr, TaskKey, TaskSet};
@@ -145,7 +145,11 @@ type Done = (Bytes, Vec<u8>, Vec<NexusId>);
 /// One SCSI logical unit over a backend. Single-threaded: all state is in `Cell`/`RefCell`,
 /// and the engine drives it from one thread.
 pub struct LogicalUnit<B: Backend> {
+    /// As built; the capacity may have grown since (`blocks`).
     pub(super) cfg: LuConfig,
+    /// Number of logical blocks now: `cfg.num_blocks` at start, raised by
+    /// [`LogicalUnit::grow`].
+    blocks: Cell<u64>,
     pub(super) backend: B,
     pub(super) nexuses: RefCell<Nexuses>,
     pub(super) mode: Cell<ModeState>,
@@ -179,6 +183,7 @@ impl<B: Backend> LogicalUnit<B> {
         }
         let mode = ModeState::initial(&cfg);
         LogicalUnit {
+            blocks: Cell::new(cfg.num_blocks),
             cfg,
             backend,
             nexuses: RefCell::new(Nexuses::default()),
@@ -193,9 +198,33 @@ impl<B: Backend> LogicalUnit<B> {
         }
     }
 
-    /// The configuration this unit was built from.
+    /// The configuration this unit was built from (its `num_blocks` is the capacity at start:
+    /// see [`LogicalUnit::num_blocks`]).
     pub fn config(&self) -> &LuConfig {
         &self.cfg
+    }
+
+    /// Number of logical blocks served now.
+    pub fn num_blocks(&self) -> u64 {
+        self.blocks.get()
+    }
+
+    /// Grows the capacity to `num_blocks` live: the backend must already hold that many blocks.
+    /// Commands in flight finish as they started; later ones see the new capacity, and every
+    /// I_T nexus gets CAPACITY DATA HAS CHANGED (2Ah/09h) once (SPC-4 6.6, SBC-3 4.6: READ
+    /// CAPACITY then reports the new size). Returns whether the capacity changed: a size that
+    /// is not larger, or that overflows 64-bit byte offsets, changes nothing.
+    pub fn grow(&self, num_blocks: u64) -> bool {
+        let bs = u64::from(self.cfg.block_size);
+        if num_blocks <= self.blocks.get() || num_blocks.checked_mul(bs).is_none() {
+            return false;
+        }
+        self.blocks.set(num_blocks);
+        self.backend.resized(num_blocks * bs);
+        self.nexuses
+            .borrow_mut()
+            .establish(None, CAPACITY_DATA_HAS_CHANGED);
+        true
     }
 
     /// The backend.

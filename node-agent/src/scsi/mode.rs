@@ -180,7 +180,7 @@ impl<B: Backend> LogicalUnit<B> {
         let (blocks, size) = if pc == PC_CHANGEABLE {
             (0, 0)
         } else {
-            (self.cfg.num_blocks, self.cfg.block_size)
+            (self.num_blocks(), self.cfg.block_size)
         };
         if long {
             d.extend_from_slice(&blocks.to_be_bytes());
@@ -294,8 +294,8 @@ impl<B: Backend> LogicalUnit<B> {
             };
             let short_max = u64::from(u32::MAX);
             let blocks_ok = blocks == 0
-                || blocks == self.cfg.num_blocks
-                || (!long && blocks == short_max && self.cfg.num_blocks >= short_max);
+                || blocks == self.num_blocks()
+                || (!long && blocks == short_max && self.num_blocks() >= short_max);
             if !blocks_ok {
                 return Err(Sense::invalid_param_field(base as u16, None));
             }

@@ -81,7 +81,7 @@ impl<B: Backend> LogicalUnit<B> {
         };
         let extents = parse_unmap(
             data,
-            self.cfg.num_blocks,
+            self.num_blocks(),
             limits::max_unmap_blocks(&self.cfg),
             limits::MAX_UNMAP_DESCRIPTORS,
         )?;
@@ -118,8 +118,7 @@ impl<B: Backend> LogicalUnit<B> {
         }
         let blocks = match ws.blocks {
             0 => self
-                .cfg
-                .num_blocks
+                .num_blocks()
                 .checked_sub(ws.lba)
                 .filter(|b| *b > 0)
                 .ok_or(Sense::lba_out_of_range())?,
@@ -167,7 +166,7 @@ impl<B: Backend> LogicalUnit<B> {
 
     /// GET LBA STATUS (SBC-3 5.7): mapped/deallocated extents from `lba`, as many as fit.
     pub(super) fn get_lba_status(&self, lba: u64, alloc: u32) -> Out {
-        let n = self.cfg.num_blocks;
+        let n = self.num_blocks();
         if lba >= n {
             return Err(Sense::lba_out_of_range().into());
         }

@@ -46,7 +46,7 @@ impl<B: Backend> LogicalUnit<B> {
     /// Checks that `blocks` blocks from `lba` lie on the medium and returns the byte offset
     /// and byte length. An LBA at or beyond the end is out of range even for 0 blocks.
     pub(super) fn range(&self, lba: u64, blocks: u64) -> Result<(u64, usize), Sense> {
-        let n = self.cfg.num_blocks;
+        let n = self.num_blocks();
         let end = lba.checked_add(blocks);
         if lba >= n || end.is_none_or(|e| e > n) {
             return Err(Sense::lba_out_of_range());
@@ -258,7 +258,7 @@ impl<B: Backend> LogicalUnit<B> {
     }
 
     pub(super) fn read_capacity10(&self, _lba: u32, _pmi: bool) -> Vec<u8> {
-        let last = self.cfg.num_blocks.saturating_sub(1);
+        let last = self.num_blocks().saturating_sub(1);
         let last = u32::try_from(last).unwrap_or(u32::MAX);
         let mut d = Vec::with_capacity(8);
         d.extend_from_slice(&last.to_be_bytes());
@@ -268,7 +268,7 @@ impl<B: Backend> LogicalUnit<B> {
 
     pub(super) fn read_capacity16(&self, alloc: u32) -> Vec<u8> {
         let mut d = vec![0u8; 32];
-        d[0..8].copy_from_slice(&self.cfg.num_blocks.saturating_sub(1).to_be_bytes());
+        d[0..8].copy_from_slice(&self.num_blocks().saturating_sub(1).to_be_bytes());
         d[8..12].copy_from_slice(&self.cfg.block_size.to_be_bytes());
         // Byte 13: logical blocks per physical block exponent.
         d[13] = self.cfg.physical_block_exp & 0x0F;

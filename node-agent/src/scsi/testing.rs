@@ -121,6 +121,14 @@ impl Backend for MemBackend {
         let end = ((g as u64 + run) * GRAIN).min(self.data.borrow().len() as u64);
         Ok((state, end - offset))
     }
+
+    fn resized(&self, len: u64) {
+        // Grown like a sparse file: the new bytes read as zeros and are not mapped.
+        self.data.borrow_mut().resize(len as usize, 0);
+        self.mapped
+            .borrow_mut()
+            .resize(len.div_ceil(GRAIN) as usize, false);
+    }
 }
 
 /// A test configuration: 512-byte blocks, `blocks` of them.

@@ -13,6 +13,7 @@ pub use path::resolve_in_data_dir;
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
@@ -63,7 +64,8 @@ pub enum StoreError {
 /// write or flush it refuses every later write, unmap and flush ([`StickyFailure`]).
 pub struct FileStore {
     file: ring::File,
-    len: u64,
+    /// Usable bytes; grows when the Device does ([`Backend::resized`]).
+    len: AtomicU64,
     direct: bool,
     failure: StickyFailure,
 }
@@ -74,7 +76,7 @@ impl FileStore {
     pub fn new(file: impl Into<Arc<std::fs::File>>, len: u64, direct: bool) -> Self {
         FileStore {
             file: ring::File::from_std(file),
-            len,
+            len: AtomicU64::new(len),
             direct,
             failure: StickyFailure::default(),
         }
@@ -93,12 +95,12 @@ impl FileStore {
 
     /// Usable size in bytes.
     pub fn len(&self) -> u64 {
-        self.len
+        self.len.load(Ordering::Relaxed)
     }
 
     /// Whether the store has no usable bytes.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 }
 
@@ -153,8 +155,13 @@ impl Backend for FileStore {
             .await
     }
 
+    fn resized(&self, len: u64) {
+        self.len.fetch_max(len, Ordering::Relaxed);
+    }
+
     fn mapping(&self, offset: u64) -> io::Result<(bool, u64)> {
-        if offset >= self.len {
+        let end = self.len();
+        if offset >= end {
             return Ok((true, 0));
         }
         let fd = self.file.raw_fd();
@@ -169,18 +176,18 @@ impl Backend for FileStore {
         };
         // ENXIO from SEEK_DATA means "no data from here to the end": all a hole.
         let next_data = match seek(libc::SEEK_DATA) {
-            Ok(d) => d.min(self.len),
-            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => self.len,
+            Ok(d) => d.min(end),
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => end,
             // Stores without hole support (some block devices): everything is mapped.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                return Ok((true, self.len - offset));
+                return Ok((true, end - offset));
             }
             Err(e) => return Err(e),
         };
         if next_data > offset {
             return Ok((false, next_data - offset));
         }
-        let next_hole = seek(libc::SEEK_HOLE)?.min(self.len);
+        let next_hole = seek(libc::SEEK_HOLE)?.min(end);
         Ok((true, next_hole.saturating_sub(offset).max(1)))
     }
 }

@@ -104,6 +104,11 @@ pub fn agent_problem(node: &str, e: &AgentError) -> Problem {
              put the store back (the next reconcile serves it again) or delete the Device (the \
              agent: {e})"
         ),
+        Some(d) if d.reason() == ErrorReason::NoSpace => format!(
+            "the backing file could not grow to spec.source.file.sizeBytes on node {node:?}; \
+             the old size is kept and still served; free space in the agent's data dir on that \
+             node: the operator retries (the agent: {e})"
+        ),
         _ => format!("the agent of node {node:?}: {e}"),
     };
     Problem {

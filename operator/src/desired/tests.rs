@@ -24,6 +24,15 @@ fn not_ready(mut d: Device) -> Device {
     d
 }
 
+/// Ready=False NoSpace: a growth the node had no room for; the old size is still served.
+fn no_space(mut d: Device) -> Device {
+    if let Some(s) = d.status.as_mut() {
+        s.conditions[0].status = ConditionStatus::False;
+        s.conditions[0].reason = reason::NO_SPACE.into();
+    }
+    d
+}
+
 fn deleting(mut d: Device, flushed: bool) -> Device {
     d.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         "2026-11-30T10:00:00Z".parse().expect("time"),
@@ -282,6 +291,20 @@ fn target_plans() {
             luns: Some(vec![]),
             reasons: vec![reason::DEVICE_NOT_READY],
             ..row("Device not ready", t1(), vec![not_ready(device("d0", "a"))])
+        },
+        row(
+            "Device that could not grow (NoSpace): its LUN stays mapped at the old size",
+            t1(),
+            vec![no_space(device("d0", "a"))],
+        ),
+        Row {
+            luns: Some(vec![]),
+            reasons: vec![reason::DEVICE_NOT_READY],
+            ..row(
+                "NoSpace on a Device never served: not mapped",
+                t1(),
+                vec![not_ready(no_space(device("d0", "a")))],
+            )
         },
         Row {
             reasons: vec![reason::DEVICE_DELETING],

@@ -1,6 +1,7 @@
 //! Behaviour tests of the logical unit over an in-memory backend, one file per area.
 
 mod block;
+mod capacity;
 mod compare;
 mod copy;
 mod core;
