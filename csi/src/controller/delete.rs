@@ -19,7 +19,7 @@ pub async fn delete_volume(c: &Cluster, id: &str) -> Result<(), Status> {
     }
     remove(c, &c.targets, "Target", id).await?;
     remove(c, &c.devices, "Device", id).await?;
-    remove(c, &c.secrets, "Secret", &names::secret_name(id)).await?;
+    remove_secret(c, &names::secret_name(id)).await?;
     tracing::info!(volume = %id, "volume deleted");
     Ok(())
 }
@@ -51,6 +51,24 @@ where
     .await
 }
 
+/// Deletes the driver's CHAP Secret (read as metadata only: the controller never reads the
+/// credentials back).
+async fn remove_secret(c: &Cluster, name: &str) -> Result<(), Status> {
+    let meta = c
+        .secrets
+        .get_metadata_opt(name)
+        .await
+        .map_err(|e| super::cluster::kube_status(&format!("reading Secret {name}"), e))?;
+    match meta {
+        None => Ok(()),
+        Some(m) if !is_managed(&m.metadata) => Err(Status::failed_precondition(format!(
+            "Secret {}/{name} is not managed by spindle-csi: not deleting it",
+            c.namespace
+        ))),
+        Some(_) => delete(&c.secrets, name).await,
+    }
+}
+
 /// What a deleted object waits for, as its conditions say (for the timeout's message).
 pub trait DeletingState {
     fn deleting_state(&self) -> String;
@@ -78,11 +96,5 @@ impl DeletingState for spindle_crds::Device {
 impl DeletingState for spindle_crds::Target {
     fn deleting_state(&self) -> String {
         conditions_state(self.status.as_ref().map_or(&[], |s| &s.conditions))
-    }
-}
-
-impl DeletingState for k8s_openapi::api::core::v1::Secret {
-    fn deleting_state(&self) -> String {
-        "still present".into()
     }
 }

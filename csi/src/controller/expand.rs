@@ -8,6 +8,7 @@ use super::capabilities::{self, Access};
 use super::cluster::{Cluster, Step, get_opt, kube_status, wait};
 use super::names;
 use super::objects::{self, is_managed};
+use super::readiness::{Readiness, readiness};
 use super::size;
 use crate::proto::{ControllerExpandVolumeRequest, ControllerExpandVolumeResponse};
 
@@ -80,6 +81,18 @@ pub async fn expand(
             .as_ref()
             .and_then(|s| s.capacity_bytes)
             .unwrap_or(0);
+        let conditions = d
+            .status
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default();
+        // The agent refused the growth (NoSpace: the file keeps its old size).
+        if let Readiness::Failed(code, msg) = readiness(&conditions, d.metadata.generation) {
+            return Err(Status::new(
+                code,
+                format!("Device {}/{id}: {msg}", c.namespace),
+            ));
+        }
         Ok(if have >= wanted {
             Step::Done(objects::capacity(&d))
         } else {

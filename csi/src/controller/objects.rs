@@ -230,7 +230,7 @@ pub fn context(device: &Device, target: &Target) -> Option<HashMap<String, Strin
         .as_ref()?
         .naa
         .as_deref()
-        .filter(|n| n.len() == 32 && n.bytes().all(|b| b.is_ascii_hexdigit()))?
+        .filter(|n| is_naa(n))?
         .to_ascii_lowercase();
     let ts = target.status.as_ref()?;
     if ts.portals.is_empty() {
@@ -248,6 +248,12 @@ pub fn context(device: &Device, target: &Target) -> Option<HashMap<String, Strin
             device.spec.node_name.clone(),
         ),
     ]))
+}
+
+/// An NAA designator as the agent reports it: 16 hex digits (the 8-byte NAA 5 it serves today)
+/// or 32 (a 16-byte NAA 6).
+fn is_naa(n: &str) -> bool {
+    matches!(n.len(), 16 | 32) && n.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// A CHAP secret from `rng`: 32 letters and digits (about 190 bits), inside the lengths
@@ -408,6 +414,14 @@ mod tests {
             "iqn.2026-11.dev.spindle:spindle-system.pvc-1"
         );
         assert_eq!(capacity(&d), 1 << 30);
+        // The agent's 8-byte NAA is taken too; anything else is not an NAA.
+        d.status.as_mut().unwrap().naa = Some("341C278CE8556FB0".into());
+        assert_eq!(
+            context(&d, &t).unwrap()[volume::CTX_NAA],
+            "341c278ce8556fb0"
+        );
+        d.status.as_mut().unwrap().naa = Some("341c278ce8556fb".into());
+        assert!(context(&d, &t).is_none());
         assert!(is_managed(&d.metadata));
     }
 }

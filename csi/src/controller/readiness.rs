@@ -18,10 +18,8 @@ pub enum Readiness {
 /// The code a Ready=False `reason` answers with, or None when waiting may cure it.
 pub fn code_for(reason: &str) -> Option<Code> {
     Some(match reason {
-        // The agent's data directory has no room for the file.
-        "NoSpace" | "InsufficientSpace" | "InsufficientCapacity" | "CapacityExceeded" => {
-            Code::ResourceExhausted
-        }
+        // The agent's data directory has no room for the file (or its growth).
+        "NoSpace" => Code::ResourceExhausted,
         // The node has no agent, or no Node object: the volume cannot be served there.
         "NodeNotFound" | "NoAgent" => Code::FailedPrecondition,
         // Another Device holds the same store, or the store vanished from the node.
