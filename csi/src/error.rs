@@ -18,6 +18,9 @@ pub enum Error {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// Kubelet refused to register the node plugin.
+    #[error("kubelet refused the plugin registration: {0}")]
+    Registration(String),
     /// The Kubernetes client could not be set up.
     #[error("Kubernetes client: {0}")]
     Kube(#[from] kube::Error),

@@ -18,7 +18,7 @@ enum Mode {
     /// Serve the CSI Identity and Controller services.
     Controller(spindle_csi::controller::Settings),
     /// Serve the CSI Identity and Node services (and kubelet's plugin registration).
-    Node(spindle_csi::node::Settings),
+    Node(Box<spindle_csi::node::Settings>),
 }
 
 #[tokio::main]
@@ -42,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
         Mode::Controller(s) => spindle_csi::controller::serve(s, shutdown)
             .await
             .context("controller mode"),
-        Mode::Node(s) => spindle_csi::node::serve(s, shutdown)
+        Mode::Node(s) => spindle_csi::node::serve(*s, shutdown)
             .await
             .context("node mode"),
     }
