@@ -1,0 +1,1 @@
+"""The pieces of e2e/csi/run-pod."""
