@@ -16,20 +16,20 @@ use crate::volume::DRIVER_NAME;
 /// The Identity service of one mode.
 #[derive(Clone)]
 pub struct IdentityService {
-    /// Plugin capabilities this mode declares (the controller: CONTROLLER_SERVICE and online
-    /// expansion; the node: none of its own).
+    /// Plugin capabilities this mode declares: the plugin's as a whole (CONTROLLER_SERVICE and
+    /// online expansion) in both modes, as the spec asks ("the grand sum of all capabilities
+    /// of all instances of the Plugin software, as it is intended to be deployed").
     capabilities: Vec<PluginCapability>,
     /// Set once the mode can serve (the controller: its Kubernetes client works).
     ready: Arc<AtomicBool>,
 }
 
 impl IdentityService {
-    /// The node mode's identity: no controller service.
+    /// The node mode's identity: the same plugin capabilities as the controller's (a CO, and
+    /// csi-sanity's Node suite, learn from the node's socket whether volumes can be created,
+    /// published to a node and grown).
     pub fn node(ready: Arc<AtomicBool>) -> Self {
-        Self {
-            capabilities: vec![],
-            ready,
-        }
+        Self::controller(ready)
     }
 
     /// The controller mode's identity: the controller service, online expansion.

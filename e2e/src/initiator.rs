@@ -56,14 +56,20 @@ pub fn qemu_io(url: &str, commands: &[&str]) -> Result<String> {
 
 /// Compiles the libiscsi writer into `dir` (once) and returns its path.
 pub fn writer_tool(dir: &Path) -> Result<PathBuf> {
-    let out = dir.join("writer");
+    libiscsi_tool(dir, "writer")
+}
+
+/// Compiles the libiscsi tool `e2e/standalone/tools/NAME.c` into `dir` (once) and returns its
+/// path.
+pub fn libiscsi_tool(dir: &Path, name: &str) -> Result<PathBuf> {
+    let out = dir.join(name);
     if !out.is_file() {
         std::fs::create_dir_all(dir)?;
         run_ok(
             Command::new("gcc")
                 .args(["-O2", "-Wall", "-o"])
                 .arg(&out)
-                .arg(workspace_dir().join("e2e/standalone/tools/writer.c"))
+                .arg(workspace_dir().join(format!("e2e/standalone/tools/{name}.c")))
                 .arg("-liscsi"),
         )?;
     }

@@ -10,26 +10,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::cluster::workspace_dir;
-use crate::initiator::run_ok;
+use crate::initiator::libiscsi_tool;
 
 /// How long one command may take.
 const ANSWER: Duration = Duration::from_secs(10);
 
 /// Compiles the probe into `dir` (once) and returns its path.
 pub fn probe_tool(dir: &Path) -> Result<PathBuf> {
-    let out = dir.join("probe");
-    if !out.is_file() {
-        std::fs::create_dir_all(dir)?;
-        run_ok(
-            Command::new("gcc")
-                .args(["-O2", "-Wall", "-o"])
-                .arg(&out)
-                .arg(workspace_dir().join("e2e/standalone/tools/probe.c"))
-                .arg("-liscsi"),
-        )?;
-    }
-    Ok(out)
+    libiscsi_tool(dir, "probe")
 }
 
 /// One command's answer, as the probe prints it.

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use spindle_csi::proto::controller_client::ControllerClient;
@@ -30,6 +30,8 @@ const FREE: &str = "spindle.dev/capacity-free-bytes";
 /// Initiator names the checks publish to.
 const IQN_A: &str = "iqn.2026-11.dev.spindle:e2e-csi-a";
 const IQN_B: &str = "iqn.2026-11.dev.spindle:e2e-csi-b";
+/// A finalizer the delete check holds a Device with.
+const HOLD: &str = "e2e.spindle.dev/hold";
 
 /// The driver's processes and the runtime its clients use, for the checks (plain fns).
 struct Driver {
@@ -436,8 +438,56 @@ fn delete_flushed(s: &Spindle, _: &str) -> Result<()> {
     // Published once (the ACL path), then unpublished as Kubernetes does before a delete.
     ensure!(publish(id, IQN_A)?.is_ok(), "publish");
     unpublish(id, IQN_A)?;
+    // A finalizer of the test's holds the Device object after the operator's flush: the call
+    // must still be waiting while the Device exists, and return once it is gone.
+    s.kubectl(&[
+        "patch",
+        "device",
+        "-n",
+        NS,
+        id,
+        "--type=json",
+        "-p",
+        &format!(r#"[{{"op":"add","path":"/metadata/finalizers/-","value":"{HOLD}"}}]"#),
+    ])?;
     let started = Instant::now();
-    delete(id)?;
+    let call = {
+        let id = id.clone();
+        std::thread::spawn(move || delete(&id))
+    };
+    let finalizers = |s: &Spindle| -> Result<Option<Vec<String>>> {
+        Ok(s.get("device", NS, id)?.map(|d| {
+            d["metadata"]["finalizers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f.as_str().map(str::to_owned))
+                .collect()
+        }))
+    };
+    // The operator's part is done (its finalizer gone, the file released) but the object stays.
+    s.wait_for(
+        "the operator's finalizer gone",
+        Duration::from_secs(60),
+        || Ok(finalizers(s)?.filter(|f| f == &[HOLD.to_owned()])),
+    )?;
+    std::thread::sleep(Duration::from_secs(2));
+    ensure!(
+        !call.is_finished(),
+        "DeleteVolume returned while the Device object still exists"
+    );
+    s.kubectl(&[
+        "patch",
+        "device",
+        "-n",
+        NS,
+        id,
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":[]}}"#,
+    ])?;
+    call.join()
+        .map_err(|_| anyhow::anyhow!("the DeleteVolume thread panicked"))??;
     let took = started.elapsed();
     ensure!(
         s.get("device", NS, id)?.is_none(),

@@ -50,7 +50,7 @@ impl Cluster {
 
 /// A Kubernetes error as the CSI status of the call that met it; `what` says what was tried.
 pub fn kube_status(what: &str, e: kube::Error) -> Status {
-    let msg = format!("{what}: {e}");
+    let msg = format!("{what}: {}", api_message(&e));
     match &e {
         kube::Error::Api(s) => match s.code {
             404 => Status::not_found(msg),
@@ -61,6 +61,14 @@ pub fn kube_status(what: &str, e: kube::Error) -> Status {
             _ => Status::unavailable(msg),
         },
         _ => Status::unavailable(msg),
+    }
+}
+
+/// What the API server said (its message alone: kube's Display adds the whole Status).
+pub fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({})", s.message, s.code),
+        other => other.to_string(),
     }
 }
 

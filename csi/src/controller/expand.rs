@@ -5,7 +5,7 @@ use kube::api::{Patch, PatchParams};
 use tonic::Status;
 
 use super::capabilities::{self, Access};
-use super::cluster::{Cluster, Step, get_opt, kube_status, wait};
+use super::cluster::{Cluster, Step, api_message, get_opt, kube_status, wait};
 use super::names;
 use super::objects::{self, is_managed};
 use super::readiness::{Readiness, readiness};
@@ -64,8 +64,9 @@ pub async fn expand(
             .await
             .map_err(|e| match &e {
                 kube::Error::Api(s) if s.code == 422 => Status::failed_precondition(format!(
-                    "Device {}/{id} refuses the new size (does the installed Device CRD allow growing a file?): {e}",
-                    c.namespace
+                    "Device {}/{id} refuses the new size (does the installed Device CRD allow growing a file?): {}",
+                    c.namespace,
+                    api_message(&e)
                 )),
                 _ => kube_status(&format!("growing Device {id}"), e),
             })?;

@@ -32,6 +32,12 @@ pub async fn login(
             Ok(_) => {}
             Err(e) if e.code() == Some(EXIT_SESSION_EXISTS) => {}
             Err(e) => {
+                // No record is left for a login that did not happen (the CO may never retry).
+                if host.sysfs.sessions_of(iqn).is_empty()
+                    && let Err(de) = host.iscsiadm(iscsiadm::delete_record(iqn, portal)).await
+                {
+                    tracing::warn!(iqn, portal, error = %de, "deleting the record after a failed login");
+                }
                 return Err(NodeError::Internal(format!(
                     "login to {iqn} at {portal} failed: {e}"
                 )));

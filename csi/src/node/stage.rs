@@ -219,9 +219,16 @@ pub async fn unstage(host: &Host, volume_id: &str, staging_path: &str) -> Result
         host.sysfs.disk_exists(d)
             && host.sysfs.naa_of(d).map(|n| n.to_string()) == Some(st.naa.clone())
     });
+    if !alive && !sessions.is_empty() {
+        // The target is unreachable: its session waits in recovery (replacement_timeout, 120 s
+        // by default) and so would every write the unmount makes. Logging out first ends the
+        // session and fails that I/O at once; the data could not reach the target anyway.
+        tracing::warn!(volume = volume_id, iqn = %st.iqn, "session down: logging out before unmounting");
+        if let Err(e) = attach::logout(host, &st.iqn, &st.portals).await {
+            tracing::warn!(volume = volume_id, error = %e, "logout of the dead session");
+        }
+    }
     if !st.block {
-        // A dead target cannot take the dirty data: detach the mount rather than wait for
-        // the session's recovery to time out.
         let how = if alive {
             Unmount::LazyFallback
         } else {

@@ -42,9 +42,9 @@ parameters:
 """
 
 # The node plugin, a process of the guest (beside kubelet, in its mount namespace). kubelet's
-# plugin registration goes through e2e/csi/registrar (grpc-go): kubelet v1.34 sends the socket's
+# plugin registration goes through csi/registrar (grpc-go): kubelet v1.34 sends the socket's
 # path as the HTTP/2 :authority of GetInfo, which the plugin's own registration server (h2)
-# refuses with RST_STREAM PROTOCOL_ERROR (measured here; docs/csi-kubelet.md).
+# refuses with RST_STREAM PROTOCOL_ERROR (measured here; docs/csi.md).
 PLUGIN_START = (
     f"mkdir -p {PLUGIN_DIR} /var/lib/kubelet/plugins_registry && "
     f"RUST_LOG=info,spindle_csi=debug setsid spindle-csi node "

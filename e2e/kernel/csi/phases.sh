@@ -35,22 +35,28 @@ phase_csi_plugin() {
   say "node ID $NODE_ID; registration socket and /healthz up"
 }
 
-phase_csi_sanity() {
+# sanity KIND: csi-sanity's Node Service suite with volumes of access type KIND (mount or
+# block); its log goes to the host as sanity-KIND.log.
+sanity() {
+  local kind=$1 rc=0
   printf 'spindle.dev/chap: none\nspindle.dev/node: %s\n' "$STORAGE_NODE" >/tmp/sanity-params.yaml
-  local rc=0
   csi-sanity --csi.endpoint "unix://$SOCK" --csi.controllerendpoint "$CONTROLLER" \
     --csi.testvolumesize "$SANITY_SIZE" --csi.testvolumeexpandsize "$SANITY_EXPAND_SIZE" \
-    --csi.testvolumeparameters /tmp/sanity-params.yaml \
+    --csi.testvolumeparameters /tmp/sanity-params.yaml --csi.testvolumeaccesstype "$kind" \
     --csi.stagingdir /tmp/csi-staging --csi.mountdir /tmp/csi-mount \
     --ginkgo.focus 'Node Service' --ginkgo.v --ginkgo.no-color --ginkgo.timeout 40m \
     >/tmp/sanity.log 2>&1 || rc=$?
-  send_file sanity.log /tmp/sanity.log
+  send_file "sanity-$kind.log" /tmp/sanity.log
   grep -E '^(Ran |SUCCESS|FAIL)' /tmp/sanity.log >&2
   [ $rc -eq 0 ] || fail "csi-sanity exited $rc: $(grep -E '^\s*\[FAIL\]' /tmp/sanity.log | head -3 | tr '\n' ' ')"
   # Every node test that runs must pass, and no session or node record may be left behind.
   [ -z "$(iscsiadm -m session 2>/dev/null)" ] || fail "sessions left after csi-sanity: $(iscsiadm -m session)"
   [ -z "$(iscsiadm -m node 2>/dev/null)" ] || fail "node records left after csi-sanity: $(iscsiadm -m node)"
 }
+
+phase_csi_sanity() { sanity mount; }
+
+phase_csi_sanity_block() { sanity block; }
 
 # node_records IQN: the node records of IQN (empty if none).
 node_records() { iscsiadm -m node 2>/dev/null | awk -v t="$1" '$2 == t'; }
@@ -70,9 +76,14 @@ phase_csi_wrong_naa() {
   if out=$(check stage "$VOLUME" /tmp/naa-stage "$PORTALS" "$IQN" "$LUN" "$wrong"); then
     fail "NodeStageVolume with naa $wrong accepted disk naa $NAA"
   fi
-  say "refused: $(echo "$out" | tr '\n' ' ')"
-  echo "$out" | grep -q 'code=FailedPrecondition' || fail "expected FAILED_PRECONDITION: $out"
-  echo "$out" | grep -q "not the volume's naa.$wrong" || fail "the refusal does not name the NAAs: $out"
+  eval "$out"
+  # shellcheck disable=SC2154  # code, message: set by the eval of the answer
+  say "refused: $code: $message"
+  [ "$code" = FailedPrecondition ] || fail "expected FAILED_PRECONDITION: $code: $message"
+  case $message in
+    *"is naa.$NAA, not the volume's naa.$wrong"*) ;;
+    *) fail "the refusal does not name the NAAs: $message" ;;
+  esac
   ! grep -q ' /tmp/naa-stage ' /proc/mounts || fail "the staging path got mounted"
   [ -z "$(session_id "$IQN")" ] || fail "the session made for the refused disk is left"
   [ -z "$(node_records "$IQN")" ] || fail "the node record made for the refused disk is left"

@@ -273,13 +273,18 @@ async fn call(cli: Cli) -> Result<Vec<(String, String)>, tonic::Status> {
     })
 }
 
+/// `text` quoted for a POSIX shell.
+fn quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match call(cli).await {
         Ok(lines) => {
             for (k, v) in lines {
-                println!("{k}='{}'", v.replace('\'', ""));
+                println!("{k}={}", quoted(&v));
             }
             ExitCode::SUCCESS
         }
@@ -289,7 +294,7 @@ async fn main() -> ExitCode {
         }
         Err(s) => {
             println!("code={:?}", s.code());
-            println!("message='{}'", s.message().replace('\'', ""));
+            println!("message={}", quoted(s.message()));
             ExitCode::from(1)
         }
     }

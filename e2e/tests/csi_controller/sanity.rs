@@ -107,8 +107,10 @@ pub fn sanity(s: &Spindle, _: &str) -> Result<()> {
     let mut reasons: HashMap<&str, usize> = HashMap::new();
     for s in &controller_skips {
         *reasons
-            .entry(if s.message.is_empty() {
-                "filtered (pending)"
+            .entry(if s.state == "pending" {
+                "marked pending (XIt) in csi-sanity itself"
+            } else if s.message.is_empty() {
+                "filtered out by --ginkgo.skip (PENDING below)"
             } else {
                 &s.message
             })

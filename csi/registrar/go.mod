@@ -1,4 +1,4 @@
-module spindle.dev/e2e/csi/registrar
+module spindle.dev/csi/registrar
 
 go 1.24.0
 

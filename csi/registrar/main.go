@@ -1,12 +1,13 @@
-// Command registrar answers kubelet's plugin registration (pluginregistration/v1) for the
-// CSI driver csi.spindle.dev on behalf of `spindle-csi node`, in e2e/csi/run-pod only.
+// Command spindle-csi-registrar answers kubelet's plugin registration (pluginregistration/v1) for
+// the CSI driver csi.spindle.dev on behalf of `spindle-csi node` (a container beside it in the
+// chart's node DaemonSet; a process beside it in e2e/csi/run-pod).
 //
 // kubelet v1.34 dials the registration socket with its file path as the HTTP/2 :authority,
 // which the Rust node plugin's HTTP/2 server (h2) refuses (RST_STREAM PROTOCOL_ERROR), so the
 // plugin's own registration service cannot be reached by kubelet; grpc-go accepts it. kubelet's
 // CSI calls themselves send "localhost" and reach the Rust plugin directly.
 //
-// usage: registrar REGISTRY_DIR CSI_SOCKET
+// usage: spindle-csi-registrar REGISTRY_DIR CSI_SOCKET
 package main
 
 import (
@@ -45,7 +46,7 @@ func (s *server) NotifyRegistrationStatus(_ context.Context, st *registerapi.Reg
 
 func main() {
 	if len(os.Args) != 3 {
-		fmt.Fprintln(os.Stderr, "usage: registrar REGISTRY_DIR CSI_SOCKET")
+		fmt.Fprintln(os.Stderr, "usage: spindle-csi-registrar REGISTRY_DIR CSI_SOCKET")
 		os.Exit(2)
 	}
 	sock := filepath.Join(os.Args[1], driver+"-reg.sock")
