@@ -49,7 +49,7 @@ pub async fn expand(
         .file
         .as_ref()
         .map(|f| f.size_bytes)
-        .ok_or_else(|| Status::failed_precondition(format!("volume {id} has no file source")))?;
+        .ok_or_else(|| Status::internal(format!("volume {id} has no file source")))?;
     let wanted = size::volume_size(Some(range), d.spec.block_size)
         .map_err(|e| Status::out_of_range(e.to_string()))?;
     if wanted < current {
@@ -63,7 +63,7 @@ pub async fn expand(
             .patch(id, &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(&patch))
             .await
             .map_err(|e| match &e {
-                kube::Error::Api(s) if s.code == 422 => Status::failed_precondition(format!(
+                kube::Error::Api(s) if s.code == 422 => Status::internal(format!(
                     "Device {}/{id} refuses the new size (does the installed Device CRD allow growing a file?): {}",
                     c.namespace,
                     api_message(&e)
@@ -90,7 +90,7 @@ pub async fn expand(
         // The agent refused the growth (NoSpace: the file keeps its old size).
         if let Readiness::Failed(code, msg) = readiness(&conditions, d.metadata.generation) {
             return Err(Status::new(
-                code,
+                expansion_code(code),
                 format!("Device {}/{id}: {msg}", c.namespace),
             ));
         }
@@ -105,4 +105,28 @@ pub async fn expand(
         capacity_bytes: i64::try_from(served).unwrap_or(i64::MAX),
         node_expansion_required: !block,
     })
+}
+
+/// The code an expansion answers for a Device that failed with `code`. FAILED_PRECONDITION means
+/// "in use: only offline expansion" to ControllerExpandVolume's callers (the spec; the
+/// external-resizer then refuses every later try while a Pod uses the volume), so a Device
+/// whose node cannot serve it now answers UNAVAILABLE instead (retried).
+fn expansion_code(code: tonic::Code) -> tonic::Code {
+    match code {
+        tonic::Code::FailedPrecondition => tonic::Code::Unavailable,
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod expansion_code_tests {
+    use super::expansion_code;
+    use tonic::Code;
+
+    #[test]
+    fn an_expansion_never_answers_failed_precondition() {
+        assert_eq!(expansion_code(Code::FailedPrecondition), Code::Unavailable);
+        assert_eq!(expansion_code(Code::ResourceExhausted), Code::ResourceExhausted);
+        assert_eq!(expansion_code(Code::InvalidArgument), Code::InvalidArgument);
+    }
 }
