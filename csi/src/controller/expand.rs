@@ -126,7 +126,10 @@ mod expansion_code_tests {
     #[test]
     fn an_expansion_never_answers_failed_precondition() {
         assert_eq!(expansion_code(Code::FailedPrecondition), Code::Unavailable);
-        assert_eq!(expansion_code(Code::ResourceExhausted), Code::ResourceExhausted);
+        assert_eq!(
+            expansion_code(Code::ResourceExhausted),
+            Code::ResourceExhausted
+        );
         assert_eq!(expansion_code(Code::InvalidArgument), Code::InvalidArgument);
     }
 }
