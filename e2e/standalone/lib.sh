@@ -36,14 +36,16 @@ start_agent() {
     >"$AGENT_LOG" 2>&1 &
   AGENT_PID=$!
   AGENT_PIDS+=("$AGENT_PID")
-  local host=${listen%:*} port=${listen##*:}
-  for _ in $(seq 1 200); do
-    if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then return 0; fi
+  # The portal listens before the Targets are applied: wait for the agent's "ready" line (an
+  # initiator that came at the port's first answer was refused "target not found" on a busy
+  # machine).
+  for _ in $(seq 1 400); do
+    if grep -q "ready: the manifests' Targets are served" "$AGENT_LOG"; then return 0; fi
     kill -0 "$AGENT_PID" 2>/dev/null || { cat "$AGENT_LOG" >&2; fail "agent $name exited at start"; }
     sleep 0.05
   done
   cat "$AGENT_LOG" >&2
-  fail "agent $name did not listen on $listen"
+  fail "agent $name did not serve its manifests on $listen within 20 s"
 }
 
 # stop_agent PID: SIGTERM, then require a clean exit (status 0) within 30 s.

@@ -253,6 +253,9 @@ fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
                 args.manifests.display()
             );
         }
+        // The portal listens from the start; this line says the manifests' Targets are served
+        // (scripts wait for it rather than for the port).
+        tracing::info!(targets = served, "{STANDALONE_READY}");
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("waiting for SIGHUP")?;
         loop {
@@ -267,6 +270,9 @@ fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         stop(&node).await
     })
 }
+
+/// Logged once the standalone agent serves every Target of its manifests it can.
+const STANDALONE_READY: &str = "ready: the manifests' Targets are served";
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
     ring::probe()?;
