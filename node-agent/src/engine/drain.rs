@@ -1,5 +1,5 @@
 //! The drain of one LUN, as an explicit state machine (the agent's side of the delete
-//! protocol: design.md, "Deleting a Device").
+//! protocol: node/delete.rs and DrainDevice in docs/agent-api.md).
 //!
 //! ```text
 //! Running --fence--> Fencing --fenced--> Draining --idle--> Flushed --release--> Released

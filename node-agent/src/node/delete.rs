@@ -1,4 +1,5 @@
-//! The agent's side of deleting a Device (design.md, "Deleting a Device"):
+//! The agent's side of deleting a Device (the calls DrainDevice and ReleaseDevice in
+//! docs/agent-api.md; the operator's side is operator/src/delete.rs):
 //!
 //! 1. **DrainDevice**: the fence is recorded on disk first (a restart keeps it fenced), then the
 //!    Device's LUN is fenced in its target's engine (new commands: 25h/00h), the commands it
