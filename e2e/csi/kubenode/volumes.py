@@ -14,9 +14,9 @@ from pathlib import Path
 from . import kube as k8s
 from .csi import (DRIVER, NAMESPACE, PLUGIN_ALIVE, PLUGIN_DIAG, PLUGIN_POD, PLUGIN_START, PLUGIN_WAIT,
                   STORAGE_CLASS, CsiPlane, plugin_pod)
+from .checks import pod as plain_pod
 from .node import NodeChannel
 
-BUSYBOX = "docker.io/library/spindle-busybox:1"
 LINES = 20000
 PATTERN_CMD = f"seq 1 {LINES} | sed 's/^/spindle-pattern-/'"
 PATTERN_SHA = hashlib.sha256("".join(f"spindle-pattern-{i}\n" for i in range(1, LINES + 1))
@@ -41,27 +41,13 @@ spec:
 
 
 def pod(name: str, claim: str, script: str, node: str, block: bool = False) -> str:
+    """A test Pod (checks.pod) with the claim as /data, or as /dev/xvda in block mode."""
     attach = ("    volumeDevices: [{name: vol, devicePath: /dev/xvda}]" if block
               else "    volumeMounts: [{name: vol, mountPath: /data}]")
-    return f"""apiVersion: v1
-kind: Pod
-metadata: {{name: {name}, namespace: default}}
-spec:
-  restartPolicy: Never
-  automountServiceAccountToken: false
-  terminationGracePeriodSeconds: 1
-  dnsPolicy: Default
-  nodeSelector: {{kubernetes.io/hostname: {node}}}
-  containers:
-  - name: main
-    image: {BUSYBOX}
-    imagePullPolicy: Never
-    command: ["sh", "-c", {json.dumps(script)}]
-{attach}
-  volumes:
+    volumes = f"""  volumes:
   - name: vol
-    persistentVolumeClaim: {{claimName: {claim}}}
-"""
+    persistentVolumeClaim: {{claimName: {claim}}}"""
+    return plain_pod(name, script, node, volumes=volumes, mounts=attach)
 
 
 class VolumeChecks:
