@@ -490,7 +490,7 @@ fn bad_specs(s: &Spindle, ns: &str) -> Result<()> {
     s.kubectl(&["delete", "target", "-n", ns, "first"])?;
     s.wait_condition("target", ns, "second", "Ready", "True", READY)?;
 
-    // nodeName and source are immutable: the apiserver refuses, naming the field.
+    // nodeName is immutable: the apiserver refuses, naming the field.
     let moved = device_yaml("shared", "node-b", MIB, "");
     let err = s
         .cluster
@@ -500,13 +500,14 @@ fn bad_specs(s: &Spindle, ns: &str) -> Result<()> {
         err.contains("spec.nodeName") && err.contains("immutable"),
         "{err}"
     );
-    let resized = device_yaml("shared", "node-a", 2 * MIB, "");
+    // A Device may grow (csi_grow tests that), never shrink: refused, naming the field.
+    let shrunk = device_yaml("shared", "node-a", MIB / 2, "");
     let err = s
         .cluster
-        .kubectl_fails(&["apply", "-n", ns, "-f", "-"], Some(&resized))?
-        .context("changing spec.source was accepted")?;
+        .kubectl_fails(&["apply", "-n", ns, "-f", "-"], Some(&shrunk))?
+        .context("shrinking spec.source.file.sizeBytes was accepted")?;
     ensure!(
-        err.contains("spec.source") && err.contains("immutable"),
+        err.contains("spec.source.file.sizeBytes") && err.contains("may only grow"),
         "{err}"
     );
     Ok(())
