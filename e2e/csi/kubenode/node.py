@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import shlex
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,16 +138,12 @@ class NodeChannel:
         self.up_ms = self.node_ms = 0
 
     def accept(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.channel.accept(timeout=0.5)
-                return
-            except TimeoutError:
-                if not self.guest.running():
-                    raise NodeError("QEMU exited before the guest started") from None
-                if time.monotonic() > deadline:
-                    raise NodeError("QEMU did not connect the control channel") from None
+        try:
+            self.channel.accept_while(self.guest.running, timeout)
+        except TimeoutError:
+            raise NodeError("QEMU did not connect the control channel") from None
+        except RuntimeError as err:  # harness.channel.ChannelClosed: QEMU exited first
+            raise NodeError(str(err)) from None
 
     def expect(self, verb: str, timeout: float) -> str:
         line = self.channel.readline(timeout)

@@ -25,6 +25,20 @@ class Channel:
         self.listener.settimeout(timeout)
         self.conn, _ = self.listener.accept()
 
+    def accept_while(self, running, timeout: float = 60) -> None:
+        """Waits for QEMU to connect the guest's control port: ChannelClosed as soon as
+        `running()` says QEMU exited, TimeoutError after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.accept(timeout=0.5)
+                return
+            except TimeoutError:
+                if not running():
+                    raise ChannelClosed("QEMU exited before the guest started") from None
+                if time.monotonic() > deadline:
+                    raise
+
     def readline(self, timeout: float) -> str:
         """The next line from the guest; TimeoutError after `timeout` seconds of silence."""
         assert self.conn is not None

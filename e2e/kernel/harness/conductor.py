@@ -114,16 +114,7 @@ class Conductor:
 
     def _accept(self) -> None:
         """Waits for QEMU to connect the guest's control port (at its start)."""
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                self.channel.accept(timeout=0.5)
-                return
-            except TimeoutError:
-                if not self.guest.running():
-                    raise ChannelClosed("QEMU exited before the guest started") from None
-                if time.monotonic() > deadline:
-                    raise
+        self.channel.accept_while(self.guest.running)
 
     def _fail_current(self, message: str) -> None:
         if self.current is not None and self.current.ok is None:
