@@ -6,6 +6,7 @@ use crate::proto::node_server::Node;
 use crate::proto::node_service_capability::{Rpc, rpc::Type as RpcType};
 use crate::proto::volume_capability::AccessType;
 use crate::proto::*;
+use crate::volume::{TOPOLOGY_KEY, TOPOLOGY_VALUE};
 
 use super::context::{Access, Attachment};
 use super::error::NodeError;
@@ -233,14 +234,45 @@ impl Node for NodeService {
         Ok(Response::new(NodeGetInfoResponse {
             node_id,
             max_volumes_per_node: self.max_volumes,
-            accessible_topology: None,
+            accessible_topology: Some(node_topology()),
         }))
+    }
+}
+
+/// The segment every node plugin reports (see [`crate::volume::TOPOLOGY_KEY`]).
+fn node_topology() -> Topology {
+    Topology {
+        segments: [(TOPOLOGY_KEY.to_owned(), TOPOLOGY_VALUE.to_owned())].into(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// kubelet copies the segment onto the Node as a label: both halves must be valid label
+    /// parts, or registration fails on every node.
+    #[test]
+    fn the_topology_segment_is_a_valid_node_label() {
+        let t = node_topology();
+        assert_eq!(t.segments.len(), 1);
+        let (key, value) = t.segments.iter().next().unwrap();
+        let (prefix, name) = key.split_once('/').expect("a prefixed key");
+        let label_part = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 63
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+                && s.as_bytes()[0].is_ascii_alphanumeric()
+                && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
+        };
+        assert!(
+            prefix.len() <= 253 && prefix.split('.').all(label_part),
+            "{key}"
+        );
+        assert!(label_part(name), "{key}");
+        assert!(label_part(value), "{value}");
+    }
 
     #[test]
     fn the_node_id_is_the_initiator_name() {

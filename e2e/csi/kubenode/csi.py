@@ -1,11 +1,11 @@
 """The CSI side of the run, on the host: Spindle (operator and one agent whose portal is on the
 bridge), `spindle-csi controller` with csi-provisioner, csi-attacher and csi-resizer as processes
-against the apiserver, the CSIDriver and a StorageClass (plain manifests: the Helm chart's CSI
-templates are not used here); and the node plugin started in the guest as a process."""
+against the apiserver, the CSIDriver and a StorageClass (plain manifests); and the node plugin in
+the guest: the chart's DaemonSet (helm template), or with --plugin process a process of the
+guest."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
@@ -15,9 +15,14 @@ from .cluster import CLUSTER, ROOT, Cluster
 from .kube import Kube
 
 DRIVER = "csi.spindle.dev"
+# The segment every node plugin reports (csi/src/volume.rs), a label of its Node.
+TOPOLOGY_KEY, TOPOLOGY_VALUE = "topology.csi.spindle.dev/initiator", "iscsi"
 NAMESPACE = "spindle-system"
 STORAGE_NODE = "spindle-storage"
 STORAGE_CLASS = "spindle"
+# The chart's default binding mode: provisioned once the scheduler placed the Pod, which it does
+# only on a node where the CSIStorageCapacity objects say the claim fits.
+LATE_STORAGE_CLASS = "spindle-late"
 PLUGIN_DIR = f"/var/lib/kubelet/plugins/{DRIVER}"
 
 MANIFESTS = f"""apiVersion: storage.k8s.io/v1
@@ -26,20 +31,23 @@ metadata: {{name: {DRIVER}}}
 spec:
   attachRequired: true
   podInfoOnMount: false
+  storageCapacity: true
   volumeLifecycleModes: [Persistent]
----
+""" + "".join(f"""---
 apiVersion: storage.k8s.io/v1
 kind: StorageClass
-metadata: {{name: {STORAGE_CLASS}}}
+metadata: {{name: {name}}}
 provisioner: {DRIVER}
 allowVolumeExpansion: true
 reclaimPolicy: Delete
-volumeBindingMode: Immediate
+volumeBindingMode: {binding}
 parameters:
   spindle.dev/node: {STORAGE_NODE}
   csi.storage.k8s.io/node-stage-secret-name: ${{pv.name}}-chap
   csi.storage.k8s.io/node-stage-secret-namespace: {NAMESPACE}
-"""
+""" for name, binding in ((STORAGE_CLASS, "Immediate"), (LATE_STORAGE_CLASS, "WaitForFirstConsumer")))
+
+PROCESS_HEALTH_PORT = 9809  # /healthz of the plugin as a process (run-pod --plugin process)
 
 # The node plugin, a process of the guest (beside kubelet, in its mount namespace). kubelet's
 # plugin registration goes through csi/registrar (grpc-go): kubelet v1.34 sends the socket's
@@ -49,7 +57,7 @@ PLUGIN_START = (
     f"mkdir -p {PLUGIN_DIR} /var/lib/kubelet/plugins_registry && "
     f"RUST_LOG=info,spindle_csi=debug setsid spindle-csi node "
     f"--endpoint unix://{PLUGIN_DIR}/csi.sock "
-    f"--state-dir {PLUGIN_DIR}/volumes --health-address 127.0.0.1:9809 "
+    f"--state-dir {PLUGIN_DIR}/volumes --health-address 127.0.0.1:{PROCESS_HEALTH_PORT} "
     f"--iscsiadm-timeout 60 --device-timeout 60 "
     f">/run/csi-node.log 2>&1 </dev/null & echo $! >/run/csi-node.pid; "
     f"for i in $(seq 1 120); do [ -S {PLUGIN_DIR}/csi.sock ] && break; sleep 0.5; done; "
@@ -59,85 +67,37 @@ PLUGIN_START = (
 # Alive: the process exists and is not a zombie; otherwise its log.
 PLUGIN_ALIVE = ("p=$(cat /run/csi-node.pid); if grep -q '^State:.*[ZX]' /proc/$p/status 2>/dev/null "
                 "|| [ ! -d /proc/$p ]; then echo 'the node plugin exited:'; tail -n 20 /run/csi-node.log; fi")
-# Serving: its registration socket and /healthz.
-PLUGIN_WAIT = (f"for i in $(seq 1 120); do [ -S /var/lib/kubelet/plugins_registry/{DRIVER}-reg.sock ] && "
-               "wget -q -O /dev/null http://127.0.0.1:9809/healthz && exit 0; sleep 0.5; done; "
-               "ls -la /var/lib/kubelet/plugins_registry; tail -n 30 /run/csi-node.log; exit 1")
+
+
+def plugin_wait(health_port: int) -> str:
+    """A guest command: waits until the plugin serves its registration socket and /healthz."""
+    return (f"for i in $(seq 1 120); do [ -S /var/lib/kubelet/plugins_registry/{DRIVER}-reg.sock ] && "
+            f"wget -q -O /dev/null http://127.0.0.1:{health_port}/healthz && exit 0; sleep 0.5; done; "
+            "ls -la /var/lib/kubelet/plugins_registry; tail -n 30 /run/csi-node.log; exit 1")
+
+
 PLUGIN_DIAG = ("ls -la /var/lib/kubelet/plugins_registry " + PLUGIN_DIR + "; tail -n 30 /run/csi-node.log; "
                "cat /run/registrar.log; "
                "grep -i -E 'plugin|csi' /run/kubelet.log | tail -n 25")
 
-# The node plugin as a privileged hostPID Pod instead (run-pod --plugin pod): the image
-# (plugin_image) holds spindle-csi, the registrar and busybox's nsenter. The host's initiator
-# name and node records are read through /proc/1/root, the host's mount table through
-# /proc/1/mountinfo; every command runs in PID 1's mount namespace.
-PLUGIN_IMAGE = "docker.io/library/spindle-csi:e2e"
-PLUGIN_POD = "spindle-csi-node"
+# The node plugin as the chart deploys it (run-pod --plugin pod, the default): the chart's CSI
+# node DaemonSet and its ServiceAccount, rendered by helm with the image e2e/images/build made
+# (imported into the guest's containerd at boot, never pulled).
+CHART = ROOT / "charts" / "spindle"
+CHART_HEALTH_PORT = 9564  # the chart's csi.node.healthPort default
+NODE_PLUGIN_COMPONENT = "app.kubernetes.io/component=csi-node"
 
 
-def plugin_pod(node: str) -> str:
-    kubelet_mount = "{name: kubelet, mountPath: /var/lib/kubelet, mountPropagation: Bidirectional}"
-    args = [
-        "node", f"--node-name={node}", f"--endpoint=unix://{PLUGIN_DIR}/csi.sock",
-        "--host-command-prefix=nsenter --target 1 --mount --", "--mountinfo=/proc/1/mountinfo",
-        "--initiator-name-file=/proc/1/root/etc/iscsi/initiatorname.iscsi",
-        "--iscsi-node-dir=/proc/1/root/etc/iscsi/nodes",
-        "--iscsi-node-dir=/proc/1/root/var/lib/iscsi/nodes",
-        f"--state-dir={PLUGIN_DIR}/volumes", "--health-address=127.0.0.1:9809",
-        "--iscsiadm-timeout=60", "--device-timeout=60"]
-    return f"""apiVersion: v1
-kind: Pod
-metadata: {{name: {PLUGIN_POD}, namespace: {NAMESPACE}}}
-spec:
-  nodeSelector: {{kubernetes.io/hostname: {node}}}
-  hostNetwork: true
-  hostPID: true
-  dnsPolicy: Default
-  automountServiceAccountToken: false
-  terminationGracePeriodSeconds: 5
-  containers:
-  - name: plugin
-    image: {PLUGIN_IMAGE}
-    imagePullPolicy: Never
-    command: ["/usr/local/bin/spindle-csi"]
-    args: {json.dumps(args)}
-    env: [{{name: RUST_LOG, value: "info,spindle_csi=debug"}}]
-    securityContext: {{privileged: true}}
-    volumeMounts: [{kubelet_mount}, {{name: dev, mountPath: /dev}}, {{name: sys, mountPath: /sys}}]
-  - name: registrar
-    image: {PLUGIN_IMAGE}
-    imagePullPolicy: Never
-    command: ["/usr/local/bin/spindle-registrar", "/var/lib/kubelet/plugins_registry", "{PLUGIN_DIR}/csi.sock"]
-    volumeMounts: [{{name: kubelet, mountPath: /var/lib/kubelet}}]
-  volumes:
-  - {{name: kubelet, hostPath: {{path: /var/lib/kubelet, type: Directory}}}}
-  - {{name: dev, hostPath: {{path: /dev, type: Directory}}}}
-  - {{name: sys, hostPath: {{path: /sys, type: Directory}}}}
-"""
-
-
-def plugin_image(csi: Path, registrar: Path, kernel_initrd: Path, work: Path) -> bytes:
-    """The OCI archive of the plugin's image: spindle-csi with its libraries (e2e/images/rootfs),
-    the registrar, and busybox (from the guest image) as nsenter."""
-    root = work / "plugin-rootfs"
-    named = work / "plugin-bin" / "spindle-csi"  # rootfs names the binary after its file
-    named.parent.mkdir(exist_ok=True)
-    named.write_bytes(csi.read_bytes())
-    named.chmod(0o755)
-    subprocess.run([str(ROOT / "e2e/images/rootfs"), str(named), str(root)], check=True)
-    (root / "usr/local/bin/spindle-registrar").write_bytes(registrar.read_bytes())
-    (root / "usr/local/bin/spindle-registrar").chmod(0o755)
-    (root / "bin").mkdir(exist_ok=True)
-    with open(kernel_initrd, "rb") as f:
-        busybox = subprocess.run(["cpio", "-i", "--quiet", "--to-stdout", "bin/busybox"], stdin=f,
-                                 check=True, capture_output=True).stdout
-    (root / "bin/busybox").write_bytes(busybox)
-    (root / "bin/busybox").chmod(0o755)
-    (root / "bin/nsenter").symlink_to("busybox")
-    out = work / "spindle-csi.oci.tar"
-    subprocess.run([str(ROOT / "e2e/images/oci-archive"), "--rootfs", str(root), "--name", PLUGIN_IMAGE,
-                    "--entrypoint", "/usr/local/bin/spindle-csi", "--out", str(out)], check=True)
-    return out.read_bytes()
+def chart_node_plugin(helm: Path, image_tag: str, node: str) -> str:
+    """The chart's node plugin manifests (DaemonSet, RBAC) for this release's image tag, the
+    DaemonSet on `node` only (the storage node is a Node object without a kubelet)."""
+    return subprocess.run(
+        [str(helm), "template", "spindle", str(CHART), "--namespace", NAMESPACE,
+         "--set", "csi.enabled=true", "--set", f"image.tag={image_tag}",
+         "--set", "image.pullPolicy=Never", "--set", f"csi.node.nodeSelector.kubernetes\\.io/hostname={node}",
+         "--set", "csi.logLevel=info\\,spindle_csi=debug",
+         "--show-only", "templates/csi/node.yaml", "--show-only", "templates/csi/rbac.yaml"],
+        check=True, stdout=subprocess.PIPE, text=True).stdout
 
 
 class CsiPlane:
@@ -176,7 +136,12 @@ class CsiPlane:
         common = [f"--csi-address={self.sock}", f"--kubeconfig={kc}", "--leader-election=false",
                   "--timeout=150s", "--v=2"]
         b = c.bin_dir
-        c.spawn("csi-provisioner", [str(b / "csi-provisioner"), *common, "--extra-create-metadata"])
+        # CSIStorageCapacity objects from GetCapacity, as the chart's provisioner makes them (a
+        # process has no Pod to own them; polled often so that the check sees a change soon).
+        c.spawn("csi-provisioner", [str(b / "csi-provisioner"), *common, "--extra-create-metadata",
+                                    "--enable-capacity", "--capacity-ownerref-level=-1",
+                                    "--capacity-poll-interval=5s"],
+                env=dict(os.environ, NAMESPACE=NAMESPACE))
         c.spawn("csi-attacher", [str(b / "csi-attacher"), *common])
         c.spawn("csi-resizer", [str(b / "csi-resizer"), *common])
         k.apply(MANIFESTS)

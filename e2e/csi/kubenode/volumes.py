@@ -12,8 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import kube as k8s
-from .csi import (DRIVER, NAMESPACE, PLUGIN_ALIVE, PLUGIN_DIAG, PLUGIN_POD, PLUGIN_START, PLUGIN_WAIT,
-                  STORAGE_CLASS, CsiPlane, plugin_pod)
+from .csi import (CHART_HEALTH_PORT, DRIVER, NAMESPACE, NODE_PLUGIN_COMPONENT, PLUGIN_ALIVE, PLUGIN_DIAG,
+                  PLUGIN_START, PROCESS_HEALTH_PORT, STORAGE_CLASS, CsiPlane, plugin_wait)
+from .capacity import CapacityChecks
 from .checks import pod as plain_pod
 from .node import NodeChannel
 
@@ -27,14 +28,14 @@ GROWN_KIB = 200 * 1024  # df's size of a 256 MiB ext4 is above this, a 128 MiB o
 TIMEOUT = 420
 
 
-def pvc(name: str, size: str = SIZE, block: bool = False) -> str:
+def pvc(name: str, size: str = SIZE, block: bool = False, storage_class: str = STORAGE_CLASS) -> str:
     mode = "Block" if block else "Filesystem"
     return f"""apiVersion: v1
 kind: PersistentVolumeClaim
 metadata: {{name: {name}, namespace: default}}
 spec:
   accessModes: [ReadWriteOnce]
-  storageClassName: {STORAGE_CLASS}
+  storageClassName: {storage_class}
   volumeMode: {mode}
   resources: {{requests: {{storage: {size}}}}}
 """
@@ -53,24 +54,35 @@ def pod(name: str, claim: str, script: str, node: str, block: bool = False) -> s
 class VolumeChecks:
     def __init__(self, kube: k8s.Kube, node: NodeChannel, plane: CsiPlane, node_name: str,
                  record: Callable[[str, Callable[[], str]], bool], figures: dict[str, float],
-                 runs: int, plugin_mode: str = "process", node_kubeconfig: Path | None = None):
+                 runs: int, plugin_manifests: str | None = None, node_kubeconfig: Path | None = None):
+        """plugin_manifests: the chart's node plugin (csi.chart_node_plugin) to apply; None: the
+        plugin is started as a process of the guest."""
         self.kube, self.node, self.plane = kube, node, plane
         self.node_name, self.record, self.figures, self.runs = node_name, record, figures, runs
         self.results_plugin_ok = False
-        self.plugin_mode = plugin_mode
+        self.plugin_manifests = plugin_manifests
         self.node_kubeconfig = node_kubeconfig
+
+    def plugin_pod(self) -> dict | None:
+        """The node plugin's Pod on the guest (the chart's DaemonSet has one per node)."""
+        pods = (self.kube.get("-n", NAMESPACE, "pods", "-l", NODE_PLUGIN_COMPONENT) or {}).get("items") or []
+        here = [p for p in pods if (p.get("spec") or {}).get("nodeName") == self.node_name]
+        if len(pods) > len(here):
+            raise AssertionError(f"the node plugin DaemonSet has Pods off the guest: {len(pods)} Pods, "
+                                 f"{len(here)} on {self.node_name}")
+        return here[0] if here else None
 
     # --- helpers ------------------------------------------------------------------------------
 
     def alive(self) -> None:
         self.plane.cluster.check_alive()
-        if self.plugin_mode == "pod":
-            pod = self.kube.get("-n", NAMESPACE, "pod", PLUGIN_POD)
+        if self.plugin_manifests is not None:
+            pod = self.plugin_pod()
             restarts = sum(c.get("restartCount", 0) for c in
                            ((pod or {}).get("status") or {}).get("containerStatuses") or [])
             if k8s.pod_phase(pod) not in ("Running", "Pending") or restarts:
-                logs = self.kube.run("-n", NAMESPACE, "logs", PLUGIN_POD, "--all-containers", "--tail=20",
-                                     check=False)
+                logs = self.kube.run("-n", NAMESPACE, "logs", "-l", NODE_PLUGIN_COMPONENT, "--all-containers",
+                                     "--tail=20", check=False)
                 raise AssertionError(f"the node plugin Pod is {k8s.pod_phase(pod)}, {restarts} restarts: {logs}")
             return
         rc, out = self.node.run(PLUGIN_ALIVE, 60)
@@ -144,16 +156,22 @@ class VolumeChecks:
         state: dict[str, str] = {}
 
         def plugin() -> str:
-            if self.plugin_mode == "pod":
+            if self.plugin_manifests is not None:
                 t0 = time.monotonic()
-                k.apply(plugin_pod(n))
-                k.wait_for("node plugin Pod Running", lambda: k8s.pod_phase(
-                    k.get("-n", NAMESPACE, "pod", PLUGIN_POD)) == "Running", 300, 1,
-                    lambda: k.pod_doomed(PLUGIN_POD, NAMESPACE))
-                self.figures["node plugin Pod create -> Running"] = time.monotonic() - t0
+                k.apply(self.plugin_manifests)
+
+                def doomed() -> None:
+                    if (p := self.plugin_pod()) is not None:
+                        k.pod_doomed(p["metadata"]["name"], NAMESPACE)
+
+                k.wait_for("the chart's node plugin Pod Running",
+                           lambda: k8s.pod_phase(self.plugin_pod()) == "Running", 300, 1, doomed)
+                self.figures["node plugin DaemonSet applied -> Pod Running"] = time.monotonic() - t0
+                health = CHART_HEALTH_PORT
             else:
                 self.node.must(PLUGIN_START)
-            rc, out = self.node.run(PLUGIN_WAIT, 90)
+                health = PROCESS_HEALTH_PORT
+            rc, out = self.node.run(plugin_wait(health), 90)
             if rc != 0:
                 raise AssertionError(f"the node plugin does not serve: {out[-3000:]}")
             try:
@@ -261,6 +279,12 @@ class VolumeChecks:
             return f"pattern written and read back on /dev/xvda; deleted, file gone after {took}"
 
         ok = self.results_plugin_ok = self.record("CSI node plugin registers with kubelet", plugin)
+        cap = CapacityChecks(k, self.plane, n, self.finished, self.delete_all, pvc, pod, self.alive)
+        for name, check in (("CSIStorageCapacity follows the storage node's free bytes", cap.follows_free_bytes),
+                            ("a claim bigger than the free space: its Pod is placed nowhere",
+                             cap.too_big_stays_pending),
+                            ("a late-binding claim that fits: Pod placed, volume made", cap.fitting_is_placed)):
+            ok = ok and self.record(name, check)
         ok = ok and self.record("PVC -> Pod writes a pattern", write_runs)
         secrets_ok = ok and self.record("the node reads only its own volumes' CHAP Secrets", node_secrets)
         ok = ok and self.record("a second Pod reads it back", read_back)

@@ -2,7 +2,7 @@ import hashlib
 import subprocess
 import unittest
 
-from kubenode import kube, node, volumes
+from kubenode import capacity, kube, node, volumes
 
 SPEC = node.NodeSpec("n1", "10.1.0.2", 24, "https://10.1.0.1:6443", "iqn.2026-12.dev.spindle:n1")
 POD = {
@@ -70,3 +70,16 @@ class PatternTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class QuantityTest(unittest.TestCase):
+    def test_byte_quantities(self):
+        self.assertEqual(capacity.quantity_bytes("37580963840"), 37580963840)
+        self.assertEqual(capacity.quantity_bytes("36700160Ki"), 36700160 << 10)
+        self.assertEqual(capacity.quantity_bytes("35Gi"), 35 << 30)
+        self.assertEqual(capacity.quantity_bytes("2G"), 2 * 10**9)
+
+    def test_what_is_not_bytes_is_refused(self):
+        for q in ("", "1.5Gi", "-1", "12Q", "Gi", "1 Gi"):
+            with self.assertRaises(ValueError, msg=q):
+                capacity.quantity_bytes(q)
