@@ -6,12 +6,6 @@
 # The final images hold the binary and the C libraries it links (laid out by e2e/images/rootfs,
 # the same script e2e/images/build uses to make these images without Docker), nothing else.
 
-# kubelet's plugin registration answered by a small grpc-go server (csi/registrar).
-FROM golang:1.26-bookworm AS registrar
-WORKDIR /src
-COPY csi/registrar/ .
-RUN --mount=type=cache,target=/go/pkg/mod CGO_ENABLED=0 go build -trimpath -ldflags=-s -o /out/spindle-csi-registrar .
-
 FROM rust:1.95-bookworm AS build
 # Go fetches the CSI spec's csi.proto from the Go module proxy (csi/build.rs); nsenter goes into
 # the CSI image.
@@ -19,15 +13,13 @@ RUN apt-get update && apt-get install -y --no-install-recommends golang-go util-
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-COPY --from=registrar /out/spindle-csi-registrar /tmp/spindle-csi-registrar
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     --mount=type=cache,target=/root/go/pkg/mod \
     cargo build --release --locked -p spindle-agent -p spindle-operator -p spindle-csi \
     && e2e/images/rootfs target/release/spindle-agent /out/agent \
     && e2e/images/rootfs target/release/spindle-operator /out/operator \
-    && e2e/images/rootfs target/release/spindle-csi /out/csi /usr/bin/nsenter \
-        /tmp/spindle-csi-registrar=/usr/local/bin/spindle-csi-registrar
+    && e2e/images/rootfs target/release/spindle-csi /out/csi /usr/bin/nsenter
 
 # The operator needs no privilege at all: it runs as nonroot (65532).
 FROM scratch AS operator

@@ -52,8 +52,7 @@ impl std::fmt::Display for Endpoint {
 }
 
 impl Endpoint {
-    /// Serves `router` here until `shutdown` resolves. A stale unix socket from an earlier run
-    /// is removed first (kubelet and the sidecars reconnect to the new one).
+    /// Serves `router` here until `shutdown` resolves (a unix socket bound by [`bind_unix`]).
     pub async fn serve(
         &self,
         router: Router,
@@ -65,16 +64,7 @@ impl Endpoint {
         };
         match self {
             Endpoint::Unix(path) => {
-                match std::fs::remove_file(path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io(e)),
-                }
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(io)?;
-                }
-                let listener = UnixListener::bind(path).map_err(io)?;
-                let incoming = UnixListenerStream::new(listener);
+                let incoming = UnixListenerStream::new(bind_unix(path).map_err(io)?);
                 router
                     .serve_with_incoming_shutdown(incoming, shutdown)
                     .await?;
@@ -89,6 +79,20 @@ impl Endpoint {
         }
         Ok(())
     }
+}
+
+/// A listener on the unix socket `path`, its folder made and a stale socket from an earlier run
+/// removed first (kubelet and the sidecars reconnect to the new one).
+pub fn bind_unix(path: &std::path::Path) -> std::io::Result<UnixListener> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    UnixListener::bind(path)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! registration).
 
 pub mod attach;
+pub mod authority;
 pub mod context;
 pub mod error;
 pub mod expand;
@@ -163,13 +164,13 @@ pub async fn serve(
             }
         };
         let sock = registration::socket_path(dir);
-        let reg = Endpoint::Unix(sock.clone());
         let router = tonic::transport::Server::builder().add_service(RegistrationServer::new(
             RegistrationService::new(csi_path, refused_tx),
         ));
         let stop = stopped(stop_rx.clone());
+        let path = sock.clone();
         tokio::spawn(async move {
-            if let Err(e) = reg.serve(router, stop).await {
+            if let Err(e) = registration::serve(&path, router, stop).await {
                 tracing::error!(error = %e, "plugin registration socket");
             }
         });

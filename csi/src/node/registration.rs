@@ -1,13 +1,24 @@
 //! Kubelet's plugin registration (`pluginregistration/v1`, served on
 //! `<kubelet dir>/plugins_registry/csi.spindle.dev-reg.sock`): kubelet's plugin watcher finds
 //! the socket, asks GetInfo for the CSI endpoint, then reports whether it registered the
-//! driver. The node mode answers it itself (node-driver-registrar is not needed).
+//! driver. The node mode answers it itself (node-driver-registrar is not needed); every
+//! connection goes through [`AuthorityFix`], without which kubelet's calls never reach the
+//! service (see [`super::authority`]).
 
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
+use tokio::net::UnixStream;
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::server::{Connected, Router};
 use tonic::{Request, Response, Status};
 
+use super::authority::AuthorityFix;
+use crate::Error;
 use crate::volume::DRIVER_NAME;
 
 #[allow(clippy::all, missing_docs)]
@@ -63,6 +74,106 @@ impl Registration for RegistrationService {
         Ok(Response::new(RegistrationStatusResponse {}))
     }
 }
+
+/// Serves `router` (the registration service) on the unix socket `path` until `shutdown`
+/// resolves, each connection's requests rewritten by [`AuthorityFix`].
+pub async fn serve(
+    path: &Path,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    let listener = crate::endpoint::bind_unix(path).map_err(|source| Error::Serve {
+        endpoint: format!("unix://{}", path.display()),
+        source,
+    })?;
+    let incoming = UnixListenerStream::new(listener).map(|conn| {
+        conn.map(|client| {
+            // The server end of an in-memory pipe; the pump rewrites what the client sends.
+            let (server_end, pump_end) = tokio::io::duplex(64 << 10);
+            tokio::spawn(pump(client, pump_end));
+            Fixed(server_end)
+        })
+    });
+    router
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Copies the client's bytes to the server through the rewriter, and the server's back as they
+/// are, until either side closes (or the client sends what is not HTTP/2).
+async fn pump(client: UnixStream, server: DuplexStream) {
+    let (mut from_client, mut to_client) = client.into_split();
+    let (mut from_server, mut to_server) = tokio::io::split(server);
+    let upstream = async move {
+        let mut fix = AuthorityFix::new();
+        let (mut buf, mut out) = (vec![0u8; 16 << 10], Vec::new());
+        let r = async {
+            loop {
+                let n = from_client.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok(());
+                }
+                out.clear();
+                fix.push(&buf[..n], &mut out)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+                to_server.write_all(&out).await?;
+            }
+        }
+        .await;
+        let _ = to_server.shutdown().await;
+        r
+    };
+    let downstream = async move {
+        tokio::io::copy(&mut from_server, &mut to_client).await?;
+        to_client.shutdown().await
+    };
+    let (up, down): (std::io::Result<()>, std::io::Result<()>) = tokio::join!(upstream, downstream);
+    if let Err(e) = up.and(down) {
+        tracing::warn!(error = %e, "plugin registration connection closed");
+    }
+}
+
+/// The server's end of a registration connection.
+struct Fixed(DuplexStream);
+
+impl Connected for Fixed {
+    type ConnectInfo = ();
+
+    fn connect_info(&self) -> Self::ConnectInfo {}
+}
+
+impl AsyncRead for Fixed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Fixed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+#[path = "registration_kubelet_tests.rs"]
+mod kubelet_tests;
 
 #[cfg(test)]
 mod tests {

@@ -49,20 +49,15 @@ parameters:
 
 PROCESS_HEALTH_PORT = 9809  # /healthz of the plugin as a process (run-pod --plugin process)
 
-# The node plugin, a process of the guest (beside kubelet, in its mount namespace). kubelet's
-# plugin registration goes through csi/registrar (grpc-go): kubelet v1.34 sends the socket's
-# path as the HTTP/2 :authority of GetInfo, which the plugin's own registration server (h2)
-# refuses with RST_STREAM PROTOCOL_ERROR (measured here; docs/csi.md).
+# The node plugin, a process of the guest (beside kubelet, in its mount namespace), answering
+# kubelet's plugin registration itself as in the chart's Pod.
 PLUGIN_START = (
     f"mkdir -p {PLUGIN_DIR} /var/lib/kubelet/plugins_registry && "
     f"RUST_LOG=info,spindle_csi=debug setsid spindle-csi node "
-    f"--endpoint unix://{PLUGIN_DIR}/csi.sock "
+    f"--endpoint unix://{PLUGIN_DIR}/csi.sock --kubelet-registration-dir /var/lib/kubelet/plugins_registry "
     f"--state-dir {PLUGIN_DIR}/volumes --health-address 127.0.0.1:{PROCESS_HEALTH_PORT} "
     f"--iscsiadm-timeout 60 --device-timeout 60 "
-    f">/run/csi-node.log 2>&1 </dev/null & echo $! >/run/csi-node.pid; "
-    f"for i in $(seq 1 120); do [ -S {PLUGIN_DIR}/csi.sock ] && break; sleep 0.5; done; "
-    f"setsid spindle-registrar /var/lib/kubelet/plugins_registry {PLUGIN_DIR}/csi.sock "
-    f">/run/registrar.log 2>&1 </dev/null &")
+    f">/run/csi-node.log 2>&1 </dev/null & echo $! >/run/csi-node.pid")
 
 # Alive: the process exists and is not a zombie; otherwise its log.
 PLUGIN_ALIVE = ("p=$(cat /run/csi-node.pid); if grep -q '^State:.*[ZX]' /proc/$p/status 2>/dev/null "
@@ -77,7 +72,6 @@ def plugin_wait(health_port: int) -> str:
 
 
 PLUGIN_DIAG = ("ls -la /var/lib/kubelet/plugins_registry " + PLUGIN_DIR + "; tail -n 30 /run/csi-node.log; "
-               "cat /run/registrar.log; "
                "grep -i -E 'plugin|csi' /run/kubelet.log | tail -n 25")
 
 # The node plugin as the chart deploys it (run-pod --plugin pod, the default): the chart's CSI
