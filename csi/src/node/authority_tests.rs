@@ -222,3 +222,37 @@ fn what_is_not_a_clients_http2_ends_the_connection() {
     // And the well-formed request still passes.
     assert!(rewrite(&[&PREFACE[..], &headers].concat()).is_ok());
 }
+
+/// Whoever can reach the socket may send anything: random frames (valid framing, random types,
+/// flags and payloads, header blocks of random bytes), in random pieces, never panic; each
+/// stream either passes or ends with an error.
+#[test]
+fn random_input_never_panics() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+    for _ in 0..3_000 {
+        let mut input = PREFACE.to_vec();
+        for _ in 0..rng.random_range(1..6) {
+            let kind = *[HEADERS, CONTINUATION, 0x0, 0x4, rng.random()]
+                .get(rng.random_range(0..5))
+                .unwrap();
+            let len = rng.random_range(0..64);
+            let payload: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            input.extend(frame(kind, rng.random(), rng.random_range(0..4), &payload));
+        }
+        if rng.random_bool(0.1) {
+            let at = rng.random_range(0..input.len());
+            input[at] = rng.random();
+        }
+        let mut fix = AuthorityFix::new();
+        let mut out = Vec::new();
+        let mut rest = &input[..];
+        while !rest.is_empty() {
+            let n = rng.random_range(1..=rest.len());
+            if fix.push(&rest[..n], &mut out).is_err() {
+                break;
+            }
+            rest = &rest[n..];
+        }
+    }
+}
