@@ -8,7 +8,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -18,6 +18,7 @@ use spindle_agent_proto::v1::agent_client::AgentClient;
 use tonic::transport::Channel;
 
 use spindle_e2e::agent::{AgentConfig, AgentProcess, Certs, ClientCert, client, signal};
+use spindle_e2e::checks::{self, Body, Fixture};
 use spindle_e2e::cluster::TestCluster;
 use spindle_e2e::initiator::{Writer, discovered, iscsi_ls, lun_url, qemu_io, writer_tool};
 
@@ -132,26 +133,19 @@ fn device_status(ctx: &Ctx, c: &mut AgentClient<Channel>, name: &str) -> Result<
 
 type Check = fn(&mut Ctx) -> Result<()>;
 
-#[test]
-fn agent_in_cluster_mode() {
-    let cluster = TestCluster::start(&["node-api"]).expect("control plane starts");
-    let work = tempfile_dir("agent-api");
-    let certs = Certs::make(&work.join("certs")).expect("certificates");
-    let agent = AgentProcess::start(agent_config(
-        &cluster, &work, &certs, "node-api", 2, 3260, 9443,
-    ))
-    .expect("agent starts");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut ctx = Ctx {
-        cluster,
-        work,
-        certs,
-        agent,
-        rt,
-    };
+impl Fixture for Ctx {
+    fn report_failure(&self) {
+        eprintln!("agent log:\n{}", self.agent.log_text());
+    }
+
+    fn finish(&mut self, passed: bool) {
+        if passed {
+            let _ = std::fs::remove_dir_all(&self.work);
+        }
+    }
+}
+
+fn main() -> ExitCode {
     let checks: &[(&str, Check)] = &[
         ("apply, discover, write and read back", apply_discover_io),
         ("mutual TLS refuses strangers", mtls_refuses_strangers),
@@ -176,26 +170,34 @@ fn agent_in_cluster_mode() {
             frozen_client_does_not_hold_the_stop,
         ),
     ];
-    let mut failures = Vec::new();
-    for (name, check) in checks {
-        let t0 = Instant::now();
-        match check(&mut ctx) {
-            Ok(()) => eprintln!("ok: {name} ({:.1} s)", t0.elapsed().as_secs_f64()),
-            Err(e) => failures.push(format!("{name}: {e:#}")),
-        }
-    }
-    if failures.is_empty() {
-        let _ = std::fs::remove_dir_all(&ctx.work);
-    } else {
-        eprintln!("agent log:\n{}", ctx.agent.log_text());
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} checks failed:\n{}",
-        failures.len(),
-        checks.len(),
-        failures.join("\n\n")
-    );
+    checks::run(
+        start,
+        checks.iter().map(|&(name, check)| {
+            let body: Body<Ctx> = Box::new(check);
+            (name.to_owned(), body)
+        }),
+    )
+}
+
+/// The cluster and node-api's agent.
+fn start() -> Result<Ctx> {
+    let cluster = TestCluster::start(&["node-api"]).context("control plane starts")?;
+    let work = tempfile_dir("agent-api");
+    let certs = Certs::make(&work.join("certs")).context("certificates")?;
+    let agent = AgentProcess::start(agent_config(
+        &cluster, &work, &certs, "node-api", 2, 3260, 9443,
+    ))
+    .context("agent starts")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(Ctx {
+        cluster,
+        work,
+        certs,
+        agent,
+        rt,
+    })
 }
 
 /// A work dir on a disk filesystem (tmpfs refuses O_DIRECT).

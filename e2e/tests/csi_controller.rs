@@ -6,6 +6,7 @@
 //! it); the checks run in order and all are reported (SPINDLE_E2E_ONLY=<part of a name>).
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -57,52 +58,9 @@ impl Drop for Stop {
     }
 }
 
-#[test]
-fn csi_controller_end_to_end() {
+fn main() -> ExitCode {
     let started = Instant::now();
-    let s = Spindle::start(&["node-a", "node-b"], &[]).expect("cluster with Spindle starts");
     let _stop = Stop;
-    let dir = std::env::temp_dir().join(format!("spindle-e2e-csi-{}", std::process::id()));
-    let base = std::env::var("SPINDLE_ADDR_BASE").unwrap_or_else(|_| "127.0.0".into());
-    let ip = format!("{base}.1");
-    let kubeconfig = s.cluster.kubeconfig().to_path_buf();
-    let controller = Process::start(
-        &driver::binary(),
-        "controller",
-        driver::free_port(&ip).expect("a port"),
-        &kubeconfig,
-        &[
-            "--namespace",
-            NS,
-            "--ready-timeout",
-            "60",
-            "--delete-timeout",
-            "90",
-        ],
-        &dir,
-    )
-    .expect("spindle-csi controller starts");
-    let node_args = node_args(&dir).expect("the node mode's arguments");
-    let node_args: Vec<&str> = node_args.iter().map(String::as_str).collect();
-    let node = Process::start(
-        &node_binary(),
-        "node",
-        driver::free_port(&ip).expect("a port"),
-        &kubeconfig,
-        &node_args,
-        &dir,
-    )
-    .expect("spindle-csi node starts");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    *DRIVER.lock().expect("driver lock") = Some(Driver {
-        controller,
-        node,
-        rt,
-        dir,
-    });
     let checks: &[(&str, Check)] = &[
         (
             "csi-sanity: the Controller tests that run pass",
@@ -134,7 +92,7 @@ fn csi_controller_end_to_end() {
             capacity,
         ),
     ];
-    run_table(&s, "e2e-csi", checks, &[OPERATOR]);
+    let code = run_table(start, "e2e-csi", checks, &[OPERATOR]);
     if let Ok(Some(d)) = DRIVER.lock().as_deref() {
         let log = d.controller.log_text();
         eprintln!(
@@ -143,6 +101,56 @@ fn csi_controller_end_to_end() {
             started.elapsed().as_secs_f64()
         );
     }
+    code
+}
+
+/// The cluster, with the driver's controller and node modes in [`DRIVER`].
+fn start() -> Result<Spindle> {
+    let s = Spindle::start(&["node-a", "node-b"], &[])?;
+    let dir = std::env::temp_dir().join(format!("spindle-e2e-csi-{}", std::process::id()));
+    let base = std::env::var("SPINDLE_ADDR_BASE").unwrap_or_else(|_| "127.0.0".into());
+    let ip = format!("{base}.1");
+    let kubeconfig = s.cluster.kubeconfig().to_path_buf();
+    let controller = Process::start(
+        &driver::binary(),
+        "controller",
+        driver::free_port(&ip).context("a port")?,
+        &kubeconfig,
+        &[
+            "--namespace",
+            NS,
+            "--ready-timeout",
+            "60",
+            "--delete-timeout",
+            "90",
+        ],
+        &dir,
+    )
+    .context("spindle-csi controller starts")?;
+    let node_args = node_args(&dir).context("the node mode's arguments")?;
+    let node_args: Vec<&str> = node_args.iter().map(String::as_str).collect();
+    let node = Process::start(
+        &node_binary(),
+        "node",
+        driver::free_port(&ip).context("a port")?,
+        &kubeconfig,
+        &node_args,
+        &dir,
+    )
+    .context("spindle-csi node starts")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("a tokio runtime")?;
+    *DRIVER
+        .lock()
+        .map_err(|_| anyhow::anyhow!("driver lock poisoned"))? = Some(Driver {
+        controller,
+        node,
+        rt,
+        dir,
+    });
+    Ok(s)
 }
 
 /// The `spindle-csi` whose node mode serves csi-sanity's node calls: this build's, or

@@ -8,6 +8,7 @@
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -28,9 +29,7 @@ const CUT: Duration = Duration::from_secs(10);
 /// Two Lease renewals (every 5 s).
 const RENEWALS: Duration = Duration::from_secs(15);
 
-#[test]
-fn csi_grow_end_to_end() {
-    let s = Spindle::start(&[NODE], &[]).expect("cluster with Spindle starts");
+fn main() -> ExitCode {
     let _tools = Removed(tools_dir());
     let checks: &[(&str, Check)] = &[
         (
@@ -54,7 +53,12 @@ fn csi_grow_end_to_end() {
             acl_cut,
         ),
     ];
-    run_table(&s, "e2e-grow", checks, &[OPERATOR]);
+    run_table(
+        || Spindle::start(&[NODE], &[]),
+        "e2e-grow",
+        checks,
+        &[OPERATOR],
+    )
 }
 
 /// A folder removed when the suite ends, passed or not.

@@ -3,6 +3,7 @@
 //! libiscsi). Node-a and node-b have agents; node-c exists but has none until a check starts one.
 //! Each check uses its own namespace; they run in order on one cluster and all are reported.
 
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -15,10 +16,7 @@ const READY: Duration = Duration::from_secs(30);
 const LEASE: Duration = Duration::from_secs(25);
 const MIB: u64 = 1 << 20;
 
-#[test]
-fn operator_end_to_end() {
-    let s =
-        Spindle::start(&["node-a", "node-b"], &["node-c"]).expect("cluster with Spindle starts");
+fn main() -> ExitCode {
     let checks: &[(&str, Check)] = &[
         ("apply, connect, read and write", apply_connect_io),
         ("delete under I/O with Retain", delete_under_io_retain),
@@ -43,7 +41,12 @@ fn operator_end_to_end() {
         ),
         ("two replicas: only the leader acts", two_replicas),
     ];
-    run_table(&s, "e2e-op", checks, &[OPERATOR]);
+    run_table(
+        || Spindle::start(&["node-a", "node-b"], &["node-c"]),
+        "e2e-op",
+        checks,
+        &[OPERATOR],
+    )
 }
 
 /// The initiator name the checks log in with.

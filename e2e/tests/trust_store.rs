@@ -5,6 +5,7 @@
 //! its own namespaces; they run in order on one cluster and all are reported.
 
 use std::path::Path;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -18,10 +19,7 @@ const MIB: u64 = 1 << 20;
 /// within this.
 const RETRY: Duration = Duration::from_secs(60);
 
-#[test]
-fn backing_stores_end_to_end() {
-    let s =
-        Spindle::start(&["node-a", "node-b", "node-c"], &[]).expect("cluster with Spindle starts");
+fn main() -> ExitCode {
     let checks: &[(&str, Check)] = &[
         (
             "two namespaces, one path: the second is refused, the first untouched",
@@ -37,7 +35,12 @@ fn backing_stores_end_to_end() {
             data_dir_swapped,
         ),
     ];
-    run_table(&s, "e2e-store", checks, &[OPERATOR]);
+    run_table(
+        || Spindle::start(&["node-a", "node-b", "node-c"], &[]),
+        "e2e-store",
+        checks,
+        &[OPERATOR],
+    )
 }
 
 /// A Device manifest with a `source` (flow YAML) and reclaim policy Delete.
