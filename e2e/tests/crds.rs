@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use spindle_e2e::checks::{self, Body, Fixture};
 use spindle_e2e::cluster::{TestCluster, workspace_dir};
+use spindle_e2e::manifest::Manifest;
 use spindle_e2e::wait::eventually;
 
 /// Everything a check needs: the cluster and the namespace it may use.
@@ -183,16 +184,17 @@ struct Case {
     rejected: Option<(&'static str, &'static str)>,
 }
 
+/// Device d0 on node-a in `ns` with `spec` lines.
 fn device_yaml(ns: &str, spec: &str) -> String {
-    format!(
-        "apiVersion: spindle.dev/v1alpha1\nkind: Device\nmetadata: {{name: d0, namespace: {ns}}}\nspec:\n  nodeName: node-a\n{spec}"
-    )
+    Manifest::device("d0", "node-a")
+        .namespace(ns)
+        .spec(spec)
+        .yaml()
 }
 
+/// Target t0 in `ns` with `spec` lines.
 fn target_yaml(ns: &str, spec: &str) -> String {
-    format!(
-        "apiVersion: spindle.dev/v1alpha1\nkind: Target\nmetadata: {{name: t0, namespace: {ns}}}\nspec:\n{spec}"
-    )
+    Manifest::target("t0").namespace(ns).spec(spec).yaml()
 }
 
 fn cases(ns: &str) -> Vec<Case> {

@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use spindle_e2e::checks::{Check, run_table};
 use spindle_e2e::initiator::{self, Writer, WriterResults};
-use spindle_e2e::spindle::{OPERATOR, Spindle, condition, default_iqn, device_yaml, target_yaml};
+use spindle_e2e::manifest::{device_yaml, target_yaml};
+use spindle_e2e::spindle::{OPERATOR, Spindle, condition, default_iqn};
 
 const READY: Duration = Duration::from_secs(30);
 /// The agents' Lease duration (15 s) plus the operator's clock tick and some slack.

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use spindle_e2e::checks::{Check, run_table};
-use spindle_e2e::spindle::{OPERATOR, Spindle, condition, device_yaml};
+use spindle_e2e::manifest::device_yaml;
+use spindle_e2e::spindle::{OPERATOR, Spindle, condition};
 
 const READY: Duration = Duration::from_secs(30);
 const MIB: u64 = 1 << 20;

@@ -18,7 +18,8 @@ use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 use spindle_agent_proto::lease::{API_ENDPOINT_ANNOTATION, API_KEY_ANNOTATION};
 use spindle_e2e::checks::{Check, run_table};
-use spindle_e2e::spindle::{OPERATOR, Spindle, condition, default_iqn, device_yaml, target_yaml};
+use spindle_e2e::manifest::{device_yaml, target_yaml};
+use spindle_e2e::spindle::{OPERATOR, Spindle, condition, default_iqn};
 
 const READY: Duration = Duration::from_secs(30);
 /// The agents' Lease namespace (e2e/cluster/spindle, the chart's release namespace).

@@ -15,7 +15,8 @@ use anyhow::{Context, Result, ensure};
 use spindle_agent_proto::v1 as pb;
 use spindle_e2e::agent::{Certs, pinned_client};
 use spindle_e2e::checks::{Check, run_table};
-use spindle_e2e::spindle::{OPERATOR, Spindle, device_yaml, target_yaml};
+use spindle_e2e::manifest::{device_yaml, target_yaml};
+use spindle_e2e::spindle::{OPERATOR, Spindle};
 
 const READY: Duration = Duration::from_secs(30);
 /// The operator's leader Lease duration (15 s) plus a renewal period and slack.

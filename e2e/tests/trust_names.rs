@@ -13,7 +13,8 @@ use anyhow::{Context, Result, bail, ensure};
 use spindle_agent_proto::lease as agent_lease;
 use spindle_e2e::checks::{self, Check};
 use spindle_e2e::initiator;
-use spindle_e2e::spindle::{OPERATOR, Spindle, condition, default_iqn, device_yaml, target_yaml};
+use spindle_e2e::manifest::{device_yaml, target_yaml};
+use spindle_e2e::spindle::{OPERATOR, Spindle, condition, default_iqn};
 
 const READY: Duration = Duration::from_secs(30);
 const MIB: u64 = 1 << 20;
