@@ -2,25 +2,11 @@
 
 use anyhow::{Context, Result};
 use spindle_csi::proto::volume_capability::access_mode::Mode;
-use spindle_csi::proto::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume};
 use spindle_csi::proto::*;
+use spindle_e2e::csi::capability;
 use spindle_e2e::spindle::Spindle;
 
 use crate::{NS, controller_log, tail, with_ctl};
-
-pub fn capability(block: bool, mode: Mode) -> VolumeCapability {
-    VolumeCapability {
-        access_type: Some(if block {
-            AccessType::Block(BlockVolume {})
-        } else {
-            AccessType::Mount(MountVolume {
-                fs_type: "ext4".into(),
-                ..Default::default()
-            })
-        }),
-        access_mode: Some(AccessMode { mode: mode as i32 }),
-    }
-}
 
 pub fn create_req(name: &str, size: i64, params: &[(&str, &str)]) -> CreateVolumeRequest {
     CreateVolumeRequest {

@@ -5,11 +5,12 @@ use anyhow::{Context, Result, bail, ensure};
 use spindle_csi::proto::volume_capability::access_mode::Mode;
 use spindle_csi::proto::*;
 use spindle_csi::volume as ctx;
+use spindle_e2e::csi::capability;
 use spindle_e2e::initiator;
 use spindle_e2e::spindle::Spindle;
 use tonic::Code;
 
-use crate::calls::{acl, capability, create, delete, publish, unpublish};
+use crate::calls::{acl, create, delete, publish, unpublish};
 use crate::{IQN_A, IQN_B, MIB, with_ctl};
 
 /// `iscsi-inq` as `initiator` against LUN 0 of `iqn`: Ok(output) if it logged in.

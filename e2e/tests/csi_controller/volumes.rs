@@ -7,12 +7,11 @@ use anyhow::{Context, Result, bail, ensure};
 use spindle_csi::proto::volume_capability::access_mode::Mode;
 use spindle_csi::proto::*;
 use spindle_csi::volume as ctx;
+use spindle_e2e::csi::capability;
 use spindle_e2e::spindle::Spindle;
 use tonic::Code;
 
-use crate::calls::{
-    acl, capability, crd_allows_growth, create, create_req, delete, publish, unpublish,
-};
+use crate::calls::{acl, crd_allows_growth, create, create_req, delete, publish, unpublish};
 use crate::{HOLD, IQN_A, MIB, NS, with_ctl};
 
 // ---- checks of our own ----
