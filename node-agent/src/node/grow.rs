@@ -6,8 +6,8 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 
+use super::error::{NodeError, invalid};
 use super::records::DeviceRecord;
-use super::{NodeError, invalid};
 use crate::store::{StoreSource, StoreSpec};
 
 const SIZE_FIELD: &str = "spec.source.file.sizeBytes";

@@ -27,6 +27,12 @@ impl ObjectId {
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
+
+    /// `namespace/name` of the object called `name` in this object's namespace (a Target's
+    /// LUNs name Devices of its own namespace).
+    pub fn sibling_key(&self, name: &str) -> String {
+        format!("{}/{}", self.namespace, name)
+    }
 }
 
 /// Where a Device is in the delete protocol.
@@ -214,7 +220,7 @@ impl TargetRecord {
 
     /// `namespace/name` of the Device behind LUN `l`.
     pub fn device_key(&self, l: &LunRecord) -> String {
-        format!("{}/{}", self.id.namespace, l.device_name)
+        self.id.sibling_key(&l.device_name)
     }
 
     /// The engine's config for this Target over these LUNs.
