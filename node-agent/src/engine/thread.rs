@@ -8,8 +8,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::config::{LunSetup, TargetConfig};
-use super::conn::{self, Attach, Host, SessionInfo, Sessions};
+use super::conn::{self, Attach};
 use super::pool;
+use super::sessions::{Host, SessionInfo, Sessions};
 use super::target::{DrainError, DrainReport, LunSnapshot, TargetState};
 use crate::iscsi::login::AclPolicy;
 use crate::ring;
