@@ -16,7 +16,7 @@ pub mod identity;
 pub mod logins;
 pub mod memory;
 pub mod outbox;
-pub mod pool;
+pub mod rings;
 pub mod sessions;
 pub mod target;
 mod thread;
