@@ -145,7 +145,7 @@ impl DeviceRecord {
     /// generation aside).
     /// A file's size aside too: a larger one is grown in place, the LUN live.
     pub fn same_serving(&self, other: &DeviceRecord) -> bool {
-        super::grow::sizeless(&self.store) == super::grow::sizeless(&other.store)
+        sizeless(&self.store) == sizeless(&other.store)
             && self.write_cache == other.write_cache
             && self.thin == other.thin
     }
@@ -235,6 +235,15 @@ impl TargetRecord {
             luns,
         }
     }
+}
+
+/// `spec` without the file size: what must not change for a store to be served on as it is.
+fn sizeless(spec: &StoreSpec) -> StoreSpec {
+    let mut s = spec.clone();
+    if let StoreSource::File { size_bytes, .. } = &mut s.source {
+        *size_bytes = 0;
+    }
+    s
 }
 
 fn digest_policy(d: Digest) -> DigestPolicy {
