@@ -17,8 +17,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::MutexGuard;
 
+use super::error::{NodeError, precondition};
 use super::records::{Ack, DeviceRecord, DrainPhase, ObjectId};
-use super::{Inner, Node, NodeError, precondition};
+use super::{Inner, Node};
 use crate::engine::{DrainError, TargetCmd};
 
 /// What a release did.
