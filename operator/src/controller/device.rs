@@ -10,8 +10,10 @@ use kube::{Resource, ResourceExt};
 use spindle_crds::{Device, DeviceStatus, Target};
 
 use crate::agent_client::AgentError;
-use crate::context::{Ctx, Error, RESYNC, WAIT};
-use crate::desired::{self, Problem, key_of};
+use crate::context::{Ctx, RESYNC, WAIT};
+use crate::desired::{self, Problem};
+use crate::error::Error;
+use crate::objects::key_of;
 use crate::status;
 
 const KIND: &str = "Device";
