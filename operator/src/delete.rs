@@ -25,7 +25,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use spindle_agent_proto::v1 as api;
+use spindle_agent_api::v1 as api;
 use spindle_crds::{ConditionStatus, Device, DeviceStatus, Target, TargetStatus};
 use tonic::Code;
 

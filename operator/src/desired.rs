@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::ByteString;
-use spindle_agent_proto::v1 as api;
+use spindle_agent_api::v1 as api;
 use spindle_crds::{ConditionStatus, Device, Digest, Target, WriteCache};
 
 use crate::agents::AgentView;

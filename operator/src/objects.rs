@@ -2,7 +2,7 @@
 //! claimants) and its identity and reclaim policy as the agent API carries them. Used by the
 //! plans, the delete protocol, the controllers and their context alike.
 
-use spindle_agent_proto::v1 as api;
+use spindle_agent_api::v1 as api;
 use spindle_crds::ReclaimPolicy;
 
 /// The agent request's object identity of `obj`.

@@ -2,7 +2,7 @@
 //! as the CRD schema (the API types' own validation), so a bad order names the same field the
 //! apiserver would.
 
-use spindle_agent_proto::v1 as pb;
+use spindle_agent_api::v1 as pb;
 use spindle_crds::{
     Acl, BlockSource, ChapSpec, Device, DeviceSource, DeviceSpec, Digest, FileSource, IscsiParams,
     LunSpec, ReclaimPolicy, Target, TargetSpec, WriteCache, chap,

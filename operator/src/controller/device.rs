@@ -92,7 +92,7 @@ async fn apply(ctx: &Arc<Ctx>, d: &Device) -> Result<Action, Error> {
 
 /// A failed agent call as a problem (by the refusal's typed reason, never its text).
 pub fn agent_problem(node: &str, e: &AgentError) -> Problem {
-    use spindle_agent_proto::v1::ErrorReason;
+    use spindle_agent_api::v1::ErrorReason;
     let message = match e.detail() {
         Some(d) if d.reason() == ErrorReason::BackingStoreInUse => format!(
             "the backing store is already used by Device {} (uid {}) on node {node:?}; a \
