@@ -2,8 +2,9 @@
 
 use super::devices::log_ready;
 use super::ownership::Missing;
-use super::records::{DrainPhase, ObjectId};
+use super::records::ObjectId;
 use super::{DeviceEntry, Node, NodeError};
+use crate::engine::DrainState;
 
 impl Node {
     /// Serves again what the state holds (persisting nodes only).
@@ -15,7 +16,7 @@ impl Node {
         let loaded = state.load()?;
         let mut problems = loaded.problems;
         for rec in loaded.devices {
-            if rec.drain.phase == DrainPhase::Released {
+            if rec.drain.state == DrainState::Released {
                 self.finish_release(&mut g, rec, &mut problems);
                 continue;
             }

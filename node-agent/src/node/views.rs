@@ -3,21 +3,21 @@
 
 use std::path::PathBuf;
 
-use super::records::{Ack, DrainPhase, ObjectId};
+use super::records::ObjectId;
 use super::{DeviceEntry, Inner, Node};
 use crate::engine::config::DeviceIdentity;
-use crate::engine::{LunSnapshot, SessionInfo};
+use crate::engine::{DrainAck, DrainState, LunSnapshot, SessionInfo};
 
 /// A Device as the node reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceView {
     pub id: ObjectId,
-    pub phase: DrainPhase,
+    pub state: DrainState,
     pub capacity_bytes: u64,
     pub identity: Option<DeviceIdentity>,
     pub backing_path: PathBuf,
     pub used_by: Option<String>,
-    pub ack: Option<Ack>,
+    pub ack: Option<DrainAck>,
     pub fenced_commands: u64,
     /// Why it failed, or could not be opened.
     pub failure: Option<String>,
@@ -58,7 +58,7 @@ impl Node {
         for r in g.released.values() {
             out.devices.push(DeviceView {
                 id: r.id.clone(),
-                phase: DrainPhase::Released,
+                state: DrainState::Released,
                 capacity_bytes: 0,
                 identity: None,
                 backing_path: self.backing_path(r),
@@ -78,7 +78,7 @@ pub(super) fn device_view(e: &mut DeviceEntry, lun: Option<&LunSnapshot>) -> Dev
     let r = &e.record;
     DeviceView {
         id: r.id.clone(),
-        phase: r.drain.phase,
+        state: r.drain.state,
         capacity_bytes: e.opened.as_ref().map_or(0, |o| o.len),
         identity: e.opened.as_ref().map(|o| o.identity.clone()),
         backing_path: e
