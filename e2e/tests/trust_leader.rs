@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use spindle_agent_proto::v1 as pb;
+use spindle_agent_api::v1 as pb;
 use spindle_e2e::agent::{Certs, pinned_client};
 use spindle_e2e::checks::{Check, run_table};
 use spindle_e2e::manifest::{device_yaml, target_yaml};
@@ -138,7 +138,7 @@ impl Agent {
             "-o",
             &format!(
                 "jsonpath={{.metadata.annotations.{}}}",
-                spindle_agent_proto::lease::API_KEY_ANNOTATION.replace('.', "\\.")
+                spindle_agent_api::lease::API_KEY_ANNOTATION.replace('.', "\\.")
             ),
         ])?;
         let key = lease.trim().to_owned();
@@ -295,7 +295,7 @@ fn frozen_leader(s: &Spindle, ns: &str) -> Result<()> {
         old_term as u64, new_term as u64
     );
     ensure!(status.message() == want, "message {:?}", status.message());
-    let detail = spindle_agent_proto::detail::of(&status).context("no ErrorDetail")?;
+    let detail = spindle_agent_api::detail::of(&status).context("no ErrorDetail")?;
     ensure!(
         detail.reason() == pb::ErrorReason::StaleLeader,
         "{detail:?}"

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use spindle_agent_proto::v1 as pb;
+use spindle_agent_api::v1 as pb;
 
 use spindle_e2e::agent::{ClientCert, client};
 use spindle_e2e::initiator::{Writer, discovered, iscsi_ls, qemu_io, writer_tool};

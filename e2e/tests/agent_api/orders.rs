@@ -1,7 +1,7 @@
 //! Bad orders: each refused with its code and the field it names, nothing served changes.
 
 use anyhow::{Result, bail, ensure};
-use spindle_agent_proto::v1 as pb;
+use spindle_agent_api::v1 as pb;
 
 use crate::Ctx;
 use crate::requests::{file_device, target};

@@ -2,8 +2,8 @@
 //! replies they read.
 
 use anyhow::{Context, Result};
-use spindle_agent_proto::v1 as pb;
-use spindle_agent_proto::v1::agent_client::AgentClient;
+use spindle_agent_api::v1 as pb;
+use spindle_agent_api::v1::agent_client::AgentClient;
 use tonic::transport::Channel;
 
 use spindle_e2e::initiator::lun_url;

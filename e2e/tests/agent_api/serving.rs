@@ -7,8 +7,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use spindle_agent_proto::v1 as pb;
-use spindle_agent_proto::v1::agent_client::AgentClient;
+use spindle_agent_api::v1 as pb;
+use spindle_agent_api::v1::agent_client::AgentClient;
 use tonic::transport::Channel;
 
 use spindle_e2e::agent::{AgentProcess, ClientCert, client};

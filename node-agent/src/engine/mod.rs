@@ -22,8 +22,9 @@ pub mod target;
 mod thread;
 mod tmf;
 
+pub use drain::{DrainAck, DrainState};
 pub use sessions::SessionInfo;
-pub use target::{DrainError, DrainReport, LunCounters, LunSnapshot};
+pub use target::{DrainError, LunCounters, LunSnapshot};
 pub use thread::{ShutdownReport, TargetCmd, TargetGone, TargetHandle, TargetSnapshot, request};
 
 use std::collections::BTreeMap;

@@ -3,9 +3,10 @@
 use super::error::{NodeError, invalid, precondition};
 use super::grow;
 use super::ownership::{Missing, check_reserved};
-use super::records::{DeviceRecord, DrainPhase};
+use super::records::DeviceRecord;
 use super::views::DeviceView;
 use super::{DeviceEntry, Node};
+use crate::engine::DrainState;
 
 impl Node {
     /// Opens (creating) a Device's backing store, or updates a Device already held.
@@ -106,8 +107,8 @@ impl Node {
             entry.open_error = None;
             entry.log_ready();
             // A served LUN picks up the new flags (its initiators see a fresh logical unit).
-            if let (Some(t), DrainPhase::Running) =
-                (entry.used_by.clone(), entry.record.drain.phase)
+            if let (Some(t), DrainState::Running) =
+                (entry.used_by.clone(), entry.record.drain.state)
             {
                 g.remap_device(&t, &key).await?;
             }

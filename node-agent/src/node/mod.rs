@@ -3,7 +3,7 @@
 //! idempotent calls. The agent API and the standalone mode both drive it; in cluster mode it
 //! persists what it was told (`state`) and serves it again at start, before any call.
 //!
-//! Rules (the agent API's contract, `node-agent/proto`):
+//! Rules (the agent API's contract, `agent-api/`):
 //! - objects are identified by uid; a request with an older generation changes nothing;
 //! - a Device is used by at most one Target; its LUN keeps the Device's drain state (a fenced
 //!   Device stays fenced through Target updates and agent restarts);

@@ -2,8 +2,8 @@
 
 use super::error::NodeError;
 use super::ownership::Missing;
-use super::records::DrainPhase;
 use super::{DeviceEntry, Node};
+use crate::engine::DrainState;
 
 impl Node {
     /// Serves again what the state holds (persisting nodes only).
@@ -15,7 +15,7 @@ impl Node {
         let loaded = state.load()?;
         let mut problems = loaded.problems;
         for rec in loaded.devices {
-            if rec.drain.phase == DrainPhase::Released {
+            if rec.drain.state == DrainState::Released {
                 self.finish_release(&mut g, rec, &mut problems);
                 continue;
             }

@@ -4,12 +4,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::error::{NodeError, invalid, precondition};
-use super::records::{DrainPhase, ObjectId, TargetRecord};
+use super::records::{ObjectId, TargetRecord};
 use super::views::TargetView;
 use super::{Inner, Node};
 use crate::engine::EngineError;
 use crate::engine::config::LunSetup;
-use crate::engine::drain::DrainState;
 use crate::store;
 
 impl Node {
@@ -155,13 +154,9 @@ impl Inner {
                 path: o.path.clone(),
                 created: false,
             },
-            state: match d.record.drain.phase {
-                DrainPhase::Running => DrainState::Running,
-                // Fenced before a restart: nothing is in flight now, the flush is still owed.
-                DrainPhase::Fenced | DrainPhase::Failed => DrainState::Draining,
-                DrainPhase::Flushed => DrainState::Flushed,
-                DrainPhase::Released => DrainState::Released,
-            },
+            // Fenced before a restart stays fenced: nothing is in flight now, the flush (or,
+            // after a failed one, a forced release) is still owed.
+            state: d.record.drain.state,
             identity: o.identity.clone(),
         })
     }

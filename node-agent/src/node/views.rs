@@ -3,21 +3,21 @@
 
 use std::path::PathBuf;
 
-use super::records::{Ack, DeviceRecord, DrainPhase, ObjectId};
+use super::records::{DeviceRecord, ObjectId};
 use super::{DeviceEntry, Inner, Node};
 use crate::engine::config::DeviceIdentity;
-use crate::engine::{LunSnapshot, SessionInfo};
+use crate::engine::{DrainAck, DrainState, LunSnapshot, SessionInfo};
 
 /// A Device as the node reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceView {
     pub id: ObjectId,
-    pub phase: DrainPhase,
+    pub state: DrainState,
     pub capacity_bytes: u64,
     pub identity: Option<DeviceIdentity>,
     pub backing_path: PathBuf,
     pub used_by: Option<String>,
-    pub ack: Option<Ack>,
+    pub ack: Option<DrainAck>,
     pub fenced_commands: u64,
     /// Why it failed, or could not be opened.
     pub failure: Option<String>,
@@ -68,7 +68,7 @@ impl DeviceView {
     fn released(r: &DeviceRecord, backing_path: PathBuf) -> DeviceView {
         DeviceView {
             id: r.id.clone(),
-            phase: DrainPhase::Released,
+            state: DrainState::Released,
             capacity_bytes: 0,
             identity: None,
             backing_path,
@@ -87,7 +87,7 @@ impl DeviceEntry {
         let r = &self.record;
         DeviceView {
             id: r.id.clone(),
-            phase: r.drain.phase,
+            state: r.drain.state,
             capacity_bytes: self.opened.as_ref().map_or(0, |o| o.len),
             identity: self.opened.as_ref().map(|o| o.identity.clone()),
             backing_path: self
