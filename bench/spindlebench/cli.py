@@ -16,6 +16,14 @@ from . import procs
 from .targets import TargetError
 
 
+def endpoint(text: str) -> tuple[str, int]:
+    """An ADDRESS:PORT option's value."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected ADDRESS:PORT, got {text!r}")
+    return host, int(port)
+
+
 class SetupError(RuntimeError):
     """The harness cannot start (missing tool, bad option, build failure)."""
 

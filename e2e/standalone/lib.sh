@@ -13,6 +13,9 @@ AGENT_PIDS=()
 FAULTFS=${SPINDLE_FAULTFS:-$TARGET_DIR/release/spindle-faultfs}
 FAULTFS_MOUNTS=()
 
+# The Python checks are modules of e2e/spindletools (shared with bench/ and e2e/kernel).
+export PYTHONPATH=$ROOT/e2e${PYTHONPATH:+:$PYTHONPATH}
+
 log() { printf '[%s] %s\n' "${TEST_NAME:-test}" "$*" >&2; }
 fail() { log "FAIL: $*"; exit 1; }
 
@@ -24,6 +27,9 @@ build_tools() {
     [[ -x $TOOLS/$t ]] || gcc -O2 -Wall -o "$TOOLS/$t" "$ROOT/e2e/standalone/tools/$t.c" -liscsi
   done
 }
+
+# spindletool MODULE ARGS...: runs `python3 -m spindletools.MODULE ARGS...`.
+spindletool() { python3 -m "spindletools.$1" "${@:2}"; }
 
 # start_agent NAME MANIFEST_DIR ADDR:PORT [extra args...]: starts an agent in the background,
 # waits until its portal accepts connections, and sets AGENT_PID and AGENT_LOG.
