@@ -24,6 +24,8 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from spindletools import manifests
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLUSTER = os.path.join(ROOT, "e2e", "cluster")
 NAME = "bench-operator"
@@ -75,10 +77,11 @@ class Cluster:
 
 
 def pair(ns, name, node, size=1 << 20):
-    return (f"apiVersion: spindle.dev/v1alpha1\nkind: Device\nmetadata: {{name: {name}, namespace: {ns}}}\n"
-            f"spec:\n  nodeName: {node}\n  source: {{file: {{path: {ns}-{name}.img, sizeBytes: {size}}}}}\n"
-            f"---\napiVersion: spindle.dev/v1alpha1\nkind: Target\nmetadata: {{name: {name}, namespace: {ns}}}\n"
-            f"spec:\n  luns: [{{lun: 0, deviceRef: {name}}}]\n  acl: {{allowAll: true}}\n")
+    return "---\n".join([
+        manifests.device(name, {"file": {"path": f"{ns}-{name}.img", "sizeBytes": size}},
+                         node=node, namespace=ns),
+        manifests.target(name, [(0, name)], namespace=ns, acl={"allowAll": True}),
+    ])
 
 
 def ready_count(c, ns):
