@@ -13,9 +13,6 @@ AGENT_PIDS=()
 FAULTFS=${SPINDLE_FAULTFS:-$TARGET_DIR/release/spindle-faultfs}
 FAULTFS_MOUNTS=()
 
-# The Python checks are modules of e2e/spindletools (shared with bench/ and e2e/kernel).
-export PYTHONPATH=$ROOT/e2e${PYTHONPATH:+:$PYTHONPATH}
-
 log() { printf '[%s] %s\n' "${TEST_NAME:-test}" "$*" >&2; }
 fail() { log "FAIL: $*"; exit 1; }
 
@@ -28,8 +25,8 @@ build_tools() {
   done
 }
 
-# spindletool MODULE ARGS...: runs `python3 -m spindletools.MODULE ARGS...`.
-spindletool() { python3 -m "spindletools.$1" "${@:2}"; }
+# spindletool MODULE ARGS...: a check of e2e/spindletools (python3 -m spindletools.MODULE).
+spindletool() { "$ROOT/e2e/spindletool" "$@"; }
 
 # start_agent NAME MANIFEST_DIR ADDR:PORT [extra args...]: starts an agent in the background,
 # waits until its portal accepts connections, and sets AGENT_PID and AGENT_LOG.
