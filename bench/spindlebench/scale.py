@@ -25,21 +25,12 @@ from . import (
     promtext,
     scalereport,
 )
-from .cli import endpoint
+from .cli import byte_size, endpoint
 from .main import REPO, agent_binary, raise_fd_limit
 from .targets import SpindleAgent, TargetError, TargetLimit, Tgtd, sparse_file
 
 TGT_IQN = "iqn.2026-11.peer:scale"
 PREFIX = "scale"
-
-
-def _size(text: str) -> int:
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    try:
-        return int(t[:-1]) * units[t[-1]] if t and t[-1] in units else int(t)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected a size like 16MiB, got {text!r}") from err
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -70,7 +61,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="reads outstanding per heavy session (default 8)")
     p.add_argument("--span", type=int, default=16,
                    help="4 KiB blocks each busy target reads from, all stamped (16)")
-    p.add_argument("--size", type=_size, default=16 << 20,
+    p.add_argument("--size", type=byte_size, default=16 << 20,
                    help="bytes per backing file, sparse (default 16MiB)")
     p.add_argument("--workers", type=int, default=2,
                    help="initiator processes sharing the sessions (default 2, one per core)")

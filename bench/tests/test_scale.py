@@ -7,7 +7,7 @@ import io
 import struct
 import unittest
 
-from spindlebench import busy, fairness, promtext, scale, scalereport
+from spindlebench import busy, cli, fairness, promtext, scale, scalereport
 from spindletools.iscsi import pdu, reader
 from spindletools.iscsi.pdu import BHS, parse_header
 
@@ -289,8 +289,8 @@ class OptionsTest(unittest.TestCase):
         self.assertEqual((a.targets, a.busy, a.tgt_targets, a.size), (10000, 1000, 500, 16 << 20))
         q = scale.parse_args(["--quick"])
         self.assertEqual((q.targets, q.busy, q.reps), (200, 20, 1))
-        self.assertEqual(scale._size("1GiB"), 1 << 30)
-        self.assertEqual(scale._size("4096"), 4096)
+        self.assertEqual(cli.byte_size("1GiB"), 1 << 30)
+        self.assertEqual(cli.byte_size("4096"), 4096)
         with self.assertRaises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
             scale.parse_args(["--busy", "20", "--targets", "10"])
 
