@@ -1,7 +1,7 @@
-"""Checks a backing file against what the libiscsi writer (tools/writer.c) was answered, for
-e2e/standalone/drain: GOOD writes present; fenced (25h/00h) writes absent. With `restart`: no
-write may be answered with an error; unanswered ones (at most the queue depth) are those the
-stop did not read.
+"""Checks a backing file against what the libiscsi writer (e2e/standalone/tools/writer.c) was
+answered, for e2e/standalone/drain: GOOD writes present; fenced (25h/00h) writes absent. With
+`restart`: no write may be answered with an error; unanswered ones (at most the queue depth)
+are those the stop did not read.
 
   python3 -m spindletools.standalone.drain_results RESULTS FILE [drain|restart]
 """
