@@ -1,4 +1,4 @@
-"""Busy targets: one initiator session per target (spindlebench.initiator worker processes),
+"""Busy targets: one initiator session per target (spindletools.iscsi.reader worker processes),
 all reading at once; per measured window the reads of each target, the server's CPU and
 footprint, and a check of each target's read count against what came back."""
 
@@ -13,10 +13,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import fairness, initiator, procs, procstat
+from spindletools.iscsi import reader
+
+from . import fairness, procs, procstat
 from .targets import Server
 
-BENCH = Path(__file__).resolve().parents[1]
+# The worker runs the reader module alone: its package root (e2e/) is all it needs.
+TOOLS_ROOT = Path(reader.__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -34,8 +37,8 @@ def write_stamps(path: Path, name: str, span_blocks: int) -> None:
     """Stamps the first `span_blocks` 4 KiB blocks of a backing file (the rest stays sparse)."""
     with open(path, "r+b") as f:
         for block in range(span_blocks):
-            f.seek(block * initiator.BLOCK)
-            f.write(initiator.stamp(name, block))
+            f.seek(block * reader.BLOCK)
+            f.write(reader.stamp(name, block))
 
 
 @dataclass
@@ -85,7 +88,7 @@ def _worker_specs(server: Server, targets: list[BusyTarget], plan: BusyPlan, rep
     count = max(1, min(plan.workers, len(targets)))
     for w in range(count):
         mine = targets[w::count]
-        spec = initiator.Spec(
+        spec = reader.Spec(
             host=server.host, port=server.port, seconds=plan.seconds, qd=plan.qd,
             span_blocks=plan.span_blocks, initiator=f"{plan.initiator_name}-w{w}",
             seed=rep * 7919 + w, targets=[t.__dict__ for t in mine],
@@ -127,10 +130,10 @@ def _read_lines(daemons: list[procs.Daemon], timeout: float, what: str) -> list[
 def _window(server: Server, targets: list[BusyTarget], plan: BusyPlan, rep: int,
             workdir: Path, result: BusyResult) -> None:
     specs = _worker_specs(server, targets, plan, rep, workdir)
-    env = dict(os.environ, PYTHONPATH=str(BENCH))
+    env = dict(os.environ, PYTHONPATH=str(TOOLS_ROOT))
     t0 = time.monotonic()
     daemons = [procs.Daemon(f"initiator-{rep}-{i}",
-                            [sys.executable, "-m", "spindlebench.initiator", str(p)],
+                            [sys.executable, "-m", "spindletools.iscsi.reader", str(p)],
                             workdir / f"initiator-{rep}-{i}.log", stdin=subprocess.PIPE,
                             stdout_pipe=True, env=env)
                for i, p in enumerate(specs)]

@@ -16,6 +16,24 @@ from . import procs
 from .targets import TargetError
 
 
+def endpoint(text: str) -> tuple[str, int]:
+    """An ADDRESS:PORT option's value."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected ADDRESS:PORT, got {text!r}")
+    return host, int(port)
+
+
+def byte_size(text: str) -> int:
+    """A size option's value: bytes, or with a unit (16MiB, 1g, 64k)."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    try:
+        return int(t[:-1]) * units[t[-1]] if t and t[-1] in units else int(t)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a size like 16MiB, got {text!r}") from err
+
+
 class SetupError(RuntimeError):
     """The harness cannot start (missing tool, bad option, build failure)."""
 

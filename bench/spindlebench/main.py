@@ -12,20 +12,15 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from . import cli, machine, manifests, memory, perf, procs, report, workloads
-from .cli import SetupError
+from spindletools import manifests
+
+from . import cli, machine, memory, perf, procs, report, workloads
+from .cli import SetupError, endpoint
 from .targets import SpindleAgent, Tgtd, default_agent_binary, sparse_file
 
 REPO = Path(__file__).resolve().parents[2]
 LABELS = {"spindle": "Spindle", "tgt": "tgt", "raw": "raw fio"}
 TGT_IQN = "iqn.2026-11.peer:tgt"
-
-
-def _endpoint(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected ADDRESS:PORT, got {text!r}")
-    return host, int(port)
 
 
 def _counts(text: str) -> list[int]:
@@ -66,9 +61,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--skip-perf", action="store_true", help="only the memory phase")
     p.add_argument("--skip-memory", action="store_true", help="only the throughput phase")
     cli.common_options(p)
-    p.add_argument("--spindle-listen", type=_endpoint, default=("127.0.0.2", 3260),
+    p.add_argument("--spindle-listen", type=endpoint, default=("127.0.0.2", 3260),
                    metavar="ADDR:PORT", help="Spindle's portal (default 127.0.0.2:3260)")
-    p.add_argument("--spindle-metrics", type=_endpoint, default=("127.0.0.2", 9464),
+    p.add_argument("--spindle-metrics", type=endpoint, default=("127.0.0.2", 9464),
                    metavar="ADDR:PORT",
                    help="where the agent serves /metrics during the throughput phase; its "
                         "per-stage latency histograms are scraped before and after each "
@@ -79,7 +74,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "as tgt's aio LUN and raw fio; writethrough syncs every write)")
     p.add_argument("--spindle-lun", type=int, default=0,
                    help="LUN number the manifests give the benchmark device (default 0)")
-    p.add_argument("--tgt-portal", type=_endpoint, default=("127.0.0.1", 3292),
+    p.add_argument("--tgt-portal", type=endpoint, default=("127.0.0.1", 3292),
                    metavar="ADDR:PORT", help="tgt's portal (default 127.0.0.1:3292)")
     p.add_argument("--tgt-control-port", type=int, default=3292,
                    help="tgtd -C control port, so it runs beside any other tgtd "

@@ -6,7 +6,9 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from . import manifests, stages
+from spindletools import manifests
+
+from . import stages
 from .memory import MemoryResult
 from .perf import RunResult
 from .workloads import Workload
@@ -63,7 +65,7 @@ def fmt(value: float | None, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
-def _table(header: list[str], rows: list[list[str]], right_from: int = 1) -> list[str]:
+def markdown_table(header: list[str], rows: list[list[str]], right_from: int = 1) -> list[str]:
     align = ["---" if i < right_from else "---:" for i in range(len(header))]
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -106,7 +108,7 @@ class _Renderer:
                     for k in self.keys]
             row += [ratio(values["spindle"], values[o]) for o in self.others]
             rows.append(row)
-        return _table(header, rows, right_from=2 if with_unit else 1)
+        return markdown_table(header, rows, right_from=2 if with_unit else 1)
 
     def failed(self, wl: Workload, key: str) -> str:
         ran = [r for r in self.rep.runs if r.workload == wl.name and r.subject == key]
@@ -129,7 +131,7 @@ class _Renderer:
                 row.append(ratio(target["spindle"], target["tgt"]))
             row += [fmt(client[k], 2) for k in self.keys]
             rows.append(row)
-        return _table(header, rows)
+        return markdown_table(header, rows)
 
     def host_table(self) -> list[str]:
         """Mean requests at the disk and CPU busy % of the machine, per subject."""
@@ -141,7 +143,7 @@ class _Renderer:
             queue = [fmt(self.med(wl, k, lambda r: r.disk_queue), 1) for k in self.keys]
             busy = [fmt(self.med(wl, k, lambda r: r.cpu_busy_pct), 0) for k in self.keys]
             rows.append([wl.title, str(wl.depth)] + queue + busy)
-        return _table(header, rows)
+        return markdown_table(header, rows)
 
     def paired_table(self) -> list[str]:
         """Spindle ÷ each other subject per repetition: median and range."""
@@ -156,7 +158,7 @@ class _Renderer:
                 row.append(f"{statistics.median(rs):.2f} ({min(rs):.2f}–{max(rs):.2f})"
                            if rs else DASH)
             rows.append(row)
-        return _table(header, rows)
+        return markdown_table(header, rows)
 
     def stages_tables(self) -> list[str]:
         """Per workload, Spindle's stage histograms summed over its repetitions."""
@@ -182,7 +184,7 @@ class _Renderer:
                              fmt(_us(h.quantile(0.5)), 1), fmt(_us(h.quantile(0.99)), 1),
                              share])
             out += [f"{wl.name}:", ""]
-            out += _table(["stage", "commands", "mean µs", "p50 µs", "p99 µs", "of total mean"],
+            out += markdown_table(["stage", "commands", "mean µs", "p50 µs", "p99 µs", "of total mean"],
                           rows) + [""]
         return out
 
@@ -197,7 +199,7 @@ class _Renderer:
                          for r in self.rep.runs if r.workload == wl.name and r.subject == k]
                 row.append(" / ".join(cells) or DASH)
             rows.append(row)
-        return _table(header, rows, right_from=2)
+        return markdown_table(header, rows, right_from=2)
 
     def memory_tables(self) -> list[str]:
         mem = self.rep.memory
@@ -221,7 +223,7 @@ class _Renderer:
                 row += [fmt(fp.rss_kib / 1024, 1) if fp else missing,
                         str(fp.threads) if fp else DASH]
             rows.append(row)
-        out += _table(header, rows) + [""]
+        out += markdown_table(header, rows) + [""]
         k_sessions = max((m.sessions for m in mem.values()), default=0)
         if k_sessions:
             out += [f"## Memory: idle sessions ({k_sessions} on one target)", "",
@@ -239,7 +241,7 @@ class _Renderer:
             rows.append(["per session (KiB)"] + [fmt(mem[k].per_session_kib(), 0)
                                                  if mem[k].per_session_kib() is not None
                                                  else "FAILED" for k in keys])
-            out += _table([""] + names, rows) + [""]
+            out += markdown_table([""] + names, rows) + [""]
         return out
 
     def render(self) -> str:
@@ -294,7 +296,7 @@ class _Renderer:
         out += ["## iSCSI parameters", "",
                  "Both targets offer the same: " + manifests.iscsi_params_text() + "", ""]
         out += ["## Machine", ""]
-        out += _table(["", ""], [[k, v] for k, v in rep.machine], right_from=99) + [""]
+        out += markdown_table(["", ""], [[k, v] for k, v in rep.machine], right_from=99) + [""]
         out += ["## Commands", ""]
         for heading, lines in rep.commands:
             out += [f"{heading}:", "", "```", *lines, "```", ""]

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
+from spindletools import manifests
 
 from . import (
     busy,
@@ -17,26 +20,17 @@ from . import (
     fairness,
     idle,
     machine,
-    manifests,
     procs,
     procstat,
     promtext,
     scalereport,
 )
-from .main import REPO, _endpoint, agent_binary, raise_fd_limit
+from .cli import byte_size, endpoint
+from .main import REPO, agent_binary, raise_fd_limit
 from .targets import SpindleAgent, TargetError, TargetLimit, Tgtd, sparse_file
 
 TGT_IQN = "iqn.2026-11.peer:scale"
 PREFIX = "scale"
-
-
-def _size(text: str) -> int:
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    try:
-        return int(t[:-1]) * units[t[-1]] if t and t[-1] in units else int(t)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected a size like 16MiB, got {text!r}") from err
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -67,7 +61,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="reads outstanding per heavy session (default 8)")
     p.add_argument("--span", type=int, default=16,
                    help="4 KiB blocks each busy target reads from, all stamped (16)")
-    p.add_argument("--size", type=_size, default=16 << 20,
+    p.add_argument("--size", type=byte_size, default=16 << 20,
                    help="bytes per backing file, sparse (default 16MiB)")
     p.add_argument("--workers", type=int, default=2,
                    help="initiator processes sharing the sessions (default 2, one per core)")
@@ -75,11 +69,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--idle-seconds", type=float, help="length of each (default 5)")
     p.add_argument("--fd-limit", type=int,
                    help="RLIMIT_NOFILE of the open-file check's agent (default 256; 0 skips)")
-    p.add_argument("--listen", type=_endpoint, default=("127.0.14.1", 3260),
+    p.add_argument("--listen", type=endpoint, default=("127.0.14.1", 3260),
                    metavar="ADDR:PORT", help="Spindle's portal (default 127.0.14.1:3260)")
-    p.add_argument("--metrics", type=_endpoint, default=("127.0.14.1", 9465),
+    p.add_argument("--metrics", type=endpoint, default=("127.0.14.1", 9465),
                    metavar="ADDR:PORT", help="the agent's /metrics (default 127.0.14.1:9465)")
-    p.add_argument("--tgt-portal", type=_endpoint, default=("127.0.14.2", 3260),
+    p.add_argument("--tgt-portal", type=endpoint, default=("127.0.14.2", 3260),
                    metavar="ADDR:PORT", help="tgt's portal (default 127.0.14.2:3260)")
     p.add_argument("--tgt-control-port", type=int, default=3294,
                    help="tgtd -C control port (default 3294)")
@@ -401,3 +395,7 @@ def run(argv: list[str]) -> int:
 
     return cli.run(args, "spindle-scale.", body,
                    "every target answered and every read was checked")
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1:]))

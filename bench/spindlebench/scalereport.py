@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import manifests
+from spindletools import manifests
+
 from .fairness import Spread
-from .report import DASH, _table
+from .report import DASH, markdown_table
 
 if TYPE_CHECKING:
     import argparse
@@ -155,19 +156,19 @@ def render(args: argparse.Namespace, points: list[Point], fd: FdCheck | None,
         f"{'Side by side: Spindle and tgt (aio LUNs) with ' + format(args.tgt_targets, ',') + ' targets, all busy. ' if args.tgt_targets else ''}"
         f"{args.reps} measured window(s) of {args.seconds:g} s per busy run, each with fresh "
         f"sessions logging in at once; idle CPU over {args.idle_windows} window(s) of "
-        f"{args.idle_seconds:g} s. Initiator: spindlebench.initiator (asyncio, real iSCSI over "
+        f"{args.idle_seconds:g} s. Initiator: spindletools.iscsi.reader (asyncio, real iSCSI over "
         f"TCP) in {args.workers} process(es). iSCSI parameters offered by both targets: "
         f"{manifests.iscsi_params_text()}. Figures: median (min–max) over windows.")
     out += [f"\n{n}" for n in notes]
     out += ["", "## Idle targets", ""]
-    out += _table(["server", "targets", "start (s)", "RSS (MiB)", "KiB per target", "threads",
+    out += markdown_table(["server", "targets", "start (s)", "RSS (MiB)", "KiB per target", "threads",
                    "descriptors", "idle CPU (% of a core)", "wake-ups/s", "stop (s)"],
                   idle_rows(points), right_from=1)
     out += ["", "Start: from launching the server to every target served and the last one "
                 "answering INQUIRY (tgt: including one `tgtadm` call per setting). Wake-ups: "
                 "context switches of all its threads."]
     out += ["", "## Busy targets: fairness", ""]
-    out += _table(["server", "busy", "logins (s) / retried (worst window)", "total IOPS", "median target IOPS",
+    out += markdown_table(["server", "busy", "logins (s) / retried (worst window)", "total IOPS", "median target IOPS",
                    "slowest / fastest target IOPS", "slowest ÷ fair share",
                    "below half (worst window)", "Jain index", "server CPU (% of a core)",
                    "server CPU µs per read", "read latency (ms)"],
@@ -182,7 +183,7 @@ def render(args: argparse.Namespace, points: list[Point], fd: FdCheck | None,
     mixed = mixed_rows(points, args.heavy_qd)
     if mixed:
         out += ["", "## Busy targets: mixed demand", ""]
-        out += _table(["server", "busy", "heavy", "total IOPS",
+        out += markdown_table(["server", "busy", "heavy", "total IOPS",
                        "light target IOPS: median / slowest", "slowest light ÷ fair share",
                        "heavy target IOPS: median / slowest", "slowest heavy ÷ fair share",
                        "below half (worst window)", "Jain index", "read latency (ms)"],
@@ -195,7 +196,7 @@ def render(args: argparse.Namespace, points: list[Point], fd: FdCheck | None,
                     f"alike gives a light target about busy ÷ (all reads outstanding) of that "
                     f"share; one that shares per target gives each the whole share."]
     out += ["", "## Memory and threads", ""]
-    out += _table(["server", "targets", "RSS idle (MiB)", "RSS busy (MiB)",
+    out += markdown_table(["server", "targets", "RSS idle (MiB)", "RSS busy (MiB)",
                    "RSS after the sessions left (MiB)", "threads idle", "threads busy",
                    "initiator CPU (% of a core)"], memory_rows(points), right_from=1)
     disk = ", ".join(f"{LABELS[p.key]} {p.served:,}: {_mib(p.disk_kib)} MiB"
@@ -204,7 +205,7 @@ def render(args: argparse.Namespace, points: list[Point], fd: FdCheck | None,
     out += ["", "## Reads checked", ""] + _check_lines(points)
     out += ["", "## Open-file limit", ""] + _fd_lines(fd)
     out += ["", "## Machine", ""]
-    out += _table(["", ""], [[k, v] for k, v in machine], right_from=2)
+    out += markdown_table(["", ""], [[k, v] for k, v in machine], right_from=2)
     out += ["", "## Commands", ""]
     for heading, lines in commands:
         out += [f"{heading}:", "", "```", *lines, "```", ""]

@@ -8,7 +8,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from . import manifests, procs, procstat
+from spindletools import manifests
+
+from . import procs, procstat
 
 
 class TargetError(RuntimeError):

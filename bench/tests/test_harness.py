@@ -3,7 +3,8 @@
 import os
 import unittest
 
-from spindlebench import hoststat, manifests, procstat, report, workloads
+from spindlebench import hoststat, procstat, report, workloads
+from spindletools import manifests
 from spindlebench.memory import MemoryResult
 from spindlebench.perf import RunResult, Subject, schedule
 
@@ -227,10 +228,9 @@ if __name__ == "__main__":
 
 class SameIscsiParameters(unittest.TestCase):
     def test_spindle_manifest_offers_the_parameters_tgt_is_given(self):
-        from spindlebench import manifests
         text = manifests.render(manifests.Export("a", "a.img", 1 << 20))
         for field, key, value in manifests.ISCSI_PARAMS:
-            self.assertIn(f"    {field}: {manifests._yaml_value(value)}\n", text)
+            self.assertIn(f"    {field}: {manifests.yaml_scalar(value)}\n", text)
         line = manifests.iscsi_params_text()
         self.assertIn("FirstBurstLength=262144", line)
         self.assertIn("InitialR2T=No", line)

@@ -7,14 +7,15 @@ import io
 import struct
 import unittest
 
-from spindlebench import busy, fairness, initiator, promtext, scale, scalereport
-from spindlebench.initiator import BHS, parse_header
+from spindlebench import busy, cli, fairness, promtext, scale, scalereport
+from spindletools.iscsi import pdu, reader
+from spindletools.iscsi.pdu import BHS, parse_header
 
 
 class PduTest(unittest.TestCase):
     def test_read10_carries_lun_tag_length_and_cdb(self):
-        raw = initiator.read10(lun=3, itt=0x1234, cmdsn=7, exp_statsn=9, lba=24, blocks=8,
-                               block_size=512)
+        raw = reader.read10_command(lun=3, itt=0x1234, cmdsn=7, exp_statsn=9, lba=24,
+                                    blocks=8, block_size=512)
         self.assertEqual(len(raw), BHS)
         self.assertEqual(raw[0], 0x01)
         self.assertEqual(raw[1], 0xC1)  # final, read, simple
@@ -24,14 +25,14 @@ class PduTest(unittest.TestCase):
         self.assertEqual(raw[32:42], bytes([0x28, 0, 0, 0, 0, 24, 0, 0, 8, 0]))
 
     def test_login_request_pads_its_text(self):
-        raw = initiator.login_request(b"\x80\0\0\0\0\1", 0, 1, 0, 0, 1,
-                                      {"InitiatorName": "iqn.x", "AuthMethod": "None"})
+        raw = pdu.login_request(b"\x80\0\0\0\0\1", 0, 1, 0, 0, 1,
+                                {"InitiatorName": "iqn.x", "AuthMethod": "None"})
         self.assertEqual(raw[0], 0x43)
         self.assertEqual(raw[1], 0x81)  # transit, CSG 0, NSG 1
         length = int.from_bytes(raw[5:8], "big")
         self.assertEqual(raw[BHS:BHS + length], b"InitiatorName=iqn.x\0AuthMethod=None\0")
         self.assertEqual(len(raw) % 4, 0)
-        self.assertEqual(initiator.parse_text(raw[BHS:BHS + length]),
+        self.assertEqual(pdu.parse_text(raw[BHS:BHS + length]),
                          {"InitiatorName": "iqn.x", "AuthMethod": "None"})
 
     def test_header_fields(self):
@@ -43,23 +44,23 @@ class PduTest(unittest.TestCase):
         self.assertEqual((h.opcode, h.data_len, h.itt, h.statsn, h.max_cmdsn),
                          (0x25, 4096, 5, 10, 40))
         self.assertTrue(h.final and h.has_status)
-        with self.assertRaises(initiator.ProtocolError):
+        with self.assertRaises(pdu.ProtocolError):
             parse_header(bytes(bhs[:40]))
         bhs[4] = 1
-        with self.assertRaises(initiator.ProtocolError):
+        with self.assertRaises(pdu.ProtocolError):
             parse_header(bytes(bhs))
 
     def test_sense_and_serial_numbers(self):
         fixed = bytes([0x70, 0, 0x06] + [0] * 9 + [0x29, 0x00, 0, 0, 0, 0])
-        self.assertEqual(initiator.parse_sense(len(fixed).to_bytes(2, "big") + fixed),
+        self.assertEqual(pdu.parse_sense(len(fixed).to_bytes(2, "big") + fixed),
                          (6, 0x29, 0))
         desc = bytes([0x72, 0x05, 0x24, 0x00, 0, 0, 0, 0])
-        self.assertEqual(initiator.parse_sense(len(desc).to_bytes(2, "big") + desc),
+        self.assertEqual(pdu.parse_sense(len(desc).to_bytes(2, "big") + desc),
                          (5, 0x24, 0))
-        self.assertIsNone(initiator.parse_sense(b""))
-        self.assertTrue(initiator.serial_lt(0xFFFFFFFF, 0))
-        self.assertFalse(initiator.serial_lt(5, 5))
-        self.assertFalse(initiator.serial_lt(6, 5))
+        self.assertIsNone(pdu.parse_sense(b""))
+        self.assertTrue(pdu.serial_lt(0xFFFFFFFF, 0))
+        self.assertFalse(pdu.serial_lt(5, 5))
+        self.assertFalse(pdu.serial_lt(6, 5))
 
 
 class ScriptedTarget:
@@ -76,31 +77,31 @@ class ScriptedTarget:
         try:
             while True:
                 h = parse_header(await reader.readexactly(BHS))
-                data = await reader.readexactly(initiator.pad4(h.data_len))
+                data = await reader.readexactly(pdu.pad4(h.data_len))
                 rsp = bytearray(BHS)
                 struct.pack_into(">III", rsp, 24, statsn, 1, 1_000_000)
                 statsn += 1
                 rsp[16:20] = h.raw[16:20]
-                if h.opcode == initiator.OP_LOGIN:
-                    keys = initiator.parse_text(data[:h.data_len])
+                if h.opcode == pdu.LOGIN_REQ:
+                    keys = pdu.parse_text(data[:h.data_len])
                     target = keys.get("TargetName", target)
-                    rsp[0], rsp[1] = initiator.OP_LOGIN_RSP, h.flags
-                    writer.write(initiator.pdu(rsp))
-                elif h.opcode == initiator.OP_SCSI_CMD:
+                    rsp[0], rsp[1] = pdu.LOGIN_RSP, h.flags
+                    writer.write(pdu.pdu(rsp))
+                elif h.opcode == pdu.SCSI_CMD:
                     lba = struct.unpack_from(">I", h.raw, 34)[0]
                     if first and self.unit_attention:
                         first = False
                         sense = bytes([0x70, 0, 0x06] + [0] * 9 + [0x29, 0, 0, 0, 0, 0])
-                        rsp[0], rsp[1], rsp[3] = initiator.OP_SCSI_RSP, 0x80, 0x02
-                        writer.write(initiator.pdu(rsp, len(sense).to_bytes(2, "big") + sense))
+                        rsp[0], rsp[1], rsp[3] = pdu.SCSI_RSP, 0x80, 0x02
+                        writer.write(pdu.pdu(rsp, len(sense).to_bytes(2, "big") + sense))
                         continue
                     block = self.blocks[target][lba // 8]
-                    rsp[0], rsp[1] = initiator.OP_DATA_IN, 0x81
-                    writer.write(initiator.pdu(rsp, block))
+                    rsp[0], rsp[1] = pdu.DATA_IN, 0x81
+                    writer.write(pdu.pdu(rsp, block))
                     self.served += 1
                 elif h.opcode == 0x06:
-                    rsp[0], rsp[1] = initiator.OP_LOGOUT_RSP, 0x80
-                    writer.write(initiator.pdu(rsp))
+                    rsp[0], rsp[1] = pdu.LOGOUT_RSP, 0x80
+                    writer.write(pdu.pdu(rsp))
                     await writer.drain()
                     return
                 await writer.drain()
@@ -111,7 +112,7 @@ class ScriptedTarget:
 
 
 def block_of(name, b):
-    return initiator.stamp(name, b).ljust(initiator.BLOCK, b"\0")
+    return reader.stamp(name, b).ljust(reader.BLOCK, b"\0")
 
 
 class SessionTest(unittest.TestCase):
@@ -119,12 +120,12 @@ class SessionTest(unittest.TestCase):
         async def go():
             server = await asyncio.start_server(target.handle, "127.0.0.1", 0)
             port = server.sockets[0].getsockname()[1]
-            spec = initiator.Spec(host="127.0.0.1", port=port, seconds=0.3, qd=qd,
+            spec = reader.Spec(host="127.0.0.1", port=port, seconds=0.3, qd=qd,
                                   span_blocks=4, targets=[
                                       {"name": n, "iqn": f"iqn.t:{n}", "lun": 0}
                                       for n in names], extra={"warmup": 0.05})
             try:
-                return await initiator.run_worker(spec)
+                return await reader.run_worker(spec)
             finally:
                 server.close()
         return asyncio.run(go())
@@ -137,7 +138,7 @@ class SessionTest(unittest.TestCase):
             self.assertIsNone(r.error)
             self.assertGreater(r.reads, 0)
             self.assertLessEqual(r.reads, r.total_reads)
-            self.assertEqual(r.bytes, r.reads * initiator.BLOCK)
+            self.assertEqual(r.bytes, r.reads * reader.BLOCK)
             self.assertEqual(r.unit_attentions, 1)  # the session's first read, sent again
         self.assertEqual(sum(r.total_reads for r in results), target.served)
 
@@ -153,10 +154,10 @@ class SessionTest(unittest.TestCase):
     def test_a_refused_login_is_reported(self):
         async def refuse(reader, writer):
             h = parse_header(await reader.readexactly(BHS))
-            await reader.readexactly(initiator.pad4(h.data_len))
+            await reader.readexactly(pdu.pad4(h.data_len))
             rsp = bytearray(BHS)
-            rsp[0], rsp[36], rsp[37] = initiator.OP_LOGIN_RSP, 2, 3  # target not found
-            writer.write(initiator.pdu(rsp))
+            rsp[0], rsp[36], rsp[37] = pdu.LOGIN_RSP, 2, 3  # target not found
+            writer.write(pdu.pdu(rsp))
             await writer.drain()
             writer.close()
 
@@ -288,8 +289,8 @@ class OptionsTest(unittest.TestCase):
         self.assertEqual((a.targets, a.busy, a.tgt_targets, a.size), (10000, 1000, 500, 16 << 20))
         q = scale.parse_args(["--quick"])
         self.assertEqual((q.targets, q.busy, q.reps), (200, 20, 1))
-        self.assertEqual(scale._size("1GiB"), 1 << 30)
-        self.assertEqual(scale._size("4096"), 4096)
+        self.assertEqual(cli.byte_size("1GiB"), 1 << 30)
+        self.assertEqual(cli.byte_size("4096"), 4096)
         with self.assertRaises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
             scale.parse_args(["--busy", "20", "--targets", "10"])
 

@@ -21,6 +21,10 @@ check() {
 
 expect() { expected=$((expected + $1)); }
 
+# chart_tool MODULE ARGS...: a check of e2e/spindletools/chart (python3 -m
+# spindletools.chart.MODULE) under Debian's python3, which has python3-yaml.
+chart_tool() { PYTHON=/usr/bin/python3 "$(dirname "${BASH_SOURCE[0]}")/../spindletool" "chart.$1" "${@:2}"; }
+
 # summary LABEL: "LABEL: N passed, M failed"; non-zero unless every expected check ran and passed.
 summary() {
     [[ -z "$CHECK_OUT" ]] || rm -f "$CHECK_OUT"

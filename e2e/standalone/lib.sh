@@ -25,6 +25,9 @@ build_tools() {
   done
 }
 
+# spindletool MODULE ARGS...: a check of e2e/spindletools (python3 -m spindletools.MODULE).
+spindletool() { "$ROOT/e2e/spindletool" "$@"; }
+
 # start_agent NAME MANIFEST_DIR ADDR:PORT [extra args...]: starts an agent in the background,
 # waits until its portal accepts connections, and sets AGENT_PID and AGENT_LOG.
 start_agent() {
@@ -96,20 +99,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# device_yaml NAME PATH SIZE [extra spec lines] and target_yaml NAME IQN "lun:dev ..." [acl/chap yaml]
-device_yaml() {
-  local name=$1 path=$2 size=$3 extra=${4:-}
-  cat <<YAML
----
-apiVersion: spindle.dev/v1alpha1
-kind: Device
-metadata: {name: $name, namespace: default}
-spec:
-  nodeName: local
-  source: {file: {path: $path, sizeBytes: $size}}
-  blockSize: 512
-$extra
-YAML
+# The manifests' one builder in bash (the Python tools have spindletools/manifests.py):
+# device_yaml NAME PATH SIZE [extra spec lines] (a file), block_device_yaml NAME PATH [extra spec
+# lines] (a block device) and target_yaml NAME IQN "lun:dev ..." [acl/chap yaml].
+device_yaml() { device_doc "$1" "{file: {path: $2, sizeBytes: $3}}" "${4:-}"; }
+block_device_yaml() { device_doc "$1" "{block: {path: $2}}" "${3:-}"; }
+
+# device_doc NAME SOURCE EXTRA: a Device of 512-byte blocks on the standalone agent's node.
+device_doc() {
+  printf -- '---\napiVersion: spindle.dev/v1alpha1\nkind: Device\nmetadata: {name: %s, namespace: default}\nspec:\n  nodeName: local\n  source: %s\n  blockSize: 512\n%s\n' "$1" "$2" "$3"
 }
 
 target_yaml() {

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-IQN_PREFIX = "iqn.2026-11.dev.spindle:default."
+from spindletools import manifests as spindle
+
 INITIATOR = "iqn.2026-11.dev.spindle:kernel-guest"
 CHAP_SECRET = "chap-secret"
 CHAP_USER, CHAP_PASSWORD = "guest", "spindle-secret-1"
@@ -21,7 +22,7 @@ class Export:
 
     @property
     def iqn(self) -> str:
-        return IQN_PREFIX + self.name
+        return spindle.default_iqn(self.name)
 
     @property
     def file(self) -> str:
@@ -46,37 +47,18 @@ def by_name(name: str) -> Export:
 def render() -> str:
     docs = []
     for e in EXPORTS:
-        chap = ""
+        chap = {}
         if e.chap:
-            mutual = str(e.chap == "mutual").lower()
-            chap = f"\n  chap: {{secretRef: {CHAP_SECRET}, mutual: {mutual}}}"
-        docs.append(f"""apiVersion: spindle.dev/v1alpha1
-kind: Device
-metadata: {{name: {e.name}, namespace: default}}
-spec:
-  nodeName: local
-  source: {{file: {{path: {e.file}, sizeBytes: {e.size}}}}}
-  blockSize: 512
-  writeCache: writeback
-  thinProvisioning: true
----
-apiVersion: spindle.dev/v1alpha1
-kind: Target
-metadata: {{name: {e.name}, namespace: default}}
-spec:
-  iqn: {e.iqn}
-  luns: [{{lun: 0, deviceRef: {e.name}}}]
-  acl: {{initiators: [{INITIATOR}]}}{chap}
-""")
-    docs.append(f"""apiVersion: v1
-kind: Secret
-metadata: {{name: {CHAP_SECRET}, namespace: default}}
-stringData:
-  username: {CHAP_USER}
-  password: {CHAP_PASSWORD}
-  mutualUsername: {MUTUAL_USER}
-  mutualPassword: {MUTUAL_PASSWORD}
-""")
+            chap = {"chap": {"secretRef": CHAP_SECRET, "mutual": e.chap == "mutual"}}
+        docs.append(spindle.device(e.name, {"file": {"path": e.file, "sizeBytes": e.size}},
+                                   blockSize=512, writeCache="writeback",
+                                   thinProvisioning=True))
+        docs.append(spindle.target(e.name, [(0, e.name)], iqn=e.iqn,
+                                   acl={"initiators": [INITIATOR]}, **chap))
+    docs.append(spindle.document("Secret", CHAP_SECRET, {"stringData": {
+        "username": CHAP_USER, "password": CHAP_PASSWORD,
+        "mutualUsername": MUTUAL_USER, "mutualPassword": MUTUAL_PASSWORD,
+    }}, api_version="v1"))
     return "---\n".join(docs)
 
 

@@ -4,7 +4,7 @@ harness wrote there. It speaks real iSCSI (RFC 7143: login, SCSI Command, Data-I
 Response, NOP) over TCP, without digests, for the scale benchmark (`bench/scale`), where one
 libiscsi process per session would cost more than the targets under test.
 
-Run as a worker: `python3 -m spindlebench.initiator SPEC.json`. It logs every session in, prints
+Run as a worker: `python3 -m spindletools.iscsi.reader SPEC.json`. It logs every session in, prints
 `ready N` on stdout, waits for a line on stdin, reads for `seconds`, prints one JSON line of
 results and logs out.
 """
@@ -14,35 +14,17 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import struct
 import sys
 import time
 from dataclasses import dataclass, field
 
-from . import manifests
+from .pdu import (
+    ASYNC, BHS, CHECK_CONDITION, DATA_IN, LOGIN_RSP, LOGOUT_RSP, NO_TAG, NOP_IN, OPERATIONAL,
+    REJECT, SCSI_RSP, UNIT_ATTENTION, Header, ProtocolError, login_request, login_status,
+    logout_request, nop_out, pad4, parse_header, parse_sense, parse_text, read10, scsi_command,
+    serial_lt)
 
 BLOCK = 4096
-BHS = 48
-NO_TAG = 0xFFFFFFFF
-
-# Opcodes (initiator → target, target → initiator).
-OP_NOP_OUT, OP_SCSI_CMD, OP_LOGIN, OP_LOGOUT = 0x00, 0x01, 0x03, 0x06
-OP_NOP_IN, OP_SCSI_RSP, OP_LOGIN_RSP, OP_DATA_IN = 0x20, 0x21, 0x23, 0x25
-OP_LOGOUT_RSP, OP_ASYNC, OP_REJECT = 0x26, 0x32, 0x3F
-IMMEDIATE = 0x40
-
-# Operational keys offered: what a minimal initiator needs (no digests, one connection, data in
-# order, no error recovery), then the benchmark's own iSCSI parameters, the ones both targets
-# are configured with.
-OPERATIONAL = {
-    "HeaderDigest": "None", "DataDigest": "None", "MaxConnections": "1",
-    "DefaultTime2Wait": "0", "DefaultTime2Retain": "0", "DataPDUInOrder": "Yes",
-    "DataSequenceInOrder": "Yes", "ErrorRecoveryLevel": "0", **manifests.iscsi_params(),
-}
-
-
-class ProtocolError(RuntimeError):
-    """The target answered something this initiator did not ask for or cannot use."""
 
 
 def stamp(target: str, block: int) -> bytes:
@@ -51,152 +33,16 @@ def stamp(target: str, block: int) -> bytes:
     return f"spindle-scale {target} block {block}\n".encode()
 
 
-def pad4(n: int) -> int:
-    return (n + 3) & ~3
-
-
-def text_data(keys: dict[str, str]) -> bytes:
-    """Key=value pairs, each NUL-terminated (RFC 7143 §6.1)."""
-    return b"".join(f"{k}={v}".encode() + b"\0" for k, v in keys.items())
-
-
-def parse_text(data: bytes) -> dict[str, str]:
-    out = {}
-    for item in data.split(b"\0"):
-        if item:
-            key, _, value = item.decode(errors="replace").partition("=")
-            out[key] = value
-    return out
-
-
-def pdu(bhs: bytearray, data: bytes = b"") -> bytes:
-    """A PDU: the 48-byte header with its DataSegmentLength set, then the padded data."""
-    struct.pack_into(">I", bhs, 4, len(data))  # TotalAHSLength 0, then 3 length bytes
-    return bytes(bhs) + data + b"\0" * (pad4(len(data)) - len(data))
-
-
-def login_request(isid: bytes, itt: int, cmdsn: int, exp_statsn: int, csg: int, nsg: int,
-                  keys: dict[str, str]) -> bytes:
-    """A Login Request that asks to go from stage `csg` to `nsg` (T bit set)."""
-    bhs = bytearray(BHS)
-    bhs[0] = OP_LOGIN | IMMEDIATE
-    bhs[1] = 0x80 | (csg << 2) | nsg
-    bhs[8:14] = isid
-    struct.pack_into(">IHxxII", bhs, 16, itt, 0, cmdsn, exp_statsn)
-    return pdu(bhs, text_data(keys))
-
-
-def lun_field(lun: int) -> bytes:
-    """SAM single-level LUN (peripheral addressing below 256, flat space above)."""
-    if lun < 256:
-        return bytes([0, lun, 0, 0, 0, 0, 0, 0])
-    return bytes([0x40 | (lun >> 8), lun & 0xFF, 0, 0, 0, 0, 0, 0])
-
-
-def read10(lun: int, itt: int, cmdsn: int, exp_statsn: int, lba: int, blocks: int,
-           block_size: int) -> bytes:
+def read10_command(lun: int, itt: int, cmdsn: int, exp_statsn: int, lba: int, blocks: int,
+                   block_size: int) -> bytes:
     """SCSI Command: READ(10) of `blocks` blocks at `lba`, final, read, simple task."""
-    bhs = bytearray(BHS)
-    bhs[0] = OP_SCSI_CMD
-    bhs[1] = 0x80 | 0x40 | 0x01
-    bhs[8:16] = lun_field(lun)
-    struct.pack_into(">IIII", bhs, 16, itt, blocks * block_size, cmdsn, exp_statsn)
-    bhs[32:42] = struct.pack(">BBIBHB", 0x28, 0, lba, 0, blocks, 0)
-    return pdu(bhs)
-
-
-def nop_out(ttt: int, lun: bytes, exp_statsn: int, cmdsn: int) -> bytes:
-    """The answer to a NOP-In that asks for one (its Target Transfer Tag echoed)."""
-    bhs = bytearray(BHS)
-    bhs[0] = OP_NOP_OUT | IMMEDIATE
-    bhs[1] = 0x80
-    bhs[8:16] = lun
-    struct.pack_into(">IIII", bhs, 16, NO_TAG, ttt, cmdsn, exp_statsn)
-    return pdu(bhs)
-
-
-def logout_request(itt: int, cmdsn: int, exp_statsn: int) -> bytes:
-    bhs = bytearray(BHS)
-    bhs[0] = OP_LOGOUT | IMMEDIATE
-    bhs[1] = 0x80  # reason 0: close the session
-    struct.pack_into(">IHxxII", bhs, 16, itt, 0, cmdsn, exp_statsn)
-    return pdu(bhs)
-
-
-@dataclass(frozen=True)
-class Header:
-    """The fields of a target's PDU header this initiator uses."""
-
-    opcode: int
-    flags: int
-    status: int  # byte 3: SCSI status (Data-In with S, SCSI Response)
-    response: int  # byte 2: iSCSI response (SCSI Response)
-    data_len: int
-    itt: int
-    ttt: int
-    statsn: int
-    exp_cmdsn: int
-    max_cmdsn: int
-    offset: int  # Data-In buffer offset
-    residual: int
-    raw: bytes
-
-    @property
-    def final(self) -> bool:
-        return bool(self.flags & 0x80)
-
-    @property
-    def has_status(self) -> bool:  # Data-In S bit
-        return bool(self.flags & 0x01)
-
-    @property
-    def underflow(self) -> bool:
-        return bool(self.flags & 0x02)
-
-
-def parse_header(raw: bytes) -> Header:
-    if len(raw) != BHS:
-        raise ProtocolError(f"a PDU header is {BHS} bytes, got {len(raw)}")
-    ahs = raw[4] * 4
-    if ahs:
-        raise ProtocolError("the target sent an additional header segment")
-    data_len = int.from_bytes(raw[5:8], "big")
-    itt, ttt, statsn, exp_cmdsn, max_cmdsn, _datasn, offset, residual = struct.unpack_from(
-        ">IIIIIIII", raw, 16)
-    return Header(opcode=raw[0] & 0x3F, flags=raw[1], response=raw[2], status=raw[3],
-                  data_len=data_len, itt=itt, ttt=ttt, statsn=statsn, exp_cmdsn=exp_cmdsn,
-                  max_cmdsn=max_cmdsn, offset=offset, residual=residual, raw=raw)
-
-
-def login_status(h: Header) -> tuple[int, int]:
-    """(status class, status detail) of a Login Response (bytes 36, 37)."""
-    return h.raw[36], h.raw[37]
-
-
-def parse_sense(segment: bytes) -> tuple[int, int, int] | None:
-    """(sense key, ASC, ASCQ) from a SCSI Response's data segment (a 2-byte length, then
-    fixed or descriptor format sense data); None when there is none."""
-    if len(segment) < 2:
-        return None
-    sense = segment[2:2 + int.from_bytes(segment[:2], "big")]
-    if len(sense) >= 14 and sense[0] & 0x7F in (0x70, 0x71):
-        return sense[2] & 0x0F, sense[12], sense[13]
-    if len(sense) >= 4 and sense[0] & 0x7F in (0x72, 0x73):
-        return sense[1] & 0x0F, sense[2], sense[3]
-    return None
-
-
-UNIT_ATTENTION = 0x6
+    return scsi_command(lun, itt, cmdsn, exp_statsn, read10(lba, blocks),
+                        edtl=blocks * block_size, read=True)
 
 
 class UnitAttention(ProtocolError):
     """CHECK CONDITION with UNIT ATTENTION (e.g. the first command of a new I_T nexus after
     a reset): the command was not run; an initiator sends it again."""
-
-
-def serial_lt(a: int, b: int) -> bool:
-    """RFC 1982 serial-number comparison on 32 bits (CmdSN windows wrap)."""
-    return a != b and ((b - a) & 0xFFFFFFFF) < 0x80000000
 
 
 @dataclass
@@ -284,7 +130,7 @@ class Session:
                                                 keys))
                 await self.writer.drain()
                 h, data = await self._recv()
-                if h.opcode != OP_LOGIN_RSP:
+                if h.opcode != LOGIN_RSP:
                     raise ProtocolError(f"expected a Login Response, got opcode {h.opcode:#x}")
                 cls, detail = login_status(h)
                 if cls != 0:
@@ -306,7 +152,7 @@ class Session:
         fut = asyncio.get_running_loop().create_future()
         self.pending[itt] = (fut, bytearray(), block, time.monotonic())
         assert self.writer is not None
-        self.writer.write(read10(self.target["lun"], itt, self.cmdsn, self.exp_statsn,
+        self.writer.write(read10_command(self.target["lun"], itt, self.cmdsn, self.exp_statsn,
                                  block * per, per, s.block_size))
         self.cmdsn = (self.cmdsn + 1) & 0xFFFFFFFF
         return fut
@@ -318,7 +164,7 @@ class Session:
         want = stamp(self.target["name"], block)
         if status != 0:
             parsed = parse_sense(sense)
-            kind = (UnitAttention if status == 0x02 and parsed and parsed[0] == UNIT_ATTENTION
+            kind = (UnitAttention if status == CHECK_CONDITION and parsed and parsed[0] == UNIT_ATTENTION
                     else ProtocolError)
             detail = (f", sense key {parsed[0]:#x}, ASC/ASCQ {parsed[1]:#04x}/{parsed[2]:#04x}"
                       if parsed else "")
@@ -344,7 +190,7 @@ class Session:
             if serial_lt(self.max_cmdsn, h.max_cmdsn):
                 self.max_cmdsn = h.max_cmdsn
                 self.window.set()
-            if h.opcode == OP_DATA_IN:
+            if h.opcode == DATA_IN:
                 entry = self.pending.get(h.itt)
                 if entry is None:
                     raise ProtocolError(f"Data-In for unknown task {h.itt:#x}")
@@ -355,21 +201,21 @@ class Session:
                 if h.has_status:
                     self.exp_statsn = (h.statsn + 1) & 0xFFFFFFFF
                     self._complete(h.itt, h.status, h.underflow and h.residual > 0)
-            elif h.opcode == OP_SCSI_RSP:
+            elif h.opcode == SCSI_RSP:
                 self.exp_statsn = (h.statsn + 1) & 0xFFFFFFFF
                 if h.itt not in self.pending:
                     raise ProtocolError(f"SCSI Response for unknown task {h.itt:#x}")
                 status = h.status if h.response == 0 else 0x100 | h.response
                 self._complete(h.itt, status, h.underflow and h.residual > 0, data)
-            elif h.opcode == OP_NOP_IN:
+            elif h.opcode == NOP_IN:
                 if h.ttt != NO_TAG:
                     assert self.writer is not None
                     self.writer.write(nop_out(h.ttt, h.raw[8:16], self.exp_statsn, self.cmdsn))
-            elif h.opcode == OP_LOGOUT_RSP:
+            elif h.opcode == LOGOUT_RSP:
                 return
-            elif h.opcode == OP_REJECT:
+            elif h.opcode == REJECT:
                 raise ProtocolError(f"the target rejected a PDU: {data[:BHS].hex()}")
-            elif h.opcode == OP_ASYNC:
+            elif h.opcode == ASYNC:
                 continue
             else:
                 raise ProtocolError(f"unexpected opcode {h.opcode:#x}")

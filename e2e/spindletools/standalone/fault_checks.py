@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
-"""Checks of a failed store through raw iSCSI sessions (rawiscsi.py).
+"""Checks of a failed store through raw iSCSI sessions (spindletools.iscsi).
 
-  fault_checks.py HOST:PORT IQN STEP
+  python3 -m spindletools.standalone.fault_checks HOST:PORT IQN STEP
 
 STEP is one of
   write-ok        a WRITE and a SYNCHRONIZE CACHE answer GOOD
@@ -11,12 +10,11 @@ STEP is one of
                   (the flush would now succeed: Linux reports a writeback error once), and
                   READ still answers GOOD
 """
-import os
 import struct
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import rawiscsi as r  # noqa: E402
+from spindletools.iscsi import pdu
+from spindletools.iscsi import session as r
 
 SYNC10 = struct.pack(">BBIBHB", 0x35, 0, 0, 0, 0, 0)
 MEDIUM_ERROR = 3
@@ -30,7 +28,7 @@ def session(addr, iqn):
 
 
 def expect(what, p, status, key=None):
-    sense = p.sense() if p.status == r.CHECK_CONDITION else None
+    sense = p.sense() if p.status == pdu.CHECK_CONDITION else None
     if p.status != status or (key is not None and (sense or (None,))[0] != key):
         sys.exit(f"fault_checks: {what}: status {p.status:#x} sense {sense}, expected "
                  f"{status:#x}{'' if key is None else f' key {key}'}")
@@ -41,19 +39,19 @@ def main():
     s = session(addr, iqn)
     data = b"\x5A" * 4096
     if step == "write-ok":
-        expect("WRITE", s.run(r.write10(8, 8), data=data)[0], r.GOOD)
-        expect("SYNCHRONIZE CACHE", s.run(SYNC10)[0], r.GOOD)
+        expect("WRITE", s.run(pdu.write10(8, 8), data=data)[0], pdu.GOOD)
+        expect("SYNCHRONIZE CACHE", s.run(SYNC10)[0], pdu.GOOD)
     elif step == "sync-fails":
-        expect("SYNCHRONIZE CACHE", s.run(SYNC10)[0], r.CHECK_CONDITION, MEDIUM_ERROR)
+        expect("SYNCHRONIZE CACHE", s.run(SYNC10)[0], pdu.CHECK_CONDITION, MEDIUM_ERROR)
     elif step == "write-fails":
-        expect("WRITE", s.run(r.write10(16, 8), data=data)[0], r.CHECK_CONDITION, MEDIUM_ERROR)
+        expect("WRITE", s.run(pdu.write10(16, 8), data=data)[0], pdu.CHECK_CONDITION, MEDIUM_ERROR)
     elif step == "failed":
-        expect("WRITE after the failure", s.run(r.write10(24, 8), data=data)[0],
-               r.CHECK_CONDITION, MEDIUM_ERROR)
-        expect("SYNCHRONIZE CACHE after the failure", s.run(SYNC10)[0], r.CHECK_CONDITION,
+        expect("WRITE after the failure", s.run(pdu.write10(24, 8), data=data)[0],
+               pdu.CHECK_CONDITION, MEDIUM_ERROR)
+        expect("SYNCHRONIZE CACHE after the failure", s.run(SYNC10)[0], pdu.CHECK_CONDITION,
                MEDIUM_ERROR)
-        p, back = s.run(r.read10(8, 8), edtl=4096, read=True)
-        expect("READ after the failure", p, r.GOOD)
+        p, back = s.run(pdu.read10(8, 8), edtl=4096, read=True)
+        expect("READ after the failure", p, pdu.GOOD)
     else:
         sys.exit(__doc__)
     s.logout()

@@ -1,8 +1,7 @@
-#!/usr/bin/env python3
 """Hostile initiators against the agent's write memory bound.
 
-  hostile_writes.py HOST:PORT IQN AGENT_PID --sessions N --seconds S --bound-mib B
-                    --honest 'COMMAND ...'
+  python3 -m spindletools.standalone.hostile_writes HOST:PORT IQN AGENT_PID --sessions N
+      --seconds S --bound-mib B --honest 'COMMAND ...'
 
 N sessions each keep their CmdSN window full of 8 MiB writes and send all of each write's
 data but the last 512 bytes (so the target holds the data and can never finish the write).
@@ -21,8 +20,8 @@ import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import rawiscsi as r  # noqa: E402
+from spindletools.iscsi import pdu
+from spindletools.iscsi import session as r
 
 WRITE = 8 << 20
 BLOCK = 512
@@ -46,7 +45,7 @@ def attacker(addr, iqn, n, stop, stats):
     lba = (64 << 20) // BLOCK + n * 64 * (WRITE // BLOCK)
     while not stop.is_set():
         while s.window_open() and not stop.is_set():
-            s.command(r.write10(lba % (1 << 21), WRITE // BLOCK), edtl=WRITE, write=True,
+            s.command(pdu.write10(lba % (1 << 21), WRITE // BLOCK), edtl=WRITE, write=True,
                       immediate=data[:imm])
             stats["writes"] += 1
             lba += WRITE // BLOCK
@@ -57,7 +56,7 @@ def attacker(addr, iqn, n, stop, stats):
         except (r.Closed, OSError):
             stats["closed"] += 1
             return
-        if p.opcode == r.R2T:
+        if p.opcode == pdu.R2T:
             off = int.from_bytes(p.bhs[40:44], "big")
             length = int.from_bytes(p.bhs[44:48], "big")
             last = off + length == WRITE

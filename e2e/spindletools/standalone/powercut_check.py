@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Checks a disk image after a simulated power cut against what powerwriter was told.
 
-  powercut_check.py LOG IMAGE BLOCKS writeback|writethrough
+  python3 -m spindletools.standalone.powercut_check LOG IMAGE BLOCKS writeback|writethrough
 
 A command is acknowledged-durable when
   - it is a FUA write answered GOOD, or

@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
-"""Protocol checks against a running agent with raw iSCSI sessions (rawiscsi.py).
+"""Protocol checks against a running agent with raw iSCSI sessions (spindletools.iscsi).
 
-  protocol_checks.py HOST:PORT IQN CHECK
+  python3 -m spindletools.standalone.protocol_checks HOST:PORT IQN CHECK
 
 CHECK is one of
   vpd           print the LUN's VPD 80h serial and 83h designators, one a line (for comparing)
@@ -17,13 +16,12 @@ CHECK is one of
                 from logging in, and the target closes them within its login timeout
 Exits non-zero (with a message) when the target does not behave so.
 """
-import os
 import struct
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import rawiscsi as r  # noqa: E402
+from spindletools.iscsi import pdu
+from spindletools.iscsi import session as r
 
 BLOCK = 512
 MIB = 1 << 20
@@ -45,11 +43,11 @@ def session(addr, iqn, name, **keys):
 def vpd(addr, iqn):
     s = session(addr, iqn, "vpd")
     p, serial = s.run(struct.pack(">BBBHB", 0x12, 1, 0x80, 255, 0), edtl=255, read=True)
-    if p.status != r.GOOD:
+    if p.status != pdu.GOOD:
         fail("INQUIRY VPD 80h failed")
     print("serial", serial[4:4 + serial[3]].decode())
     p, d = s.run(struct.pack(">BBBHB", 0x12, 1, 0x83, 1024, 0), edtl=1024, read=True)
-    if p.status != r.GOOD:
+    if p.status != pdu.GOOD:
         fail("INQUIRY VPD 83h failed")
     end = 4 + struct.unpack(">H", d[2:4])[0]
     at = 4
@@ -73,8 +71,8 @@ def large_reads(addr, iqn):
     # A known pattern in the first 32 MiB.
     for i in range(count):
         data = bytes([i + 1]) * MIB
-        p, _ = s.run(r.write10(i * blocks, blocks), data=data)
-        if p.status != r.GOOD:
+        p, _ = s.run(pdu.write10(i * blocks, blocks), data=data)
+        if p.status != pdu.GOOD:
             fail(f"write {i} failed: {p.status:#x}")
     pending = {}
     sent = 0
@@ -82,7 +80,7 @@ def large_reads(addr, iqn):
     slow = True
     while done < count:
         while sent < count and s.window_open():
-            itt = s.command(r.read10(sent * blocks, blocks), edtl=MIB, read=True)
+            itt = s.command(pdu.read10(sent * blocks, blocks), edtl=MIB, read=True)
             pending[itt] = (sent, bytearray(MIB))
             sent += 1
         if slow:
@@ -96,14 +94,14 @@ def large_reads(addr, iqn):
         if p.itt not in pending:
             fail(f"unexpected {p}")
         i, buf = pending[p.itt]
-        if p.opcode == r.DATA_IN:
+        if p.opcode == pdu.DATA_IN:
             off = struct.unpack(">I", p.bhs[40:44])[0]
             if len(p.data) > 8192:
                 fail(f"Data-In of {len(p.data)} bytes exceeds MaxRecvDataSegmentLength 8192")
             buf[off:off + len(p.data)] = p.data
             if not p.flags & 0x01:
                 continue
-        if p.status != r.GOOD:
+        if p.status != pdu.GOOD:
             fail(f"read {i} ended with status {p.status:#x}")
         if buf != bytes([i + 1]) * MIB:
             fail(f"read {i} returned wrong data")
@@ -121,9 +119,9 @@ def collect_responses(s, itts, timeout=10):
     s.sock.settimeout(timeout)
     while len(got) < len(itts):
         p = s.recv()
-        if p.opcode == r.SCSI_RSP and p.itt in itts:
+        if p.opcode == pdu.SCSI_RSP and p.itt in itts:
             got[p.itt] = p
-        elif p.opcode not in (r.R2T,):
+        elif p.opcode not in (pdu.R2T,):
             fail(f"unexpected {p} while waiting for responses")
     return got
 
@@ -133,7 +131,7 @@ def start_waiting_writes(s, n, first_lba):
     they wait in the target for Data-Out. Returns their ITTs and the R2Ts seen so far."""
     itts = []
     for i in range(n):
-        itts.append(s.command(r.write10(first_lba + i * 128, 128), edtl=65536, write=True))
+        itts.append(s.command(pdu.write10(first_lba + i * 128, 128), edtl=65536, write=True))
     return itts
 
 
@@ -143,17 +141,17 @@ def tmf(addr, iqn):
     b = session(addr, iqn, "tmf-b", **keys)
     waiting = start_waiting_writes(a, 4, 1000)
     time.sleep(0.3)
-    itt = b.tmf(r.LUN_RESET, lun=0)
+    itt = b.tmf(pdu.LUN_RESET, lun=0)
     b.sock.settimeout(10)
     rsp = b.recv()
-    if rsp.opcode != r.TMF_RSP or rsp.itt != itt or rsp.response != 0:
+    if rsp.opcode != pdu.TMF_RSP or rsp.itt != itt or rsp.response != 0:
         fail(f"LUN RESET: expected FUNCTION COMPLETE, got {rsp} response {rsp.response}")
     try:
         got = collect_responses(a, set(waiting), timeout=5)
     except OSError:
         fail("the other session's waiting writes got no answer after the LUN RESET")
     statuses = sorted({p.status for p in got.values()})
-    if statuses != [r.TASK_ABORTED]:
+    if statuses != [pdu.TASK_ABORTED]:
         fail(f"the other session's writes ended with {statuses}, not TASK ABORTED (TAS=1)")
     # Their late Data-Out is dropped quietly: the connection stays usable.
     a.data_out(waiting[0], 1, 0, b"\0" * 8192, final=True)
@@ -179,43 +177,43 @@ def preempt(addr, iqn):
     b = session(addr, iqn, "pr-b", **keys)
     for s, k in ((a, 0xA), (b, 0xB)):
         p = prout(s, 0, 0, 0, k)
-        if p.status != r.GOOD:
+        if p.status != pdu.GOOD:
             fail(f"REGISTER failed: {p.status:#x}")
     p = prout(a, 1, 1, 0xA, 0)
-    if p.status != r.GOOD:
+    if p.status != pdu.GOOD:
         fail("RESERVE (WRITE EXCLUSIVE) failed")
     lba = 200000  # past the 32 MiB the large reads wrote
     data = b"\xAB" * 65536
-    itt = a.command(r.write10(lba, 128), edtl=len(data), write=True)
+    itt = a.command(pdu.write10(lba, 128), edtl=len(data), write=True)
     a.sock.settimeout(10)
     r2t = a.recv()
-    if r2t.opcode != r.R2T:
+    if r2t.opcode != pdu.R2T:
         fail(f"expected an R2T, got {r2t}")
     # Half the data now, the rest never before the preempt.
     half = len(data) // 2
     a.data_out(itt, r2t.ttt, 0, data[:half], data_sn=0, final=False)
     time.sleep(0.2)
     p = prout(b, 5, 1, 0xB, 0xA)
-    if p.status != r.GOOD:
+    if p.status != pdu.GOOD:
         fail(f"PREEMPT AND ABORT failed: {p.status:#x}")
     try:
         got = collect_responses(a, {itt}, timeout=5)
     except OSError:
         fail("the preempted nexus's write got no answer after PREEMPT AND ABORT")
-    if got[itt].status != r.TASK_ABORTED:
+    if got[itt].status != pdu.TASK_ABORTED:
         fail(f"the preempted write ended with {got[itt].status:#x}, not TASK ABORTED")
     # The rest of its data arrives late; it must never land.
     a.data_out(itt, r2t.ttt, half, data[half:], data_sn=1, final=True)
     time.sleep(0.2)
-    p, back = b.run(r.read10(lba, 128), edtl=65536, read=True)
-    if p.status != r.GOOD:
+    p, back = b.run(pdu.read10(lba, 128), edtl=65536, read=True)
+    if p.status != pdu.GOOD:
         fail(f"reading the block back failed: status {p.status:#x} sense {p.sense()}")
     if back != b"\0" * 65536:
         fail("the preempted nexus's write landed after PREEMPT AND ABORT")
     uas = a.until_good()
     if (6, 0x2A, 0x05) not in uas:
         fail(f"the preempted nexus was not told REGISTRATIONS PREEMPTED: {uas}")
-    p, _ = a.run(r.write10(lba, 1), data=b"\1" * BLOCK)
+    p, _ = a.run(pdu.write10(lba, 1), data=b"\1" * BLOCK)
     if p.status != 0x18:
         fail(f"the preempted nexus may still write: status {p.status:#x}")
     prout(b, 3, 0, 0xB, 0)  # CLEAR
@@ -232,7 +230,7 @@ def reinstate(addr, iqn):
     first = r.Session(host, int(port), name, iqn, isid=0x400000AB0001)
     first.until_good()
     p, _ = first.run(bytes([0x16, 0, 0, 0, 0, 0]))  # RESERVE(6)
-    if p.status != r.GOOD:
+    if p.status != pdu.GOOD:
         fail(f"RESERVE(6) failed: {p.status:#x}")
     p, _ = other.run(bytes([0x16, 0, 0, 0, 0, 0]))
     if p.status != 0x18:
@@ -249,7 +247,7 @@ def reinstate(addr, iqn):
         fail(f"the old session was not closed by the reinstatement: {e!r}")
     second.until_good()
     p, _ = other.run(bytes([0x16, 0, 0, 0, 0, 0]))
-    if p.status != r.GOOD:
+    if p.status != pdu.GOOD:
         fail(f"the old session's RESERVE(6) outlived it: {p.status:#x}")
     other.run(bytes([0x17, 0, 0, 0, 0, 0]))  # RELEASE(6)
     second.logout()

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Scores an `iscsi-test-cu` log: every test is passed, skipped or failed.
 
 CUnit itself reports a skipped test as passed (and exits 0 on failures); this scorer does
@@ -7,7 +6,7 @@ verdict word FAILED. libiscsi's own "[FAILED] ..." log lines are not verdicts: a
 expect a command to fail and the helper logs that failure all the same, and a suite's
 clean-up logs after the verdict (the same rule as the project's shared cu-score).
 
-usage: cu-score LOG [--list] [--json] [--min-passed N] [--max-failed N]
+usage: python3 -m spindletools.standalone.cu_score LOG [--list] [--json] [--min-passed N] [--max-failed N]
   --list          print every test that did not pass, one per line, before the summary
   --json          print {"counts": ..., "tests": {name: verdict}} instead
   --min-passed N  exit 1 unless at least N tests passed
@@ -50,7 +49,7 @@ def verdicts(lines):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="cu-score", description=__doc__.splitlines()[0])
     ap.add_argument("log")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--json", action="store_true")

@@ -1,64 +1,43 @@
-"""A small iSCSI initiator speaking raw PDUs (RFC 7143), for tests that need what no real
-initiator does on purpose: withholding Data-Out, odd negotiation values, several sessions
+"""A small blocking iSCSI initiator speaking raw PDUs (RFC 7143), for tests that need what no
+real initiator does on purpose: withholding Data-Out, odd negotiation values, several sessions
 from one name, task management across sessions.
 
 Only what the tests use: login without authentication, SCSI commands with immediate data,
-Data-Out on R2T, Data-In, task management, NOP-In answers, logout. No digests.
+Data-Out on R2T, Data-In, task management, NOP-In answers, logout. No digests. The PDUs are
+pdu.py's, the ones the benchmark's reader (reader.py) sends too.
 """
 import socket
 import struct
 import time
 
-RESERVED = 0xFFFFFFFF
-
-# Opcodes (initiator -> target, target -> initiator).
-NOP_OUT, SCSI_CMD, TMF_REQ, LOGIN_REQ, TEXT_REQ, DATA_OUT, LOGOUT_REQ = 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06
-NOP_IN, SCSI_RSP, TMF_RSP, LOGIN_RSP, TEXT_RSP, DATA_IN, LOGOUT_RSP, R2T, ASYNC, REJECT = (
-    0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x31, 0x32, 0x3F)
-
-# Task management functions.
-ABORT_TASK, ABORT_TASK_SET, CLEAR_TASK_SET = 1, 2, 4
-LUN_RESET, TARGET_WARM_RESET, TARGET_COLD_RESET = 5, 6, 7
-TASK_ABORTED = 0x40
-CHECK_CONDITION = 0x02
-GOOD = 0x00
+from .pdu import (
+    ASYNC, DATA_IN, GOOD, LOGIN_RSP, LOGOUT_RSP, NO_TAG, NOP_IN, OPERATIONAL, R2T, REJECT,
+    SCSI_RSP, TEXT_RSP, TMF_RSP, data_out, logout_request, login_request, nop_out, pad4,
+    parse_header, parse_sense, parse_text, scsi_command, tmf_request)
 
 
 class Closed(Exception):
     """The target closed the connection."""
 
 
-def pad4(n):
-    return (4 - n % 4) % 4
-
-
-def lun_field(lun):
-    return struct.pack(">Q", (lun & 0xFF) << 48 if lun < 256 else lun)
-
-
 class Pdu:
     """A received PDU: its BHS fields as attributes and its data segment."""
 
     def __init__(self, bhs, data):
+        h = parse_header(bhs, allow_ahs=True)
         self.bhs = bhs
         self.data = data
-        self.opcode = bhs[0] & 0x3F
-        self.flags = bhs[1]
-        self.itt = struct.unpack(">I", bhs[16:20])[0]
-        self.ttt = struct.unpack(">I", bhs[20:24])[0]
-        self.stat_sn, self.exp_cmd_sn, self.max_cmd_sn = struct.unpack(">III", bhs[24:36])
-        self.status = bhs[3]
-        self.response = bhs[2]
+        self.opcode = h.opcode
+        self.flags = h.flags
+        self.itt = h.itt
+        self.ttt = h.ttt
+        self.stat_sn, self.exp_cmd_sn, self.max_cmd_sn = h.statsn, h.exp_cmdsn, h.max_cmdsn
+        self.status = h.status
+        self.response = h.response
 
     def sense(self):
-        """(key, asc, ascq) of a SCSI Response carrying fixed-format sense data."""
-        if len(self.data) < 2:
-            return None
-        n = struct.unpack(">H", self.data[:2])[0]
-        s = self.data[2:2 + n]
-        if len(s) < 14:
-            return None
-        return (s[2] & 0x0F, s[12], s[13])
+        """(key, asc, ascq) of a SCSI Response carrying sense data."""
+        return parse_sense(self.data)
 
     def __repr__(self):
         return f"Pdu(op={self.opcode:#x} itt={self.itt:#x} status={self.status:#x} len={len(self.data)})"
@@ -83,10 +62,8 @@ class Session:
         self.login(keys or {})
 
     # -- framing ---------------------------------------------------------------------------
-    def send(self, bhs, data=b""):
-        bhs = bytearray(bhs)
-        bhs[5:8] = len(data).to_bytes(3, "big")
-        self.sock.sendall(bytes(bhs) + data + b"\0" * pad4(len(data)))
+    def send(self, raw):
+        self.sock.sendall(raw)
 
     def recv_exact(self, n):
         buf = bytearray()
@@ -105,19 +82,19 @@ class Session:
             dlen = int.from_bytes(bhs[5:8], "big")
             if ahs:
                 self.recv_exact(ahs)
-            data = self.recv_exact(dlen + pad4(dlen))[:dlen]
+            data = self.recv_exact(pad4(dlen))[:dlen]
             p = Pdu(bhs, data)
             counts = p.opcode in (SCSI_RSP, TMF_RSP, TEXT_RSP, LOGOUT_RSP, REJECT, ASYNC) \
                 or (p.opcode == DATA_IN and p.flags & 0x01) \
-                or (p.opcode == NOP_IN and p.itt != RESERVED)
+                or (p.opcode == NOP_IN and p.itt != NO_TAG)
             if counts:
                 self.exp_stat_sn = (p.stat_sn + 1) & 0xFFFFFFFF
             if p.opcode != LOGIN_RSP:
                 self.max_cmd_sn = max(self.max_cmd_sn, p.max_cmd_sn)
-            if p.opcode == NOP_IN and p.ttt != RESERVED:
+            if p.opcode == NOP_IN and p.ttt != NO_TAG:
                 self.nop_out(ttt=p.ttt)
                 continue
-            if p.opcode == NOP_IN and p.itt == RESERVED:
+            if p.opcode == NOP_IN and p.itt == NO_TAG:
                 continue  # a window update
             return p
 
@@ -133,13 +110,7 @@ class Session:
             "SessionType": "Normal", "AuthMethod": "None",
         }
         self.login_step(0, 1, keys)
-        op = {
-            "HeaderDigest": "None", "DataDigest": "None", "MaxRecvDataSegmentLength": "262144",
-            "InitialR2T": "No", "ImmediateData": "Yes", "FirstBurstLength": "262144",
-            "MaxBurstLength": "1048576", "MaxOutstandingR2T": "1", "DataPDUInOrder": "Yes",
-            "DataSequenceInOrder": "Yes", "ErrorRecoveryLevel": "0", "MaxConnections": "1",
-            "DefaultTime2Wait": "0", "DefaultTime2Retain": "0",
-        }
+        op = dict(OPERATIONAL)
         op.update(overrides)
         rsp = self.login_step(1, 3, op)
         for k, v in op.items():
@@ -148,23 +119,12 @@ class Session:
         self.exp_stat_sn = (rsp.stat_sn + 1) & 0xFFFFFFFF
 
     def login_step(self, csg, nsg, keys):
-        text = b"".join(f"{k}={v}".encode() + b"\0" for k, v in keys.items())
-        bhs = bytearray(48)
-        bhs[0] = 0x40 | LOGIN_REQ
-        bhs[1] = 0x80 | (csg << 2) | nsg
-        bhs[8:14] = self.isid.to_bytes(6, "big")
-        bhs[14:16] = self.tsih.to_bytes(2, "big")
-        bhs[16:20] = struct.pack(">I", self.next_itt())
-        bhs[24:28] = struct.pack(">I", self.cmd_sn)
-        bhs[28:32] = struct.pack(">I", self.exp_stat_sn)
-        self.send(bhs, text)
+        self.send(login_request(self.isid.to_bytes(6, "big"), self.next_itt(), self.cmd_sn,
+                                self.exp_stat_sn, csg, nsg, keys, tsih=self.tsih))
         rsp = self.recv()
         if rsp.opcode != LOGIN_RSP or rsp.bhs[36] != 0:
             raise RuntimeError(f"login refused: class {rsp.bhs[36]} detail {rsp.bhs[37]}")
-        for kv in rsp.data.split(b"\0"):
-            if b"=" in kv:
-                k, v = kv.decode().split("=", 1)
-                self.params[k] = v
+        self.params.update(parse_text(rsp.data))
         self.exp_stat_sn = (rsp.stat_sn + 1) & 0xFFFFFFFF
         self.tsih = int.from_bytes(rsp.bhs[14:16], "big")
         return rsp
@@ -180,30 +140,14 @@ class Session:
                 final=True, attr=1):
         """Sends a SCSI Command; returns its ITT."""
         itt = self.next_itt()
-        bhs = bytearray(48)
-        bhs[0] = SCSI_CMD
-        bhs[1] = (0x80 if final else 0) | (0x40 if read else 0) | (0x20 if write else 0) | attr
-        bhs[8:16] = lun_field(lun)
-        bhs[16:20] = struct.pack(">I", itt)
-        bhs[20:24] = struct.pack(">I", edtl)
-        bhs[24:28] = struct.pack(">I", self.cmd_sn)
-        bhs[28:32] = struct.pack(">I", self.exp_stat_sn)
-        bhs[32:48] = cdb.ljust(16, b"\0")
+        self.send(scsi_command(lun, itt, self.cmd_sn, self.exp_stat_sn, cdb, edtl=edtl,
+                               read=read, write=write, immediate=immediate, final=final,
+                               attr=attr))
         self.cmd_sn += 1
-        self.send(bhs, immediate)
         return itt
 
     def data_out(self, itt, ttt, offset, data, data_sn=0, final=True, lun=0):
-        bhs = bytearray(48)
-        bhs[0] = DATA_OUT
-        bhs[1] = 0x80 if final else 0
-        bhs[8:16] = lun_field(lun)
-        bhs[16:20] = struct.pack(">I", itt)
-        bhs[20:24] = struct.pack(">I", ttt)
-        bhs[28:32] = struct.pack(">I", self.exp_stat_sn)
-        bhs[36:40] = struct.pack(">I", data_sn)
-        bhs[40:44] = struct.pack(">I", offset)
-        self.send(bhs, data)
+        self.send(data_out(lun, itt, ttt, self.exp_stat_sn, data_sn, offset, data, final))
 
     def answer_r2t(self, r2t, data, withhold=0):
         """Sends the data an R2T asks for (from `data`, the whole write), in segments of the
@@ -221,37 +165,16 @@ class Session:
             at += n
             sn += 1
 
-    def tmf(self, function, lun=0, ref_itt=RESERVED):
+    def tmf(self, function, lun=0, ref_itt=NO_TAG):
         itt = self.next_itt()
-        bhs = bytearray(48)
-        bhs[0] = 0x40 | TMF_REQ
-        bhs[1] = 0x80 | function
-        bhs[8:16] = lun_field(lun)
-        bhs[16:20] = struct.pack(">I", itt)
-        bhs[20:24] = struct.pack(">I", ref_itt)
-        bhs[24:28] = struct.pack(">I", self.cmd_sn)
-        bhs[28:32] = struct.pack(">I", self.exp_stat_sn)
-        self.send(bhs)
+        self.send(tmf_request(function, lun, itt, ref_itt, self.cmd_sn, self.exp_stat_sn))
         return itt
 
-    def nop_out(self, ttt=RESERVED):
-        bhs = bytearray(48)
-        bhs[0] = 0x40 | NOP_OUT
-        bhs[1] = 0x80
-        bhs[16:20] = struct.pack(">I", RESERVED)
-        bhs[20:24] = struct.pack(">I", ttt)
-        bhs[24:28] = struct.pack(">I", self.cmd_sn)
-        bhs[28:32] = struct.pack(">I", self.exp_stat_sn)
-        self.send(bhs)
+    def nop_out(self, ttt=NO_TAG):
+        self.send(nop_out(ttt, bytes(8), self.exp_stat_sn, self.cmd_sn))
 
     def logout(self):
-        bhs = bytearray(48)
-        bhs[0] = 0x40 | LOGOUT_REQ
-        bhs[1] = 0x80
-        bhs[16:20] = struct.pack(">I", self.next_itt())
-        bhs[24:28] = struct.pack(">I", self.cmd_sn)
-        bhs[28:32] = struct.pack(">I", self.exp_stat_sn)
-        self.send(bhs)
+        self.send(logout_request(self.next_itt(), self.cmd_sn, self.exp_stat_sn))
         while self.recv().opcode != LOGOUT_RSP:
             pass
         self.sock.close()
@@ -307,14 +230,6 @@ class Session:
                 return seen
             seen.append(p.sense())
         raise RuntimeError(f"never GOOD: {seen}")
-
-
-def read10(lba, blocks):
-    return struct.pack(">BBIBHB", 0x28, 0, lba, 0, blocks, 0)
-
-
-def write10(lba, blocks, fua=False):
-    return struct.pack(">BBIBHB", 0x2A, 0x08 if fua else 0, lba, 0, blocks, 0)
 
 
 def vm_rss_kib(pid):

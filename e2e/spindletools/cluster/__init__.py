@@ -1,0 +1,1 @@
+"""Helpers of the local control plane's scripts (e2e/cluster)."""
