@@ -5,7 +5,6 @@ logs out and the agent's file is gone), and a raw block volume once."""
 from __future__ import annotations
 
 import hashlib
-import json
 import statistics
 import time
 from collections.abc import Callable
