@@ -247,3 +247,5 @@ mod tests_busy;
 mod tests_grow;
 #[cfg(test)]
 mod tests_holes;
+#[cfg(test)]
+mod tests_restart;

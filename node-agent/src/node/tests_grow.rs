@@ -15,7 +15,7 @@ use crate::iscsi::text;
 use crate::store::StoreSource;
 
 /// A minimal initiator: one connection, one command at a time.
-struct Session {
+pub(super) struct Session {
     sock: TcpStream,
     buf: BytesMut,
     cmd_sn: u32,
@@ -23,15 +23,15 @@ struct Session {
 }
 
 /// How a command ended: SCSI status, sense data, Data-In.
-struct Answer {
-    status: u8,
-    sense: Bytes,
-    data: Vec<u8>,
+pub(super) struct Answer {
+    pub(super) status: u8,
+    pub(super) sense: Bytes,
+    pub(super) data: Vec<u8>,
 }
 
 impl Answer {
     /// (sense key, ASC, ASCQ) of fixed-format sense data.
-    fn sense_code(&self) -> (u8, u8, u8) {
+    pub(super) fn sense_code(&self) -> (u8, u8, u8) {
         let s = &self.sense;
         assert!(s.len() >= 14, "no sense data (status {:#x})", self.status);
         (s[2] & 0x0F, s[12], s[13])
@@ -39,7 +39,7 @@ impl Answer {
 }
 
 impl Session {
-    fn login(portal: SocketAddr, iqn: &str, initiator: &str, isid: u8) -> Session {
+    pub(super) fn login(portal: SocketAddr, iqn: &str, initiator: &str, isid: u8) -> Session {
         let mut sock = TcpStream::connect(portal).unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let keys = [
@@ -158,13 +158,13 @@ impl Session {
         }
     }
 
-    fn command(&mut self, cdb: &[u8], read_len: u32) -> Answer {
+    pub(super) fn command(&mut self, cdb: &[u8], read_len: u32) -> Answer {
         self.try_command(cdb, read_len)
             .expect("the target closed the connection")
     }
 
     /// TEST UNIT READY until GOOD (takes the unit attentions of a new nexus).
-    fn settle(&mut self) {
+    pub(super) fn settle(&mut self) {
         for _ in 0..8 {
             if self.command(&[0u8; 6], 0).status == GOOD {
                 return;
@@ -183,7 +183,7 @@ impl Session {
     }
 }
 
-const GOOD: u8 = 0x00;
+pub(super) const GOOD: u8 = 0x00;
 const CHECK_CONDITION: u8 = 0x02;
 
 fn last_lba_of(a: &Answer) -> u64 {
