@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 use super::framing::{PduReader, ReadError};
 use super::outbox::Outbox;
-use super::target::TargetState;
+use super::target_state::TargetState;
 use crate::iscsi::discovery::{self, Asker, DiscoveryEntry};
 use crate::iscsi::login::{AclPolicy, Established};
 use crate::iscsi::pdu::Digests;
@@ -326,7 +326,7 @@ impl Conn {
                 // A discovery session has no LUNs; the session never asks, but answer safely.
                 Host::Discovery(_) => ScsiOutcome {
                     status: crate::scsi::Status::CheckCondition as u8,
-                    sense: crate::scsi::target::absent_lun(&cmd.cdb, me.nexus).sense,
+                    sense: crate::scsi::lun_inventory::absent_lun(&cmd.cdb, me.nexus).sense,
                     ..ScsiOutcome::default()
                 },
             };
@@ -492,7 +492,7 @@ pub async fn serve(
     memory.abort();
     if stopping {
         // Accepted commands finish and are answered before the connection closes.
-        let limit = super::target::drain_timeout();
+        let limit = super::device_drain::drain_timeout();
         if tokio::time::timeout(limit, conn.wait_idle()).await.is_err() {
             tracing::warn!(
                 target = %host.name(), session = id,

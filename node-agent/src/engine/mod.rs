@@ -10,6 +10,7 @@
 pub mod acceptor;
 pub mod config;
 pub mod conn;
+pub mod device_drain;
 pub mod drain;
 pub mod framing;
 pub mod identity;
@@ -17,12 +18,13 @@ pub mod logins;
 pub mod memory;
 pub mod outbox;
 pub mod pool;
-pub mod target;
+pub mod target_state;
 mod thread;
 mod tmf;
 
 pub use conn::SessionInfo;
-pub use target::{DrainError, DrainReport, LunCounters, LunSnapshot};
+pub use device_drain::{DrainError, DrainReport};
+pub use target_state::{LunCounters, LunSnapshot};
 pub use thread::{ShutdownReport, TargetCmd, TargetGone, TargetHandle, TargetSnapshot, request};
 
 use std::collections::BTreeMap;

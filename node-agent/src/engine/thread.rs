@@ -9,8 +9,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::config::{LunSetup, TargetConfig};
 use super::conn::{self, Attach, Host, SessionInfo, Sessions};
+use super::device_drain::{DrainError, DrainReport};
 use super::pool;
-use super::target::{DrainError, DrainReport, LunSnapshot, TargetState};
+use super::target_state::{LunSnapshot, TargetState};
 use crate::iscsi::login::AclPolicy;
 use crate::ring;
 
@@ -246,7 +247,7 @@ async fn serve(
                 // A store that does not answer cannot hold the stop: past the drain
                 // timeout the connections are cut and the stop goes on, reported.
                 let sessions_closed = sessions.count();
-                let limit = super::target::drain_timeout();
+                let limit = super::device_drain::drain_timeout();
                 let unfinished = match tokio::time::timeout(limit, sessions.stop_all()).await {
                     Ok(()) => None,
                     Err(_) => {
@@ -274,6 +275,6 @@ async fn serve(
     }
     // Every handle is gone without a stop: the sessions are cut, as the end of a
     // target's thread cut them before targets shared rings.
-    let limit = super::target::drain_timeout();
+    let limit = super::device_drain::drain_timeout();
     let _ = tokio::time::timeout(limit, sessions.close_all()).await;
 }

@@ -314,23 +314,21 @@ fn data_out_lengths_follow_the_cdb() {
         thin: true,
         ..config(100)
     });
-    assert_eq!(lu.data_out_len(&cdb10(0x2A, 0, 0, 3)), Some(1536));
-    assert_eq!(lu.data_out_len(&cdb10(0x28, 0, 0, 3)), None);
-    assert_eq!(lu.data_out_len(&cdb10(0x2F, 0, 0, 3)), Some(0));
-    assert_eq!(lu.data_out_len(&cdb10(0x2F, 0x02, 0, 3)), Some(1536));
-    assert_eq!(lu.data_out_len(&cdb10(0x2F, 0x06, 0, 3)), Some(512));
+    let data_out_len = |cdb: &[u8]| lu.data_out_len(&lu.decode(cdb));
+    assert_eq!(data_out_len(&cdb10(0x2A, 0, 0, 3)), Some(1536));
+    assert_eq!(data_out_len(&cdb10(0x28, 0, 0, 3)), None);
+    assert_eq!(data_out_len(&cdb10(0x2F, 0, 0, 3)), Some(0));
+    assert_eq!(data_out_len(&cdb10(0x2F, 0x02, 0, 3)), Some(1536));
+    assert_eq!(data_out_len(&cdb10(0x2F, 0x06, 0, 3)), Some(512));
     let mut caw = cdb16(0x89, 0, 0, 0);
     caw[13] = 2;
-    assert_eq!(lu.data_out_len(&caw), Some(2048));
-    assert_eq!(lu.data_out_len(&cdb16(0x93, 0x01, 0, 8)), Some(0), "NDOB");
-    assert_eq!(lu.data_out_len(&cdb10(0x41, 0, 0, 8)), Some(512));
-    assert_eq!(
-        lu.data_out_len(&[0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0]),
-        Some(24)
-    );
-    assert_eq!(lu.data_out_len(&[0x15, 0x10, 0, 0, 28, 0]), Some(28));
+    assert_eq!(data_out_len(&caw), Some(2048));
+    assert_eq!(data_out_len(&cdb16(0x93, 0x01, 0, 8)), Some(0), "NDOB");
+    assert_eq!(data_out_len(&cdb10(0x41, 0, 0, 8)), Some(512));
+    assert_eq!(data_out_len(&[0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0]), Some(24));
+    assert_eq!(data_out_len(&[0x15, 0x10, 0, 0, 28, 0]), Some(28));
     let mut xcopy = vec![0x83, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 76, 0, 0];
-    assert_eq!(lu.data_out_len(&xcopy), Some(76));
+    assert_eq!(data_out_len(&xcopy), Some(76));
     xcopy[1] = 1; // unknown service action
-    assert_eq!(lu.data_out_len(&xcopy), None);
+    assert_eq!(data_out_len(&xcopy), None);
 }
