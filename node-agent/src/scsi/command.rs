@@ -238,3 +238,88 @@ fn decode_row(op: &OpInfo, cdb: &[u8]) -> Result<Command, Sense> {
     cdb::check_control(cdb, len)?;
     (op.decode)(cdb)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scsi::sense::{INVALID_COMMAND_OPERATION_CODE, INVALID_FIELD_IN_CDB, Sks};
+
+    fn field(s: Sense) -> (u16, Option<u8>) {
+        assert_eq!(s.asc(), INVALID_FIELD_IN_CDB);
+        match s.sks {
+            Some(Sks::Field {
+                cdb: true,
+                byte,
+                bit,
+            }) => (byte, bit),
+            other => panic!("no CDB field pointer: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_read_carries_its_row_and_fields() {
+        let d = Decoded::new(&[0x28, 0x08, 0, 0, 0, 7, 0, 0, 2, 0], false);
+        assert_eq!(d.name(), "READ(10)");
+        assert_eq!(d.dir(), Dir::In);
+        assert!(d.medium_io());
+        assert_eq!(
+            d.command,
+            Ok(Command::Read(Rw {
+                lba: 7,
+                blocks: 2,
+                fua: true,
+                ..Rw::default()
+            }))
+        );
+        assert_eq!(d.data_out_len(512), None);
+        let w = Decoded::new(&[0x2A, 0, 0, 0, 0, 7, 0, 0, 2, 0], false);
+        assert_eq!((w.dir(), w.medium_io()), (Dir::Out, true));
+        assert_eq!(w.data_out_len(4096), Some(8192));
+        // Writes that are not plain WRITEs are not counted as the LUN's traffic.
+        let wv = Decoded::new(&[0x2E, 0, 0, 0, 0, 7, 0, 0, 2, 0], false);
+        assert_eq!((wv.name(), wv.medium_io()), ("WRITE AND VERIFY(10)", false));
+        assert_eq!(wv.data_out_len(512), Some(1024));
+    }
+
+    #[test]
+    fn an_unknown_opcode_has_no_row_and_fails_with_the_lookup_sense() {
+        for cdb in [&[0xC7u8, 0, 0, 0, 0, 0][..], &[]] {
+            let d = Decoded::new(cdb, true);
+            assert_eq!(d.op.unwrap_err().asc(), INVALID_COMMAND_OPERATION_CODE);
+            assert_eq!(d.command.unwrap_err(), d.op.unwrap_err());
+            assert_eq!(
+                (d.name(), d.dir(), d.medium_io()),
+                ("UNKNOWN", Dir::None, false)
+            );
+            assert_eq!(d.data_out_len(512), None);
+        }
+        // UNMAP exists on a thin unit only.
+        let unmap = [0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0];
+        assert!(Decoded::new(&unmap, false).op.is_err());
+        assert_eq!(Decoded::new(&unmap, true).data_out_len(512), Some(24));
+    }
+
+    #[test]
+    fn a_malformed_cdb_keeps_its_row_and_fails_with_a_field_pointer() {
+        // Unknown service action of a known opcode.
+        let d = Decoded::new(
+            &[0x9E, 0x1F, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            true,
+        );
+        assert_eq!(field(d.op.unwrap_err()), (1, Some(4)));
+        // Short CDB: the row is known, the command fails at byte 0.
+        let d = Decoded::new(&[0x2A, 0, 0], false);
+        assert_eq!(d.name(), "WRITE(10)");
+        assert_eq!(field(d.command.unwrap_err()), (0, None));
+        assert_eq!(d.data_out_len(512), None);
+        // NACA and LINK in the control byte.
+        let d = Decoded::new(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0x04], false);
+        assert_eq!(field(d.command.unwrap_err()), (9, Some(2)));
+        let d = Decoded::new(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0x01], false);
+        assert_eq!(field(d.command.unwrap_err()), (9, Some(0)));
+        // A field the decoder refuses (RDPROTECT).
+        let d = Decoded::new(&[0x28, 0x20, 0, 0, 0, 0, 0, 0, 1, 0], false);
+        assert_eq!(d.dir(), Dir::In);
+        assert_eq!(field(d.command.unwrap_err()), (1, Some(7)));
+    }
+}

@@ -421,6 +421,19 @@ mod tests {
     }
 
     #[test]
+    fn medium_io_is_exactly_the_read_and_write_commands() {
+        // The metrics count the bytes of READ(n) and WRITE(n) as the LUN's traffic, nothing
+        // else (not VERIFY, WRITE AND VERIFY, WRITE SAME, COMPARE AND WRITE ...).
+        for e in TABLE {
+            let plain_rw = ["READ(", "WRITE("].iter().any(|p| e.name.starts_with(p));
+            assert_eq!(e.medium == Medium::Io, plain_rw, "{}", e.name);
+            if e.medium == Medium::Io {
+                assert_ne!(e.dir, Dir::None, "{}", e.name);
+            }
+        }
+    }
+
+    #[test]
     fn unknown_opcode_and_service_action() {
         let e = decode(&[0xFF; 16], true).unwrap_err();
         assert_eq!(e.asc(), INVALID_COMMAND_OPERATION_CODE);
