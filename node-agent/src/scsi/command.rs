@@ -242,19 +242,8 @@ fn decode_row(op: &OpInfo, cdb: &[u8]) -> Result<Command, Sense> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scsi::sense::{INVALID_COMMAND_OPERATION_CODE, INVALID_FIELD_IN_CDB, Sks};
-
-    fn field(s: Sense) -> (u16, Option<u8>) {
-        assert_eq!(s.asc(), INVALID_FIELD_IN_CDB);
-        match s.sks {
-            Some(Sks::Field {
-                cdb: true,
-                byte,
-                bit,
-            }) => (byte, bit),
-            other => panic!("no CDB field pointer: {other:?}"),
-        }
-    }
+    use crate::scsi::cdb::tests::field;
+    use crate::scsi::sense::INVALID_COMMAND_OPERATION_CODE;
 
     #[test]
     fn a_read_carries_its_row_and_fields() {

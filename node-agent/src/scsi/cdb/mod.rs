@@ -74,7 +74,7 @@ pub(super) mod tests {
     use crate::scsi::sense::{INVALID_FIELD_IN_CDB, Sks};
 
     /// The field pointer of an INVALID FIELD IN CDB.
-    pub(in crate::scsi::cdb) fn field(e: Sense) -> (u16, Option<u8>) {
+    pub(in crate::scsi) fn field(e: Sense) -> (u16, Option<u8>) {
         assert_eq!(e.asc(), INVALID_FIELD_IN_CDB);
         match e.sks {
             Some(Sks::Field {
