@@ -179,7 +179,7 @@ impl DataPathArgs {
             anyhow::bail!("--max-write-memory must be at least --max-session-write-memory");
         }
         engine::memory::tune_allocator();
-        engine::target::set_drain_timeout(std::time::Duration::from_secs(self.drain_timeout));
+        engine::device_drain::set_drain_timeout(std::time::Duration::from_secs(self.drain_timeout));
         iscsi::session::WriteMemory::configure(
             self.max_write_memory,
             self.max_session_write_memory,

@@ -142,7 +142,7 @@ pub async fn serve(
     memory.abort();
     if stopping {
         // Accepted commands finish and are answered before the connection closes.
-        let limit = super::target::drain_timeout();
+        let limit = super::device_drain::drain_timeout();
         if tokio::time::timeout(limit, conn.wait_idle()).await.is_err() {
             tracing::warn!(
                 target = %host.name(), session = id,

@@ -10,6 +10,7 @@
 pub mod acceptor;
 pub mod config;
 pub mod conn;
+pub mod device_drain;
 pub mod drain;
 pub mod framing;
 pub mod identity;
@@ -18,13 +19,14 @@ pub mod memory;
 pub mod outbox;
 pub mod rings;
 pub mod sessions;
-pub mod target;
+pub mod target_state;
 mod thread;
 mod tmf;
 
+pub use device_drain::DrainError;
 pub use drain::{DrainAck, DrainState};
 pub use sessions::SessionInfo;
-pub use target::{DrainError, LunCounters, LunSnapshot};
+pub use target_state::{LunCounters, LunSnapshot};
 pub use thread::{ShutdownReport, TargetCmd, TargetGone, TargetHandle, TargetSnapshot, request};
 
 use std::collections::BTreeMap;

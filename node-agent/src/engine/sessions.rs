@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::outbox::Outbox;
-use super::target::TargetState;
+use super::target_state::TargetState;
 use crate::iscsi::discovery::{self, Asker, DiscoveryEntry};
 use crate::iscsi::login::AclPolicy;
 use crate::iscsi::pdu::{Digests, TaskFunction};
@@ -321,7 +321,7 @@ impl Conn {
                 // A discovery session has no LUNs; the session never asks, but answer safely.
                 Host::Discovery(_) => ScsiOutcome {
                     status: crate::scsi::Status::CheckCondition as u8,
-                    sense: crate::scsi::target::absent_lun(&cmd.cdb, me.nexus).sense,
+                    sense: crate::scsi::lun_inventory::absent_lun(&cmd.cdb, me.nexus).sense,
                     ..ScsiOutcome::default()
                 },
             };

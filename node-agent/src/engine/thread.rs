@@ -9,10 +9,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::config::{LunSetup, TargetConfig};
 use super::conn::{self, Attach};
+use super::device_drain::DrainError;
 use super::drain::DrainAck;
 use super::rings;
 use super::sessions::{Host, SessionInfo, Sessions};
-use super::target::{DrainError, LunSnapshot, TargetState};
+use super::target_state::{LunSnapshot, TargetState};
 use crate::iscsi::login::AclPolicy;
 use crate::ring;
 
@@ -248,7 +249,7 @@ async fn serve(
                 // A store that does not answer cannot hold the stop: past the drain
                 // timeout the connections are cut and the stop goes on, reported.
                 let sessions_closed = sessions.count();
-                let limit = super::target::drain_timeout();
+                let limit = super::device_drain::drain_timeout();
                 let unfinished = match tokio::time::timeout(limit, sessions.stop_all()).await {
                     Ok(()) => None,
                     Err(_) => {
@@ -276,6 +277,6 @@ async fn serve(
     }
     // Every handle is gone without a stop: the sessions are cut, as the end of a
     // target's thread cut them before targets shared rings.
-    let limit = super::target::drain_timeout();
+    let limit = super::device_drain::drain_timeout();
     let _ = tokio::time::timeout(limit, sessions.close_all()).await;
 }

@@ -9,7 +9,7 @@
 use std::rc::Rc;
 
 use super::sessions::{Conn, Host, Sessions, decode_lun};
-use super::target::TargetState;
+use super::target_state::TargetState;
 use crate::iscsi::pdu::{TaskFunction, tmf_response};
 use crate::iscsi::session::TmfId;
 use crate::ring::{self, TcpStream};

@@ -10,8 +10,8 @@
 //! trailer of padding and data digest. Write the three parts with a vectored write.
 
 mod bhs;
-mod initiator;
-mod target;
+mod from_initiator;
+mod from_target;
 #[cfg(test)]
 mod tests;
 
@@ -22,11 +22,11 @@ use super::digest::{self, DIGEST_LEN};
 use bhs::Header;
 
 pub use bhs::{BHS_LEN, BhsInfo, MAX_AHS_LEN, MAX_DATA_SEGMENT_LEN, opcode, padded};
-pub use initiator::{
+pub use from_initiator::{
     AHS_BIDI_READ_LEN, AHS_EXTENDED_CDB, DataOut, LoginRequest, LogoutReason, LogoutRequest,
     NopOut, ScsiCommand, SnackRequest, Stage, TaskAttr, TaskFunction, TaskMgmtRequest, TextRequest,
 };
-pub use target::{
+pub use from_target::{
     AsyncMessage, DataIn, LoginResponse, LogoutResponse, NopIn, R2t, RESERVED_TAG, Reject,
     Residual, ScsiResponse, Sns, TaskMgmtResponse, TextResponse, async_event, login_status,
     logout_response, reject_reason, scsi_response, tmf_response,

@@ -257,7 +257,7 @@ struct Busy {
 }
 
 async fn busy_node() -> Option<Busy> {
-    crate::engine::target::set_drain_timeout(STOP);
+    crate::engine::device_drain::set_drain_timeout(STOP);
     let dir = tempfile::tempdir().unwrap();
     // A known portal port (the usual port 0 leaves the bound one unknown to the test).
     let mut o = opts(dir.path(), false);

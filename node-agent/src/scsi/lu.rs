@@ -1,5 +1,6 @@
-//! The logical unit: configuration, state, and the command pipeline (lookup, unit attention,
-//! decode, reservation and readiness checks, dispatch). The command handlers live in
+//! The logical unit: configuration, state, and the command pipeline (unit attention,
+//! reservation and readiness checks, dispatch) for a command decoded once on arrival
+//! ([`Decoded`]). The command handlers live in
 //! `spc.rs`, `sbc.rs`, `mode.rs`, `pr.rs` as further `impl` blocks of [`LogicalUnit`].
 
 use std::cell::{Cell, RefCell};
@@ -7,9 +8,9 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use super::cdb::Command;
+use super::command::{Command, Decoded};
 use super::mode::ModeState;
-use super::opcodes::{self, OpInfo, UaPolicy};
+use super::opcodes::{self, Medium, OpInfo, UaPolicy};
 use super::pr::Reservations;
 use super::sense::{
     Asc, BUS_DEVICE_RESET, CAPACITY_DATA_HAS_CHANGED, LU_NOT_READY_INIT_REQUIRED, POWER_ON_RESET,
@@ -244,7 +245,7 @@ impl<B: Backend> LogicalUnit<B> {
         self.nexuses.borrow_mut().touch(nexus).name = Some(name.to_owned());
     }
 
-    /// The engine answered REPORT LUNS (with [`super::target::report_luns`]) for `nexus`
+    /// The engine answered REPORT LUNS (with [`super::lun_inventory::report_luns`]) for `nexus`
     /// through this unit: clears its REPORTED LUNS DATA HAS CHANGED unit attention.
     pub fn luns_reported(&self, nexus: NexusId) {
         self.nexuses
@@ -303,28 +304,18 @@ impl<B: Backend> LogicalUnit<B> {
         self.stopped.set(false);
     }
 
-    /// How many bytes of Data-Out the command in `cdb` asks for, per its CDB (None: the
-    /// command takes no Data-Out or does not decode). The iSCSI layer compares this with the
-    /// Expected Data Transfer Length to report write residuals.
-    pub fn data_out_len(&self, cdb: &[u8]) -> Option<u32> {
-        use Command as C;
-        let bs = self.cfg.block_size;
-        let blocks = |n: u32| n.checked_mul(bs);
-        let (_, command) = opcodes::decode(cdb, self.cfg.thin).ok()?;
-        match command {
-            C::Write(rw) | C::OrWrite(rw) | C::WriteVerify(rw) => blocks(rw.blocks),
-            C::Verify(rw) => match rw.bytchk {
-                0 => Some(0),
-                3 => Some(bs),
-                _ => blocks(rw.blocks),
-            },
-            C::CompareAndWrite(rw) => blocks(rw.blocks.checked_mul(2)?),
-            C::WriteSame(ws) => Some(if ws.ndob { 0 } else { bs }),
-            C::ModeSelect { len, .. } => Some(len.into()),
-            C::Unmap { len, .. } => Some(len.into()),
-            C::PrOut { len, .. } | C::ExtendedCopy { len } => Some(len),
-            _ => None,
-        }
+    /// Looks up and decodes a CDB for this unit (whether it is thin decides whether UNMAP
+    /// exists), once: the engine, its metrics and [`LogicalUnit::execute_task`] take the
+    /// result.
+    pub fn decode(&self, cdb: &[u8]) -> Decoded {
+        Decoded::new(cdb, self.cfg.thin)
+    }
+
+    /// How many bytes of Data-Out `command` asks for, per its CDB (None: the command takes no
+    /// Data-Out or does not decode). The iSCSI layer compares this with the Expected Data
+    /// Transfer Length to report write residuals.
+    pub fn data_out_len(&self, command: &Decoded) -> Option<u32> {
+        command.data_out_len(self.cfg.block_size)
     }
 
     /// Whether the control mode page asks for descriptor-format sense data.
@@ -332,21 +323,27 @@ impl<B: Backend> LogicalUnit<B> {
         self.mode.get().d_sense
     }
 
-    /// Executes one SIMPLE command from `nexus` (see [`LogicalUnit::execute_task`]).
+    /// Decodes and executes one SIMPLE command from `nexus` (see
+    /// [`LogicalUnit::execute_task`]).
     pub async fn execute(&self, nexus: NexusId, cdb: &[u8], data_out: Vec<u8>) -> Response {
         let key = TaskKey {
             nexus,
             tag: u64::MAX,
             attr: TaskAttr::Simple,
         };
-        self.execute_task(key, cdb, data_out).await
+        self.execute_task(key, &self.decode(cdb), data_out).await
     }
 
     /// Executes one command: it enters the task set, waits for its turn (task attribute),
     /// runs, and leaves. `data_out` holds all Data-Out; a command that returns no Data-In
     /// hands its allocation back in [`Response::spare`] for reuse. A command aborted while
     /// in the set ends with TASK ABORTED, whether or not it ran.
-    pub async fn execute_task(&self, key: TaskKey, cdb: &[u8], data_out: Vec<u8>) -> Response {
+    pub async fn execute_task(
+        &self,
+        key: TaskKey,
+        command: &Decoded,
+        data_out: Vec<u8>,
+    ) -> Response {
         let ticket = self.tasks.enter(key);
         if !ticket.turn().await {
             return Response {
@@ -354,7 +351,7 @@ impl<B: Backend> LogicalUnit<B> {
                 ..Response::status(Status::TaskAborted)
             };
         }
-        let mut r = match self.run(key.nexus, cdb, data_out).await {
+        let mut r = match self.run(key.nexus, command, data_out).await {
             Ok((data, spare, preempted)) => Response {
                 spare,
                 preempted,
@@ -371,9 +368,11 @@ impl<B: Backend> LogicalUnit<B> {
         r
     }
 
-    async fn run(&self, nexus: NexusId, cdb: &[u8], buf: Vec<u8>) -> Result<Done, Fail> {
+    async fn run(&self, nexus: NexusId, decoded: &Decoded, buf: Vec<u8>) -> Result<Done, Fail> {
         self.nexuses.borrow_mut().touch(nexus);
-        let info = match opcodes::lookup(cdb, self.cfg.thin) {
+        // A pending unit attention comes before an unknown opcode, and before the malformed
+        // CDB of a command whose policy reports it.
+        let info = match decoded.op {
             Ok(info) => info,
             Err(sense) => {
                 self.report_ua(nexus)?;
@@ -383,7 +382,7 @@ impl<B: Backend> LogicalUnit<B> {
         if info.ua == UaPolicy::Report {
             self.report_ua(nexus)?;
         }
-        let (info, command) = opcodes::decode(cdb, self.cfg.thin)?;
+        let command = decoded.command?;
         self.gate(nexus, info, &command)?;
         self.dispatch(nexus, command, buf).await
     }
@@ -401,7 +400,7 @@ impl<B: Backend> LogicalUnit<B> {
         if self.conflicts(nexus, info.access, command) {
             return Err(Fail::Conflict);
         }
-        if info.medium && self.stopped.get() {
+        if info.medium != Medium::Not && self.stopped.get() {
             return Err(Sense::new(SenseKey::NotReady, LU_NOT_READY_INIT_REQUIRED).into());
         }
         Ok(())
@@ -417,7 +416,7 @@ impl<B: Backend> LogicalUnit<B> {
             // asked directly reports itself.
             C::ReportLuns { select, alloc } => {
                 self.luns_reported(nexus);
-                Ok(super::target::report_luns_data(
+                Ok(super::lun_inventory::report_luns_data(
                     &[self.cfg.lun],
                     select,
                     alloc,

@@ -3,11 +3,13 @@
 //! Contract with the engine (which owns the LUN map, the drain fence and in-flight counts):
 //! - the engine builds one [`LogicalUnit`] per LUN from an [`LuConfig`] (check it with
 //!   [`LuConfig::validate`]) and a backend;
-//! - for a command addressed to a LUN it calls [`LogicalUnit::execute`] with the complete
-//!   Data-Out (all of it collected by the iSCSI layer) and gets a [`Response`] back; the
-//!   Data-In of a READ is the store's own buffer, handed on without a copy;
-//! - [`LogicalUnit::data_out_len`] says how much Data-Out a CDB asks for, and
-//!   [`opcodes::lookup`] gives a command's name and data direction;
+//! - a command addressed to a LUN is decoded once, on arrival, with [`LogicalUnit::decode`]
+//!   into a [`Decoded`] (its opcode table row: name, data direction, whether it reads or
+//!   writes the medium; and the typed command or the sense a malformed CDB fails with). The
+//!   engine, its metrics and the logical unit all take that value: [`LogicalUnit::data_out_len`]
+//!   says how much Data-Out it asks for, [`LogicalUnit::execute_task`] runs it with the
+//!   complete Data-Out (all of it collected by the iSCSI layer) and gives a [`Response`]
+//!   back; the Data-In of a READ is the store's own buffer, handed on without a copy;
 //! - commands go through the unit's task set ([`taskset`]): [`LogicalUnit::execute_task`]
 //!   honours SIMPLE, ORDERED and HEAD OF QUEUE across every nexus, and
 //!   [`LogicalUnit::abort_tasks`] / [`LogicalUnit::tasks_ended`] abort commands (TASK
@@ -19,19 +21,22 @@
 //!   [`LogicalUnit::establish_ua`] for anything else a nexus must be told (e.g. REPORTED
 //!   LUNS DATA HAS CHANGED when another LUN is fenced);
 //! - REPORT LUNS and commands to LUNs that do not exist (or are fenced) are answered by the
-//!   target-level helpers in [`target`], since only the engine knows which LUNs are live;
-//!   after answering REPORT LUNS through a live LUN the engine calls
+//!   target-level helpers in [`lun_inventory`], since only the engine knows which LUNs are
+//!   live; after answering REPORT LUNS through a live LUN the engine calls
 //!   [`LogicalUnit::luns_reported`] so its REPORTED LUNS DATA HAS CHANGED attention clears.
 //!
-//! Inside: [`cdb`] decodes CDBs into typed commands, [`opcodes`] is the one table of
-//! supported commands (REPORT SUPPORTED OPERATION CODES is generated from it), [`sense`] is
+//! Inside: [`command`] holds the typed commands and the [`Decoded`] value, [`cdb`] the
+//! decoders from CDB bytes (primary and block commands), [`opcodes`] the one table of
+//! supported commands (the lookup and REPORT SUPPORTED OPERATION CODES read it), [`sense`]
 //! the one sense-data builder; `spc`, `sbc`, `provisioning`, `mode`, `vpd`, `pr`, `xcopy`
 //! hold the handlers, `ua` the unit attention queues, `limits` the block limits.
 
 pub mod backend;
 pub mod cdb;
+pub mod command;
 mod limits;
 mod lu;
+pub mod lun_inventory;
 mod mode;
 pub mod opcodes;
 mod pr;
@@ -39,7 +44,6 @@ mod provisioning;
 mod sbc;
 pub mod sense;
 mod spc;
-pub mod target;
 pub mod taskset;
 mod ua;
 mod vpd;
@@ -53,6 +57,7 @@ mod tests;
 use bytes::Bytes;
 
 pub use backend::Backend;
+pub use command::Decoded;
 pub use lu::{ConfigError, LogicalUnit, LuConfig};
 pub use taskset::{Aborted, TaskAttr, TaskKey};
 

@@ -7,7 +7,7 @@ use super::lu::{LogicalUnit, Out};
 use super::sense::{
     MODE_PARAMETERS_CHANGED, PARAMETER_LIST_LENGTH_ERROR, SAVING_PARAMETERS_NOT_SUPPORTED, Sense,
 };
-use super::{Backend, LuConfig, NexusId, cdb::ModeSense, truncate};
+use super::{Backend, LuConfig, NexusId, command::ModeSense, truncate};
 
 /// The current values of the changeable mode parameters (one set per logical unit).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,11 +1,12 @@
 //! The one opcode table: operation code (+ service action) → decoder and metadata (CDB length,
-//! CDB usage mask, data direction, unit-attention and reservation policy). Command lookup and
-//! REPORT SUPPORTED OPERATION CODES both read this table, so the report never lies.
+//! CDB usage mask, data direction, unit-attention and reservation policy, what the command has
+//! to do with the medium). Command lookup ([`super::command::Decoded`] carries the row it
+//! found) and REPORT SUPPORTED OPERATION CODES both read this table, so the report never lies.
 //!
-//! Execution dispatches on the decoded [`Command`] (an exhaustive `match` in the logical
-//! unit), so every decoder here necessarily has a handler.
+//! Execution dispatches on the decoded [`Command`](super::command::Command) (an exhaustive
+//! `match` in the logical unit), so every decoder here necessarily has a handler.
 
-use super::cdb::{self, Command, Decoded};
+use super::cdb::{Parsed, sbc, spc};
 use super::sense::{INVALID_COMMAND_OPERATION_CODE, Sense};
 
 /// Which way data flows for a command.
@@ -44,6 +45,18 @@ pub enum Access {
     Reserve,
 }
 
+/// What a command has to do with the medium.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Medium {
+    /// Runs without it, also while the unit is stopped (INQUIRY, MODE SENSE ...).
+    Not,
+    /// Needs it: fails NOT READY while the unit is stopped (VERIFY, SYNCHRONIZE CACHE ...).
+    Needed,
+    /// Needs it, and its data are logical blocks read or written (READ, WRITE): its bytes
+    /// count as the LUN's traffic in the metrics.
+    Io,
+}
+
 /// One row of the opcode table.
 #[derive(Debug)]
 pub struct OpInfo {
@@ -61,12 +74,12 @@ pub struct OpInfo {
     pub ua: UaPolicy,
     /// Reservation gating.
     pub access: Access,
-    /// Whether the command needs the medium (fails NOT READY while the unit is stopped).
-    pub medium: bool,
+    /// What the command has to do with the medium.
+    pub medium: Medium,
     /// Only offered by thin-provisioned units (UNMAP).
     pub thin_only: bool,
     /// The decoder.
-    pub decode: fn(&[u8]) -> Decoded,
+    pub decode: fn(&[u8]) -> Parsed,
 }
 
 impl OpInfo {
@@ -172,7 +185,7 @@ const U_READ_DEFECT12: &[u8] = &[0xB7, 0x1F, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
 
 macro_rules! op {
     ($opcode:expr, $sa:expr, $name:expr, $usage:expr, $dir:ident, $ua:ident, $access:ident,
-     $medium:expr, $decode:path) => {
+     $medium:ident, $decode:path) => {
         OpInfo {
             opcode: $opcode,
             sa: $sa,
@@ -181,7 +194,7 @@ macro_rules! op {
             dir: Dir::$dir,
             ua: UaPolicy::$ua,
             access: Access::$access,
-            medium: $medium,
+            medium: Medium::$medium,
             thin_only: $opcode == 0x42,
             decode: $decode,
         }
@@ -191,65 +204,65 @@ macro_rules! op {
 /// Every command this logical unit supports, sorted by opcode then service action.
 #[rustfmt::skip]
 pub static TABLE: &[OpInfo] = &[
-    op!(0x00, None, "TEST UNIT READY", U_TUR, None, Report, Always, true, cdb::test_unit_ready),
-    op!(0x03, None, "REQUEST SENSE", U_REQUEST_SENSE, In, Sense, Always, false, cdb::request_sense),
-    op!(0x08, None, "READ(6)", U_READ6, In, Report, Read, true, cdb::read6),
-    op!(0x0A, None, "WRITE(6)", U_WRITE6, Out, Report, Write, true, cdb::write6),
-    op!(0x12, None, "INQUIRY", U_INQUIRY, In, Pass, Always, false, cdb::inquiry),
-    op!(0x15, None, "MODE SELECT(6)", U_MODE_SELECT6, Out, Report, Write, false, cdb::mode_select6),
-    op!(0x16, None, "RESERVE(6)", U_RESERVE6, None, Report, Reserve, false, cdb::reserve),
-    op!(0x17, None, "RELEASE(6)", U_RELEASE6, None, Report, Reserve, false, cdb::release),
-    op!(0x1A, None, "MODE SENSE(6)", U_MODE_SENSE6, In, Report, Read, false, cdb::mode_sense6),
-    op!(0x1B, None, "START STOP UNIT", U_START_STOP, None, Report, Write, false, cdb::start_stop_unit),
-    op!(0x1E, None, "PREVENT ALLOW MEDIUM REMOVAL", U_PREVENT, None, Report, Read, false, cdb::prevent_allow),
-    op!(0x25, None, "READ CAPACITY(10)", U_READ_CAPACITY10, In, Report, Always, true, cdb::read_capacity10),
-    op!(0x28, None, "READ(10)", U_READ10, In, Report, Read, true, cdb::read10),
-    op!(0x2A, None, "WRITE(10)", U_WRITE10, Out, Report, Write, true, cdb::write10),
-    op!(0x2E, None, "WRITE AND VERIFY(10)", U_WRITE_VERIFY10, Out, Report, Write, true, cdb::write_verify10),
-    op!(0x2F, None, "VERIFY(10)", U_VERIFY10, Out, Report, Read, true, cdb::verify10),
-    op!(0x34, None, "PRE-FETCH(10)", U_PREFETCH10, None, Report, Read, true, cdb::prefetch10),
-    op!(0x35, None, "SYNCHRONIZE CACHE(10)", U_SYNC10, None, Report, Write, true, cdb::sync_cache10),
-    op!(0x37, None, "READ DEFECT DATA(10)", U_READ_DEFECT10, In, Report, Read, true, cdb::read_defect10),
-    op!(0x41, None, "WRITE SAME(10)", U_WRITE_SAME10, Out, Report, Write, true, cdb::write_same10),
-    op!(0x42, None, "UNMAP", U_UNMAP, Out, Report, Write, true, cdb::unmap),
-    op!(0x55, None, "MODE SELECT(10)", U_MODE_SELECT10, Out, Report, Write, false, cdb::mode_select10),
-    op!(0x56, None, "RESERVE(10)", U_RESERVE10, None, Report, Reserve, false, cdb::reserve),
-    op!(0x57, None, "RELEASE(10)", U_RELEASE10, None, Report, Reserve, false, cdb::release),
-    op!(0x5A, None, "MODE SENSE(10)", U_MODE_SENSE10, In, Report, Read, false, cdb::mode_sense10),
-    op!(0x5E, Some(0x00), "PERSISTENT RESERVE IN / READ KEYS", U_PR_IN, In, Report, Always, false, cdb::pr_in),
-    op!(0x5E, Some(0x01), "PERSISTENT RESERVE IN / READ RESERVATION", U_PR_IN, In, Report, Always, false, cdb::pr_in),
-    op!(0x5E, Some(0x02), "PERSISTENT RESERVE IN / REPORT CAPABILITIES", U_PR_IN, In, Report, Always, false, cdb::pr_in),
-    op!(0x5E, Some(0x03), "PERSISTENT RESERVE IN / READ FULL STATUS", U_PR_IN, In, Report, Always, false, cdb::pr_in),
-    op!(0x5F, Some(0x00), "PERSISTENT RESERVE OUT / REGISTER", U_PR_OUT, Out, Report, Always, false, cdb::pr_out),
-    op!(0x5F, Some(0x01), "PERSISTENT RESERVE OUT / RESERVE", U_PR_OUT, Out, Report, Always, false, cdb::pr_out),
-    op!(0x5F, Some(0x02), "PERSISTENT RESERVE OUT / RELEASE", U_PR_OUT, Out, Report, Always, false, cdb::pr_out),
-    op!(0x5F, Some(0x03), "PERSISTENT RESERVE OUT / CLEAR", U_PR_OUT, Out, Report, Always, false, cdb::pr_out),
-    op!(0x5F, Some(0x04), "PERSISTENT RESERVE OUT / PREEMPT", U_PR_OUT, Out, Report, Always, false, cdb::pr_out),
-    op!(0x5F, Some(0x05), "PERSISTENT RESERVE OUT / PREEMPT AND ABORT", U_PR_OUT, Out, Report, Always, false, cdb::pr_out),
-    op!(0x5F, Some(0x06), "PERSISTENT RESERVE OUT / REGISTER AND IGNORE EXISTING KEY", U_PR_OUT, Out, Report, Always, false, cdb::pr_out),
-    op!(0x83, Some(0x00), "EXTENDED COPY(LID1)", U_XCOPY, Out, Report, Write, true, cdb::extended_copy),
-    op!(0x84, Some(0x00), "RECEIVE COPY RESULTS / COPY STATUS", U_RCR, In, Report, Read, false, cdb::receive_copy_results),
-    op!(0x84, Some(0x03), "RECEIVE COPY RESULTS / OPERATING PARAMETERS", U_RCR, In, Report, Read, false, cdb::receive_copy_results),
-    op!(0x88, None, "READ(16)", U_READ16, In, Report, Read, true, cdb::read16),
-    op!(0x89, None, "COMPARE AND WRITE", U_CAW, Out, Report, Write, true, cdb::compare_and_write),
-    op!(0x8A, None, "WRITE(16)", U_WRITE16, Out, Report, Write, true, cdb::write16),
-    op!(0x8B, None, "ORWRITE(16)", U_ORWRITE16, Out, Report, Write, true, cdb::orwrite16),
-    op!(0x8E, None, "WRITE AND VERIFY(16)", U_WRITE_VERIFY16, Out, Report, Write, true, cdb::write_verify16),
-    op!(0x8F, None, "VERIFY(16)", U_VERIFY16, Out, Report, Read, true, cdb::verify16),
-    op!(0x90, None, "PRE-FETCH(16)", U_PREFETCH16, None, Report, Read, true, cdb::prefetch16),
-    op!(0x91, None, "SYNCHRONIZE CACHE(16)", U_SYNC16, None, Report, Write, true, cdb::sync_cache16),
-    op!(0x93, None, "WRITE SAME(16)", U_WRITE_SAME16, Out, Report, Write, true, cdb::write_same16),
-    op!(0x9E, Some(0x10), "READ CAPACITY(16)", U_READ_CAPACITY16, In, Report, Always, true, cdb::read_capacity16),
-    op!(0x9E, Some(0x12), "GET LBA STATUS", U_GET_LBA_STATUS, In, Report, Read, true, cdb::get_lba_status),
-    op!(0xA0, None, "REPORT LUNS", U_REPORT_LUNS, In, Pass, Always, false, cdb::report_luns),
-    op!(0xA3, Some(0x0A), "REPORT TARGET PORT GROUPS", U_RTPG, In, Report, Always, false, cdb::report_target_port_groups),
-    op!(0xA3, Some(0x0C), "REPORT SUPPORTED OPERATION CODES", U_RSOC, In, Report, Always, false, cdb::report_opcodes),
-    op!(0xA3, Some(0x0D), "REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS", U_RSTMF, In, Report, Always, false, cdb::report_tmf),
-    op!(0xA8, None, "READ(12)", U_READ12, In, Report, Read, true, cdb::read12),
-    op!(0xAA, None, "WRITE(12)", U_WRITE12, Out, Report, Write, true, cdb::write12),
-    op!(0xAE, None, "WRITE AND VERIFY(12)", U_WRITE_VERIFY12, Out, Report, Write, true, cdb::write_verify12),
-    op!(0xAF, None, "VERIFY(12)", U_VERIFY12, Out, Report, Read, true, cdb::verify12),
-    op!(0xB7, None, "READ DEFECT DATA(12)", U_READ_DEFECT12, In, Report, Read, true, cdb::read_defect12),
+    op!(0x00, None, "TEST UNIT READY", U_TUR, None, Report, Always, Needed, spc::test_unit_ready),
+    op!(0x03, None, "REQUEST SENSE", U_REQUEST_SENSE, In, Sense, Always, Not, spc::request_sense),
+    op!(0x08, None, "READ(6)", U_READ6, In, Report, Read, Io, sbc::read6),
+    op!(0x0A, None, "WRITE(6)", U_WRITE6, Out, Report, Write, Io, sbc::write6),
+    op!(0x12, None, "INQUIRY", U_INQUIRY, In, Pass, Always, Not, spc::inquiry),
+    op!(0x15, None, "MODE SELECT(6)", U_MODE_SELECT6, Out, Report, Write, Not, spc::mode_select6),
+    op!(0x16, None, "RESERVE(6)", U_RESERVE6, None, Report, Reserve, Not, spc::reserve),
+    op!(0x17, None, "RELEASE(6)", U_RELEASE6, None, Report, Reserve, Not, spc::release),
+    op!(0x1A, None, "MODE SENSE(6)", U_MODE_SENSE6, In, Report, Read, Not, spc::mode_sense6),
+    op!(0x1B, None, "START STOP UNIT", U_START_STOP, None, Report, Write, Not, spc::start_stop_unit),
+    op!(0x1E, None, "PREVENT ALLOW MEDIUM REMOVAL", U_PREVENT, None, Report, Read, Not, spc::prevent_allow),
+    op!(0x25, None, "READ CAPACITY(10)", U_READ_CAPACITY10, In, Report, Always, Needed, sbc::read_capacity10),
+    op!(0x28, None, "READ(10)", U_READ10, In, Report, Read, Io, sbc::read10),
+    op!(0x2A, None, "WRITE(10)", U_WRITE10, Out, Report, Write, Io, sbc::write10),
+    op!(0x2E, None, "WRITE AND VERIFY(10)", U_WRITE_VERIFY10, Out, Report, Write, Needed, sbc::write_verify10),
+    op!(0x2F, None, "VERIFY(10)", U_VERIFY10, Out, Report, Read, Needed, sbc::verify10),
+    op!(0x34, None, "PRE-FETCH(10)", U_PREFETCH10, None, Report, Read, Needed, sbc::prefetch10),
+    op!(0x35, None, "SYNCHRONIZE CACHE(10)", U_SYNC10, None, Report, Write, Needed, sbc::sync_cache10),
+    op!(0x37, None, "READ DEFECT DATA(10)", U_READ_DEFECT10, In, Report, Read, Needed, sbc::read_defect10),
+    op!(0x41, None, "WRITE SAME(10)", U_WRITE_SAME10, Out, Report, Write, Needed, sbc::write_same10),
+    op!(0x42, None, "UNMAP", U_UNMAP, Out, Report, Write, Needed, sbc::unmap),
+    op!(0x55, None, "MODE SELECT(10)", U_MODE_SELECT10, Out, Report, Write, Not, spc::mode_select10),
+    op!(0x56, None, "RESERVE(10)", U_RESERVE10, None, Report, Reserve, Not, spc::reserve),
+    op!(0x57, None, "RELEASE(10)", U_RELEASE10, None, Report, Reserve, Not, spc::release),
+    op!(0x5A, None, "MODE SENSE(10)", U_MODE_SENSE10, In, Report, Read, Not, spc::mode_sense10),
+    op!(0x5E, Some(0x00), "PERSISTENT RESERVE IN / READ KEYS", U_PR_IN, In, Report, Always, Not, spc::pr_in),
+    op!(0x5E, Some(0x01), "PERSISTENT RESERVE IN / READ RESERVATION", U_PR_IN, In, Report, Always, Not, spc::pr_in),
+    op!(0x5E, Some(0x02), "PERSISTENT RESERVE IN / REPORT CAPABILITIES", U_PR_IN, In, Report, Always, Not, spc::pr_in),
+    op!(0x5E, Some(0x03), "PERSISTENT RESERVE IN / READ FULL STATUS", U_PR_IN, In, Report, Always, Not, spc::pr_in),
+    op!(0x5F, Some(0x00), "PERSISTENT RESERVE OUT / REGISTER", U_PR_OUT, Out, Report, Always, Not, spc::pr_out),
+    op!(0x5F, Some(0x01), "PERSISTENT RESERVE OUT / RESERVE", U_PR_OUT, Out, Report, Always, Not, spc::pr_out),
+    op!(0x5F, Some(0x02), "PERSISTENT RESERVE OUT / RELEASE", U_PR_OUT, Out, Report, Always, Not, spc::pr_out),
+    op!(0x5F, Some(0x03), "PERSISTENT RESERVE OUT / CLEAR", U_PR_OUT, Out, Report, Always, Not, spc::pr_out),
+    op!(0x5F, Some(0x04), "PERSISTENT RESERVE OUT / PREEMPT", U_PR_OUT, Out, Report, Always, Not, spc::pr_out),
+    op!(0x5F, Some(0x05), "PERSISTENT RESERVE OUT / PREEMPT AND ABORT", U_PR_OUT, Out, Report, Always, Not, spc::pr_out),
+    op!(0x5F, Some(0x06), "PERSISTENT RESERVE OUT / REGISTER AND IGNORE EXISTING KEY", U_PR_OUT, Out, Report, Always, Not, spc::pr_out),
+    op!(0x83, Some(0x00), "EXTENDED COPY(LID1)", U_XCOPY, Out, Report, Write, Needed, spc::extended_copy),
+    op!(0x84, Some(0x00), "RECEIVE COPY RESULTS / COPY STATUS", U_RCR, In, Report, Read, Not, spc::receive_copy_results),
+    op!(0x84, Some(0x03), "RECEIVE COPY RESULTS / OPERATING PARAMETERS", U_RCR, In, Report, Read, Not, spc::receive_copy_results),
+    op!(0x88, None, "READ(16)", U_READ16, In, Report, Read, Io, sbc::read16),
+    op!(0x89, None, "COMPARE AND WRITE", U_CAW, Out, Report, Write, Needed, sbc::compare_and_write),
+    op!(0x8A, None, "WRITE(16)", U_WRITE16, Out, Report, Write, Io, sbc::write16),
+    op!(0x8B, None, "ORWRITE(16)", U_ORWRITE16, Out, Report, Write, Needed, sbc::orwrite16),
+    op!(0x8E, None, "WRITE AND VERIFY(16)", U_WRITE_VERIFY16, Out, Report, Write, Needed, sbc::write_verify16),
+    op!(0x8F, None, "VERIFY(16)", U_VERIFY16, Out, Report, Read, Needed, sbc::verify16),
+    op!(0x90, None, "PRE-FETCH(16)", U_PREFETCH16, None, Report, Read, Needed, sbc::prefetch16),
+    op!(0x91, None, "SYNCHRONIZE CACHE(16)", U_SYNC16, None, Report, Write, Needed, sbc::sync_cache16),
+    op!(0x93, None, "WRITE SAME(16)", U_WRITE_SAME16, Out, Report, Write, Needed, sbc::write_same16),
+    op!(0x9E, Some(0x10), "READ CAPACITY(16)", U_READ_CAPACITY16, In, Report, Always, Needed, sbc::read_capacity16),
+    op!(0x9E, Some(0x12), "GET LBA STATUS", U_GET_LBA_STATUS, In, Report, Read, Needed, sbc::get_lba_status),
+    op!(0xA0, None, "REPORT LUNS", U_REPORT_LUNS, In, Pass, Always, Not, spc::report_luns),
+    op!(0xA3, Some(0x0A), "REPORT TARGET PORT GROUPS", U_RTPG, In, Report, Always, Not, spc::report_target_port_groups),
+    op!(0xA3, Some(0x0C), "REPORT SUPPORTED OPERATION CODES", U_RSOC, In, Report, Always, Not, spc::report_opcodes),
+    op!(0xA3, Some(0x0D), "REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS", U_RSTMF, In, Report, Always, Not, spc::report_tmf),
+    op!(0xA8, None, "READ(12)", U_READ12, In, Report, Read, Io, sbc::read12),
+    op!(0xAA, None, "WRITE(12)", U_WRITE12, Out, Report, Write, Io, sbc::write12),
+    op!(0xAE, None, "WRITE AND VERIFY(12)", U_WRITE_VERIFY12, Out, Report, Write, Needed, sbc::write_verify12),
+    op!(0xAF, None, "VERIFY(12)", U_VERIFY12, Out, Report, Read, Needed, sbc::verify12),
+    op!(0xB7, None, "READ DEFECT DATA(12)", U_READ_DEFECT12, In, Report, Read, Needed, sbc::read_defect12),
 ];
 
 /// Whether any row of the table has `opcode` with service actions.
@@ -275,19 +288,6 @@ pub fn lookup(cdb: &[u8], thin: bool) -> Result<&'static OpInfo, Sense> {
         .iter()
         .find(|e| e.opcode == opcode && e.offered(thin))
         .ok_or(Sense::illegal(INVALID_COMMAND_OPERATION_CODE))
-}
-
-/// Looks up and decodes a CDB: the row and the typed command, or the sense to fail with.
-/// A CDB shorter than the opcode's length is an INVALID FIELD IN CDB.
-pub fn decode(cdb: &[u8], thin: bool) -> Result<(&'static OpInfo, Command), Sense> {
-    let info = lookup(cdb, thin)?;
-    let len = info.cdb_len();
-    if cdb.len() < len {
-        return Err(Sense::invalid_cdb_field(0, None));
-    }
-    cdb::check_control(cdb, len)?;
-    let command = (info.decode)(cdb)?;
-    Ok((info, command))
 }
 
 /// Nominal and recommended command timeouts reported with RCTD, in seconds.
@@ -373,7 +373,15 @@ fn report_one(rctd: bool, options: u8, opcode: u8, sa: u16, thin: bool) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scsi::command::{Command, Decoded};
     use crate::scsi::sense::INVALID_FIELD_IN_CDB;
+
+    /// The row and the command of a CDB that decodes, or the sense it fails with.
+    fn decode(cdb: &[u8], thin: bool) -> Result<(&'static OpInfo, Command), Sense> {
+        let d = Decoded::new(cdb, thin);
+        let command = d.command?;
+        Ok((d.op.expect("a decoded command has its row"), command))
+    }
 
     #[test]
     fn table_is_sorted_unique_and_consistent() {
@@ -409,6 +417,19 @@ mod tests {
             }
             let (row, _) = decode(&cdb, true).unwrap_or_else(|s| panic!("{}: {s:?}", e.name));
             assert!(std::ptr::eq(row, e));
+        }
+    }
+
+    #[test]
+    fn medium_io_is_exactly_the_read_and_write_commands() {
+        // The metrics count the bytes of READ(n) and WRITE(n) as the LUN's traffic, nothing
+        // else (not VERIFY, WRITE AND VERIFY, WRITE SAME, COMPARE AND WRITE ...).
+        for e in TABLE {
+            let plain_rw = ["READ(", "WRITE("].iter().any(|p| e.name.starts_with(p));
+            assert_eq!(e.medium == Medium::Io, plain_rw, "{}", e.name);
+            if e.medium == Medium::Io {
+                assert_ne!(e.dir, Dir::None, "{}", e.name);
+            }
         }
     }
 

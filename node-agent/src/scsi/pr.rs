@@ -5,7 +5,7 @@
 //! [`LogicalUnit::nexus_named`] (so they survive a session being re-established); they are
 //! not persisted across restarts (PTPL_C is 0).
 
-use super::cdb::Command;
+use super::command::Command;
 use super::lu::{Fail, LogicalUnit, Out};
 use super::opcodes::Access;
 use super::sense::{

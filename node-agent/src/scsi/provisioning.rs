@@ -1,7 +1,7 @@
 //! Logical block provisioning (SBC-3 4.7): UNMAP, WRITE SAME 10/16 (with UNMAP, NDOB) and
 //! GET LBA STATUS.
 
-use super::cdb::WriteSame;
+use super::command::WriteSame;
 use super::limits;
 use super::lu::{LogicalUnit, Out, empty};
 use super::sbc::{bad_data_out, write_protected};

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 
-use super::cdb::Rw;
+use super::command::Rw;
 use super::limits;
 use super::lu::{Fail, LogicalUnit, Out, empty};
 use super::sense::{

@@ -15,18 +15,18 @@
 //! status in the last one when there is no sense, residuals, NOP-Out/NOP-In, task management,
 //! logout, Reject for malformed PDUs.
 
+mod buffer_pool;
 mod collect;
 mod command;
 mod flow;
 mod logout;
-mod memory;
 mod nop;
-mod pool;
 mod respond;
 mod seq;
 mod tasks;
-mod text;
+mod text_request;
 mod tmf;
+mod write_memory;
 
 #[cfg(test)]
 mod tests;
@@ -41,11 +41,11 @@ use super::pdu::{
     reject_reason,
 };
 use super::text::Pairs;
-pub use memory::WriteMemory;
-use pool::BufferPool;
+use buffer_pool::BufferPool;
 use seq::{Admission, Sequencer};
 pub use tasks::TaskCounts;
 use tasks::Tasks;
+pub use write_memory::WriteMemory;
 
 /// Identifies one SCSI command of a session between the session and the engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -221,14 +221,14 @@ pub struct Session {
     tasks: Tasks,
     pool: BufferPool,
     waiters: tmf::Waiters,
-    text: text::TextState,
+    text: text_request::TextState,
     next_ttt: u32,
     /// TTT of our NOP-In ping that has not been answered yet.
     ping: Option<u32>,
     state: State,
     closed: Option<Closed>,
     /// The write memory this session holds ([`memory`]).
-    mem: memory::Budget,
+    mem: write_memory::Budget,
     /// Unsolicited bytes one command may bring (immediate data and unsolicited Data-Out):
     /// what each open window slot holds.
     unsolicited: usize,
@@ -250,7 +250,7 @@ impl Session {
     ) -> Self {
         let unsolicited = flow::unsolicited_per_command(&params);
         let window = config.login_window.clamp(1, config.queue_depth.max(1));
-        let mut mem = memory::Budget::new(memory);
+        let mut mem = write_memory::Budget::new(memory);
         // The login already promised this window: its memory is taken whatever the limits.
         mem.force_take(unsolicited.saturating_mul(window as usize));
         Self {
@@ -261,7 +261,7 @@ impl Session {
             awaiting: std::collections::VecDeque::new(),
             tasks: Tasks::default(),
             waiters: tmf::Waiters::default(),
-            text: text::TextState::default(),
+            text: text_request::TextState::default(),
             next_ttt: 1,
             ping: None,
             state: State::Open,

@@ -252,6 +252,33 @@ fn sense_format_follows_d_sense() {
 }
 
 #[test]
+fn a_malformed_cdb_waits_behind_a_unit_attention_as_its_policy_says() {
+    let lu = lu(config(100));
+    clear_ua(&lu, N1);
+    // READ(10) reports unit attentions: the attention comes first, then the malformed CDB.
+    let bad_read = [0x28, 0xE0, 0, 0, 0, 0, 0, 0, 1, 0];
+    lu.establish_ua(Some(N1), 0x2A, 0x01);
+    assert_eq!(
+        sense_of(&exec(&lu, N1, &bad_read, Vec::new())),
+        (0x6, 0x2A, 0x01)
+    );
+    let r = exec(&lu, N1, &bad_read, Vec::new());
+    assert_eq!(sense_of(&r), (0x5, 0x24, 0x00));
+    assert_eq!(&r.sense[15..18], &[0xCF, 0, 1], "PROTECT field pointer");
+    // A short READ(10): INVALID FIELD IN CDB, byte 0.
+    let r = exec(&lu, N1, &[0x28, 0, 0], Vec::new());
+    assert_eq!(sense_of(&r), (0x5, 0x24, 0x00));
+    // INQUIRY passes unit attentions: its malformed CDB fails at once, the attention stays.
+    lu.establish_ua(Some(N1), 0x2A, 0x01);
+    let r = exec(&lu, N1, &[0x12, 0, 0x80, 0, 0xFF, 0], Vec::new());
+    assert_eq!(sense_of(&r), (0x5, 0x24, 0x00));
+    assert_eq!(
+        sense_of(&exec(&lu, N1, &[0; 6], Vec::new())),
+        (0x6, 0x2A, 0x01)
+    );
+}
+
+#[test]
 fn naca_in_control_byte_is_rejected() {
     let lu = lu(config(100));
     clear_ua(&lu, N1);
@@ -314,23 +341,21 @@ fn data_out_lengths_follow_the_cdb() {
         thin: true,
         ..config(100)
     });
-    assert_eq!(lu.data_out_len(&cdb10(0x2A, 0, 0, 3)), Some(1536));
-    assert_eq!(lu.data_out_len(&cdb10(0x28, 0, 0, 3)), None);
-    assert_eq!(lu.data_out_len(&cdb10(0x2F, 0, 0, 3)), Some(0));
-    assert_eq!(lu.data_out_len(&cdb10(0x2F, 0x02, 0, 3)), Some(1536));
-    assert_eq!(lu.data_out_len(&cdb10(0x2F, 0x06, 0, 3)), Some(512));
+    let data_out_len = |cdb: &[u8]| lu.data_out_len(&lu.decode(cdb));
+    assert_eq!(data_out_len(&cdb10(0x2A, 0, 0, 3)), Some(1536));
+    assert_eq!(data_out_len(&cdb10(0x28, 0, 0, 3)), None);
+    assert_eq!(data_out_len(&cdb10(0x2F, 0, 0, 3)), Some(0));
+    assert_eq!(data_out_len(&cdb10(0x2F, 0x02, 0, 3)), Some(1536));
+    assert_eq!(data_out_len(&cdb10(0x2F, 0x06, 0, 3)), Some(512));
     let mut caw = cdb16(0x89, 0, 0, 0);
     caw[13] = 2;
-    assert_eq!(lu.data_out_len(&caw), Some(2048));
-    assert_eq!(lu.data_out_len(&cdb16(0x93, 0x01, 0, 8)), Some(0), "NDOB");
-    assert_eq!(lu.data_out_len(&cdb10(0x41, 0, 0, 8)), Some(512));
-    assert_eq!(
-        lu.data_out_len(&[0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0]),
-        Some(24)
-    );
-    assert_eq!(lu.data_out_len(&[0x15, 0x10, 0, 0, 28, 0]), Some(28));
+    assert_eq!(data_out_len(&caw), Some(2048));
+    assert_eq!(data_out_len(&cdb16(0x93, 0x01, 0, 8)), Some(0), "NDOB");
+    assert_eq!(data_out_len(&cdb10(0x41, 0, 0, 8)), Some(512));
+    assert_eq!(data_out_len(&[0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0]), Some(24));
+    assert_eq!(data_out_len(&[0x15, 0x10, 0, 0, 28, 0]), Some(28));
     let mut xcopy = vec![0x83, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 76, 0, 0];
-    assert_eq!(lu.data_out_len(&xcopy), Some(76));
+    assert_eq!(data_out_len(&xcopy), Some(76));
     xcopy[1] = 1; // unknown service action
-    assert_eq!(lu.data_out_len(&xcopy), None);
+    assert_eq!(data_out_len(&xcopy), None);
 }

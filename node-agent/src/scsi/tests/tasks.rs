@@ -24,7 +24,7 @@ fn key(nexus: NexusId, tag: u64, attr: TaskAttr) -> TaskKey {
 /// Starts a command as its own task; its response arrives on the returned handle.
 fn spawn(lu: &Lu, k: TaskKey, cdb: Vec<u8>, data: Vec<u8>) -> tokio::task::JoinHandle<Response> {
     let lu = lu.clone();
-    tokio::task::spawn_local(async move { lu.execute_task(k, &cdb, data).await })
+    tokio::task::spawn_local(async move { lu.execute_task(k, &lu.decode(&cdb), data).await })
 }
 
 fn prout_params(key: u64, sa_key: u64) -> Vec<u8> {

@@ -2,9 +2,9 @@
 
 mod control;
 mod io;
-mod memory;
 mod order;
 mod window;
+mod write_memory;
 
 use bytes::Bytes;
 

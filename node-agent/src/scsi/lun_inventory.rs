@@ -6,7 +6,8 @@
 //! Sense data here is fixed format (there is no logical unit whose control page could ask
 //! for descriptors).
 
-use super::cdb::{self, Command};
+use super::cdb::spc as decode;
+use super::command::Command;
 use super::sense::{INVALID_COMMAND_OPERATION_CODE, LOGICAL_UNIT_NOT_SUPPORTED, Sense};
 use super::{NexusId, Response, spc, truncate};
 
@@ -51,7 +52,7 @@ pub fn report_luns_data(luns: &[u64], select: u8, alloc: u32) -> Result<Vec<u8>,
 /// OPERATION CODE.
 pub fn report_luns(luns: &[u64], cdb: &[u8]) -> Response {
     let decoded = match cdb.first() {
-        Some(0xA0) if cdb.len() >= 12 => cdb::report_luns(cdb),
+        Some(0xA0) if cdb.len() >= 12 => decode::report_luns(cdb),
         Some(0xA0) => Err(Sense::invalid_cdb_field(0, None)),
         _ => Err(Sense::illegal(INVALID_COMMAND_OPERATION_CODE)),
     };
@@ -72,7 +73,7 @@ pub fn report_luns(luns: &[u64], cdb: &[u8]) -> Response {
 pub fn absent_lun(cdb: &[u8], _nexus: NexusId) -> Response {
     let not_supported = Sense::illegal(LOGICAL_UNIT_NOT_SUPPORTED);
     match cdb.first() {
-        Some(0x12) if cdb.len() >= 6 => match cdb::inquiry(cdb) {
+        Some(0x12) if cdb.len() >= 6 => match decode::inquiry(cdb) {
             Ok(Command::Inquiry {
                 evpd: false, alloc, ..
             }) => Response::good(truncate(

@@ -3,7 +3,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::bhs::{Header, opcode};
-use super::initiator::{Stage, login_flags, parse_login_flags};
+use super::from_initiator::{Stage, login_flags, parse_login_flags};
 use super::{Body, Encoded, PduError, expect_no_data};
 
 const F_BIT: u8 = 0x80;
