@@ -9,7 +9,7 @@ import argparse
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from spindletools import manifests
@@ -26,6 +26,7 @@ from . import (
     scalereport,
 )
 from .cli import byte_size, endpoint
+from .scalepoints import FdCheck, Point
 from .main import REPO, agent_binary, raise_fd_limit
 from .targets import SpindleAgent, TargetError, TargetLimit, Tgtd, sparse_file
 
@@ -99,40 +100,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if a.fd_limit and a.fd_limit < 64:
         p.error("--fd-limit must be 0 (skip) or at least 64")
     return a
-
-
-@dataclass
-class Point:
-    """One server serving `served` targets, `busy` of them read at once."""
-
-    key: str  # spindle | tgt
-    served: int
-    busy_count: int
-    idle: idle.IdleResult | None = None
-    busy: busy.BusyResult | None = None
-    mixed: busy.BusyResult | None = None  # the same targets, some of them reading deeper
-    heavy: frozenset[str] = frozenset()  # the targets that did, in `mixed`
-    after: procstat.Footprint | None = None  # idle again, the sessions gone
-    stop_s: float | None = None
-    checked: bool = False  # per-target read counts compared with the server's own
-    mismatches: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    limit: str | None = None  # why the machine did not let it get this far
-    disk_kib: int = 0  # what the backing files take on disk
-
-
-@dataclass
-class FdCheck:
-    """An agent whose RLIMIT_NOFILE is too small for its Devices."""
-
-    limit: int
-    targets: int
-    served: int | None = None
-    refusals: int = 0  # log lines naming RLIMIT_NOFILE
-    message: str = ""
-    answered: bool = False  # a served target still answers (sessions have descriptors)
-    exit_status: int | None = None
-    errors: list[str] = field(default_factory=list)
 
 
 # What the agent does with descriptors (node-agent/src/store/fdlimit.rs): each served Device

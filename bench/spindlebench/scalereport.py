@@ -12,7 +12,7 @@ from .report import DASH, markdown_table
 if TYPE_CHECKING:
     import argparse
 
-    from .scale import FdCheck, Point
+    from .scalepoints import FdCheck, Point
 
 LABELS = {"spindle": "Spindle", "tgt": "tgt"}
 

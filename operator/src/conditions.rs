@@ -88,6 +88,25 @@ pub fn condition_is(conditions: &[Condition], type_: &str, status: ConditionStat
         .any(|c| c.type_ == type_ && c.status == status)
 }
 
+/// Why an object is not (fully) served, and what to change. `reason` is a CamelCase condition
+/// reason; `message` is for a person.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Condition reason (see [`reason`]).
+    pub reason: &'static str,
+    /// What is wrong and what to change.
+    pub message: String,
+}
+
+impl Problem {
+    pub(crate) fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

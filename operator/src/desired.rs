@@ -9,7 +9,7 @@ use spindle_agent_api::v1 as api;
 use spindle_crds::{ConditionStatus, Device, Digest, Target, WriteCache};
 
 use crate::agents::AgentView;
-use crate::conditions::{condition_is, kind, reason};
+use crate::conditions::{Problem, condition_is, kind, reason};
 use crate::objects::{key_of, object_meta, reclaim_policy};
 use crate::tenancy::Tenancy;
 
@@ -17,25 +17,6 @@ use spindle_crds::chap::{
     MUTUAL_SECRET_KEY as CHAP_MUTUAL_SECRET_KEY, MUTUAL_USER_KEY as CHAP_MUTUAL_USER_KEY,
     SECRET_KEY as CHAP_SECRET_KEY, USER_KEY as CHAP_USER_KEY,
 };
-
-/// Why an object is not (fully) served, and what to change. `reason` is a CamelCase condition
-/// reason; `message` is for a person.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
-    /// Condition reason (see [`reason`]).
-    pub reason: &'static str,
-    /// What is wrong and what to change.
-    pub message: String,
-}
-
-impl Problem {
-    fn new(reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            reason,
-            message: message.into(),
-        }
-    }
-}
 
 /// The agents known to the operator, by node name.
 pub type Agents = BTreeMap<String, AgentView>;

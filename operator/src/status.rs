@@ -10,8 +10,8 @@ use serde::Serialize;
 use spindle_crds::{Condition, ConditionStatus};
 
 use crate::agents::AgentView;
+use crate::conditions::Problem;
 use crate::conditions::{kind, reason};
-use crate::desired::Problem;
 
 /// Field manager of every status write.
 pub const FIELD_MANAGER: &str = "spindle-operator";

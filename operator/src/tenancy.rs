@@ -16,8 +16,8 @@ use std::ops::RangeInclusive;
 
 use spindle_crds::{DEFAULT_IQN_PREFIX, Target};
 
+use crate::conditions::Problem;
 use crate::conditions::reason;
-use crate::desired::Problem;
 
 /// The ports Targets may use by default: the iSCSI port and the nine above it.
 pub const DEFAULT_PORTS: RangeInclusive<u16> = 3260..=3269;

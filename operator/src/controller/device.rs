@@ -10,8 +10,9 @@ use kube::{Resource, ResourceExt};
 use spindle_crds::{Device, DeviceStatus, Target};
 
 use crate::agent_client::AgentError;
+use crate::conditions::Problem;
 use crate::context::{Ctx, RESYNC, WAIT};
-use crate::desired::{self, Problem};
+use crate::desired;
 use crate::error::Error;
 use crate::objects::key_of;
 use crate::status;

@@ -211,7 +211,7 @@ async fn withdraw(
     ctx: &Ctx,
     t: &Target,
     nodes: &[Option<&str>],
-    problems: &mut Vec<desired::Problem>,
+    problems: &mut Vec<crate::conditions::Problem>,
 ) {
     let agents = ctx.registry.snapshot();
     let mut done: Vec<&str> = Vec::new();
