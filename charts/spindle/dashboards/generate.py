@@ -4,8 +4,10 @@
 The panels are listed here, not drawn in Grafana, so the JSON stays reviewable and every query
 is in one place; e2e/monitoring/run evaluates each of them against a real Prometheus scraping
 Spindle. Run it after changing a panel: python3 charts/spindle/dashboards/generate.py
+(--out FILE writes elsewhere: e2e/chart/static checks that the committed file is current).
 Only the metric names the agent and operator export (README, "metrics"), exactly as spelt.
 """
+import argparse
 import json
 import pathlib
 
@@ -224,5 +226,8 @@ def dashboard():
 
 
 if __name__ == "__main__":
-    out = pathlib.Path(__file__).with_name("spindle.json")
-    out.write_text(json.dumps(dashboard(), indent=2) + "\n")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=pathlib.Path,
+                        default=pathlib.Path(__file__).with_name("spindle.json"))
+    args = parser.parse_args()
+    args.out.write_text(json.dumps(dashboard(), indent=2) + "\n")
