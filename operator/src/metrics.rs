@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -63,6 +64,16 @@ const DELETE_KINDS: [&str; 2] = ["Device", "Target"];
 /// requeued every few seconds, so it went without us (its finalizer removed by hand).
 const PENDING_FORGET_SECS: f64 = 600.0;
 
+/// Registers the metric `made` in `registry` and returns it.
+fn registered<C: Collector + Clone + 'static>(
+    registry: &Registry,
+    made: prometheus::Result<C>,
+) -> C {
+    let c = must(made);
+    must(registry.register(Box::new(c.clone())));
+    c
+}
+
 fn must<T>(r: prometheus::Result<T>) -> T {
     // The metric definitions are constants; a failure is a programming error caught by the tests.
     r.expect("metric definition is valid and registered once")
@@ -73,23 +84,13 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = must(IntCounterVec::new(Opts::new(name, help), labels));
-            must(registry.register(Box::new(c.clone())));
-            c
+            registered(&registry, IntCounterVec::new(Opts::new(name, help), labels))
         };
         let histogram = |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| {
-            let h = must(HistogramVec::new(
-                HistogramOpts::new(name, help).buckets(buckets),
-                labels,
-            ));
-            must(registry.register(Box::new(h.clone())));
-            h
+            let opts = HistogramOpts::new(name, help).buckets(buckets);
+            registered(&registry, HistogramVec::new(opts, labels))
         };
-        let gauge = |name: &str, help: &str| {
-            let g = must(IntGauge::new(name, help));
-            must(registry.register(Box::new(g.clone())));
-            g
-        };
+        let gauge = |name: &str, help: &str| registered(&registry, IntGauge::new(name, help));
         let fast = vec![
             0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
         ];
@@ -141,28 +142,26 @@ impl Metrics {
                 "Objects an agent served that the cluster no longer has, removed",
                 &["kind"],
             ),
-            deletes_pending: {
-                let g = must(IntGaugeVec::new(
+            deletes_pending: registered(
+                &registry,
+                IntGaugeVec::new(
                     Opts::new(
                         "spindle_operator_deletes_pending",
                         "Deleted objects whose finalizer still holds",
                     ),
                     &["kind"],
-                ));
-                must(registry.register(Box::new(g.clone())));
-                g
-            },
-            delete_pending_seconds: {
-                let g = must(GaugeVec::new(
+                ),
+            ),
+            delete_pending_seconds: registered(
+                &registry,
+                GaugeVec::new(
                     Opts::new(
                         "spindle_operator_delete_pending_seconds",
                         "Seconds since the oldest pending deletion was requested (0 if none)",
                     ),
                     &["kind"],
-                ));
-                must(registry.register(Box::new(g.clone())));
-                g
-            },
+                ),
+            ),
             pending: Mutex::default(),
             registry,
             last_ok: AtomicI64::new(0),
