@@ -84,8 +84,8 @@ ROWS = [
     ]),
     ("Drains and deletes", [
         ("Drain duration p99 (agent)", "s",
-         "Fence to flush acknowledgement of a Target's drain, by Target; and of the agent's "
-         "DrainDevice calls.", [
+         "Fence to flush acknowledgement: by Target, of a Device drained while its Target "
+         "serves it; and of all the agent's DrainDevice calls.", [
              ("{{target}}",
               "histogram_quantile(0.99, sum by (le, target) "
               f"(rate(spindle_drain_seconds_bucket[{RATE}])))"),
