@@ -52,6 +52,10 @@ pub struct Metrics {
     pub data_dir_foreign: IntGauge,
     /// ApplyDevice refusals about the backing store, by reason (in_use|missing).
     pub store_refusals: IntCounterVec,
+    /// Write data (Data-Out) held now over all sessions (set when scraped).
+    pub write_memory: IntGauge,
+    /// `--max-write-memory` (set when scraped).
+    pub write_memory_limit: IntGauge,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -144,6 +148,16 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["reason"],
     )?;
+    let write_memory = IntGauge::new(
+        "write_memory_bytes",
+        "Write data (Data-Out) the agent holds now over all sessions",
+    )?;
+    let write_memory_limit = IntGauge::new(
+        "write_memory_limit_bytes",
+        "Most write data the agent holds at once (--max-write-memory)",
+    )?;
+    registry.register(Box::new(write_memory.clone()))?;
+    registry.register(Box::new(write_memory_limit.clone()))?;
     registry.register(Box::new(data_dir_new.clone()))?;
     registry.register(Box::new(data_dir_foreign.clone()))?;
     registry.register(Box::new(store_refusals.clone()))?;
@@ -182,6 +196,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         data_dir_new,
         data_dir_foreign,
         store_refusals,
+        write_memory,
+        write_memory_limit,
     })
 }
 
@@ -243,6 +259,10 @@ impl LunMetrics {
 /// The text exposition of every metric.
 pub fn render() -> String {
     use prometheus::Encoder;
+    // The pool counts its bytes itself (one atomic on the data path); copied here per scrape.
+    let pool = crate::iscsi::session::WriteMemory::global();
+    get().write_memory.set(pool.used() as i64);
+    get().write_memory_limit.set(pool.limit() as i64);
     let mut out = Vec::new();
     // Encoding into a Vec cannot fail for the text format.
     let _ = prometheus::TextEncoder::new().encode(&get().registry.gather(), &mut out);
@@ -269,5 +289,11 @@ mod tests {
         assert!(text.contains(
             r#"spindle_scsi_commands_total{lun="3",opcode="READ_10",status="GOOD",target="ns/t"} 2"#
         ));
+        let limit = crate::iscsi::session::WriteMemory::global().limit();
+        assert!(
+            text.contains(&format!("spindle_write_memory_limit_bytes {limit}\n")),
+            "{text}"
+        );
+        assert!(text.contains("spindle_write_memory_bytes "), "{text}");
     }
 }

@@ -250,6 +250,7 @@ pub async fn device(ctx: &Arc<Ctx>, d: &Device) -> Result<Action, Error> {
             .contains(&uid);
     let step = device_step(d, &agent, ctx.registry.node_gone(&node), flushed);
     tracing::debug!(device = key_of(d), ?step, "delete step");
+    pending(ctx, "Device", d, step == DeviceStep::Done);
     let mut w = DeviceWriter::new(ctx, &api, d, &node, &agent, flushed);
     match step {
         DeviceStep::Done => return Ok(Action::await_change()),
@@ -412,6 +413,7 @@ pub async fn target(ctx: &Arc<Ctx>, t: &Target, node: Option<String>) -> Result<
     let gone = node.as_deref().is_some_and(|n| ctx.registry.node_gone(n));
     let step = target_step(t, node.as_deref(), &agent, gone);
     tracing::debug!(target = key_of(t), ?step, "delete step");
+    pending(ctx, "Target", t, step == TargetStep::Done);
     let node = node.unwrap_or_default();
     match step {
         TargetStep::Done => return Ok(Action::await_change()),
@@ -663,7 +665,20 @@ fn observe(ctx: &Ctx, kind: &str, phase: &str, started: Instant) {
         .observe(started.elapsed().as_secs_f64());
 }
 
+/// Keeps the operator's pending-deletion gauges current (`done`: nothing left to do).
+fn pending(ctx: &Ctx, kind: &'static str, obj: &impl Resource, done: bool) {
+    let uid = obj.meta().uid.as_deref().unwrap_or_default();
+    if done {
+        ctx.metrics.delete_done(uid);
+    } else {
+        let waited = seconds_since(obj.meta().deletion_timestamp.as_ref()).unwrap_or(0.0);
+        ctx.metrics.delete_pending(kind, uid, waited);
+    }
+}
+
 fn finished(ctx: &Ctx, kind: &str, obj: &impl Resource) {
+    ctx.metrics
+        .delete_done(obj.meta().uid.as_deref().unwrap_or_default());
     ctx.metrics
         .delete_phases
         .with_label_values(&[kind, "total"])

@@ -1,14 +1,17 @@
 //! Prometheus metrics and the HTTP endpoint that serves them with `/healthz` and `/readyz`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every metric the operator exports.
@@ -33,10 +36,42 @@ pub struct Metrics {
     pub leader: IntGauge,
     /// `spindle_operator_orphans_removed_total{kind}`: served by an agent, gone from the cluster.
     pub orphans_removed: IntCounterVec,
+    /// `spindle_operator_deletes_pending{kind}`: deleted objects whose finalizer still holds.
+    pub deletes_pending: IntGaugeVec,
+    /// `spindle_operator_delete_pending_seconds{kind}`: age of the oldest of them (0 if none).
+    pub delete_pending_seconds: GaugeVec,
+    /// The deletions behind those two gauges, by uid (set from the reconciles, read at scrape).
+    pending: Mutex<HashMap<String, Pending>>,
     /// Unix seconds of the last election round the apiserver answered (for `/readyz`).
     last_ok: AtomicI64,
     /// Unix seconds of the last sign of life of the election loop (for `/healthz`).
     heartbeat: AtomicI64,
+}
+
+/// A deletion the operator is working on.
+struct Pending {
+    kind: &'static str,
+    /// Unix seconds of the deletion request (the object's deletionTimestamp).
+    requested: f64,
+    /// Unix seconds of the last reconcile that saw it waiting.
+    seen: f64,
+}
+
+/// The kinds with a delete protocol (their gauges exist at 0 before any delete).
+const DELETE_KINDS: [&str; 2] = ["Device", "Target"];
+
+/// A pending deletion no reconcile has seen for this long is forgotten: a waiting delete is
+/// requeued every few seconds, so it went without us (its finalizer removed by hand).
+const PENDING_FORGET_SECS: f64 = 600.0;
+
+/// Registers the metric `made` in `registry` and returns it.
+fn registered<C: Collector + Clone + 'static>(
+    registry: &Registry,
+    made: prometheus::Result<C>,
+) -> C {
+    let c = must(made);
+    must(registry.register(Box::new(c.clone())));
+    c
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -49,23 +84,13 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = must(IntCounterVec::new(Opts::new(name, help), labels));
-            must(registry.register(Box::new(c.clone())));
-            c
+            registered(&registry, IntCounterVec::new(Opts::new(name, help), labels))
         };
         let histogram = |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| {
-            let h = must(HistogramVec::new(
-                HistogramOpts::new(name, help).buckets(buckets),
-                labels,
-            ));
-            must(registry.register(Box::new(h.clone())));
-            h
+            let opts = HistogramOpts::new(name, help).buckets(buckets);
+            registered(&registry, HistogramVec::new(opts, labels))
         };
-        let gauge = |name: &str, help: &str| {
-            let g = must(IntGauge::new(name, help));
-            must(registry.register(Box::new(g.clone())));
-            g
-        };
+        let gauge = |name: &str, help: &str| registered(&registry, IntGauge::new(name, help));
         let fast = vec![
             0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
         ];
@@ -117,14 +142,72 @@ impl Metrics {
                 "Objects an agent served that the cluster no longer has, removed",
                 &["kind"],
             ),
+            deletes_pending: registered(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "spindle_operator_deletes_pending",
+                        "Deleted objects whose finalizer still holds",
+                    ),
+                    &["kind"],
+                ),
+            ),
+            delete_pending_seconds: registered(
+                &registry,
+                GaugeVec::new(
+                    Opts::new(
+                        "spindle_operator_delete_pending_seconds",
+                        "Seconds since the oldest pending deletion was requested (0 if none)",
+                    ),
+                    &["kind"],
+                ),
+            ),
+            pending: Mutex::default(),
             registry,
             last_ok: AtomicI64::new(0),
             heartbeat: AtomicI64::new(unix_now()),
         })
     }
 
+    /// Records that the deletion of `uid` (requested `waited` seconds ago) is not finished.
+    pub fn delete_pending(&self, kind: &'static str, uid: &str, waited: f64) {
+        let now = unix_now() as f64;
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.insert(
+            uid.to_owned(),
+            Pending {
+                kind,
+                requested: now - waited,
+                seen: now,
+            },
+        );
+    }
+
+    /// Records that the deletion of `uid` is over (finalizer removed).
+    pub fn delete_done(&self, uid: &str) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.remove(uid);
+    }
+
+    /// Sets the pending-deletion gauges from the deletions recorded.
+    fn refresh_pending(&self) {
+        let now = unix_now() as f64;
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.retain(|_, d| now - d.seen < PENDING_FORGET_SECS);
+        for kind in DELETE_KINDS {
+            let of_kind = p.values().filter(|d| d.kind == kind);
+            let (count, oldest) =
+                of_kind.fold((0, 0.0f64), |(n, o), d| (n + 1, o.max(now - d.requested)));
+            self.deletes_pending.with_label_values(&[kind]).set(count);
+            self.delete_pending_seconds
+                .with_label_values(&[kind])
+                .set(oldest);
+        }
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
+        self.refresh_pending();
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metrics.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
@@ -223,6 +306,10 @@ mod tests {
             .observe(0.5);
         m.orphans_removed.with_label_values(&["Target"]).inc();
         m.agents_reachable.set(2);
+        m.delete_pending("Device", "uid-1", 30.0);
+        m.delete_pending("Device", "uid-2", 5.0);
+        m.delete_pending("Target", "uid-3", 1.0);
+        m.delete_done("uid-3");
         let text = m.render();
         for family in [
             "spindle_operator_reconciles_total{kind=\"Device\",result=\"ok\"} 1",
@@ -234,8 +321,19 @@ mod tests {
             "spindle_operator_agents_registered 0",
             "spindle_operator_leader 0",
             "spindle_operator_orphans_removed_total",
+            "spindle_operator_deletes_pending{kind=\"Device\"} 2",
+            "spindle_operator_deletes_pending{kind=\"Target\"} 0",
+            "spindle_operator_delete_pending_seconds{kind=\"Target\"} 0",
         ] {
             assert!(text.contains(family), "{family} missing from:\n{text}");
         }
+        let oldest = m
+            .delete_pending_seconds
+            .with_label_values(&["Device"])
+            .get();
+        assert!(
+            (29.0..=32.0).contains(&oldest),
+            "oldest Device delete {oldest}"
+        );
     }
 }
