@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import busy, idle, procstat
+from .busy import BusyResult
+from .idle import IdleResult
+from .procstat import Footprint
 
 
 @dataclass
@@ -15,11 +17,11 @@ class Point:
     key: str  # spindle | tgt
     served: int
     busy_count: int
-    idle: idle.IdleResult | None = None
-    busy: busy.BusyResult | None = None
-    mixed: busy.BusyResult | None = None  # the same targets, some of them reading deeper
+    idle: IdleResult | None = None
+    busy: BusyResult | None = None
+    mixed: BusyResult | None = None  # the same targets, some of them reading deeper
     heavy: frozenset[str] = frozenset()  # the targets that did, in `mixed`
-    after: procstat.Footprint | None = None  # idle again, the sessions gone
+    after: Footprint | None = None  # idle again, the sessions gone
     stop_s: float | None = None
     checked: bool = False  # per-target read counts compared with the server's own
     mismatches: list[str] = field(default_factory=list)
