@@ -7,8 +7,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use spindle_agent_proto::identity::AGENT_SERVER_NAME;
-use spindle_agent_proto::v1::agent_client::AgentClient;
+use spindle_agent_api::identity::AGENT_SERVER_NAME;
+use spindle_agent_api::v1::agent_client::AgentClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::cluster::{scripts_dir, workspace_dir};
@@ -281,7 +281,7 @@ pub async fn pinned_client(
     node: &str,
     key: &str,
 ) -> Result<AgentClient<Channel>> {
-    use spindle_agent_proto::pinning::{ClientIdentity, Dial, connect};
+    use spindle_agent_api::pinning::{ClientIdentity, Dial, connect};
     let identity = ClientIdentity::read(&certs.file("operator.crt"), &certs.file("operator.key"))?;
     let endpoint = api.to_string();
     let dial = Dial {

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
-use spindle_agent_proto::v1 as pb;
-use spindle_agent_proto::v1::agent_client::AgentClient;
+use spindle_agent_api::v1 as pb;
+use spindle_agent_api::v1::agent_client::AgentClient;
 use tonic::transport::Channel;
 
 use spindle_e2e::agent::{AgentConfig, AgentProcess, Certs, ClientCert, client, signal};

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
-use spindle_agent_proto::lease::{CAPACITY_FREE_ANNOTATION, CAPACITY_TOTAL_ANNOTATION};
+use spindle_agent_api::lease::{CAPACITY_FREE_ANNOTATION, CAPACITY_TOTAL_ANNOTATION};
 use spindle_e2e::checks::{Check, run_table};
 use spindle_e2e::initiator::lun_url;
 use spindle_e2e::probe::{Answer, Probe, probe_tool};

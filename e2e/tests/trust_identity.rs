@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
-use spindle_agent_proto::lease::{API_ENDPOINT_ANNOTATION, API_KEY_ANNOTATION};
+use spindle_agent_api::lease::{API_ENDPOINT_ANNOTATION, API_KEY_ANNOTATION};
 use spindle_e2e::checks::{Check, run_table};
 use spindle_e2e::spindle::{OPERATOR, Spindle, condition, default_iqn, device_yaml, target_yaml};
 

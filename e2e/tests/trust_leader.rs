@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use spindle_agent_proto::v1 as pb;
+use spindle_agent_api::v1 as pb;
 use spindle_e2e::agent::{Certs, pinned_client};
 use spindle_e2e::checks::{Check, run_table};
 use spindle_e2e::spindle::{OPERATOR, Spindle, device_yaml, target_yaml};
@@ -133,7 +133,7 @@ impl Agent {
             "-o",
             &format!(
                 "jsonpath={{.metadata.annotations.{}}}",
-                spindle_agent_proto::lease::API_KEY_ANNOTATION.replace('.', "\\.")
+                spindle_agent_api::lease::API_KEY_ANNOTATION.replace('.', "\\.")
             ),
         ])?;
         let key = lease.trim().to_owned();
@@ -290,7 +290,7 @@ fn frozen_leader(s: &Spindle, ns: &str) -> Result<()> {
         old_term as u64, new_term as u64
     );
     ensure!(status.message() == want, "message {:?}", status.message());
-    let detail = spindle_agent_proto::detail::of(&status).context("no ErrorDetail")?;
+    let detail = spindle_agent_api::detail::of(&status).context("no ErrorDetail")?;
     ensure!(
         detail.reason() == pb::ErrorReason::StaleLeader,
         "{detail:?}"

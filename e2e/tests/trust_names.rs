@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use spindle_agent_proto::lease as agent_lease;
+use spindle_agent_api::lease as agent_lease;
 use spindle_e2e::checks::{self, Check};
 use spindle_e2e::initiator;
 use spindle_e2e::spindle::{OPERATOR, Spindle, condition, default_iqn, device_yaml, target_yaml};

@@ -136,7 +136,7 @@ struct RunArgs {
     #[arg(long, value_name = "FILE")]
     tls_ca: PathBuf,
     /// DNS name the caller's certificate must carry.
-    #[arg(long, value_name = "NAME", default_value = spindle_agent_proto::identity::OPERATOR_CLIENT_NAME)]
+    #[arg(long, value_name = "NAME", default_value = spindle_agent_api::identity::OPERATOR_CLIENT_NAME)]
     client_name: String,
     #[command(flatten)]
     data_path: DataPathArgs,

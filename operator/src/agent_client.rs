@@ -15,12 +15,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use spindle_agent_proto::v1::{self as api, agent_client::AgentClient};
+use spindle_agent_api::v1::{self as api, agent_client::AgentClient};
 use tonic::Code;
 use tonic::transport::Channel;
 
 use crate::term::Term;
-use spindle_agent_proto::pinning::{self, ClientIdentity, ConnectFailure, Dial, IdentityError};
+use spindle_agent_api::pinning::{self, ClientIdentity, ConnectFailure, Dial, IdentityError};
 
 /// Deadline of the calls that only change configuration.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -114,7 +114,7 @@ impl AgentError {
 }
 
 fn from_status(endpoint: &str, s: tonic::Status) -> AgentError {
-    if spindle_agent_proto::detail::of(&s)
+    if spindle_agent_api::detail::of(&s)
         .is_some_and(|d| d.reason() == api::ErrorReason::StaleLeader)
     {
         return AgentError::StaleLeader {
@@ -132,7 +132,7 @@ fn from_status(endpoint: &str, s: tonic::Status) -> AgentError {
         code => AgentError::Refused {
             code,
             message: s.message().to_owned(),
-            detail: spindle_agent_proto::detail::of(&s),
+            detail: spindle_agent_api::detail::of(&s),
         },
     }
 }
@@ -440,7 +440,7 @@ mod tests {
                 owner: "ns-a/db".into(),
                 owner_uid: "u".into(),
             };
-            let s = spindle_agent_proto::detail::status(Code::FailedPrecondition, "any text", &d);
+            let s = spindle_agent_api::detail::status(Code::FailedPrecondition, "any text", &d);
             from_status("127.0.0.2:9443", s)
         };
         let e = of(api::ErrorReason::BackingStoreInUse);
@@ -452,7 +452,7 @@ mod tests {
         );
         let no_space = from_status(
             "127.0.0.2:9443",
-            spindle_agent_proto::detail::status(
+            spindle_agent_api::detail::status(
                 Code::ResourceExhausted,
                 "spec.source.file.sizeBytes: cannot grow",
                 &api::ErrorDetail {
@@ -476,7 +476,7 @@ mod tests {
             reason: api::ErrorReason::StaleLeader as i32,
             ..api::ErrorDetail::default()
         };
-        let s = spindle_agent_proto::detail::status(
+        let s = spindle_agent_api::detail::status(
             Code::FailedPrecondition,
             "stale leader: term 3 < 5",
             &detail,

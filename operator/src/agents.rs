@@ -17,11 +17,11 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use spindle_agent_proto::lease as agent_lease;
+use spindle_agent_api::lease as agent_lease;
 use tokio::sync::broadcast;
 
 use crate::metrics::Metrics;
-use spindle_agent_proto::pinning::Dial;
+use spindle_agent_api::pinning::Dial;
 
 /// What the operator knows about the agent of one node.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

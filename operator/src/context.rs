@@ -5,39 +5,18 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kube::Client;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Client, ResourceExt};
 use spindle_crds::{Device, Target};
 use tokio::sync::mpsc;
 
-use crate::agent_client::{AgentClients, AgentError};
+use crate::agent_client::AgentClients;
 use crate::agents::Registry;
+use crate::claimants::Claimants;
+use crate::error::{Cause, Error};
 use crate::metrics::Metrics;
 use crate::status::Events;
 use crate::tenancy::Tenancy;
-
-/// Why a reconcile failed (it is retried with backoff).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The apiserver refused or could not be reached.
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    /// The agent could not be reached or refused.
-    #[error(transparent)]
-    Agent(#[from] AgentError),
-}
-
-impl Error {
-    /// Short label for the errors metric.
-    fn label(&self) -> &'static str {
-        match self {
-            Self::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",
-            Self::Kube(_) => "apiserver",
-            Self::Agent(e) if e.is_transient() => "agent_unreachable",
-            Self::Agent(_) => "agent_refused",
-        }
-    }
-}
 
 /// Everything a reconcile needs.
 pub struct Ctx {
@@ -62,6 +41,8 @@ pub struct Ctx {
     /// uids of Devices whose flush this term recorded (guards against a stale cache showing
     /// the Device before its Flushed condition was written).
     pub flushed: Mutex<HashSet<String>>,
+    /// Which Targets were refused a Device, and by which Target that exports it.
+    pub claimants: Claimants,
     /// Consecutive failures per object (for backoff) and the last error logged.
     failures: Mutex<HashMap<String, (u32, String)>>,
 }
@@ -97,6 +78,7 @@ impl Ctx {
             tenancy,
             poke_target,
             flushed: Mutex::default(),
+            claimants: Claimants::default(),
             failures: Mutex::default(),
         }
     }
@@ -113,7 +95,7 @@ impl Ctx {
     pub(crate) fn failed(&self, kind: &str, key: &str, e: &Error) -> Duration {
         self.metrics
             .reconcile_errors
-            .with_label_values(&[kind, e.label()])
+            .with_label_values(&[kind, e.cause().label()])
             .inc();
         let msg = e.to_string();
         let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
@@ -127,7 +109,7 @@ impl Ctx {
         }
         // An agent that did not answer while its Lease is current is usually restarting: look
         // again soon. Everything else backs off up to a minute.
-        let cap = if e.label() == "agent_unreachable" {
+        let cap = if e.cause() == Cause::AgentUnreachable {
             AGENT_RETRY_CAP
         } else {
             Duration::from_secs(60)
@@ -139,19 +121,8 @@ impl Ctx {
 /// Asks the Target controller to look again at the Targets that were refused a Device because
 /// `t` exported it (after `t` changed its LUNs or went away).
 pub fn poke_claimants(ctx: &Ctx, t: &Target) {
-    let needle = format!(
-        "is already exported by Target {}",
-        crate::desired::key_of(t)
-    );
-    for other in ctx.targets.state() {
-        let refused = other.status.as_ref().is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == crate::conditions::kind::READY && c.message.contains(&needle))
-        });
-        if refused && other.uid() != t.uid() {
-            let _ = ctx.poke_target.send(ObjectRef::from_obj(other.as_ref()));
-        }
+    for other in ctx.claimants.waiting_for(t) {
+        let _ = ctx.poke_target.send(other);
     }
 }
 

@@ -9,6 +9,13 @@
 //! While the agent cannot answer, the finalizer holds (that protects the data) and the condition
 //! says since when. Two ways out, each with a Warning Event: the Node object was deleted (the disk
 //! went with it), or the annotation `spindle.dev/skip-flush: "true"` (the user accepts the loss).
+//!
+//! Why not kube-runtime's `finalizer()` helper: it removes the finalizer as soon as the cleanup
+//! returns `Ok`, so a cleanup can hold the finalizer only by failing. Here holding is the normal
+//! case, not a failure: "waiting for the flush" (the agent unreachable, a flush that failed)
+//! requeues with `Ok` and a condition that says why, without counting an error or backing off,
+//! and the steps in between record their progress (`Deleting`, `Flushed`) in the status so the
+//! next step is decided from the object.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,14 +25,15 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use spindle_agent_proto::v1 as api;
+use spindle_agent_api::v1 as api;
 use spindle_crds::{ConditionStatus, Device, DeviceStatus, Target, TargetStatus};
 use tonic::Code;
 
 use crate::agents::AgentView;
 use crate::conditions::{condition_is, kind, reason};
-use crate::context::{Ctx, Error, WAIT};
-use crate::desired::{key_of, object_meta, reclaim_policy};
+use crate::context::{Ctx, WAIT};
+use crate::error::Error;
+use crate::objects::{key_of, object_meta, reclaim_policy};
 use crate::status::{self, Want};
 
 /// The finalizer on every Device and Target.
@@ -502,6 +510,7 @@ pub async fn target(ctx: &Arc<Ctx>, t: &Target, node: Option<String>) -> Result<
     }
     remove_finalizer(&api, t).await?;
     finished(ctx, "Target", t);
+    ctx.claimants.forget(t);
     // Targets refused a Device this one held may have it now.
     crate::context::poke_claimants(ctx, t);
     Ok(Action::await_change())

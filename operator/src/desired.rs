@@ -2,14 +2,15 @@
 //! clock. Each function also names every problem that keeps an object from being fully served,
 //! as a [`Problem`] whose message says what to change. Table-tested below.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::ByteString;
-use spindle_agent_proto::v1 as api;
-use spindle_crds::{ConditionStatus, Device, Digest, ReclaimPolicy, Target, WriteCache};
+use spindle_agent_api::v1 as api;
+use spindle_crds::{ConditionStatus, Device, Digest, Target, WriteCache};
 
 use crate::agents::AgentView;
 use crate::conditions::{condition_is, kind, reason};
+use crate::objects::{key_of, object_meta, reclaim_policy};
 use crate::tenancy::Tenancy;
 
 use spindle_crds::chap::{
@@ -38,37 +39,6 @@ impl Problem {
 
 /// The agents known to the operator, by node name.
 pub type Agents = BTreeMap<String, AgentView>;
-
-/// The agent request's object identity of `obj`.
-pub fn object_meta(obj: &impl kube::Resource) -> api::ObjectMeta {
-    let m = obj.meta();
-    api::ObjectMeta {
-        namespace: m.namespace.clone().unwrap_or_default(),
-        name: m.name.clone().unwrap_or_default(),
-        uid: m.uid.clone().unwrap_or_default(),
-        generation: m.generation.unwrap_or_default(),
-        // Stamped by the agent client with the term of the leader sending it.
-        leader_term: 0,
-    }
-}
-
-/// `namespace/name` of an object.
-pub fn key_of(obj: &impl kube::Resource) -> String {
-    let m = obj.meta();
-    format!(
-        "{}/{}",
-        m.namespace.as_deref().unwrap_or_default(),
-        m.name.as_deref().unwrap_or_default()
-    )
-}
-
-/// The agent's reclaim policy for a Device's policy.
-pub fn reclaim_policy(p: ReclaimPolicy) -> api::ReclaimPolicy {
-    match p {
-        ReclaimPolicy::Delete => api::ReclaimPolicy::Delete,
-        ReclaimPolicy::Retain => api::ReclaimPolicy::Retain,
-    }
-}
 
 /// `ApplyDevice` for a Device, field for field.
 pub fn device_request(d: &Device) -> api::ApplyDeviceRequest {
@@ -264,6 +234,8 @@ pub struct TargetPlan {
     /// The Target names an IQN or port its namespace may not use: no agent may serve it (the
     /// caller removes it from the node where it ran).
     pub withdraw: bool,
+    /// The Targets (`namespace/name`) that export Devices this Target names and was refused.
+    pub claimed_by: BTreeSet<String>,
 }
 
 /// The cluster as one Target's planning sees it.
@@ -313,6 +285,7 @@ fn plan_served_target(t: &Target, world: &TargetWorld<'_>) -> TargetPlan {
     }
     let node = pick_node(t, &find);
     let mut luns = Vec::new();
+    let mut claimed_by = BTreeSet::new();
     for (i, lun) in t.spec.luns.iter().enumerate() {
         let field = format!("spec.luns[{i}].deviceRef");
         let Some(device) = find(&lun.device_ref) else {
@@ -335,6 +308,10 @@ fn plan_served_target(t: &Target, world: &TargetWorld<'_>) -> TargetPlan {
                 });
             }
             LunVerdict::Skip(p) => problems.push(p),
+            LunVerdict::Claimed { owner, problem } => {
+                problems.push(problem);
+                claimed_by.insert(owner);
+            }
         }
     }
     let node_blocked = match &node {
@@ -353,6 +330,7 @@ fn plan_served_target(t: &Target, world: &TargetWorld<'_>) -> TargetPlan {
                 request: None,
                 problems,
                 withdraw: false,
+                claimed_by,
             };
         }
     };
@@ -362,6 +340,7 @@ fn plan_served_target(t: &Target, world: &TargetWorld<'_>) -> TargetPlan {
             request: None,
             problems,
             withdraw: false,
+            claimed_by,
         };
     }
     let request = api::ApplyTargetRequest {
@@ -383,6 +362,7 @@ fn plan_served_target(t: &Target, world: &TargetWorld<'_>) -> TargetPlan {
         request: Some(request),
         problems,
         withdraw: false,
+        claimed_by,
     }
 }
 
@@ -426,6 +406,13 @@ enum LunVerdict {
     Map(Option<Problem>),
     /// Leave the LUN out.
     Skip(Problem),
+    /// Leave the LUN out: its Device is exported by another Target (`owner`, `namespace/name`).
+    Claimed {
+        /// The Target that exports the Device.
+        owner: String,
+        /// What to report.
+        problem: Problem,
+    },
 }
 
 fn lun_problem(
@@ -452,14 +439,15 @@ fn lun_problem(
     if let Some(owner) = device_owner(device, targets)
         && owner.metadata.uid != t.metadata.uid
     {
-        return LunVerdict::Skip(Problem::new(
+        let owner = key_of(owner);
+        let problem = Problem::new(
             reason::DEVICE_CLAIMED,
             format!(
-                "{field}: Device {name:?} is already exported by Target {}; a Device belongs to \
-                 one Target: remove it from one of them",
-                key_of(owner)
+                "{field}: Device {name:?} is already exported by Target {owner}; a Device belongs \
+                 to one Target: remove it from one of them"
             ),
-        ));
+        );
+        return LunVerdict::Claimed { owner, problem };
     }
     if device.metadata.deletion_timestamp.is_some() {
         let flushed = condition_is(

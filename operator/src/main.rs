@@ -3,13 +3,16 @@
 
 mod agent_client;
 mod agents;
+mod claimants;
 mod conditions;
 mod context;
 mod controller;
 mod delete;
 mod desired;
+mod error;
 mod leader;
 mod metrics;
+mod objects;
 mod status;
 mod sweep;
 mod tenancy;

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
-use spindle_agent_proto::v1 as api;
+use spindle_agent_api::v1 as api;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::agent_client::AgentError;
 use crate::context::Ctx;
-use spindle_agent_proto::pinning::Dial;
+use spindle_agent_api::pinning::Dial;
 
 /// A sweep that failed (agent gone again) is tried again after this long.
 const RETRY: Duration = Duration::from_secs(30);

@@ -2,7 +2,7 @@
 //! (`spindle.dev/capacity-free-bytes`): where a new volume goes, and GetCapacity's answer.
 
 use k8s_openapi::api::coordination::v1::Lease;
-use spindle_agent_proto::lease as names;
+use spindle_agent_api::lease as names;
 
 /// One agent as its Lease describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]

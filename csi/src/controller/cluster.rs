@@ -38,7 +38,7 @@ pub struct Cluster {
 impl Cluster {
     /// Free bytes per agent, from the Leases labelled `spindle.dev/agent`.
     pub async fn node_space(&self) -> Result<Vec<NodeSpace>, Status> {
-        let lp = ListParams::default().labels(spindle_agent_proto::lease::AGENT_LABEL);
+        let lp = ListParams::default().labels(spindle_agent_api::lease::AGENT_LABEL);
         let leases = self
             .leases
             .list(&lp)

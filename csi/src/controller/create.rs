@@ -50,7 +50,7 @@ pub async fn create_volume(
                 tracing::warn!(
                     volume = %id, %node,
                     "no agent publishes its free bytes (Lease annotation {}): capacity is unknown, placing the volume on the first node by name",
-                    spindle_agent_proto::lease::CAPACITY_FREE_ANNOTATION
+                    spindle_agent_api::lease::CAPACITY_FREE_ANNOTATION
                 );
                 "capacity unknown (no agent publishes its free bytes): the first node by name"
                     .to_owned()

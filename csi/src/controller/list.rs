@@ -97,7 +97,7 @@ pub async fn get_capacity(
         tracing::debug!(
             nodes = ?a.unknown,
             "capacity unknown for these nodes (their Lease has no {}): not counted",
-            spindle_agent_proto::lease::CAPACITY_FREE_ANNOTATION
+            spindle_agent_api::lease::CAPACITY_FREE_ANNOTATION
         );
     }
     let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use spindle_agent_proto::v1 as pb;
+use spindle_agent_api::v1 as pb;
 use spindle_e2e::agent::{Certs, ClientCert, client};
 
 /// Call a Spindle node agent's API (mutual TLS, as the operator).

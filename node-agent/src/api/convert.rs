@@ -2,14 +2,15 @@
 //! as the CRD schema (the API types' own validation), so a bad order names the same field the
 //! apiserver would.
 
-use spindle_agent_proto::v1 as pb;
+use spindle_agent_api::v1 as pb;
 use spindle_crds::{
     Acl, BlockSource, ChapSpec, Device, DeviceSource, DeviceSpec, Digest, FileSource, IscsiParams,
     LunSpec, ReclaimPolicy, Target, TargetSpec, WriteCache, chap,
 };
 
+use crate::engine::{DrainAck, DrainState};
 use crate::iscsi::chap::{ChapSecrets, Credentials};
-use crate::node::records::{Ack, DeviceRecord, DrainPhase, LunRecord, ObjectId, TargetRecord};
+use crate::node::records::{DeviceRecord, LunRecord, ObjectId, TargetRecord};
 use crate::node::{DeviceView, NodeError, TargetView};
 
 fn invalid(field: &str, message: impl Into<String>) -> NodeError {
@@ -213,29 +214,19 @@ pub fn target_record(req: pb::ApplyTargetRequest) -> Result<TargetRecord, NodeEr
     Ok(rec)
 }
 
-/// The API's drain state of a phase.
-pub fn drain_state(p: DrainPhase) -> pb::DrainState {
-    match p {
-        DrainPhase::Running => pb::DrainState::Running,
-        DrainPhase::Fenced => pb::DrainState::Draining,
-        DrainPhase::Flushed => pb::DrainState::Flushed,
-        DrainPhase::Released => pb::DrainState::Released,
-        DrainPhase::Failed => pb::DrainState::Failed,
-    }
-}
-
-fn lun_state(s: crate::engine::drain::DrainState) -> pb::DrainState {
-    use crate::engine::drain::DrainState as S;
+/// The API's name of a drain state (the same names, one for one).
+pub fn drain_state(s: DrainState) -> pb::DrainState {
     match s {
-        S::Running => pb::DrainState::Running,
-        S::Fencing | S::Draining => pb::DrainState::Draining,
-        S::Flushed => pb::DrainState::Flushed,
-        S::Released => pb::DrainState::Released,
+        DrainState::Running => pb::DrainState::Running,
+        DrainState::Draining => pb::DrainState::Draining,
+        DrainState::Flushed => pb::DrainState::Flushed,
+        DrainState::Released => pb::DrainState::Released,
+        DrainState::Failed => pb::DrainState::Failed,
     }
 }
 
-/// The flush acknowledgement of Device `id`.
-pub fn ack(id: &ObjectId, a: &Ack) -> pb::DrainAck {
+/// The flush acknowledgement of Device `id`: the node's, with the Device's identity.
+pub fn ack(id: &ObjectId, a: &DrainAck) -> pb::DrainAck {
     pb::DrainAck {
         namespace: id.namespace.clone(),
         name: id.name.clone(),
@@ -253,7 +244,7 @@ pub fn ack(id: &ObjectId, a: &Ack) -> pb::DrainAck {
 pub fn device_status(v: &DeviceView) -> pb::DeviceStatus {
     pb::DeviceStatus {
         meta: Some(meta(&v.id)),
-        state: drain_state(v.phase) as i32,
+        state: drain_state(v.state) as i32,
         capacity_bytes: v.capacity_bytes,
         serial: v
             .identity
@@ -288,7 +279,7 @@ pub fn target_status(v: &TargetView, ip: Option<std::net::IpAddr>) -> pb::Target
             .map(|l| pb::LunStatus {
                 lun: l.lun,
                 device: l.device.clone(),
-                state: lun_state(l.state) as i32,
+                state: drain_state(l.state) as i32,
                 commands: l.counters.commands,
                 read_bytes: l.counters.read_bytes,
                 write_bytes: l.counters.write_bytes,

@@ -9,7 +9,7 @@
 //! cannot be copied from it (a backup, a reimaged disk, a hostPath shared by mistake).
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use spindle_agent_proto::identity;
+use spindle_agent_api::identity;
 
 /// The agent's serving certificate, its key and the key's fingerprint.
 pub struct ServingKey {

@@ -21,7 +21,7 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, Patch, PatchParams};
-use spindle_agent_proto::lease as names;
+use spindle_agent_api::lease as names;
 
 /// What the agent does with the Kubernetes API: (API group, resource, verbs).
 pub const RBAC: &[(&str, &str, &[&str])] =

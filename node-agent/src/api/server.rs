@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use spindle_agent_proto::detail;
-use spindle_agent_proto::v1 as pb;
-use spindle_agent_proto::v1::agent_server::{Agent, AgentServer};
+use spindle_agent_api::detail;
+use spindle_agent_api::v1 as pb;
+use spindle_agent_api::v1::agent_server::{Agent, AgentServer};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -148,7 +148,7 @@ pub fn status(e: NodeError) -> Status {
 fn fence_status(e: FenceError) -> Status {
     let msg = e.to_string();
     match e {
-        FenceError::Stale { .. } => spindle_agent_proto::detail::status(
+        FenceError::Stale { .. } => spindle_agent_api::detail::status(
             tonic::Code::FailedPrecondition,
             msg,
             &pb::ErrorDetail {

@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use spindle_agent_proto::v1 as pb;
-use spindle_agent_proto::v1::agent_server::Agent;
+use spindle_agent_api::v1 as pb;
+use spindle_agent_api::v1::agent_server::Agent;
 use tonic::Request;
 
 use super::AgentService;
@@ -99,7 +99,7 @@ fn assert_stale(r: Result<impl std::fmt::Debug, tonic::Status>, term: u64, highe
         s.message(),
         format!("stale leader: term {term} < {highest}")
     );
-    let d = spindle_agent_proto::detail::of(&s).expect("a typed reason");
+    let d = spindle_agent_api::detail::of(&s).expect("a typed reason");
     assert_eq!(d.reason(), pb::ErrorReason::StaleLeader);
 }
 

@@ -1,13 +1,23 @@
 //! The drain of one LUN, as an explicit state machine (the agent's side of the delete
-//! protocol: node/delete.rs and DrainDevice in docs/agent-api.md).
+//! protocol: node/delete.rs and DrainDevice in docs/agent-api.md), and the flush
+//! acknowledgement it ends with.
+//!
+//! One vocabulary from the wire to the engine: [`DrainState`] is the agent API's `DrainState`
+//! (`DRAIN_STATE_RUNNING` ...), the state a Device's record keeps and the state of each of its
+//! LUNs here; [`DrainAck`] is the acknowledgement the engine gives, the node keeps and the API
+//! answers (with the Device's identity).
 //!
 //! ```text
-//! Running --fence--> Fencing --fenced--> Draining --idle--> Flushed --release--> Released
+//! Running --fence--> Draining --flush done--> Flushed --release--> Released
+//!                        \--flush failed--> Failed --forced release--> Released
 //! ```
-//! - **Fencing**: new commands are refused (CHECK CONDITION, 25h/00h) and the other LUNs of each
-//!   I_T nexus get a REPORTED LUNS DATA HAS CHANGED unit attention.
-//! - **Draining**: commands accepted before the fence run to the end; none is dropped.
+//! - **Draining**: the fence is up: new commands are refused (CHECK CONDITION, 25h/00h) and the
+//!   other LUNs of each I_T nexus get a REPORTED LUNS DATA HAS CHANGED unit attention (both at
+//!   once, when the fence goes up); commands accepted before the fence run to the end, none is
+//!   dropped.
 //! - **Flushed**: in-flight reached zero and fdatasync succeeded: this is the acknowledgement.
+//! - **Failed**: the flush failed (or did not finish in time): not flushed; only a forced
+//!   release (the user accepts the loss) leaves it.
 //! - **Released**: the store is closed; the LUN is gone.
 //!
 //! Every request is re-entrant: asking to drain a LUN that is already draining or flushed
@@ -16,29 +26,38 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-/// Where a LUN is in its drain.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// Where a Device (and each of its LUNs) is in the delete protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum DrainState {
+    /// Served: commands are admitted.
     Running,
-    Fencing,
+    /// Fenced; the flush has not completed (after a restart: nothing in flight, flush owed).
+    // Records on disk name it "Fenced" (its name before the vocabulary was unified): kept, so
+    // state files read the same both ways across an upgrade.
+    #[serde(rename = "Fenced")]
     Draining,
+    /// Drained and flushed: the acknowledgement was given.
     Flushed,
+    /// Closed; never served again.
     Released,
+    /// A flush failed: not flushed; only a (forced) release clears it.
+    Failed,
 }
 
 /// What happened to a LUN's drain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DrainEvent {
-    /// Someone asked for a drain.
+    /// Someone asked for a drain: the fence goes up.
     Fence,
-    /// The fence is up and the other LUNs were told.
-    Fenced,
     /// The in-flight count reached zero.
     Idle,
     /// fdatasync succeeded.
     FlushDone,
+    /// The flush failed or did not finish in time.
+    FlushFailed,
     /// The store was closed.
     Release,
     /// The store was closed without a flush: the user accepted the loss
@@ -60,15 +79,60 @@ pub fn next(state: DrainState, event: DrainEvent) -> Result<DrainState, InvalidT
     use DrainEvent as E;
     use DrainState as S;
     match (state, event) {
-        (S::Running, E::Fence) => Ok(S::Fencing),
-        (S::Fencing | S::Draining | S::Flushed, E::Fence) => Ok(state),
-        (S::Fencing, E::Fenced) => Ok(S::Draining),
+        (S::Running, E::Fence) => Ok(S::Draining),
+        (S::Draining | S::Flushed | S::Failed, E::Fence) => Ok(state),
         (S::Draining, E::Idle) => Ok(S::Draining),
         (S::Draining, E::FlushDone) => Ok(S::Flushed),
         (S::Flushed, E::FlushDone) => Ok(S::Flushed),
+        (S::Draining | S::Failed, E::FlushFailed) => Ok(S::Failed),
         (S::Flushed, E::Release) | (S::Released, E::Release) => Ok(S::Released),
         (_, E::ForceRelease) => Ok(S::Released),
         _ => Err(InvalidTransition { state, event }),
+    }
+}
+
+/// The flush acknowledgement of a Device, as the engine gives it, the node keeps it (and gives
+/// it again to every later drain) and the agent API answers it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainAck {
+    /// Target (`namespace/name`) whose LUNs were fenced; none when no Target used the Device.
+    pub target: Option<String>,
+    pub luns: Vec<u64>,
+    /// Commands accepted before the fence that finished before the flush.
+    pub drained_commands: u32,
+    /// Commands refused by the fence (CHECK CONDITION 25h/00h) before the flush.
+    pub fenced_commands: u64,
+    /// From the fence to the end of the flush.
+    pub duration_micros: u64,
+    /// When the flush completed (Unix milliseconds).
+    pub flushed_at_unix_ms: i64,
+}
+
+impl DrainAck {
+    /// The acknowledgement of a flush that just completed, `duration` after the fence.
+    pub fn now(
+        target: Option<String>,
+        luns: Vec<u64>,
+        drained_commands: u32,
+        fenced_commands: u64,
+        duration: std::time::Duration,
+    ) -> Self {
+        let flushed_at_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        DrainAck {
+            target,
+            luns,
+            drained_commands,
+            fenced_commands,
+            duration_micros: duration.as_micros() as u64,
+            flushed_at_unix_ms,
+        }
+    }
+
+    /// From the fence to the end of the flush.
+    pub fn duration(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.duration_micros)
     }
 }
 
@@ -107,7 +171,7 @@ impl Drop for Admitted {
 
 impl Gate {
     /// A gate starting in `state`: a Device fenced before an agent restart stays fenced (its
-    /// LUN starts in Draining with nothing in flight, or Flushed).
+    /// LUN starts in Draining with nothing in flight, or Flushed, or Failed).
     pub fn new(state: DrainState) -> Self {
         Gate {
             state: Cell::new(state),
@@ -171,8 +235,7 @@ mod tests {
     fn the_happy_path_goes_through_every_state_in_order() {
         let mut s = S::Running;
         for (e, want) in [
-            (E::Fence, S::Fencing),
-            (E::Fenced, S::Draining),
+            (E::Fence, S::Draining),
             (E::Idle, S::Draining),
             (E::FlushDone, S::Flushed),
             (E::Release, S::Released),
@@ -198,8 +261,36 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_flush_stays_failed_until_a_forced_release() {
+        assert_eq!(next(S::Draining, E::FlushFailed), Ok(S::Failed));
+        assert_eq!(
+            next(S::Failed, E::Fence),
+            Ok(S::Failed),
+            "a repeated drain changes nothing"
+        );
+        assert!(
+            next(S::Failed, E::FlushDone).is_err(),
+            "never flushed after a failure"
+        );
+        assert!(next(S::Failed, E::Release).is_err());
+        assert_eq!(next(S::Failed, E::ForceRelease), Ok(S::Released));
+        assert!(next(S::Running, E::FlushFailed).is_err());
+    }
+
+    #[test]
+    fn the_state_keeps_its_name_on_disk() {
+        let on_disk = |s: S| serde_json::to_string(&s).unwrap();
+        assert_eq!(on_disk(S::Draining), "\"Fenced\"");
+        assert_eq!(on_disk(S::Flushed), "\"Flushed\"");
+        assert_eq!(
+            serde_json::from_str::<S>("\"Fenced\"").unwrap(),
+            S::Draining
+        );
+    }
+
+    #[test]
     fn a_forced_release_is_the_one_way_out_of_any_state() {
-        for s in [S::Running, S::Fencing, S::Draining, S::Flushed, S::Released] {
+        for s in [S::Running, S::Draining, S::Flushed, S::Released, S::Failed] {
             assert_eq!(next(s, E::ForceRelease), Ok(S::Released));
         }
     }

@@ -22,7 +22,8 @@ mod thread;
 mod tmf;
 
 pub use conn::SessionInfo;
-pub use target::{DrainError, DrainReport, LunCounters, LunSnapshot};
+pub use drain::{DrainAck, DrainState};
+pub use target::{DrainError, LunCounters, LunSnapshot};
 pub use thread::{ShutdownReport, TargetCmd, TargetGone, TargetHandle, TargetSnapshot, request};
 
 use std::collections::BTreeMap;

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::config::{LunSetup, TargetConfig};
-use super::drain::{DrainEvent, DrainState, Gate, InvalidTransition};
+use super::drain::{DrainAck, DrainEvent, DrainState, Gate, InvalidTransition};
 use crate::iscsi::login::AclPolicy;
 use crate::metrics::{self, LunMetrics};
 use crate::scsi::opcodes::Dir;
@@ -47,18 +47,6 @@ pub struct LunSnapshot {
     pub inflight: u32,
     pub fenced: u64,
     pub counters: LunCounters,
-}
-
-/// What a finished drain reports: the flush acknowledgement.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DrainReport {
-    pub device: String,
-    pub luns: Vec<u64>,
-    /// Commands that were in flight when the fence went up (all of them finished).
-    pub drained_commands: u32,
-    /// Commands the fence refused before the flush completed.
-    pub fenced_commands: u64,
-    pub duration: Duration,
 }
 
 /// Why a drain or release could not be done.
@@ -399,7 +387,7 @@ impl TargetState {
 
     /// Fences every LUN backed by `device`, waits until the commands accepted before the fence
     /// have finished, and flushes the store. Re-entrant: a drain already flushed reports again.
-    pub async fn drain_device(&self, device: &str) -> Result<DrainReport, DrainError> {
+    pub async fn drain_device(&self, device: &str) -> Result<DrainAck, DrainError> {
         let start = Instant::now();
         let (mine, others): (Vec<_>, Vec<_>) =
             self.slots().into_iter().partition(|s| s.device == device);
@@ -420,7 +408,6 @@ impl TargetState {
                     let a = scsi::sense::REPORTED_LUNS_DATA_HAS_CHANGED;
                     o.lu.establish_ua(None, a.0, a.1);
                 }
-                s.gate.apply(DrainEvent::Fenced)?;
             }
         }
         if let Some(d) = test_drain_hold() {
@@ -438,23 +425,33 @@ impl TargetState {
             ),
         };
         for s in &mine {
-            tokio::time::timeout(limit, s.gate.wait_idle())
-                .await
-                .map_err(|_| timed_out("the commands in flight"))?;
-            if s.gate.state() == DrainState::Draining {
-                s.gate.apply(DrainEvent::Idle)?;
+            let flushed = async {
+                tokio::time::timeout(limit, s.gate.wait_idle())
+                    .await
+                    .map_err(|_| timed_out("the commands in flight"))?;
+                if s.gate.state() == DrainState::Draining {
+                    s.gate.apply(DrainEvent::Idle)?;
+                }
+                if s.gate.state() == DrainState::Released {
+                    return Ok(());
+                }
+                tokio::time::timeout(limit, s.lu.backend().flush())
+                    .await
+                    .map_err(|_| timed_out("the flush"))?
+                    .map_err(|source| DrainError::Flush {
+                        device: device.to_string(),
+                        source,
+                    })?;
+                s.gate.apply(DrainEvent::FlushDone)?;
+                Ok::<(), DrainError>(())
+            };
+            if let Err(e) = flushed.await {
+                if matches!(e, DrainError::Flush { .. }) {
+                    // Not flushed: the LUN says so until a forced release (as the record does).
+                    s.gate.apply(DrainEvent::FlushFailed)?;
+                }
+                return Err(e);
             }
-            if s.gate.state() == DrainState::Released {
-                continue;
-            }
-            tokio::time::timeout(limit, s.lu.backend().flush())
-                .await
-                .map_err(|_| timed_out("the flush"))?
-                .map_err(|source| DrainError::Flush {
-                    device: device.to_string(),
-                    source,
-                })?;
-            s.gate.apply(DrainEvent::FlushDone)?;
         }
         let fenced: u64 = mine.iter().map(|s| s.gate.refused()).sum();
         let duration = start.elapsed();
@@ -466,13 +463,13 @@ impl TargetState {
             target = %self.name, device, drained_commands = drained,
             ms = duration.as_millis() as u64, "drain: flushed"
         );
-        Ok(DrainReport {
-            device: device.to_string(),
-            luns: mine.iter().map(|s| s.lun).collect(),
-            drained_commands: drained,
-            fenced_commands: fenced,
+        Ok(DrainAck::now(
+            Some(self.name.clone()),
+            mine.iter().map(|s| s.lun).collect(),
+            drained,
+            fenced,
             duration,
-        })
+        ))
     }
 
     /// Flushes every LUN's store without fencing anything: the end of a stop (an agent

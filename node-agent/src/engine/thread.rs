@@ -9,8 +9,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::config::{LunSetup, TargetConfig};
 use super::conn::{self, Attach, Host, SessionInfo, Sessions};
+use super::drain::DrainAck;
 use super::pool;
-use super::target::{DrainError, DrainReport, LunSnapshot, TargetState};
+use super::target::{DrainError, LunSnapshot, TargetState};
 use crate::iscsi::login::AclPolicy;
 use crate::ring;
 
@@ -21,7 +22,7 @@ pub enum TargetCmd {
     /// Fence the LUNs of a Device, finish what was accepted, flush; answer = acknowledgement.
     Drain {
         device: String,
-        reply: oneshot::Sender<Result<DrainReport, DrainError>>,
+        reply: oneshot::Sender<Result<DrainAck, DrainError>>,
     },
     /// Close a drained Device's store and drop its LUNs (`force`: even if not flushed).
     Release {

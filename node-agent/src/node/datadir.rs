@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::agent_id::AGENT_ID_FILE;
 use super::state::RESERVED_DIR;
-use crate::engine::identity::AGENT_ID_FILE;
 
 /// Name of the identity file in the data dir.
 pub const DATA_DIR_ID_FILE: &str = ".spindle-data-dir";

@@ -9,17 +9,18 @@
 //!    LUN is dropped, the store closed, a tombstone recorded (the uid is never served again),
 //!    and under reclaim policy Delete the file removed.
 //!
-//! The per-LUN state machine (Running → Fencing → Draining → Flushed → Released) is
-//! `engine::drain`; this file drives it for one Device and keeps its outcome.
+//! The drain states (Running → Draining → Flushed → Released, or Failed) and the
+//! acknowledgement are `engine::drain`'s, the same names the record and the API use; this file
+//! drives them for one Device and keeps the outcome.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use tokio::sync::MutexGuard;
 
-use super::records::{Ack, DeviceRecord, DrainPhase, ObjectId};
+use super::records::{DeviceRecord, ObjectId};
 use super::{Inner, Node, NodeError, precondition};
-use crate::engine::{DrainError, TargetCmd};
+use crate::engine::{DrainAck, DrainError, DrainState, TargetCmd};
 
 /// What a release did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,26 +66,10 @@ enum Store {
     Closed(std::path::PathBuf),
 }
 
-/// What the engine reported.
-struct Drained {
-    target: Option<String>,
-    luns: Vec<u64>,
-    drained: u32,
-    fenced: u64,
-    duration: Duration,
-}
-
-fn now_unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 impl Node {
     /// Fences, drains and flushes a Device; the answer is the flush acknowledgement.
-    pub async fn drain_device(&self, id: &ObjectId) -> Result<Ack, NodeError> {
+    pub async fn drain_device(&self, id: &ObjectId) -> Result<DrainAck, NodeError> {
         let key = id.key();
-        let started = Instant::now();
         let path = {
             let mut g = self.lock_when_stopped(&key).await;
             g.engine()?;
@@ -99,24 +84,24 @@ impl Node {
                     id.uid
                 )));
             };
-            match e.record.drain.phase {
-                DrainPhase::Flushed => {
+            match e.record.drain.state {
+                DrainState::Flushed => {
                     if let Some(ack) = e.record.drain.ack.clone() {
                         return Ok(ack);
                     }
                 }
-                DrainPhase::Failed => {
+                DrainState::Failed => {
                     return Err(NodeError::DataLoss(format!(
                         "Device {key} failed: {}",
                         e.record.drain.failure.as_deref().unwrap_or("unknown error")
                     )));
                 }
-                DrainPhase::Running | DrainPhase::Fenced | DrainPhase::Released => {}
+                DrainState::Running | DrainState::Draining | DrainState::Released => {}
             }
-            if e.record.drain.phase == DrainPhase::Running {
+            if e.record.drain.state == DrainState::Running {
                 // Recorded before the fence goes up: whatever happens next, it stays fenced.
                 let mut r = e.record.clone();
-                r.drain.phase = DrainPhase::Fenced;
+                r.drain.state = DrainState::Draining;
                 g.save_device(&r)?;
                 g.devices.get_mut(&key).expect("checked").record = r;
                 tracing::info!(device = %key, "drain: fenced");
@@ -134,7 +119,7 @@ impl Node {
                 None => Path::File(file),
             }
         };
-        let outcome = drain_through(path, &key, started).await;
+        let outcome = drain_through(path, &key).await;
         let mut g = self.inner.lock().await;
         let Some(e) = g.devices.get(&key).filter(|e| e.record.id.uid == id.uid) else {
             return Err(NodeError::Internal(format!(
@@ -143,22 +128,14 @@ impl Node {
         };
         let mut r = e.record.clone();
         match outcome {
-            Ok(d) => {
-                let ack = Ack {
-                    target: d.target,
-                    luns: d.luns,
-                    drained_commands: d.drained,
-                    fenced_commands: d.fenced,
-                    duration_micros: d.duration.as_micros() as u64,
-                    flushed_at_unix_ms: now_unix_ms(),
-                };
-                r.drain.phase = DrainPhase::Flushed;
+            Ok(ack) => {
+                r.drain.state = DrainState::Flushed;
                 r.drain.ack = Some(ack.clone());
                 g.save_device(&r)?;
                 g.devices.get_mut(&key).expect("checked").record = r;
                 crate::metrics::get()
                     .device_drain_seconds
-                    .observe(d.duration.as_secs_f64());
+                    .observe(ack.duration().as_secs_f64());
                 tracing::info!(
                     device = %key, drained_commands = ack.drained_commands,
                     fenced_commands = ack.fenced_commands, micros = ack.duration_micros,
@@ -167,7 +144,7 @@ impl Node {
                 Ok(ack)
             }
             Err(DrainFailure::Flush { device, message }) => {
-                r.drain.phase = DrainPhase::Failed;
+                r.drain.state = DrainState::Failed;
                 r.drain.failure = Some(message.clone());
                 g.save_device(&r)?;
                 g.devices.get_mut(&key).expect("checked").record = r;
@@ -204,13 +181,13 @@ impl Node {
                 adopted_kept: false,
             });
         };
-        if e.record.drain.phase != DrainPhase::Flushed && !force {
+        if e.record.drain.state != DrainState::Flushed && !force {
             return Err(precondition(
                 "",
                 format!(
                     "Device {key} is not flushed ({:?}); drain it first, or release it with \
                      force (annotation spindle.dev/skip-flush) and accept the loss",
-                    e.record.drain.phase
+                    e.record.drain.state
                 ),
             ));
         }
@@ -221,7 +198,7 @@ impl Node {
         if let Some(d) = reclaim_delete {
             r.reclaim_delete = d;
         }
-        r.drain.phase = DrainPhase::Released;
+        r.drain.state = DrainState::Released;
         // The tombstone first: a crash from here on never serves this uid again.
         g.save_device(&r)?;
         drop(g.devices.remove(&key));
@@ -267,7 +244,7 @@ async fn release_lun(g: &Inner, t: &str, key: &str, force: bool) -> Result<(), N
 }
 
 /// Carries out the drain (no lock held: commands in flight may take a while).
-async fn drain_through(path: Path, key: &str, started: Instant) -> Result<Drained, DrainFailure> {
+async fn drain_through(path: Path, key: &str) -> Result<DrainAck, DrainFailure> {
     match path {
         Path::Target { name, tx, file } => {
             let device = key.to_string();
@@ -275,16 +252,10 @@ async fn drain_through(path: Path, key: &str, started: Instant) -> Result<Draine
                 .await
                 .map_err(|e| DrainFailure::Interrupted(format!("{e}; retry the drain")))?;
             match r {
-                Ok(rep) => Ok(Drained {
-                    target: Some(name),
-                    luns: rep.luns,
-                    drained: rep.drained_commands,
-                    fenced: rep.fenced_commands,
-                    duration: started.elapsed(),
-                }),
+                Ok(ack) => Ok(ack),
                 // The target has no LUN on it after all: the store alone needs the flush.
                 Err(DrainError::UnknownDevice(_)) => {
-                    Box::pin(drain_through(Path::File(file), key, started)).await
+                    Box::pin(drain_through(Path::File(file), key)).await
                 }
                 Err(DrainError::Flush { source, .. }) => Err(DrainFailure::Flush {
                     device: key.to_string(),
@@ -294,6 +265,7 @@ async fn drain_through(path: Path, key: &str, started: Instant) -> Result<Draine
             }
         }
         Path::File(store) => {
+            let started = Instant::now();
             let f = match store {
                 Store::Open(f) => f,
                 Store::Closed(path) => Arc::new(open_to_flush(key, path).await?),
@@ -305,13 +277,7 @@ async fn drain_through(path: Path, key: &str, started: Instant) -> Result<Draine
                 device: key.to_string(),
                 message: e.to_string(),
             })?;
-            Ok(Drained {
-                target: None,
-                luns: Vec::new(),
-                drained: 0,
-                fenced: 0,
-                duration: started.elapsed(),
-            })
+            Ok(DrainAck::now(None, Vec::new(), 0, 0, started.elapsed()))
         }
     }
 }

@@ -16,12 +16,13 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::agent_id::AGENT_ID_FILE;
 use super::datadir::DATA_DIR_ID_FILE;
 use super::records::DeviceRecord;
 use super::state::RESERVED_DIR;
 use super::{Inner, Node, NodeError, Opened, invalid, precondition};
 use crate::engine::config::DeviceIdentity;
-use crate::engine::identity::{AGENT_ID_FILE, device_identity};
+use crate::engine::identity::device_identity;
 use crate::store::{self, OpenMode, StoreError, StoreSource};
 
 /// What a backing store is, whatever path names it.

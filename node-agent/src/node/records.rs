@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use spindle_crds::{Device, Digest, ReclaimPolicy, Target, WriteCache};
 
 use crate::engine::config::{LunConfig, TargetConfig};
+use crate::engine::{DrainAck, DrainState};
 use crate::iscsi::chap::ChapSecrets;
 use crate::iscsi::login::AclPolicy;
 use crate::iscsi::params::{DigestPolicy, TargetLimits};
@@ -29,39 +30,14 @@ impl ObjectId {
     }
 }
 
-/// Where a Device is in the delete protocol.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum DrainPhase {
-    /// Served.
-    Running,
-    /// Fenced; the flush has not completed (after a restart: nothing in flight, flush owed).
-    Fenced,
-    /// Drained and flushed: the acknowledgement was given.
-    Flushed,
-    /// Closed; never served again.
-    Released,
-    /// A flush failed: not flushed; only a (forced) release clears it.
-    Failed,
-}
-
-/// The flush acknowledgement of a Device, as it was given (repeated drains answer it again).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ack {
-    /// Target whose LUNs were fenced, if a Target used the Device.
-    pub target: Option<String>,
-    pub luns: Vec<u64>,
-    pub drained_commands: u32,
-    pub fenced_commands: u64,
-    pub duration_micros: u64,
-    pub flushed_at_unix_ms: i64,
-}
-
 /// A Device's drain state and its outcome.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrainRecord {
-    pub phase: DrainPhase,
-    pub ack: Option<Ack>,
-    /// Why it failed (phase Failed).
+    // "phase" on disk (its name before the drain vocabulary was unified).
+    #[serde(rename = "phase")]
+    pub state: DrainState,
+    pub ack: Option<DrainAck>,
+    /// Why it failed (state Failed).
     pub failure: Option<String>,
     /// The backing file was removed on release.
     #[serde(default)]
@@ -74,7 +50,7 @@ pub struct DrainRecord {
 impl Default for DrainRecord {
     fn default() -> Self {
         DrainRecord {
-            phase: DrainPhase::Running,
+            state: DrainState::Running,
             ack: None,
             failure: None,
             file_removed: false,

@@ -193,9 +193,10 @@ fn read_all<T: DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::DrainState;
     use crate::iscsi::chap::{ChapSecrets, Credentials};
     use crate::iscsi::login::AclPolicy;
-    use crate::node::records::{DrainPhase, LunRecord, ObjectId, sample_device};
+    use crate::node::records::{LunRecord, ObjectId, sample_device};
     use std::os::unix::fs::PermissionsExt;
 
     fn id(uid: &str) -> ObjectId {
@@ -210,7 +211,7 @@ mod tests {
     fn device(uid: &str) -> DeviceRecord {
         let mut d = sample_device("n", uid);
         d.id.generation = 3;
-        d.drain.phase = DrainPhase::Fenced;
+        d.drain.state = DrainState::Draining;
         d
     }
 
@@ -220,7 +221,7 @@ mod tests {
         let s = StateStore::open(dir.path()).unwrap();
         let mut d = device("6b1f-uid");
         s.save_device(&d).unwrap();
-        d.drain.phase = DrainPhase::Flushed;
+        d.drain.state = DrainState::Flushed;
         s.save_device(&d).unwrap();
         let t = TargetRecord {
             id: id("t-uid"),

@@ -3,8 +3,9 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use super::records::{self, DeviceRecord, DrainPhase, LunRecord, ObjectId, TargetRecord};
+use super::records::{self, DeviceRecord, LunRecord, ObjectId, TargetRecord};
 use super::{Node, NodeError, NodeOptions};
+use crate::engine::DrainState;
 use crate::engine::EngineOptions;
 use crate::iscsi::login::AclPolicy;
 use crate::store::StoreSource;
@@ -105,7 +106,7 @@ async fn the_delete_protocol_drains_once_acknowledges_again_and_releases_for_goo
 
     let v = n.view().await;
     let a = v.devices.iter().find(|d| d.id.name == "a").unwrap();
-    assert_eq!(a.phase, DrainPhase::Flushed);
+    assert_eq!(a.state, DrainState::Flushed);
     let lun0 = &v.targets[0].luns.iter().find(|l| l.lun == 0).unwrap();
     assert_eq!(lun0.state, crate::engine::drain::DrainState::Flushed);
 
@@ -351,10 +352,10 @@ async fn a_restarted_node_serves_what_it_was_told_and_keeps_fences() {
     let states: Vec<_> = v.targets[0].luns.iter().map(|l| (l.lun, l.state)).collect();
     use crate::engine::drain::DrainState as S;
     assert_eq!(states, vec![(0, S::Flushed), (1, S::Running)]);
-    let phase = |name: &str| v.devices.iter().find(|d| d.id.name == name).unwrap().phase;
-    assert_eq!(phase("a"), DrainPhase::Flushed);
-    assert_eq!(phase("b"), DrainPhase::Running, "a restart is not a delete");
-    assert_eq!(phase("gone"), DrainPhase::Released);
+    let state = |name: &str| v.devices.iter().find(|d| d.id.name == name).unwrap().state;
+    assert_eq!(state("a"), DrainState::Flushed);
+    assert_eq!(state("b"), DrainState::Running, "a restart is not a delete");
+    assert_eq!(state("gone"), DrainState::Released);
     let e = n.apply_device(device("gone", "ug")).await.unwrap_err();
     assert_eq!(field_of(e).1, "metadata.uid");
     n.shutdown().await.unwrap();

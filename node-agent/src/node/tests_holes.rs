@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::records::DrainPhase;
 use super::state::StateStore;
 use super::tests::{device, id, node, opts};
 use super::{Node, NodeError};
+use crate::engine::DrainState;
 use crate::store::StoreSource;
 
 /// `chattr +i` / `-i`: an immutable file cannot be removed, nor opened for writing, even by
@@ -60,7 +60,7 @@ async fn a_failed_unlink_keeps_the_device_known_and_a_retry_completes_it() {
     assert!(e.to_string().contains("could not be removed"), "{e}");
     let v = n.view().await;
     let d = v.devices.iter().find(|d| d.id.uid == "ua").expect("known");
-    assert_eq!(d.phase, DrainPhase::Released);
+    assert_eq!(d.state, DrainState::Released);
     // Nobody else may take the path while its removal is owed.
     let mut other = device("b", "ub");
     other.store.source = StoreSource::File {
@@ -159,8 +159,8 @@ async fn a_drain_of_a_store_that_is_not_open_flushes_it_or_fails() {
         "never acknowledged without a flush: {e}"
     );
     let v = n.view().await;
-    let phase = |name: &str| v.devices.iter().find(|d| d.id.name == name).unwrap().phase;
-    assert_eq!(phase("b"), DrainPhase::Fenced, "fenced, not flushed");
+    let state = |name: &str| v.devices.iter().find(|d| d.id.name == name).unwrap().state;
+    assert_eq!(state("b"), DrainState::Draining, "fenced, not flushed");
     // a can still be opened (read only) and fdatasynced: that is the flush.
     let ack = n.drain_device(&a).await.unwrap();
     assert_eq!(ack.target, None);

@@ -5,7 +5,8 @@ pub mod plan;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::node::records::{DeviceRecord, DrainPhase};
+use crate::engine::DrainState;
+use crate::node::records::DeviceRecord;
 use crate::node::{Node, NodeError};
 use manifest::{Origin, Problem};
 use plan::Plan;
@@ -29,7 +30,7 @@ pub async fn reconcile(node: &Node, plan: Plan) -> usize {
     for d in view
         .devices
         .iter()
-        .filter(|d| d.phase != DrainPhase::Released && !wanted_devices.contains(d.id.uid.as_str()))
+        .filter(|d| d.state != DrainState::Released && !wanted_devices.contains(d.id.uid.as_str()))
     {
         let key = d.id.key();
         match node.drain_device(&d.id).await {

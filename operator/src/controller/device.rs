@@ -10,8 +10,10 @@ use kube::{Resource, ResourceExt};
 use spindle_crds::{Device, DeviceStatus, Target};
 
 use crate::agent_client::AgentError;
-use crate::context::{Ctx, Error, RESYNC, WAIT};
-use crate::desired::{self, Problem, key_of};
+use crate::context::{Ctx, RESYNC, WAIT};
+use crate::desired::{self, Problem};
+use crate::error::Error;
+use crate::objects::key_of;
 use crate::status;
 
 const KIND: &str = "Device";
@@ -90,7 +92,7 @@ async fn apply(ctx: &Arc<Ctx>, d: &Device) -> Result<Action, Error> {
 
 /// A failed agent call as a problem (by the refusal's typed reason, never its text).
 pub fn agent_problem(node: &str, e: &AgentError) -> Problem {
-    use spindle_agent_proto::v1::ErrorReason;
+    use spindle_agent_api::v1::ErrorReason;
     let message = match e.detail() {
         Some(d) if d.reason() == ErrorReason::BackingStoreInUse => format!(
             "the backing store is already used by Device {} (uid {}) on node {node:?}; a \

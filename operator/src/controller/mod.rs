@@ -18,11 +18,14 @@ use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, reflector, watc
 use kube::{Client, Resource, ResourceExt};
 use spindle_crds::{Device, Target};
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::agent_client::AgentClients;
 use crate::agents::Registry;
-use crate::context::{Ctx, Error};
+use crate::context::Ctx;
+use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::objects::key_of;
 use crate::status::Events;
 use crate::tenancy::Tenancy;
 
@@ -61,14 +64,14 @@ async fn timed(
         .with_label_values(&[kind])
         .observe(started.elapsed().as_secs_f64());
     if result.is_ok() {
-        ctx.succeeded(&crate::desired::key_of(obj));
+        ctx.succeeded(&key_of(obj));
     }
     result
 }
 
 /// The error policy of both controllers: try again after the object's backoff.
 fn backoff_action(ctx: &Ctx, kind: &str, obj: &impl Resource, e: &Error) -> Action {
-    Action::requeue(ctx.failed(kind, &crate::desired::key_of(obj), e))
+    Action::requeue(ctx.failed(kind, &key_of(obj), e))
 }
 
 /// What a replica was configured with (flags), as the controllers need it.
@@ -102,7 +105,8 @@ pub async fn run(
     let secrets_api: Api<PartialObjectMeta<Secret>> = Api::all(watches.clone());
     let cfg = Config::default().concurrency(concurrency);
 
-    let (poke_device_tx, poke_device_rx) = mpsc::unbounded_channel::<ObjectRef<Device>>();
+    // Targets refused a Device are poked when the Target holding it lets go (see
+    // `context::poke_claimants`); nothing pokes a Device: its triggers are all watches.
     let (poke_target_tx, poke_target_rx) = mpsc::unbounded_channel::<ObjectRef<Target>>();
 
     // Each controller's own objects: reconciled when what the operator acts on changes, not
@@ -186,19 +190,15 @@ pub async fn run(
         tenancy,
         poke_target_tx,
     ));
-    drop(poke_device_tx);
 
     let device_run = device_ctl
-        .reconcile_on(futures::stream::select(
-            node_devices,
-            receiver_stream(poke_device_rx),
-        ))
+        .reconcile_on(node_devices)
         .run(device::reconcile, device::error_policy, ctx.clone())
         .for_each(reporter("Device"));
     let target_run = target_ctl
         .reconcile_on(futures::stream::select(
             node_targets,
-            receiver_stream(poke_target_rx),
+            UnboundedReceiverStream::new(poke_target_rx),
         ))
         .run(target::reconcile, target::error_policy, ctx.clone())
         .for_each(reporter("Target"));
@@ -252,13 +252,10 @@ fn fan_out_node_changes(
         }
     };
     tokio::spawn(fan);
-    (receiver_stream(dev_rx), receiver_stream(tgt_rx))
-}
-
-fn receiver_stream<T: Send + 'static>(
-    rx: mpsc::UnboundedReceiver<T>,
-) -> impl Stream<Item = T> + Send + 'static {
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
+    (
+        UnboundedReceiverStream::new(dev_rx),
+        UnboundedReceiverStream::new(tgt_rx),
+    )
 }
 
 /// Logs what the controller machinery reports (a watch that failed and is retried) once per

@@ -14,8 +14,10 @@ use spindle_crds::{ConditionStatus, Device, Target, TargetStatus};
 
 use super::device::agent_problem;
 use crate::conditions::{kind, reason};
-use crate::context::{Ctx, Error, RESYNC, WAIT};
-use crate::desired::{self, ChapInput, TargetWorld, key_of, object_meta};
+use crate::context::{Ctx, RESYNC, WAIT};
+use crate::desired::{self, ChapInput, TargetWorld};
+use crate::error::Error;
+use crate::objects::{key_of, object_meta};
 use crate::status::{self, Want};
 
 const KIND: &str = "Target";
@@ -100,6 +102,7 @@ async fn apply(ctx: &Arc<Ctx>, t: &Target) -> Result<Action, Error> {
         tenancy: &ctx.tenancy,
     };
     let plan = desired::plan_target(t, &world);
+    ctx.claimants.record(t, plan.claimed_by.clone());
     let old = t.status.clone().unwrap_or_default();
     let mut problems = plan.problems;
     let mut result = Ok(());

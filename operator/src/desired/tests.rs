@@ -3,6 +3,7 @@
 use super::*;
 use crate::agents::LeaseView;
 use serde_json::json;
+use spindle_crds::ReclaimPolicy;
 
 fn device(name: &str, node: &str) -> Device {
     serde_json::from_value(json!({
@@ -577,11 +578,13 @@ fn problems_say_what_to_change() {
         chap: &ChapInput::NotUsed,
         tenancy: &Tenancy::default(),
     };
-    let msgs: Vec<String> = plan_target(&t, &world)
-        .problems
-        .into_iter()
-        .map(|p| p.message)
-        .collect();
+    let plan = plan_target(&t, &world);
+    assert_eq!(
+        plan.claimed_by,
+        ["ns/t0".to_owned()].into(),
+        "the Target that holds d0, by type, not by message"
+    );
+    let msgs: Vec<String> = plan.problems.into_iter().map(|p| p.message).collect();
     assert_eq!(
         msgs,
         [
