@@ -1,61 +1,134 @@
-//! The check tables of the e2e suites: each suite starts one cluster and runs its checks in
-//! order on it, each in a namespace of its own, reporting each by name with its duration.
-//! `SPINDLE_E2E_ONLY=TEXT` runs only the checks whose name contains TEXT. A failed check does not
-//! stop the others; at the end the operator logs are printed and every failure is listed.
+//! The e2e suites' harness: each test binary (`harness = false`) is a table of checks, each check
+//! a libtest-mimic trial named by the check, so the standard filter picks checks by name
+//! (`cargo test -p spindle-e2e --test operator -- 'delete'`), `--list` lists them and each is
+//! reported pass or fail. `SPINDLE_E2E_ONLY=TEXT` is that filter when none is given (scripts and
+//! docs use it).
+//!
+//! The checks of a binary share one fixture (a cluster, agents): it is started once, by the first
+//! check that runs (`--list` or a filter matching nothing starts nothing), the checks run one
+//! after the other in table order, and it is stopped after the last. A failed check does not stop
+//! the others; when any failed, the fixture prints what explains it (the operator logs).
 
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
+
+use libtest_mimic::{Arguments, Failed, Trial};
 
 use crate::spindle::Spindle;
 
-/// One check: the cluster and the namespace it runs in.
+/// What a suite's checks share; started once before the first check that runs.
+pub trait Fixture: Send + 'static {
+    /// Prints what explains failures (logs); called after the checks when any failed.
+    fn report_failure(&self) {}
+    /// Called once after the checks, `passed` when none failed; then the fixture is dropped.
+    fn finish(&mut self, passed: bool) {
+        let _ = passed;
+    }
+}
+
+/// One check of a suite over fixture `F`.
+pub type Body<F> = Box<dyn FnOnce(&mut F) -> anyhow::Result<()> + Send>;
+
+/// How the fixture starts.
+type Start<F> = Box<dyn FnOnce() -> anyhow::Result<F> + Send>;
+
+/// The fixture, started by the first check that needs it.
+enum Shared<F> {
+    NotStarted(Start<F>),
+    Started(F),
+    /// Why it did not start (every check after the first reports it too).
+    Broken(String),
+}
+
+impl<F> Shared<F> {
+    fn get(&mut self) -> Result<&mut F, Failed> {
+        if matches!(self, Self::NotStarted(_)) {
+            // Broken until `start` returns: a panic in it leaves the suite so.
+            let Self::NotStarted(start) = std::mem::replace(self, Self::Broken("panicked".into()))
+            else {
+                unreachable!()
+            };
+            let started = Instant::now();
+            *self = match start() {
+                Ok(f) => {
+                    eprint!("(started in {:.1} s) ", started.elapsed().as_secs_f64());
+                    Self::Started(f)
+                }
+                Err(e) => Self::Broken(format!("{e:#}")),
+            };
+        }
+        match self {
+            Self::Started(f) => Ok(f),
+            Self::Broken(why) => Err(format!("the suite did not start: {why}").into()),
+            Self::NotStarted(_) => unreachable!(),
+        }
+    }
+}
+
+/// Runs the suite's `checks` (name, body) as trials over the fixture `start` makes, with the
+/// command line's libtest arguments; the exit code says whether any check failed.
+pub fn run<F: Fixture>(
+    start: impl FnOnce() -> anyhow::Result<F> + Send + 'static,
+    checks: impl IntoIterator<Item = (String, Body<F>)>,
+) -> ExitCode {
+    let mut args = Arguments::from_args();
+    // The checks share the fixture and build on each other's leftovers (a restarted agent,
+    // a deleted Node put back): one at a time, in table order.
+    args.test_threads = Some(1);
+    // A check takes seconds to minutes: a dot per check (cargo test --quiet passes --quiet
+    // on) would not say which one is running or failed.
+    args.quiet = false;
+    if args.filter.is_none() {
+        args.filter = std::env::var("SPINDLE_E2E_ONLY")
+            .ok()
+            .filter(|only| !only.is_empty());
+    }
+    let shared = Arc::new(Mutex::new(Shared::NotStarted(Box::new(start) as Start<F>)));
+    let trials = checks
+        .into_iter()
+        .map(|(name, body)| {
+            let shared = Arc::clone(&shared);
+            Trial::test(name, move || {
+                let mut shared = shared.lock().unwrap_or_else(PoisonError::into_inner);
+                let fixture = shared.get()?;
+                let started = Instant::now();
+                let r = body(fixture);
+                eprint!("({:.1} s) ", started.elapsed().as_secs_f64());
+                r.map_err(|e| format!("{e:#}").into())
+            })
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    // The trials are gone (run or filtered out): the fixture is ours alone again.
+    let shared = Arc::try_unwrap(shared)
+        .ok()
+        .map(|m| m.into_inner().unwrap_or_else(PoisonError::into_inner));
+    if let Some(Shared::Started(mut fixture)) = shared {
+        if conclusion.has_failed() {
+            fixture.report_failure();
+        }
+        fixture.finish(!conclusion.has_failed());
+    }
+    conclusion.exit_code()
+}
+
+/// One check of a Spindle suite: the cluster and the namespace it runs in.
 pub type Check = fn(&Spindle, &str) -> anyhow::Result<()>;
 
 /// How many lines of each operator replica's log a failure prints.
 const LOG_TAIL: usize = 200;
 
-/// Runs `checks` (name, check) in order, check `i` in namespace `{prefix}-{i}`; on a failure
-/// prints the log tails of the operator replicas `logs`, then panics listing every failure.
-pub fn run_table(s: &Spindle, prefix: &str, checks: &[(&str, Check)], logs: &[&str]) {
-    run(
-        s,
-        checks
-            .iter()
-            .enumerate()
-            .map(|(i, (name, check))| (*name, format!("{prefix}-{i}"), *check)),
-        logs,
-    );
+/// A Spindle suite's fixture: the cluster, and the operator replicas whose logs a failure prints.
+struct Operated {
+    s: Spindle,
+    logs: &'static [&'static str],
 }
 
-/// Runs `checks` (name, namespace, check) in order, creating each namespace first; on a failure
-/// prints the log tails of the operator replicas `logs`, then panics listing every failure.
-pub fn run<'a>(
-    s: &Spindle,
-    checks: impl IntoIterator<Item = (&'a str, String, Check)>,
-    logs: &[&str],
-) {
-    let only = std::env::var("SPINDLE_E2E_ONLY").unwrap_or_default();
-    let mut failures = Vec::new();
-    let mut ran = 0;
-    for (name, ns, check) in checks {
-        if !only.is_empty() && !name.contains(&only) {
-            continue;
-        }
-        ran += 1;
-        let started = Instant::now();
-        let r = s.namespace(&ns).and_then(|()| check(s, &ns));
-        eprintln!(
-            "{} {name} ({:.1} s)",
-            if r.is_ok() { "ok  " } else { "FAIL" },
-            started.elapsed().as_secs_f64()
-        );
-        if let Err(e) = r {
-            failures.push(format!("{name}: {e:#}"));
-        }
-    }
-    assert!(ran > 0, "SPINDLE_E2E_ONLY={only:?} matched no check");
-    if !failures.is_empty() {
-        for id in logs {
-            let log = s.rt.operator_log(id).unwrap_or_default();
+impl Fixture for Operated {
+    fn report_failure(&self) {
+        for id in self.logs {
+            let log = self.s.rt.operator_log(id).unwrap_or_default();
             let lines: Vec<&str> = log.lines().collect();
             eprintln!(
                 "{id} log:\n{}",
@@ -63,10 +136,39 @@ pub fn run<'a>(
             );
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {ran} failed:\n{}",
-        failures.len(),
-        failures.join("\n\n")
-    );
+}
+
+/// Runs the Spindle suite `checks` (name, check) on the cluster `start` makes, check `i` in
+/// namespace `{prefix}-{i}`; a failure prints the log tails of the operator replicas `logs`.
+pub fn run_table(
+    start: impl FnOnce() -> anyhow::Result<Spindle> + Send + 'static,
+    prefix: &str,
+    checks: &[(&str, Check)],
+    logs: &'static [&'static str],
+) -> ExitCode {
+    run_in_namespaces(
+        start,
+        checks
+            .iter()
+            .enumerate()
+            .map(|(i, (name, check))| (*name, format!("{prefix}-{i}"), *check)),
+        logs,
+    )
+}
+
+/// Runs the Spindle suite `checks` (name, namespace, check) on the cluster `start` makes,
+/// creating each namespace first; a failure prints the log tails of the operator replicas `logs`.
+pub fn run_in_namespaces<'a>(
+    start: impl FnOnce() -> anyhow::Result<Spindle> + Send + 'static,
+    checks: impl IntoIterator<Item = (&'a str, String, Check)>,
+    logs: &'static [&'static str],
+) -> ExitCode {
+    run(
+        move || Ok(Operated { s: start()?, logs }),
+        checks.into_iter().map(|(name, ns, check)| {
+            let body: Body<Operated> =
+                Box::new(move |f| f.s.namespace(&ns).and_then(|()| check(&f.s, &ns)));
+            (name.to_owned(), body)
+        }),
+    )
 }

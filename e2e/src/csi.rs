@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
+use spindle_csi::proto::VolumeCapability;
+use spindle_csi::proto::volume_capability::access_mode::Mode;
+use spindle_csi::proto::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume};
+
 use crate::cluster::workspace_dir;
 
 /// The `spindle-csi` binary: `$SPINDLE_BIN_DIR`, else the release build of the cargo target
@@ -95,6 +99,21 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A volume capability: a raw block device (`block`) or an ext4 mount, in access `mode`.
+pub fn capability(block: bool, mode: Mode) -> VolumeCapability {
+    VolumeCapability {
+        access_type: Some(if block {
+            AccessType::Block(BlockVolume {})
+        } else {
+            AccessType::Mount(MountVolume {
+                fs_type: "ext4".into(),
+                ..Default::default()
+            })
+        }),
+        access_mode: Some(AccessMode { mode: mode as i32 }),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod checks;
 pub mod cluster;
 pub mod csi;
 pub mod initiator;
+pub mod manifest;
 pub mod probe;
 pub mod runtime;
 pub mod spindle;

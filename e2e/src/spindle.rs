@@ -232,32 +232,6 @@ pub fn condition(obj: &Value, type_: &str) -> Option<Cond> {
         })
 }
 
-/// A Device manifest: a file of `size` bytes on `node`, with extra spec lines.
-pub fn device_yaml(name: &str, node: &str, size: u64, extra: &str) -> String {
-    format!(
-        "apiVersion: spindle.dev/v1alpha1\nkind: Device\nmetadata: {{name: {name}}}\nspec:\n  nodeName: {node}\n  source: {{file: {{path: {name}.img, sizeBytes: {size}}}}}\n{extra}"
-    )
-}
-
-/// A Target manifest with `luns` (number, Device) and extra spec lines (default ACL: allow all).
-pub fn target_yaml(name: &str, luns: &[(u64, &str)], extra: &str) -> String {
-    let mut y = format!(
-        "apiVersion: spindle.dev/v1alpha1\nkind: Target\nmetadata: {{name: {name}}}\nspec:\n  luns:\n"
-    );
-    if luns.is_empty() {
-        y = y.replace("  luns:\n", "  luns: []\n");
-    }
-    for (lun, dev) in luns {
-        y.push_str(&format!("    - {{lun: {lun}, deviceRef: {dev}}}\n"));
-    }
-    if extra.is_empty() {
-        y.push_str("  acl: {allowAll: true}\n");
-    } else {
-        y.push_str(extra);
-    }
-    y
-}
-
 /// The IQN Spindle gives a Target without `spec.iqn`.
 pub fn default_iqn(ns: &str, name: &str) -> String {
     format!("iqn.2026-11.dev.spindle:{ns}.{name}")

@@ -5,9 +5,12 @@
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 use spindle_crds::{Device, Target};
+use std::process::ExitCode;
 use std::time::Duration;
 
+use spindle_e2e::checks::{self, Body, Fixture};
 use spindle_e2e::cluster::{TestCluster, workspace_dir};
+use spindle_e2e::manifest::Manifest;
 use spindle_e2e::wait::eventually;
 
 /// Everything a check needs: the cluster and the namespace it may use.
@@ -29,11 +32,13 @@ impl Ctx {
 /// One named step of the test; steps run in order against the same cluster.
 type Check = fn(&Ctx) -> Result<()>;
 
-#[test]
-fn crds_on_a_real_apiserver() {
-    let cluster = TestCluster::start(&["node-a", "node-b"]).expect("control plane starts");
-    let ns = format!("spindle-e2e-{}", std::process::id());
-    let ctx = Ctx { cluster, ns };
+impl Fixture for Ctx {
+    fn finish(&mut self, _passed: bool) {
+        let _ = self.kubectl(&["delete", "namespace", &self.ns, "--wait=false"]);
+    }
+}
+
+fn main() -> ExitCode {
     let checks: &[(&str, Check)] = &[
         ("apiserver reports the pinned version", pinned_version),
         ("cluster has the requested nodes", nodes_and_namespace),
@@ -43,19 +48,17 @@ fn crds_on_a_real_apiserver() {
         ("apiserver defaults match serde defaults", defaults_agree),
         ("printer columns", printer_columns),
     ];
-    let mut failures = Vec::new();
-    for (name, check) in checks {
-        if let Err(e) = check(&ctx) {
-            failures.push(format!("{name}: {e:#}"));
-        }
-    }
-    let _ = ctx.kubectl(&["delete", "namespace", &ctx.ns, "--wait=false"]);
-    assert!(
-        failures.is_empty(),
-        "{} failed:\n{}",
-        failures.len(),
-        failures.join("\n\n")
-    );
+    checks::run(
+        || {
+            let cluster = TestCluster::start(&["node-a", "node-b"])?;
+            let ns = format!("spindle-e2e-{}", std::process::id());
+            Ok(Ctx { cluster, ns })
+        },
+        checks.iter().map(|&(name, check)| {
+            let body: Body<Ctx> = Box::new(move |ctx| check(ctx));
+            (name.to_owned(), body)
+        }),
+    )
 }
 
 /// `kubectl get --raw /version` shows the Kubernetes version pinned in e2e/cluster/versions
@@ -181,16 +184,17 @@ struct Case {
     rejected: Option<(&'static str, &'static str)>,
 }
 
+/// Device d0 on node-a in `ns` with `spec` lines.
 fn device_yaml(ns: &str, spec: &str) -> String {
-    format!(
-        "apiVersion: spindle.dev/v1alpha1\nkind: Device\nmetadata: {{name: d0, namespace: {ns}}}\nspec:\n  nodeName: node-a\n{spec}"
-    )
+    Manifest::device("d0", "node-a")
+        .namespace(ns)
+        .spec(spec)
+        .yaml()
 }
 
+/// Target t0 in `ns` with `spec` lines.
 fn target_yaml(ns: &str, spec: &str) -> String {
-    format!(
-        "apiVersion: spindle.dev/v1alpha1\nkind: Target\nmetadata: {{name: t0, namespace: {ns}}}\nspec:\n{spec}"
-    )
+    Manifest::target("t0").namespace(ns).spec(spec).yaml()
 }
 
 fn cases(ns: &str) -> Vec<Case> {

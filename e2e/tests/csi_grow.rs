@@ -8,6 +8,7 @@
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -15,8 +16,9 @@ use serde_json::Value;
 use spindle_agent_api::lease::{CAPACITY_FREE_ANNOTATION, CAPACITY_TOTAL_ANNOTATION};
 use spindle_e2e::checks::{Check, run_table};
 use spindle_e2e::initiator::lun_url;
+use spindle_e2e::manifest::{Manifest, target_yaml};
 use spindle_e2e::probe::{Answer, Probe, probe_tool};
-use spindle_e2e::spindle::{OPERATOR, Spindle, condition, default_iqn, target_yaml};
+use spindle_e2e::spindle::{OPERATOR, Spindle, condition, default_iqn};
 
 const NODE: &str = "node-a";
 const MIB: u64 = 1 << 20;
@@ -28,9 +30,7 @@ const CUT: Duration = Duration::from_secs(10);
 /// Two Lease renewals (every 5 s).
 const RENEWALS: Duration = Duration::from_secs(15);
 
-#[test]
-fn csi_grow_end_to_end() {
-    let s = Spindle::start(&[NODE], &[]).expect("cluster with Spindle starts");
+fn main() -> ExitCode {
     let _tools = Removed(tools_dir());
     let checks: &[(&str, Check)] = &[
         (
@@ -54,7 +54,12 @@ fn csi_grow_end_to_end() {
             acl_cut,
         ),
     ];
-    run_table(&s, "e2e-grow", checks, &[OPERATOR]);
+    run_table(
+        || Spindle::start(&[NODE], &[]),
+        "e2e-grow",
+        checks,
+        &[OPERATOR],
+    )
 }
 
 /// A folder removed when the suite ends, passed or not.
@@ -72,11 +77,10 @@ fn tools_dir() -> PathBuf {
 
 /// A Device on NODE over `<ns>-<name>.img` (file names are per data dir, not per namespace).
 fn device(ns: &str, name: &str, size: u64, thin: bool) -> String {
-    format!(
-        "apiVersion: spindle.dev/v1alpha1\nkind: Device\nmetadata: {{name: {name}}}\nspec:\n  \
-         nodeName: {NODE}\n  source: {{file: {{path: {ns}-{name}.img, sizeBytes: {size}}}}}\n  \
-         thinProvisioning: {thin}\n"
-    )
+    Manifest::device(name, NODE)
+        .file(&format!("{ns}-{name}.img"), size)
+        .spec(&format!("  thinProvisioning: {thin}\n"))
+        .yaml()
 }
 
 /// Device `name` with a Target of the same name over it (`acl`: the Target's extra lines),

@@ -5,23 +5,28 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use spindle_e2e::checks::{Check, run_table};
-use spindle_e2e::spindle::{OPERATOR, Spindle, condition, device_yaml};
+use spindle_e2e::manifest::device_yaml;
+use spindle_e2e::spindle::{OPERATOR, Spindle, condition};
 
 const READY: Duration = Duration::from_secs(30);
 const MIB: u64 = 1 << 20;
 
-#[test]
-fn trust_holes_end_to_end() {
-    let s = Spindle::start(&["node-a"], &[]).expect("cluster with Spindle starts");
+fn main() -> ExitCode {
     let checks: &[(&str, Check)] = &[(
         "a file that cannot be removed holds the Device, says why, and goes once it can",
         failed_unlink_holds_the_finalizer,
     )];
-    run_table(&s, "e2e-holes", checks, &[OPERATOR]);
+    run_table(
+        || Spindle::start(&["node-a"], &[]),
+        "e2e-holes",
+        checks,
+        &[OPERATOR],
+    )
 }
 
 fn chattr(flag: &str, p: &Path) -> Result<()> {

@@ -11,13 +11,15 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 use spindle_agent_api::lease::{API_ENDPOINT_ANNOTATION, API_KEY_ANNOTATION};
 use spindle_e2e::checks::{Check, run_table};
-use spindle_e2e::spindle::{OPERATOR, Spindle, condition, default_iqn, device_yaml, target_yaml};
+use spindle_e2e::manifest::{device_yaml, target_yaml};
+use spindle_e2e::spindle::{OPERATOR, Spindle, condition, default_iqn};
 
 const READY: Duration = Duration::from_secs(30);
 /// The agents' Lease namespace (e2e/cluster/spindle, the chart's release namespace).
@@ -26,9 +28,7 @@ const MIB: u64 = 1 << 20;
 /// The reason of an object whose node's agent is not verified.
 const UNVERIFIED: &str = "AgentUnverified";
 
-#[test]
-fn agent_identity_end_to_end() {
-    let s = Spindle::start(&["node-a", "node-b"], &[]).expect("cluster with Spindle starts");
+fn main() -> ExitCode {
     let checks: &[(&str, Check)] = &[
         (
             "each agent publishes a key of its own; a restart makes a new one, the operator follows",
@@ -43,7 +43,12 @@ fn agent_identity_end_to_end() {
             delete_waits_for_the_right_agent,
         ),
     ];
-    run_table(&s, "e2e-id", checks, &[OPERATOR]);
+    run_table(
+        || Spindle::start(&["node-a", "node-b"], &[]),
+        "e2e-id",
+        checks,
+        &[OPERATOR],
+    )
 }
 
 /// The agent Lease of `node`.

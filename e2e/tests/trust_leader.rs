@@ -8,13 +8,15 @@
 //!   counted) and changes nothing.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use spindle_agent_api::v1 as pb;
 use spindle_e2e::agent::{Certs, pinned_client};
 use spindle_e2e::checks::{Check, run_table};
-use spindle_e2e::spindle::{OPERATOR, Spindle, device_yaml, target_yaml};
+use spindle_e2e::manifest::{device_yaml, target_yaml};
+use spindle_e2e::spindle::{OPERATOR, Spindle};
 
 const READY: Duration = Duration::from_secs(30);
 /// The operator's leader Lease duration (15 s) plus a renewal period and slack.
@@ -25,9 +27,7 @@ const MIB: u64 = 1 << 20;
 const NODE: &str = "node-a";
 const STANDBY: &str = "operator-1";
 
-#[test]
-fn stale_leaders_are_fenced() {
-    let s = Spindle::start(&[NODE], &[]).expect("cluster with Spindle starts");
+fn main() -> ExitCode {
     let checks: &[(&str, Check)] = &[
         (
             "apiserver silent: the leader steps down within its deadline",
@@ -38,7 +38,12 @@ fn stale_leaders_are_fenced() {
             frozen_leader,
         ),
     ];
-    run_table(&s, "e2e-leader", checks, &[OPERATOR, STANDBY]);
+    run_table(
+        || Spindle::start(&[NODE], &[]),
+        "e2e-leader",
+        checks,
+        &[OPERATOR, STANDBY],
+    )
 }
 
 /// The local cluster's state dir (pids of the apiserver and of Spindle's processes).

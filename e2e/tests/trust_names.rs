@@ -2,9 +2,10 @@
 //! real etcd + kube-apiserver, the operator (started with an IQN grant) and node-a's agent as
 //! processes, real initiators (iscsi-ls, qemu-io). Node-c exists without an agent; the skew
 //! check plays its agent's Lease. Each check uses its own namespace; they run in order on one
-//! cluster and all are reported (SPINDLE_E2E_ONLY=<part of a name> runs some).
+//! cluster and each is reported (`-- NAME` or SPINDLE_E2E_ONLY=NAME runs some).
 
 use std::net::{SocketAddr, TcpStream};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,8 @@ use anyhow::{Context, Result, bail, ensure};
 use spindle_agent_api::lease as agent_lease;
 use spindle_e2e::checks::{self, Check};
 use spindle_e2e::initiator;
-use spindle_e2e::spindle::{OPERATOR, Spindle, condition, default_iqn, device_yaml, target_yaml};
+use spindle_e2e::manifest::{device_yaml, target_yaml};
+use spindle_e2e::spindle::{OPERATOR, Spindle, condition, default_iqn};
 
 const READY: Duration = Duration::from_secs(30);
 const MIB: u64 = 1 << 20;
@@ -24,14 +26,7 @@ const INITIATOR: &str = "iqn.2026-11.dev.spindle:e2e-names";
 /// Where the agents' Leases live (e2e/cluster/spindle).
 const AGENT_NS: &str = "spindle-system";
 
-#[test]
-fn names_and_ports_belong_to_namespaces() {
-    let s = Spindle::start(&["node-a"], &["node-c"]).expect("cluster with Spindle starts");
-    // The operator as the chart runs it with operator.iqnPrefixes set.
-    let grant = format!("--iqn-prefix={GRANTED_NS}={GRANTED_PREFIX}");
-    s.rt.kill_operator(OPERATOR).expect("operator stops");
-    s.rt.start_operator_with(OPERATOR, &[&grant])
-        .expect("operator starts with a grant");
+fn main() -> ExitCode {
     let checks: &[(&str, &str, Check)] = &[
         (
             "another namespace's IQN is refused, the owner's Target serves",
@@ -55,13 +50,23 @@ fn names_and_ports_belong_to_namespaces() {
             reachability_under_skew,
         ),
     ];
-    checks::run(
-        &s,
+    checks::run_in_namespaces(
+        start,
         checks
             .iter()
             .map(|(name, ns, check)| (*name, ns.to_string(), *check)),
         &[OPERATOR],
-    );
+    )
+}
+
+/// The cluster, with the operator as the chart runs it with operator.iqnPrefixes set.
+fn start() -> Result<Spindle> {
+    let s = Spindle::start(&["node-a"], &["node-c"])?;
+    let grant = format!("--iqn-prefix={GRANTED_NS}={GRANTED_PREFIX}");
+    s.rt.kill_operator(OPERATOR).context("operator stops")?;
+    s.rt.start_operator_with(OPERATOR, &[&grant])
+        .context("operator starts with a grant")?;
+    Ok(s)
 }
 
 /// The targets a portal lists in discovery, asked as this suite's initiator.

@@ -5,12 +5,14 @@
 //! its own namespaces; they run in order on one cluster and all are reported.
 
 use std::path::Path;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use spindle_e2e::checks::{Check, run_table};
 use spindle_e2e::initiator;
-use spindle_e2e::spindle::{OPERATOR, Spindle, condition, default_iqn, target_yaml};
+use spindle_e2e::manifest::{self, Manifest, target_yaml};
+use spindle_e2e::spindle::{OPERATOR, Spindle, condition, default_iqn};
 
 const READY: Duration = Duration::from_secs(30);
 const MIB: u64 = 1 << 20;
@@ -18,10 +20,7 @@ const MIB: u64 = 1 << 20;
 /// within this.
 const RETRY: Duration = Duration::from_secs(60);
 
-#[test]
-fn backing_stores_end_to_end() {
-    let s =
-        Spindle::start(&["node-a", "node-b", "node-c"], &[]).expect("cluster with Spindle starts");
+fn main() -> ExitCode {
     let checks: &[(&str, Check)] = &[
         (
             "two namespaces, one path: the second is refused, the first untouched",
@@ -37,19 +36,24 @@ fn backing_stores_end_to_end() {
             data_dir_swapped,
         ),
     ];
-    run_table(&s, "e2e-store", checks, &[OPERATOR]);
+    run_table(
+        || Spindle::start(&["node-a", "node-b", "node-c"], &[]),
+        "e2e-store",
+        checks,
+        &[OPERATOR],
+    )
 }
 
 /// A Device manifest with a `source` (flow YAML) and reclaim policy Delete.
 fn device(name: &str, node: &str, source: &str) -> String {
-    format!(
-        "apiVersion: spindle.dev/v1alpha1\nkind: Device\nmetadata: {{name: {name}}}\nspec:\n  \
-         nodeName: {node}\n  source: {source}\n  reclaimPolicy: Delete\n"
-    )
+    Manifest::device(name, node)
+        .spec(&format!("  source: {source}\n  reclaimPolicy: Delete\n"))
+        .yaml()
 }
 
+/// A file source of 16 MiB.
 fn file_source(path: &str) -> String {
-    format!("{{file: {{path: {path}, sizeBytes: {}}}}}", 16 * MIB)
+    manifest::file_source(path, 16 * MIB)
 }
 
 /// The first Device (`ns`/db) with a Target over it, Ready, with a pattern written through

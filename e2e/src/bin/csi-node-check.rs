@@ -12,11 +12,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use spindle_csi::proto::controller_client::ControllerClient;
 use spindle_csi::proto::node_client::NodeClient;
-use spindle_csi::proto::volume_capability::{
-    AccessMode, AccessType, BlockVolume, MountVolume, access_mode::Mode,
-};
+use spindle_csi::proto::volume_capability::access_mode::Mode;
 use spindle_csi::proto::*;
 use spindle_csi::volume::{CTX_IQN, CTX_LUN, CTX_NAA, CTX_PORTALS};
+use spindle_e2e::csi::capability;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 /// CSI calls for the node e2e phase.
@@ -72,22 +71,6 @@ enum Call {
     Info,
 }
 
-fn capability(block: bool) -> VolumeCapability {
-    VolumeCapability {
-        access_type: Some(if block {
-            AccessType::Block(BlockVolume {})
-        } else {
-            AccessType::Mount(MountVolume {
-                fs_type: "ext4".into(),
-                ..Default::default()
-            })
-        }),
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
-    }
-}
-
 async fn node_channel(path: String) -> Result<Channel, tonic::transport::Error> {
     Endpoint::from_static("http://node-plugin")
         .connect_with_connector(tower::service_fn(move |_: Uri| {
@@ -116,7 +99,7 @@ async fn call(cli: Cli) -> Result<Vec<(String, String)>, tonic::Status> {
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         Ok::<_, tonic::Status>(NodeClient::new(ch))
     };
-    let cap = capability(cli.block);
+    let cap = capability(cli.block, Mode::SingleNodeWriter);
     let kv = |k: &str, v: String| (k.to_string(), v);
     Ok(match &cli.call {
         Call::Create { name, size, params } => {

@@ -12,7 +12,8 @@ use spindle_e2e::csi::{self as driver, Spec};
 use spindle_e2e::spindle::Spindle;
 use tonic::Code;
 
-use super::{DRIVER, MIB, controller_log, crd_allows_growth, node_log, tail};
+use crate::calls::crd_allows_growth;
+use crate::{DRIVER, MIB, controller_log, node_log, tail};
 
 /// Skip messages of specs for capabilities the controller does not declare.
 const UNDECLARED: &[&str] = &[
