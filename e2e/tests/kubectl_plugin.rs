@@ -2,7 +2,7 @@
 //! operator and two agents as processes, node-c a Node without an agent. It is run the way
 //! kubectl runs plugins (on PATH, `kubectl spindle ...`) and its output is checked against what
 //! the cluster holds: the agents' Leases, the Devices' conditions, a delete held by a stopped
-//! agent.
+//! agent. `SPINDLE_E2E_SHOW_OUTPUT=1` prints what each successful command printed.
 
 use std::path::Path;
 use std::process::{Command, ExitCode, Output};
@@ -71,6 +71,9 @@ fn plugin_ok(s: &Spindle, args: &[&str]) -> Result<String> {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+    if std::env::var_os("SPINDLE_E2E_SHOW_OUTPUT").is_some() {
+        eprintln!("\n$ kubectl spindle {}\n{stdout}", args.join(" "));
+    }
     Ok(stdout)
 }
 

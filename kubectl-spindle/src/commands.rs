@@ -80,7 +80,9 @@ pub async fn describe_device(
     let ns = namespace.unwrap_or_else(|| r.client.default_namespace().to_owned());
     r.check_crds().await?;
     let now = Timestamp::now();
-    let device = r.device(&ns, name).await?;
+    let mut device = r.device(&ns, name).await?;
+    // Bookkeeping of who wrote which field: noise in a description.
+    device.metadata.managed_fields = None;
     let agent = r
         .agent_lease(&device.spec.node_name)
         .await?

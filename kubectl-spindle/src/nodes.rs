@@ -91,7 +91,7 @@ pub fn render(rows: &[NodeRow]) -> String {
                 state,
                 agent
                     .and_then(|a| a.renewed_seconds_ago)
-                    .map(|s| format!("{} ago", table::age(s)))
+                    .map(table::age)
                     .unwrap_or_else(|| "-".into()),
                 agent
                     .and_then(|a| a.version.clone())
@@ -149,10 +149,10 @@ mod tests {
         );
         assert_eq!(
             lines[1],
-            "node-a   reachable           2s ago    0.1.0     1         1         2          3.0 GiB   10.0 GiB"
+            "node-a   reachable           2s        0.1.0     1         1         2          3.0 GiB   10.0 GiB"
         );
         assert!(
-            lines[2].starts_with("node-b   unreachable         40s ago"),
+            lines[2].starts_with("node-b   unreachable         40s       0.1.0"),
             "{text}"
         );
         assert!(
