@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -11,17 +12,31 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use bytes::BytesMut;
 use tokio::sync::mpsc;
 
-use super::config::LOGIN_WINDOW;
-use super::conn::{self, Attach, Host, Sessions};
+use super::config::{LOGIN_WINDOW, TargetConfig};
+use super::conn::{self, Attach};
 use super::framing::{PduReader, ReadError};
 use super::logins::{LOGIN_TIMEOUT, Logins};
 use super::outbox::Outbox;
-use super::{Directory, SharedDirectory, TargetCmd};
+use super::sessions::{Host, Sessions};
+use super::thread::TargetCmd;
 use crate::iscsi::discovery::DiscoveryEntry;
 use crate::iscsi::login::{self, LoginConfig, LoginMachine, LoginOutcome};
 use crate::iscsi::params::{SessionType, TargetLimits};
 use crate::iscsi::pdu::{Digests, Pdu};
 use crate::ring::{self, TcpListener, TcpStream};
+
+/// What the acceptor knows of a target: enough to log an initiator in and hand it over.
+#[derive(Clone)]
+pub struct DirectoryEntry {
+    pub config: Arc<TargetConfig>,
+    pub handle: tokio::sync::mpsc::UnboundedSender<TargetCmd>,
+}
+
+/// Targets by IQN (lower case: IQNs compare case-insensitively).
+pub type Directory = BTreeMap<String, DirectoryEntry>;
+
+/// The directory, shared with the acceptor (read at each login, written when targets change).
+pub type SharedDirectory = Arc<RwLock<Directory>>;
 
 /// TargetPortalGroupTag of the agent's single portal group.
 const PORTAL_GROUP_TAG: u16 = 1;

@@ -5,7 +5,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use super::conn::Conn;
+use super::sessions::Conn;
 use crate::iscsi::session::WriteMemory;
 
 /// How often a waiting session looks again even without a wake-up (memory given back on

@@ -16,21 +16,23 @@ pub mod identity;
 pub mod logins;
 pub mod memory;
 pub mod outbox;
-pub mod pool;
+pub mod rings;
+pub mod sessions;
 pub mod target;
 mod thread;
 mod tmf;
 
-pub use conn::SessionInfo;
 pub use drain::{DrainAck, DrainState};
+pub use sessions::SessionInfo;
 pub use target::{DrainError, LunCounters, LunSnapshot};
 pub use thread::{ShutdownReport, TargetCmd, TargetGone, TargetHandle, TargetSnapshot, request};
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+use acceptor::{Directory, DirectoryEntry, SharedDirectory};
 use config::{LunSetup, TargetConfig};
 
 /// How the engine serves.
@@ -62,19 +64,6 @@ pub enum EngineError {
     #[error("IQN {iqn} is already served by Target {by}")]
     IqnTaken { iqn: String, by: String },
 }
-
-/// What the acceptor knows of a target: enough to log an initiator in and hand it over.
-#[derive(Clone)]
-pub struct DirectoryEntry {
-    pub config: Arc<TargetConfig>,
-    pub handle: tokio::sync::mpsc::UnboundedSender<TargetCmd>,
-}
-
-/// Targets by IQN (lower case: IQNs compare case-insensitively).
-pub type Directory = BTreeMap<String, DirectoryEntry>;
-
-/// The directory, shared with the acceptor (read at each login, written when targets change).
-pub type SharedDirectory = Arc<RwLock<Directory>>;
 
 /// The running engine: the acceptor and one thread per Target. Targets are started, changed
 /// and stopped while it runs; nothing here persists (the caller keeps what it was told).

@@ -1,4 +1,4 @@
-//! A target's engine: a task on one of the agent's ring threads (`super::pool`) with its own
+//! A target's engine: a task on one of the agent's ring threads (`super::rings`) with its own
 //! LUNs, the sessions handed to it, and the commands the rest of the agent sends it.
 
 use std::rc::Rc;
@@ -8,9 +8,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::config::{LunSetup, TargetConfig};
-use super::conn::{self, Attach, Host, SessionInfo, Sessions};
+use super::conn::{self, Attach};
 use super::drain::DrainAck;
-use super::pool;
+use super::rings;
+use super::sessions::{Host, SessionInfo, Sessions};
 use super::target::{DrainError, LunSnapshot, TargetState};
 use crate::iscsi::login::AclPolicy;
 use crate::ring;
@@ -100,7 +101,7 @@ impl TargetHandle {
         let (tx, rx) = mpsc::unbounded_channel();
         let (ended, done) = oneshot::channel();
         let name = config.name.clone();
-        pool::run(Box::new(move |ring| match ring {
+        rings::run(Box::new(move |ring| match ring {
             Ok(()) => {
                 ring::spawn(async move {
                     serve(config, luns, keepalive, rx).await;

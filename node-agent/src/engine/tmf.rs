@@ -8,11 +8,11 @@
 
 use std::rc::Rc;
 
-use super::conn::{Conn, Host, Sessions, decode_lun};
+use super::sessions::{Conn, Host, Sessions, decode_lun};
 use super::target::TargetState;
 use crate::iscsi::pdu::{TaskFunction, tmf_response};
 use crate::iscsi::session::TmfId;
-use crate::ring::TcpStream;
+use crate::ring::{self, TcpStream};
 use crate::scsi::NexusId;
 
 /// How long a reinstatement waits for the old session's commands to end.
@@ -55,55 +55,17 @@ impl Sessions {
             }
         }
     }
-
-    /// Ends, with TASK ABORTED, the tasks on LUN `lun` of the sessions of `nexuses` that
-    /// have not reached the logical unit yet (PREEMPT AND ABORT).
-    pub(super) fn abort_third_party(&self, nexuses: &[NexusId], lun: u64) {
-        if nexuses.is_empty() {
-            return;
-        }
-        for conn in self.live_conns() {
-            if nexuses.contains(&conn.nexus) {
-                conn.abort_third_party(|raw| decode_lun(raw) == lun);
-            }
-        }
-    }
-
-    /// Every live connection's state except that of connection `except`.
-    fn others(&self, except: u64) -> Vec<Rc<Conn>> {
-        self.live_conns()
-            .into_iter()
-            .filter(|c| c.id != except)
-            .collect()
-    }
-
-    fn live_conns(&self) -> Vec<Rc<Conn>> {
-        self.conns
-            .borrow()
-            .values()
-            .filter_map(|w| w.upgrade())
-            .collect()
-    }
 }
 
-impl Conn {
-    /// Ends this session's tasks that another nexus aborted and that are not with a logical
-    /// unit yet (receiving Data-Out, or held back by an ORDERED task).
-    fn abort_third_party(self: &Rc<Self>, on_lun: impl Fn(u64) -> bool) {
-        let mut out = Vec::new();
-        self.session
-            .borrow_mut()
-            .abort_third_party(on_lun, &mut out);
-        if !self.run(out) {
-            self.outbox.close();
-        }
-    }
+/// Starts carrying out task management function `id` on a task of its own ([`Conn::task_mgmt`]).
+pub(super) fn start(conn: Rc<Conn>, id: TmfId, function: TaskFunction, raw_lun: u64) {
+    ring::spawn(carry_out(conn, id, function, raw_lun));
 }
 
 /// Carries out task management function `id` that the session of `conn` handed to the engine
 /// (its own tasks are already terminated), then reports it to the session, which answers
 /// once its own aborted tasks have ended too.
-pub(super) async fn carry_out(conn: Rc<Conn>, id: TmfId, function: TaskFunction, raw_lun: u64) {
+async fn carry_out(conn: Rc<Conn>, id: TmfId, function: TaskFunction, raw_lun: u64) {
     let response = match &conn.host {
         Host::Target(t) => {
             let lun = decode_lun(raw_lun);

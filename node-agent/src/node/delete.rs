@@ -18,8 +18,9 @@ use std::time::Instant;
 
 use tokio::sync::MutexGuard;
 
+use super::error::{NodeError, precondition};
 use super::records::{DeviceRecord, ObjectId};
-use super::{Inner, Node, NodeError, precondition};
+use super::{Inner, Node};
 use crate::engine::{DrainAck, DrainError, DrainState, TargetCmd};
 
 /// What a release did.

@@ -1,10 +1,11 @@
 //! Devices applied: a backing store opened (or created) and held, updated, grown or reopened.
 
+use super::error::{NodeError, invalid, precondition};
 use super::grow;
 use super::ownership::{Missing, check_reserved};
 use super::records::DeviceRecord;
-use super::views::{DeviceView, device_view};
-use super::{DeviceEntry, Node, NodeError, invalid, precondition};
+use super::views::DeviceView;
+use super::{DeviceEntry, Node};
 use crate::engine::DrainState;
 
 impl Node {
@@ -43,15 +44,15 @@ impl Node {
             };
             let opened = self.open(&g, &rec, missing, None)?;
             rec.store_created = opened.created;
-            let mut entry = DeviceEntry {
+            let entry = DeviceEntry {
                 record: rec,
                 opened: Some(opened),
                 open_error: None,
                 used_by: None,
             };
             g.save_device(&entry.record)?;
-            log_ready(&entry);
-            let view = device_view(&mut entry, None);
+            entry.log_ready();
+            let view = entry.view(None);
             g.devices.insert(key, entry);
             return Ok((false, view));
         };
@@ -104,7 +105,7 @@ impl Node {
         if let Some(o) = reopened {
             entry.opened = Some(o);
             entry.open_error = None;
-            log_ready(entry);
+            entry.log_ready();
             // A served LUN picks up the new flags (its initiators see a fresh logical unit).
             if let (Some(t), DrainState::Running) =
                 (entry.used_by.clone(), entry.record.drain.state)
@@ -125,11 +126,14 @@ impl Node {
     }
 }
 
-pub(super) fn log_ready(e: &DeviceEntry) {
-    if let Some(o) = &e.opened {
-        tracing::info!(
-            device = %e.record.id.key(), uid = %e.record.id.uid, path = %o.path.display(),
-            bytes = o.len, created = o.created, direct_io = e.record.store.direct, "Device ready"
-        );
+impl DeviceEntry {
+    pub(super) fn log_ready(&self) {
+        if let Some(o) = &self.opened {
+            tracing::info!(
+                device = %self.record.id.key(), uid = %self.record.id.uid,
+                path = %o.path.display(), bytes = o.len, created = o.created,
+                direct_io = self.record.store.direct, "Device ready"
+            );
+        }
     }
 }

@@ -6,9 +6,9 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 
+use super::error::{NodeError, invalid};
 use super::records::DeviceRecord;
-use super::{NodeError, invalid};
-use crate::store::{StoreSource, StoreSpec};
+use crate::store::StoreSource;
 
 const SIZE_FIELD: &str = "spec.source.file.sizeBytes";
 
@@ -54,15 +54,6 @@ pub(super) fn source_change(
              backing store",
         )),
     }
-}
-
-/// `spec` without the file size: what must not change for a store to be served on as it is.
-pub(super) fn sizeless(spec: &StoreSpec) -> StoreSpec {
-    let mut s = spec.clone();
-    if let StoreSource::File { size_bytes, .. } = &mut s.source {
-        *size_bytes = 0;
-    }
-    s
 }
 
 /// Applies `change` to the opened store of Device `rec` and sizes it again: the usable bytes

@@ -9,7 +9,15 @@
 //!   Device stays fenced through Target updates and agent restarts);
 //! - a released Device's uid is never served again.
 //!
-//! The delete protocol (drain, release) is in `delete.rs`.
+//! Where each part is:
+//! - `devices.rs`, `targets.rs`: applying and removing Devices and Targets; `grow.rs` a
+//!   Device's store growing, `ownership.rs` who may open which store;
+//! - `delete.rs`: the delete protocol (drain, release); `reclaim.rs` removing or erasing a
+//!   released Device's store; `stop.rs` a Target's engine stopping outside the node's lock;
+//! - `views.rs`: what the node reports; `error.rs`: why a call was refused;
+//! - `records.rs`, `state.rs`, `restore.rs`: what the node was told, kept under the data dir
+//!   and served again at start; `datadir.rs`, `agent_id.rs`: the data dir's own identity and
+//!   the agent's.
 
 mod agent_id;
 pub mod datadir;
@@ -41,7 +49,7 @@ use tokio::sync::Mutex;
 use crate::engine::config::DeviceIdentity;
 use crate::engine::{Engine, EngineError, EngineOptions};
 use agent_id::AgentId;
-use error::{invalid, precondition};
+use error::precondition;
 use ownership::StoreKey;
 use records::{DeviceRecord, TargetRecord};
 use state::StateStore;

@@ -18,9 +18,10 @@ use std::sync::Arc;
 
 use super::agent_id::AGENT_ID_FILE;
 use super::datadir::DATA_DIR_ID_FILE;
+use super::error::{NodeError, invalid, precondition};
 use super::records::DeviceRecord;
 use super::state::RESERVED_DIR;
-use super::{Inner, Node, NodeError, Opened, invalid, precondition};
+use super::{Inner, Node, Opened};
 use crate::engine::config::DeviceIdentity;
 use crate::engine::identity::device_identity;
 use crate::store::{self, OpenMode, StoreError, StoreSource};

@@ -19,8 +19,9 @@ use std::time::Duration;
 
 use tokio::sync::{MutexGuard, watch};
 
+use super::error::{NodeError, precondition};
 use super::records::DeviceRecord;
-use super::{Inner, Node, NodeError, ReleaseOutcome, precondition};
+use super::{Inner, Node, ReleaseOutcome};
 use crate::store::StoreSource;
 use crate::store::wipe::{WipeProgress, WipeReport, wipe_block_device};
 

@@ -28,6 +28,12 @@ impl ObjectId {
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
+
+    /// `namespace/name` of the object called `name` in this object's namespace (a Target's
+    /// LUNs name Devices of its own namespace).
+    pub fn sibling_key(&self, name: &str) -> String {
+        format!("{}/{}", self.namespace, name)
+    }
 }
 
 /// A Device's drain state and its outcome.
@@ -115,7 +121,7 @@ impl DeviceRecord {
     /// generation aside).
     /// A file's size aside too: a larger one is grown in place, the LUN live.
     pub fn same_serving(&self, other: &DeviceRecord) -> bool {
-        super::grow::sizeless(&self.store) == super::grow::sizeless(&other.store)
+        sizeless(&self.store) == sizeless(&other.store)
             && self.write_cache == other.write_cache
             && self.thin == other.thin
     }
@@ -190,7 +196,7 @@ impl TargetRecord {
 
     /// `namespace/name` of the Device behind LUN `l`.
     pub fn device_key(&self, l: &LunRecord) -> String {
-        format!("{}/{}", self.id.namespace, l.device_name)
+        self.id.sibling_key(&l.device_name)
     }
 
     /// The engine's config for this Target over these LUNs.
@@ -205,6 +211,15 @@ impl TargetRecord {
             luns,
         }
     }
+}
+
+/// `spec` without the file size: what must not change for a store to be served on as it is.
+fn sizeless(spec: &StoreSpec) -> StoreSpec {
+    let mut s = spec.clone();
+    if let StoreSource::File { size_bytes, .. } = &mut s.source {
+        *size_bytes = 0;
+    }
+    s
 }
 
 fn digest_policy(d: Digest) -> DigestPolicy {

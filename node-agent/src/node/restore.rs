@@ -1,9 +1,8 @@
 //! Serving again at start what a persisting node was told before it stopped.
 
-use super::devices::log_ready;
+use super::error::NodeError;
 use super::ownership::Missing;
-use super::records::ObjectId;
-use super::{DeviceEntry, Node, NodeError};
+use super::{DeviceEntry, Node};
 use crate::engine::DrainState;
 
 impl Node {
@@ -35,7 +34,7 @@ impl Node {
                 open_error,
                 used_by: None,
             };
-            log_ready(&entry);
+            entry.log_ready();
             g.devices.insert(key, entry);
         }
         self.finish_reclaims(&mut g, &mut problems);
@@ -43,7 +42,7 @@ impl Node {
             let key = rec.id.key();
             // LUNs whose Device is gone (released, or not openable) are left out.
             rec.luns.retain(|l| {
-                let dk = rec_device_key(&rec.id, &l.device_name);
+                let dk = rec.id.sibling_key(&l.device_name);
                 let ok = g
                     .devices
                     .get(&dk)
@@ -73,8 +72,4 @@ impl Node {
         }
         Ok(problems)
     }
-}
-
-fn rec_device_key(id: &ObjectId, device_name: &str) -> String {
-    format!("{}/{}", id.namespace, device_name)
 }

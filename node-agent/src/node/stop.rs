@@ -19,8 +19,10 @@ use std::sync::Arc;
 use tokio::sync::{MutexGuard, OwnedMutexGuard, watch};
 use tokio::task::JoinHandle;
 
+use super::error::{NodeError, precondition};
 use super::records::TargetRecord;
-use super::{Inner, Node, NodeError, TargetView, precondition};
+use super::views::TargetView;
+use super::{Inner, Node};
 use crate::engine::{ShutdownReport, TargetGone};
 
 /// One lock per Target key, taken by the calls that change that Target.

@@ -3,9 +3,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use super::error::{NodeError, invalid, precondition};
 use super::records::{ObjectId, TargetRecord};
 use super::views::TargetView;
-use super::{Inner, Node, NodeError, invalid, precondition};
+use super::{Inner, Node};
 use crate::engine::EngineError;
 use crate::engine::config::LunSetup;
 use crate::store;

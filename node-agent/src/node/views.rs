@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::records::ObjectId;
+use super::records::{DeviceRecord, ObjectId};
 use super::{DeviceEntry, Inner, Node};
 use crate::engine::config::DeviceIdentity;
 use crate::engine::{DrainAck, DrainState, LunSnapshot, SessionInfo};
@@ -45,7 +45,7 @@ pub struct NodeView {
 impl Node {
     /// Everything the node serves now.
     pub async fn view(&self) -> NodeView {
-        let mut g = self.inner.lock().await;
+        let g = self.inner.lock().await;
         let mut out = NodeView::default();
         let keys: Vec<String> = g.targets.keys().cloned().collect();
         for k in keys {
@@ -56,63 +56,73 @@ impl Node {
             out.devices.push(g.device_view(&k).await);
         }
         for r in g.released.values() {
-            out.devices.push(DeviceView {
-                id: r.id.clone(),
-                state: DrainState::Released,
-                capacity_bytes: 0,
-                identity: None,
-                backing_path: self.backing_path(r),
-                used_by: None,
-                ack: r.drain.ack.clone(),
-                fenced_commands: r.drain.ack.as_ref().map_or(0, |a| a.fenced_commands),
-                failure: None,
-                store_created: r.store_created,
-            });
+            out.devices
+                .push(DeviceView::released(r, self.backing_path(r)));
         }
         out
     }
 }
 
-/// A view of a Device from its entry, with the fenced count its LUN reports (if served).
-pub(super) fn device_view(e: &mut DeviceEntry, lun: Option<&LunSnapshot>) -> DeviceView {
-    let r = &e.record;
-    DeviceView {
-        id: r.id.clone(),
-        state: r.drain.state,
-        capacity_bytes: e.opened.as_ref().map_or(0, |o| o.len),
-        identity: e.opened.as_ref().map(|o| o.identity.clone()),
-        backing_path: e
-            .opened
-            .as_ref()
-            .map(|o| o.path.clone())
-            .unwrap_or_default(),
-        used_by: e.used_by.clone(),
-        ack: r.drain.ack.clone(),
-        fenced_commands: lun
-            .map(|l| l.fenced)
-            .or(r.drain.ack.as_ref().map(|a| a.fenced_commands))
-            .unwrap_or(0),
-        failure: r.drain.failure.clone().or(e.open_error.clone()),
-        store_created: r.store_created,
+impl DeviceView {
+    /// A released Device: only its record is left.
+    fn released(r: &DeviceRecord, backing_path: PathBuf) -> DeviceView {
+        DeviceView {
+            id: r.id.clone(),
+            state: DrainState::Released,
+            capacity_bytes: 0,
+            identity: None,
+            backing_path,
+            used_by: None,
+            ack: r.drain.ack.clone(),
+            fenced_commands: r.drain.ack.as_ref().map_or(0, |a| a.fenced_commands),
+            failure: None,
+            store_created: r.store_created,
+        }
+    }
+}
+
+impl DeviceEntry {
+    /// A view of a Device from its entry, with the fenced count its LUN reports (if served).
+    pub(super) fn view(&self, lun: Option<&LunSnapshot>) -> DeviceView {
+        let r = &self.record;
+        DeviceView {
+            id: r.id.clone(),
+            state: r.drain.state,
+            capacity_bytes: self.opened.as_ref().map_or(0, |o| o.len),
+            identity: self.opened.as_ref().map(|o| o.identity.clone()),
+            backing_path: self
+                .opened
+                .as_ref()
+                .map(|o| o.path.clone())
+                .unwrap_or_default(),
+            used_by: self.used_by.clone(),
+            ack: r.drain.ack.clone(),
+            fenced_commands: lun
+                .map(|l| l.fenced)
+                .or(r.drain.ack.as_ref().map(|a| a.fenced_commands))
+                .unwrap_or(0),
+            failure: r.drain.failure.clone().or(self.open_error.clone()),
+            store_created: r.store_created,
+        }
     }
 }
 
 impl Inner {
-    pub(super) async fn lun_snapshots(&self, target: &str) -> Vec<LunSnapshot> {
+    async fn lun_snapshots(&self, target: &str) -> Vec<LunSnapshot> {
         self.snapshot(target)
             .await
             .map(|s| s.luns)
             .unwrap_or_default()
     }
 
-    pub(super) async fn snapshot(&self, target: &str) -> Option<crate::engine::TargetSnapshot> {
+    async fn snapshot(&self, target: &str) -> Option<crate::engine::TargetSnapshot> {
         let h = self.engine.as_ref()?.target(target)?;
         h.request(|reply| crate::engine::TargetCmd::Status { reply })
             .await
             .ok()
     }
 
-    pub(super) async fn device_view(&mut self, key: &str) -> DeviceView {
+    pub(super) async fn device_view(&self, key: &str) -> DeviceView {
         let used_by = self.devices.get(key).and_then(|d| d.used_by.clone());
         let lun = match &used_by {
             Some(t) => self
@@ -122,8 +132,8 @@ impl Inner {
                 .find(|l| l.device == key),
             None => None,
         };
-        let e = self.devices.get_mut(key).expect("caller checked");
-        device_view(e, lun.as_ref())
+        let e = self.devices.get(key).expect("caller checked");
+        e.view(lun.as_ref())
     }
 
     pub(super) async fn target_view(&self, key: &str) -> TargetView {

@@ -13,17 +13,17 @@ use crate::ring;
 /// `ring::spawn`); `Err` says why that thread has no ring.
 pub type Job = Box<dyn FnOnce(Result<(), String>) + Send>;
 
-struct Pool {
+struct RingThreads {
     rings: Vec<mpsc::UnboundedSender<Job>>,
     next: AtomicUsize,
 }
 
-fn pool() -> &'static Pool {
-    static POOL: OnceLock<Pool> = OnceLock::new();
-    POOL.get_or_init(|| {
+fn ring_threads() -> &'static RingThreads {
+    static RING_THREADS: OnceLock<RingThreads> = OnceLock::new();
+    RING_THREADS.get_or_init(|| {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());
         let rings = (0..n).filter_map(|i| start_ring(i).ok()).collect();
-        Pool {
+        RingThreads {
             rings,
             next: AtomicUsize::new(0),
         }
@@ -52,7 +52,7 @@ fn start_ring(i: usize) -> std::io::Result<mpsc::UnboundedSender<Job>> {
 
 /// Runs `job` on the next ring thread (round robin).
 pub fn run(job: Job) -> std::io::Result<()> {
-    let p = pool();
+    let p = ring_threads();
     if p.rings.is_empty() {
         return Err(std::io::Error::other("no ring thread could be started"));
     }
@@ -64,5 +64,5 @@ pub fn run(job: Job) -> std::io::Result<()> {
 
 /// How many ring threads serve targets.
 pub fn threads() -> usize {
-    pool().rings.len()
+    ring_threads().rings.len()
 }
