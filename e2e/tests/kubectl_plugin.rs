@@ -294,14 +294,6 @@ fn crds_missing(s: &Spindle, _ns: &str) -> Result<()> {
         }
         Ok(())
     })();
-    let crds = spindle_e2e::cluster::workspace_dir().join("crds");
-    s.kubectl(&[
-        "apply",
-        "--server-side",
-        "--field-manager",
-        "spindle-e2e",
-        "-f",
-        &crds.to_string_lossy(),
-    ])?;
+    s.install_crds()?;
     r
 }

@@ -7,6 +7,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, ResourceExt};
 use serde::Serialize;
+use spindle_crds::Device;
 
 use crate::agent::AgentInfo;
 use crate::describe::{self, DeviceView};
@@ -77,16 +78,14 @@ pub async fn describe_device(
     name: &str,
     json: bool,
 ) -> anyhow::Result<String> {
-    let ns = namespace.unwrap_or_else(|| r.client.default_namespace().to_owned());
-    r.check_crds().await?;
-    let now = Timestamp::now();
-    let mut device = r.device(&ns, name).await?;
+    let Found {
+        ns,
+        now,
+        mut device,
+        agent,
+    } = find_device(r, namespace, name).await?;
     // Bookkeeping of who wrote which field: noise in a description.
     device.metadata.managed_fields = None;
-    let agent = r
-        .agent_lease(&device.spec.node_name)
-        .await?
-        .map(|l| AgentInfo::from_lease(&l, now));
     let targets = describe::targets_of(&device, &r.targets(Some(&ns)).await?);
     let events = events::about(
         &r.events(&ns).await?,
@@ -116,20 +115,44 @@ pub async fn why_device(
     name: &str,
     json: bool,
 ) -> anyhow::Result<String> {
-    let ns = namespace.unwrap_or_else(|| r.client.default_namespace().to_owned());
-    r.check_crds().await?;
-    let now = Timestamp::now();
-    let device = r.device(&ns, name).await?;
-    let node = device.spec.node_name.clone();
-    let agent = r
-        .agent_lease(&node)
-        .await?
-        .map(|l| AgentInfo::from_lease(&l, now));
-    let diagnosis = why::diagnose(&device, agent.as_ref(), r.node_exists(&node).await?, now);
+    let Found {
+        ns,
+        now,
+        device,
+        agent,
+    } = find_device(r, namespace, name).await?;
+    let node_exists = r.node_exists(&device.spec.node_name).await?;
+    let diagnosis = why::diagnose(&device, agent.as_ref(), node_exists, now);
     if json {
         return to_json(&diagnosis);
     }
     Ok(why::render(&format!("{ns}/{name}"), &diagnosis))
+}
+
+/// A Device named on the command line and its node's agent, read at `now`.
+struct Found {
+    ns: String,
+    now: Timestamp,
+    device: Device,
+    agent: Option<AgentInfo>,
+}
+
+/// Reads Device `name` (in `namespace`, else the kubeconfig context's) and its node's Lease.
+async fn find_device(r: &Reader, namespace: Option<String>, name: &str) -> anyhow::Result<Found> {
+    let ns = namespace.unwrap_or_else(|| r.client.default_namespace().to_owned());
+    r.check_crds().await?;
+    let now = Timestamp::now();
+    let device = r.device(&ns, name).await?;
+    let agent = r
+        .agent_lease(&device.spec.node_name)
+        .await?
+        .map(|l| AgentInfo::from_lease(&l, now));
+    Ok(Found {
+        ns,
+        now,
+        device,
+        agent,
+    })
 }
 
 fn to_json(value: &impl Serialize) -> anyhow::Result<String> {
