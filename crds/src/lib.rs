@@ -13,6 +13,7 @@ mod names;
 mod prose;
 mod target;
 mod validate;
+pub mod words;
 
 pub use condition::{Condition, ConditionStatus};
 pub use device::{

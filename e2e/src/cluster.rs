@@ -51,6 +51,18 @@ pub fn workspace_dir() -> PathBuf {
     e2e_dir().join("..")
 }
 
+/// The release build of Spindle's binary `name`: in `$SPINDLE_BIN_DIR` when set, else in the
+/// cargo target dir (`e2e/run-control-plane-tests` builds them).
+pub fn release_binary(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("SPINDLE_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_dir().join("target"));
+    target.join("release").join(name)
+}
+
 /// A Kubernetes API to test against. Started by [`TestCluster::start`] and stopped on drop, or
 /// borrowed from `KUBECONFIG` (then left running).
 #[derive(Debug)]
@@ -109,6 +121,11 @@ impl TestCluster {
     /// Path of the kubeconfig giving admin access.
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// The pinned kubectl build.
+    pub fn kubectl_binary(&self) -> PathBuf {
+        self.bin_dir.join("kubectl")
     }
 
     /// A `kubectl` command (the pinned build) already pointed at this cluster. For a cluster of

@@ -15,18 +15,10 @@ use spindle_csi::proto::VolumeCapability;
 use spindle_csi::proto::volume_capability::access_mode::Mode;
 use spindle_csi::proto::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume};
 
-use crate::cluster::workspace_dir;
-
 /// The `spindle-csi` binary: `$SPINDLE_BIN_DIR`, else the release build of the cargo target
 /// dir (`e2e/run-control-plane-tests` builds it).
 pub fn binary() -> PathBuf {
-    if let Some(dir) = std::env::var_os("SPINDLE_BIN_DIR") {
-        return PathBuf::from(dir).join("spindle-csi");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_dir().join("target"));
-    target.join("release").join("spindle-csi")
+    crate::cluster::release_binary("spindle-csi")
 }
 
 /// A free TCP port on `ip` (bound and let go: the caller binds it next).

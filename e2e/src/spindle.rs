@@ -51,7 +51,17 @@ impl Spindle {
         let cluster = TestCluster::start(&all)?;
         let rt = runtime::from_env(cluster.kubeconfig(), &all)?;
         let s = Self { cluster, rt };
-        s.kubectl(&[
+        s.install_crds()?;
+        for node in with_agents {
+            s.rt.start_agent(node)?;
+        }
+        s.rt.start_operator(OPERATOR)?;
+        Ok(s)
+    }
+
+    /// Applies Spindle's CRDs (server-side) and waits until the apiserver serves them.
+    pub fn install_crds(&self) -> Result<()> {
+        self.kubectl(&[
             "apply",
             "--server-side",
             "--field-manager",
@@ -59,18 +69,14 @@ impl Spindle {
             "-f",
             &workspace_dir().join("crds").to_string_lossy(),
         ])?;
-        s.kubectl(&[
+        self.kubectl(&[
             "wait",
             "--for",
             "condition=Established",
             "crd/devices.spindle.dev",
             "crd/targets.spindle.dev",
         ])?;
-        for node in with_agents {
-            s.rt.start_agent(node)?;
-        }
-        s.rt.start_operator(OPERATOR)?;
-        Ok(s)
+        Ok(())
     }
 
     /// kubectl with `args`; stdout.

@@ -36,10 +36,7 @@ use crate::error::Error;
 use crate::objects::{key_of, object_meta, reclaim_policy};
 use crate::status::{self, Want};
 
-/// The finalizer on every Device and Target.
-pub const FINALIZER: &str = "spindle.dev/flush";
-/// The annotation that lets a delete proceed without the agent (`"true"`).
-pub const SKIP_FLUSH_ANNOTATION: &str = "spindle.dev/skip-flush";
+pub use spindle_crds::words::{FINALIZER, SKIP_FLUSH_ANNOTATION};
 
 /// True when `obj` carries the finalizer.
 pub fn has_finalizer(obj: &impl Resource) -> bool {
