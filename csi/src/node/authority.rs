@@ -232,6 +232,19 @@ fn frame_header(out: &mut Vec<u8>, len: usize, kind: u8, flags: u8, stream: u32)
     out.extend_from_slice(&stream.to_be_bytes());
 }
 
+/// One whole frame (tests of the rewriter and of the registration server build requests so).
+#[cfg(test)]
+pub(crate) fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    frame_header(&mut out, payload.len(), kind, flags, stream);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The client connection preface, for tests that speak HTTP/2 by hand.
+#[cfg(test)]
+pub(crate) const CLIENT_PREFACE: &[u8] = PREFACE;
+
 #[cfg(test)]
 #[path = "authority_tests.rs"]
 mod tests;

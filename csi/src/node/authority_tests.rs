@@ -18,13 +18,6 @@ fn get_info_headers() -> Vec<(Vec<u8>, Vec<u8>)> {
     .collect()
 }
 
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    frame_header(&mut out, payload.len(), kind, flags, stream);
-    out.extend_from_slice(payload);
-    out
-}
-
 fn encode(headers: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
     Encoder::new().encode(headers.iter().map(|(n, v)| (&n[..], &v[..])))
 }

@@ -6,18 +6,9 @@ use std::time::Duration;
 use fluke_hpack::{Decoder, Encoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::super::authority::{CLIENT_PREFACE as PREFACE, frame};
 use super::proto::registration_server::RegistrationServer;
 use super::*;
-
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
-    let mut f = vec![len[1], len[2], len[3], kind, flags];
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
 
 /// How the server answered.
 #[derive(Debug, PartialEq)]

@@ -67,11 +67,11 @@ class CapacityChecks:
         """A wait_for test: (published capacity, Lease free bytes) once they agree and `want`
         holds for the published capacity."""
         def test() -> tuple[int, int] | None:
-            c = self.published()
-            self.last_seen = f"CSIStorageCapacity {c}, Lease free bytes {self.lease_free()}"
+            c, free = self.published(), self.lease_free()
+            self.last_seen = f"CSIStorageCapacity {c}, Lease free bytes {free}"
             if c is None or c.get("capacity") is None:
                 return None
-            cap, free = quantity_bytes(c["capacity"]), self.lease_free()
+            cap = quantity_bytes(c["capacity"])
             return (cap, free) if abs(cap - free) <= TOLERANCE and want(cap) else None
         return test
 
