@@ -21,6 +21,13 @@ def accelerator() -> list[str]:
     return ["-accel", "tcg,thread=multi", "-cpu", "max"]
 
 
+def stripped(src: Path, work: Path) -> bytes:
+    """The binary without its debug sections (the guest's initramfs lives in RAM)."""
+    out = work / (src.name + ".stripped")
+    subprocess.run(["objcopy", "--strip-debug", str(src), str(out)], check=True)
+    return out.read_bytes()
+
+
 def runtime_initrd(files: dict[str, tuple[bytes, int]], out: Path) -> None:
     """A cpio archive (newc) with `files` ({path: (content, mode)}), to append to the image's
     initramfs: the kernel unpacks concatenated archives in order."""
