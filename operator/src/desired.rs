@@ -458,7 +458,7 @@ fn lun_problem(
         device_conditions(device),
         kind::READY,
         ConditionStatus::True,
-    ) && !serves_old_size(device)
+    ) && !still_served(device)
     {
         let why = device_conditions(device)
             .iter()
@@ -473,17 +473,28 @@ fn lun_problem(
     LunVerdict::Map(None)
 }
 
-/// Ready=False NoSpace on a served Device: only its growth failed; the agent still serves it
-/// at the size it had, so its LUN stays mapped.
-fn serves_old_size(d: &Device) -> bool {
+/// Ready=False on a Device the agent served, for a reason that does not stop the agent serving
+/// it: so its LUN stays mapped. NoSpace: only a growth failed, the old size is served. The agent
+/// could not be called or verified when the Device was last reconciled (it restarted, a network
+/// blip): the Device's status is only stale, and unmapping the LUN would answer the initiators
+/// LOGICAL UNIT NOT SUPPORTED, which makes a Linux initiator take the disk offline. An agent
+/// that no longer holds the Device refuses the whole Target call, changing nothing.
+fn still_served(d: &Device) -> bool {
     let served = d
         .status
         .as_ref()
         .is_some_and(|s| s.capacity_bytes.is_some());
     served
-        && device_conditions(d)
-            .iter()
-            .any(|c| c.type_ == kind::READY && c.reason == reason::NO_SPACE)
+        && device_conditions(d).iter().any(|c| {
+            c.type_ == kind::READY
+                && [
+                    reason::NO_SPACE,
+                    reason::AGENT_UNREACHABLE,
+                    reason::AGENT_UNVERIFIED,
+                    reason::NO_AGENT,
+                ]
+                .contains(&c.reason.as_str())
+        })
 }
 
 fn device_conditions(d: &Device) -> &[spindle_crds::Condition] {

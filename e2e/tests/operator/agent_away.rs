@@ -1,9 +1,10 @@
 //! Deletes while the agent is away: killed mid-drain, stopped (the delete waits), its Node
 //! deleted, or the flush skipped by annotation.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail, ensure};
+use spindle_e2e::initiator;
 use spindle_e2e::spindle::{Spindle, condition, default_iqn};
 
 use crate::delete::check_delete_events;
@@ -133,4 +134,108 @@ pub fn skip_flush(s: &Spindle, ns: &str) -> Result<()> {
     })();
     s.rt.start_agent("node-b")?;
     r
+}
+
+/// The agent restarted while its Device's last reconcile had failed (Ready=False,
+/// AgentUnreachable): the Target keeps LUN 0 when the agent is back. A Device's status that only
+/// says its agent could not be called at that moment never unmaps a LUN that initiators use (a
+/// Linux initiator takes the disk offline on LOGICAL UNIT NOT SUPPORTED). Reads go on through
+/// fresh sessions for 10 s after the agent is back: every one answers the data written before.
+/// What qemu-io says when nothing listens on the portal (libiscsi cannot connect).
+const NOT_LISTENING: &str = "Can not reconnect right now";
+
+pub fn agent_back_keeps_lun(s: &Spindle, ns: &str) -> Result<()> {
+    let iqn = device_and_target(s, ns, "back", "node-b", "")?;
+    let url = initiator::lun_url(s.rt.portal("node-b")?, &iqn, 0);
+    initiator::qemu_io(&url, &["write -P 0x5a 0 64k"])?;
+    s.rt.kill_agent("node-b")?;
+    let r = (|| {
+        // A reconcile while the agent is dead fails: the Device says so.
+        s.kubectl(&[
+            "annotate",
+            "device",
+            "-n",
+            ns,
+            "back",
+            "e2e.spindle.dev/touched=1",
+            "--overwrite",
+        ])?;
+        s.wait_for("Device Ready=False AgentUnreachable", READY, || {
+            Ok(s.get("device", ns, "back")?
+                .and_then(|d| condition(&d, "Ready"))
+                .filter(|c| c.status == "False" && c.reason == "AgentUnreachable"))
+        })
+    })();
+    s.rt.start_agent("node-b")?;
+    r?;
+    let start = Instant::now();
+    let mut first = None;
+    let mut reads = 0;
+    while first.is_none_or(|t: Instant| t.elapsed() < Duration::from_secs(10)) {
+        ensure!(
+            start.elapsed() < READY,
+            "no read answered within {} s of the agent's start",
+            READY.as_secs()
+        );
+        match initiator::qemu_io(&url, &["read -P 0x5a 0 64k"]) {
+            Ok(_) => {
+                first.get_or_insert_with(Instant::now);
+                reads += 1;
+            }
+            // Until the restarted agent listens, connecting fails; nothing else may.
+            Err(e) if first.is_none() && format!("{e:#}").contains(NOT_LISTENING) => {}
+            Err(e) => bail!("read {} after the agent came back failed: {e:#}", reads + 1),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("     {reads} reads in 10 s after the agent came back, all answered the data");
+    stale_status_keeps_lun(s, ns, &iqn)
+}
+
+/// The same view made certain: with writes streaming (16 in flight), the Device's status is set
+/// to what a reconcile during an agent restart leaves (Ready=False, AgentUnreachable) while the
+/// agent serves. The Target reconciles on that change; its LUN must stay: no write may be
+/// answered LOGICAL UNIT NOT SUPPORTED (or anything but GOOD).
+fn stale_status_keeps_lun(s: &Spindle, ns: &str, iqn: &str) -> Result<()> {
+    let w = writer(s.rt.portal("node-b")?, iqn, &format!("{ns}-stale"), 200)?;
+    let status = serde_json::json!({"status": {"conditions": [{
+        "type": "Ready", "status": "False", "reason": "AgentUnreachable",
+        "message": "the agent of node \"node-b\": connection refused (set by the e2e check)",
+        "lastTransitionTime": "2026-12-07T00:00:00Z"
+    }]}});
+    let before = w.results()?.good.len();
+    s.kubectl(&[
+        "patch",
+        "device",
+        "-n",
+        ns,
+        "back",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status.to_string(),
+    ])?;
+    // The Target's reconcile follows within a second; writes must go on past it.
+    std::thread::sleep(Duration::from_secs(1));
+    let mid = w.results()?.good.len();
+    std::thread::sleep(Duration::from_secs(2));
+    let r = w.results()?;
+    drop(w);
+    ensure!(
+        r.good.len() > mid || !r.fenced.is_empty() || !r.other.is_empty(),
+        "the writer had stopped within a second of the status change: nothing to judge"
+    );
+    ensure!(
+        r.fenced.is_empty() && r.other.is_empty(),
+        "writes answered other than GOOD after the Device's status said its agent was \
+         unreachable: {} LOGICAL UNIT NOT SUPPORTED (first: {:?}), others {:?}",
+        r.fenced.len(),
+        r.fenced.first(),
+        r.other.iter().take(3).collect::<Vec<_>>()
+    );
+    eprintln!(
+        "     {} writes GOOD across the stale status, none refused",
+        r.good.len() - before
+    );
+    Ok(())
 }

@@ -44,6 +44,10 @@ fn main() -> ExitCode {
             agent_away::agent_stopped_delete_waits,
         ),
         (
+            "agent back after a failed reconcile: the Target keeps its LUN",
+            agent_away::agent_back_keeps_lun,
+        ),
+        (
             "node deleted: the delete proceeds",
             agent_away::node_deleted,
         ),

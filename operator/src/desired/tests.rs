@@ -34,6 +34,15 @@ fn no_space(mut d: Device) -> Device {
     d
 }
 
+/// Ready=False because the agent could not be called at the Device's last reconcile.
+fn agent_was_away(mut d: Device, why: &str) -> Device {
+    if let Some(s) = d.status.as_mut() {
+        s.conditions[0].status = ConditionStatus::False;
+        s.conditions[0].reason = why.into();
+    }
+    d
+}
+
 fn deleting(mut d: Device, flushed: bool) -> Device {
     d.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         "2026-11-30T10:00:00Z".parse().expect("time"),
@@ -305,6 +314,28 @@ fn target_plans() {
                 "NoSpace on a Device never served: not mapped",
                 t1(),
                 vec![not_ready(no_space(device("d0", "a")))],
+            )
+        },
+        row(
+            "Device served, its agent unreachable at its last reconcile: its LUN stays mapped",
+            t1(),
+            vec![agent_was_away(device("d0", "a"), reason::AGENT_UNREACHABLE)],
+        ),
+        row(
+            "Device served, its agent unverified at its last reconcile: its LUN stays mapped",
+            t1(),
+            vec![agent_was_away(device("d0", "a"), reason::AGENT_UNVERIFIED)],
+        ),
+        Row {
+            luns: Some(vec![]),
+            reasons: vec![reason::DEVICE_NOT_READY],
+            ..row(
+                "Device never served, its agent unreachable: not mapped",
+                t1(),
+                vec![not_ready(agent_was_away(
+                    device("d0", "a"),
+                    reason::AGENT_UNREACHABLE,
+                ))],
             )
         },
         Row {
