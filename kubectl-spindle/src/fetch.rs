@@ -92,6 +92,21 @@ impl Reader {
         }
     }
 
+    /// Target `name` in `ns`.
+    pub async fn target(&self, ns: &str, name: &str) -> Result<Target, Error> {
+        let api: Api<Target> = Api::namespaced(self.client.clone(), ns);
+        match api.get_opt(name).await {
+            Ok(Some(t)) => Ok(t),
+            Ok(None) => Err(Error::NotFound {
+                kind: "Target",
+                plural: "targets",
+                namespace: ns.to_owned(),
+                name: name.to_owned(),
+            }),
+            Err(e) => Err(api_error(&format!("Target {ns}/{name}"), e)),
+        }
+    }
+
     /// The Events in `ns` (the caller picks those about its object).
     pub async fn events(&self, ns: &str) -> Result<Vec<Event>, Error> {
         let api: Api<Event> = Api::namespaced(self.client.clone(), ns);
