@@ -154,12 +154,14 @@ fn nodes(s: &Spindle, ns: &str) -> Result<()> {
             .as_str()
             .unwrap_or("-")
     };
+    // The last four cells (FREE and TOTAL are two words each).
     let a = row(&wide, "node-a")?;
+    let a = &a[a.len().saturating_sub(4)..];
     ensure!(
-        a[9] == "15s"
-            && a[10] == annotation("spindle.dev/api-endpoint")
-            && a[11] == annotation("spindle.dev/iscsi-portal")
-            && a[12].split(',').any(|t| t == format!("{ns}/n0")),
+        a[0] == "15s"
+            && a[1] == annotation("spindle.dev/api-endpoint")
+            && a[2] == annotation("spindle.dev/iscsi-portal")
+            && a[3].split(',').any(|t| t == format!("{ns}/n0")),
         "node-a as its Lease has it ({}): {wide}",
         lease_a["metadata"]["annotations"]
     );
