@@ -65,10 +65,7 @@ pub async fn nodes(r: &Reader, out: Output) -> anyhow::Result<String> {
         &r.devices(None).await?,
         &r.targets(None).await?,
     );
-    if out == Output::Json {
-        return to_json(&rows);
-    }
-    Ok(nodes::render(&rows, out == Output::Wide))
+    emit(out, &rows, |r| nodes::render(r, out == Output::Wide))
 }
 
 /// `kubectl spindle describe device`.
@@ -102,10 +99,7 @@ pub async fn describe_device(
         targets,
         events,
     };
-    if out == Output::Json {
-        return to_json(&view);
-    }
-    Ok(describe::render(&view, now))
+    emit(out, &view, |v| describe::render(v, now))
 }
 
 /// `kubectl spindle why device`.
@@ -123,10 +117,7 @@ pub async fn why_device(
     } = find_device(r, namespace, name).await?;
     let node_exists = r.node_exists(&device.spec.node_name).await?;
     let diagnosis = why::diagnose(&device, agent.as_ref(), node_exists, now);
-    if out == Output::Json {
-        return to_json(&diagnosis);
-    }
-    Ok(why::render(&format!("{ns}/{name}"), &diagnosis))
+    emit(out, &diagnosis, |d| why::render(&format!("{ns}/{name}"), d))
 }
 
 /// `kubectl spindle why target`.
@@ -149,10 +140,9 @@ pub async fn why_target(
             .map(|l| AgentInfo::from_lease(&l, now));
         diagnosis = why_target::diagnose(&target, &devices, agent.as_ref());
     }
-    if out == Output::Json {
-        return to_json(&diagnosis);
-    }
-    Ok(why_target::render(&format!("{ns}/{name}"), &diagnosis))
+    emit(out, &diagnosis, |d| {
+        why_target::render(&format!("{ns}/{name}"), d)
+    })
 }
 
 /// `kubectl spindle drain device`.
@@ -184,10 +174,7 @@ pub async fn drain_device(
         .map(|(a, s)| (*a, s.as_slice()))
         .map_err(Clone::clone);
     let view = drain::view(&device, &targets, live, delete);
-    if out == Output::Json {
-        return to_json(&view);
-    }
-    Ok(drain::render(&view))
+    emit(out, &view, drain::render)
 }
 
 /// A Device named on the command line and its node's agent, read at `now`.
@@ -216,8 +203,16 @@ async fn find_device(r: &Reader, namespace: Option<String>, name: &str) -> anyho
     })
 }
 
-fn to_json(value: &impl Serialize) -> anyhow::Result<String> {
-    let mut text = serde_json::to_string_pretty(value).context("writing JSON")?;
-    text.push('\n');
-    Ok(text)
+/// `value` as JSON (`-o json`) or as `text` renders it.
+fn emit<T: Serialize>(
+    out: Output,
+    value: &T,
+    text: impl FnOnce(&T) -> String,
+) -> anyhow::Result<String> {
+    if out != Output::Json {
+        return Ok(text(value));
+    }
+    let mut json = serde_json::to_string_pretty(value).context("writing JSON")?;
+    json.push('\n');
+    Ok(json)
 }
