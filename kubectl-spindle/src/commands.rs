@@ -109,15 +109,11 @@ pub async fn why_device(
     name: &str,
     out: Output,
 ) -> anyhow::Result<String> {
-    let Found {
-        ns,
-        now,
-        device,
-        agent,
-    } = find_device(r, namespace, name).await?;
-    let node_exists = r.node_exists(&device.spec.node_name).await?;
-    let diagnosis = why::diagnose(&device, agent.as_ref(), node_exists, now);
-    emit(out, &diagnosis, |d| why::render(&format!("{ns}/{name}"), d))
+    let found = find_device(r, namespace, name).await?;
+    let diagnosis = delete_diagnosis(r, &found).await?;
+    emit(out, &diagnosis, |d| {
+        why::render(&format!("{}/{name}", found.ns), d)
+    })
 }
 
 /// `kubectl spindle why target`.
@@ -153,15 +149,10 @@ pub async fn drain_device(
     agent_metrics: Option<&str>,
     out: Output,
 ) -> anyhow::Result<String> {
-    let Found {
-        ns,
-        now,
-        device,
-        agent,
-    } = find_device(r, namespace, name).await?;
-    let targets = describe::targets_of(&device, &r.targets(Some(&ns)).await?);
-    let node_exists = r.node_exists(&device.spec.node_name).await?;
-    let delete = why::diagnose(&device, agent.as_ref(), node_exists, now);
+    let found = find_device(r, namespace, name).await?;
+    let delete = delete_diagnosis(r, &found).await?;
+    let device = &found.device;
+    let targets = describe::targets_of(device, &r.targets(Some(&found.ns)).await?);
     // A failed scrape is not fatal: the rest of the picture comes from the API.
     let scraped = match agent_metrics {
         Some(addr) => scrape::get(addr)
@@ -173,8 +164,19 @@ pub async fn drain_device(
         .as_ref()
         .map(|(a, s)| (*a, s.as_slice()))
         .map_err(Clone::clone);
-    let view = drain::view(&device, &targets, live, delete);
+    let view = drain::view(device, &targets, live, delete);
     emit(out, &view, drain::render)
+}
+
+/// What the delete of the Device in `f` waits on (`why device`).
+async fn delete_diagnosis(r: &Reader, f: &Found) -> anyhow::Result<why::Diagnosis> {
+    let node_exists = r.node_exists(&f.device.spec.node_name).await?;
+    Ok(why::diagnose(
+        &f.device,
+        f.agent.as_ref(),
+        node_exists,
+        f.now,
+    ))
 }
 
 /// A Device named on the command line and its node's agent, read at `now`.
