@@ -357,23 +357,27 @@ fn agent_metrics(s: &Spindle, node: &str) -> Result<String> {
     Ok(format!("{}:9562", s.rt.portal(node)?.ip()))
 }
 
-fn drain_sessions(s: &Spindle, ns: &str) -> Result<()> {
-    device_and_target(s, ns, "dr0", "node-a")?;
-    let metrics = agent_metrics(s, "node-a")?;
-    let args = [
+/// `kubectl spindle drain device dr0 -n NS --agent-metrics METRICS EXTRA...`, which must succeed.
+fn drain_dr0(s: &Spindle, ns: &str, metrics: &str, extra: &[&str]) -> Result<String> {
+    let mut args = vec![
         "drain",
         "device",
         "dr0",
         "-n",
         ns,
         "--agent-metrics",
-        &metrics,
-        "-o",
-        "json",
+        metrics,
     ];
+    args.extend(extra);
+    plugin_ok(s, &args)
+}
+
+fn drain_sessions(s: &Spindle, ns: &str) -> Result<()> {
+    device_and_target(s, ns, "dr0", "node-a")?;
+    let metrics = agent_metrics(s, "node-a")?;
     let live = |want: u64| -> Result<Value> {
         s.wait_for(&format!("{want} live session(s) shown"), READY, || {
-            let json: Value = serde_json::from_str(&plugin_ok(s, &args)?)?;
+            let json: Value = serde_json::from_str(&drain_dr0(s, ns, &metrics, &["-o", "json"])?)?;
             Ok((json["sessions"][0]["sessionsLive"] == want).then_some(json))
         })
     };
@@ -396,7 +400,7 @@ fn drain_sessions(s: &Spindle, ns: &str) -> Result<()> {
                 && json["delete"]["wait"] == "not-deleting",
             "an idle session, nothing deleted: {json}"
         );
-        let text = plugin_ok(s, &args[..7])?;
+        let text = drain_dr0(s, ns, &metrics, &[])?;
         ensure!(
             row(&text, "dr0")?[3..] == ["1", "0"],
             "LIVE-SESSIONS and IN-FLIGHT: {text}"
@@ -416,18 +420,7 @@ fn drain_sessions(s: &Spindle, ns: &str) -> Result<()> {
     r?;
     live(0)?;
     // A scrape that fails is said in the output; the rest still comes from the API.
-    let text = plugin_ok(
-        s,
-        &[
-            "drain",
-            "device",
-            "dr0",
-            "-n",
-            ns,
-            "--agent-metrics",
-            "not an address",
-        ],
-    )?;
+    let text = drain_dr0(s, ns, "not an address", &[])?;
     ensure!(text.contains("no live figures: --agent-metrics"), "{text}");
     Ok(())
 }
