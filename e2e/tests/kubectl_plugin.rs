@@ -5,13 +5,14 @@
 //! agent. `SPINDLE_E2E_SHOW_OUTPUT=1` prints what each successful command printed.
 
 use std::path::Path;
-use std::process::{Command, ExitCode, Output};
+use std::process::{Command, ExitCode, Output, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use spindle_e2e::checks::{Check, run_table};
 use spindle_e2e::cluster::release_binary;
+use spindle_e2e::initiator::lun_url;
 use spindle_e2e::manifest::{device_yaml, target_yaml};
 use spindle_e2e::spindle::{OPERATOR, Spindle, condition};
 
@@ -24,6 +25,14 @@ fn main() -> ExitCode {
     let checks: &[(&str, Check)] = &[
         ("nodes lists each agent with its capacity", nodes),
         ("describe device shows the conditions and Targets", describe),
+        (
+            "why target names a missing Device, then serving",
+            why_target_device,
+        ),
+        (
+            "drain device shows the live session and commands in flight",
+            drain_sessions,
+        ),
         (
             "why device names the agent unreachable for a held delete",
             why_agent_unreachable,
@@ -131,6 +140,31 @@ fn nodes(s: &Spindle, ns: &str) -> Result<()> {
     ensure!(row(&text, "node-b")?[1] == "reachable", "{text}");
     let c = row(&text, "node-c");
     ensure!(c.is_err(), "node-c has no agent and no Device: {text}");
+    // -o wide: the Lease's duration, the agent's endpoints and the Targets' names.
+    let wide = plugin_ok(s, &["nodes", "-o", "wide"])?;
+    ensure!(
+        row(&wide, "NODE")?[9..] == ["LEASE", "API", "PORTAL", "TARGET-NAMES"],
+        "{wide}"
+    );
+    let lease_a = s
+        .get("lease", "spindle-system", "node-a")?
+        .context("no Lease")?;
+    let annotation = |k: &str| {
+        lease_a["metadata"]["annotations"][k]
+            .as_str()
+            .unwrap_or("-")
+    };
+    // The last four cells (FREE and TOTAL are two words each).
+    let a = row(&wide, "node-a")?;
+    let a = &a[a.len().saturating_sub(4)..];
+    ensure!(
+        a[0] == "15s"
+            && a[1] == annotation("spindle.dev/api-endpoint")
+            && a[2] == annotation("spindle.dev/iscsi-portal")
+            && a[3].split(',').any(|t| t == format!("{ns}/n0")),
+        "node-a as its Lease has it ({}): {wide}",
+        lease_a["metadata"]["annotations"]
+    );
     // The capacity is the Lease's, to the byte (JSON) and in binary units (text).
     let json: Value = serde_json::from_str(&plugin_ok(s, &["nodes", "-o", "json"])?)?;
     for node in ["node-a", "node-b"] {
@@ -213,6 +247,14 @@ fn why_agent_unreachable(s: &Spindle, ns: &str) -> Result<()> {
     s.rt.kill_agent("node-b")?;
     let r = (|| {
         s.wait_condition("device", ns, "w0", "AgentReachable", "False", LEASE)?;
+        let json: Value = serde_json::from_str(&plugin_ok(
+            s,
+            &["why", "target", "w0", "-n", ns, "-o", "json"],
+        )?)?;
+        ensure!(
+            json["state"] == "agent-unreachable" && json["node"] == "node-b",
+            "the Target of a stopped agent: {json}"
+        );
         s.kubectl(&["delete", "device", "-n", ns, "w0", "--wait=false"])?;
         s.wait_for("Deleting says the agent is unreachable", READY, || {
             Ok(s.get("device", ns, "w0")?
@@ -239,6 +281,21 @@ fn why_agent_unreachable(s: &Spindle, ns: &str) -> Result<()> {
             &["why", "device", "w0", "-n", ns, "-o", "json"],
         )?)?;
         ensure!(json["wait"] == "agent-unreachable", "{json}");
+        let json: Value = serde_json::from_str(&plugin_ok(
+            s,
+            &["drain", "device", "w0", "-n", ns, "-o", "json"],
+        )?)?;
+        ensure!(
+            json["delete"]["wait"] == "agent-unreachable"
+                && ["not-asked", "waiting"].contains(&json["flush"].as_str().unwrap_or("")),
+            "the drain of a Device whose agent is stopped: {json}"
+        );
+        let text = plugin_ok(s, &["drain", "device", "w0", "-n", ns])?;
+        ensure!(
+            text.contains("Delete:   agent unreachable")
+                && text.contains(&format!("kubectl delete target -n {ns} w0")),
+            "{text}"
+        );
         let described = plugin_ok(s, &["describe", "device", "w0", "-n", ns])?;
         ensure!(
             described.contains("Deleting:    since") && row(&described, "Deleting")?.len() > 2,
@@ -249,6 +306,122 @@ fn why_agent_unreachable(s: &Spindle, ns: &str) -> Result<()> {
     s.rt.start_agent("node-b")?;
     r?;
     s.wait_gone("device", ns, "w0", READY)?;
+    Ok(())
+}
+
+fn why_target_device(s: &Spindle, ns: &str) -> Result<()> {
+    s.apply(ns, &target_yaml("t0", &[(0, "late")], ""))?;
+    let json: Value = serde_json::from_str(&plugin_ok(
+        s,
+        &["why", "target", "t0", "-n", ns, "-o", "json"],
+    )?)?;
+    ensure!(
+        json["state"] == "device-not-found" && json["luns"][0]["found"] == false,
+        "a LUN over a Device not there: {json}"
+    );
+    let text = plugin_ok(s, &["why", "target", "t0", "-n", ns])?;
+    ensure!(
+        text.starts_with(&format!(
+            "Target {ns}/t0: LUN 0 names Device {ns}/late, which does not exist"
+        )),
+        "{text}"
+    );
+    s.apply(
+        ns,
+        &device_yaml("late", "node-a", 64 * MIB, "  reclaimPolicy: Retain\n"),
+    )?;
+    s.wait_condition("target", ns, "t0", "Ready", "True", READY)?;
+    let text = plugin_ok(s, &["why", "target", "t0", "-n", ns])?;
+    let portal = s.rt.portal("node-a")?;
+    ensure!(
+        text.starts_with(&format!(
+            "Target {ns}/t0: serving on node node-a at {portal}"
+        )),
+        "{text}"
+    );
+    let lun = row(&text, "0")?;
+    ensure!(
+        lun[1..4] == ["late", "exists", "node-a"] && lun[4] == "True",
+        "{text}"
+    );
+    let stderr = plugin_fails(s, &["why", "target", "nope", "-n", ns])?;
+    ensure!(
+        stderr.contains(&format!("Target {ns}/nope not found")),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+/// The agent's Prometheus endpoint of `node` (e2e/cluster/spindle: its portal's IP, port 9562).
+fn agent_metrics(s: &Spindle, node: &str) -> Result<String> {
+    Ok(format!("{}:9562", s.rt.portal(node)?.ip()))
+}
+
+/// `kubectl spindle drain device dr0 -n NS --agent-metrics METRICS EXTRA...`, which must succeed.
+fn drain_dr0(s: &Spindle, ns: &str, metrics: &str, extra: &[&str]) -> Result<String> {
+    let mut args = vec![
+        "drain",
+        "device",
+        "dr0",
+        "-n",
+        ns,
+        "--agent-metrics",
+        metrics,
+    ];
+    args.extend(extra);
+    plugin_ok(s, &args)
+}
+
+fn drain_sessions(s: &Spindle, ns: &str) -> Result<()> {
+    device_and_target(s, ns, "dr0", "node-a")?;
+    let metrics = agent_metrics(s, "node-a")?;
+    let live = |want: u64| -> Result<Value> {
+        s.wait_for(&format!("{want} live session(s) shown"), READY, || {
+            let json: Value = serde_json::from_str(&drain_dr0(s, ns, &metrics, &["-o", "json"])?)?;
+            Ok((json["sessions"][0]["sessionsLive"] == want).then_some(json))
+        })
+    };
+    // A session that stays logged in, idle: qemu-io sleeping on the LUN.
+    let iqn = format!("iqn.2026-11.dev.spindle:{ns}.dr0");
+    let mut session = Command::new("qemu-io")
+        .args(["-f", "raw", "-c", "sleep 60000"])
+        .arg(lun_url(s.rt.portal("node-a")?, &iqn, 0))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting qemu-io")?;
+    let r = (|| {
+        let json = live(1)?;
+        ensure!(
+            json["sessions"][0]["target"] == "dr0"
+                && json["sessions"][0]["lun"] == 0
+                && json["sessions"][0]["inFlight"] == 0
+                && json["flush"] == "not-asked"
+                && json["delete"]["wait"] == "not-deleting",
+            "an idle session, nothing deleted: {json}"
+        );
+        let text = drain_dr0(s, ns, &metrics, &[])?;
+        ensure!(
+            row(&text, "dr0")?[3..] == ["1", "0"],
+            "LIVE-SESSIONS and IN-FLIGHT: {text}"
+        );
+        let without: Value = serde_json::from_str(&plugin_ok(
+            s,
+            &["drain", "device", "dr0", "-n", ns, "-o", "json"],
+        )?)?;
+        ensure!(
+            without["sessions"][0]["sessionsLive"].is_null(),
+            "no --agent-metrics, no live figures: {without}"
+        );
+        Ok(())
+    })();
+    let _ = session.kill();
+    let _ = session.wait();
+    r?;
+    live(0)?;
+    // A scrape that fails is said in the output; the rest still comes from the API.
+    let text = drain_dr0(s, ns, "not an address", &[])?;
+    ensure!(text.contains("no live figures: --agent-metrics"), "{text}");
     Ok(())
 }
 
@@ -285,6 +458,8 @@ fn crds_missing(s: &Spindle, _ns: &str) -> Result<()> {
             &["nodes"][..],
             &["describe", "device", "x"],
             &["why", "device", "x"],
+            &["why", "target", "x"],
+            &["drain", "device", "x"],
         ] {
             let stderr = plugin_fails(s, args)?;
             ensure!(

@@ -12,7 +12,7 @@ use spindle_crds::Device;
 use crate::agent::AgentInfo;
 use crate::describe::{self, DeviceView};
 use crate::fetch::Reader;
-use crate::{events, nodes, why};
+use crate::{Output, drain, events, nodes, scrape, why, why_target};
 
 /// How many Events `describe` shows (the newest).
 const EVENTS_SHOWN: usize = 15;
@@ -50,7 +50,7 @@ pub async fn connect(
 }
 
 /// `kubectl spindle nodes`.
-pub async fn nodes(r: &Reader, json: bool) -> anyhow::Result<String> {
+pub async fn nodes(r: &Reader, out: Output) -> anyhow::Result<String> {
     r.check_crds().await?;
     let now = Timestamp::now();
     let agents: Vec<AgentInfo> = r
@@ -65,10 +65,7 @@ pub async fn nodes(r: &Reader, json: bool) -> anyhow::Result<String> {
         &r.devices(None).await?,
         &r.targets(None).await?,
     );
-    if json {
-        return to_json(&rows);
-    }
-    Ok(nodes::render(&rows))
+    emit(out, &rows, |r| nodes::render(r, out == Output::Wide))
 }
 
 /// `kubectl spindle describe device`.
@@ -76,7 +73,7 @@ pub async fn describe_device(
     r: &Reader,
     namespace: Option<String>,
     name: &str,
-    json: bool,
+    out: Output,
 ) -> anyhow::Result<String> {
     let Found {
         ns,
@@ -102,10 +99,7 @@ pub async fn describe_device(
         targets,
         events,
     };
-    if json {
-        return to_json(&view);
-    }
-    Ok(describe::render(&view, now))
+    emit(out, &view, |v| describe::render(v, now))
 }
 
 /// `kubectl spindle why device`.
@@ -113,20 +107,76 @@ pub async fn why_device(
     r: &Reader,
     namespace: Option<String>,
     name: &str,
-    json: bool,
+    out: Output,
 ) -> anyhow::Result<String> {
-    let Found {
-        ns,
-        now,
-        device,
-        agent,
-    } = find_device(r, namespace, name).await?;
-    let node_exists = r.node_exists(&device.spec.node_name).await?;
-    let diagnosis = why::diagnose(&device, agent.as_ref(), node_exists, now);
-    if json {
-        return to_json(&diagnosis);
+    let found = find_device(r, namespace, name).await?;
+    let diagnosis = delete_diagnosis(r, &found).await?;
+    emit(out, &diagnosis, |d| {
+        why::render(&format!("{}/{name}", found.ns), d)
+    })
+}
+
+/// `kubectl spindle why target`.
+pub async fn why_target(
+    r: &Reader,
+    namespace: Option<String>,
+    name: &str,
+    out: Output,
+) -> anyhow::Result<String> {
+    let ns = namespace.unwrap_or_else(|| r.client.default_namespace().to_owned());
+    r.check_crds().await?;
+    let now = Timestamp::now();
+    let target = r.target(&ns, name).await?;
+    let devices = r.devices(Some(&ns)).await?;
+    let mut diagnosis = why_target::diagnose(&target, &devices, None);
+    if let Some(node) = diagnosis.node.clone() {
+        let agent = r
+            .agent_lease(&node)
+            .await?
+            .map(|l| AgentInfo::from_lease(&l, now));
+        diagnosis = why_target::diagnose(&target, &devices, agent.as_ref());
     }
-    Ok(why::render(&format!("{ns}/{name}"), &diagnosis))
+    emit(out, &diagnosis, |d| {
+        why_target::render(&format!("{ns}/{name}"), d)
+    })
+}
+
+/// `kubectl spindle drain device`.
+pub async fn drain_device(
+    r: &Reader,
+    namespace: Option<String>,
+    name: &str,
+    agent_metrics: Option<&str>,
+    out: Output,
+) -> anyhow::Result<String> {
+    let found = find_device(r, namespace, name).await?;
+    let delete = delete_diagnosis(r, &found).await?;
+    let device = &found.device;
+    let targets = describe::targets_of(device, &r.targets(Some(&found.ns)).await?);
+    // A failed scrape is not fatal: the rest of the picture comes from the API.
+    let scraped = match agent_metrics {
+        Some(addr) => scrape::get(addr)
+            .map(|text| (addr, scrape::parse(&text)))
+            .map_err(|e| format!("no live figures: {e}")),
+        None => Err("live figures need --agent-metrics HOST:PORT".to_owned()),
+    };
+    let live = scraped
+        .as_ref()
+        .map(|(a, s)| (*a, s.as_slice()))
+        .map_err(Clone::clone);
+    let view = drain::view(device, &targets, live, delete);
+    emit(out, &view, drain::render)
+}
+
+/// What the delete of the Device in `f` waits on (`why device`).
+async fn delete_diagnosis(r: &Reader, f: &Found) -> anyhow::Result<why::Diagnosis> {
+    let node_exists = r.node_exists(&f.device.spec.node_name).await?;
+    Ok(why::diagnose(
+        &f.device,
+        f.agent.as_ref(),
+        node_exists,
+        f.now,
+    ))
 }
 
 /// A Device named on the command line and its node's agent, read at `now`.
@@ -155,8 +205,16 @@ async fn find_device(r: &Reader, namespace: Option<String>, name: &str) -> anyho
     })
 }
 
-fn to_json(value: &impl Serialize) -> anyhow::Result<String> {
-    let mut text = serde_json::to_string_pretty(value).context("writing JSON")?;
-    text.push('\n');
-    Ok(text)
+/// `value` as JSON (`-o json`) or as `text` renders it.
+fn emit<T: Serialize>(
+    out: Output,
+    value: &T,
+    text: impl FnOnce(&T) -> String,
+) -> anyhow::Result<String> {
+    if out != Output::Json {
+        return Ok(text(value));
+    }
+    let mut json = serde_json::to_string_pretty(value).context("writing JSON")?;
+    json.push('\n');
+    Ok(json)
 }

@@ -79,16 +79,39 @@ impl Reader {
 
     /// Device `name` in `ns`.
     pub async fn device(&self, ns: &str, name: &str) -> Result<Device, Error> {
-        let api: Api<Device> = Api::namespaced(self.client.clone(), ns);
+        self.get(ns, name, "Device", "devices").await
+    }
+
+    /// Target `name` in `ns`.
+    pub async fn target(&self, ns: &str, name: &str) -> Result<Target, Error> {
+        self.get(ns, name, "Target", "targets").await
+    }
+
+    /// Object `name` of `kind` in `ns`; absent is [`Error::NotFound`].
+    async fn get<K>(
+        &self,
+        ns: &str,
+        name: &str,
+        kind: &'static str,
+        plural: &'static str,
+    ) -> Result<K, Error>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+        <K as Resource>::DynamicType: Default,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
         match api.get_opt(name).await {
-            Ok(Some(d)) => Ok(d),
+            Ok(Some(obj)) => Ok(obj),
             Ok(None) => Err(Error::NotFound {
-                kind: "Device",
-                plural: "devices",
+                kind,
+                plural,
                 namespace: ns.to_owned(),
                 name: name.to_owned(),
             }),
-            Err(e) => Err(api_error(&format!("Device {ns}/{name}"), e)),
+            Err(e) => Err(api_error(&format!("{kind} {ns}/{name}"), e)),
         }
     }
 

@@ -74,46 +74,76 @@ fn key(obj: &impl kube::Resource) -> String {
     format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
-/// The rows as aligned text.
-pub fn render(rows: &[NodeRow]) -> String {
+/// The columns of `kubectl spindle nodes`.
+const HEADER: [&str; 9] = [
+    "NODE", "AGENT", "RENEWED", "VERSION", "TARGETS", "DEVICES", "SESSIONS", "FREE", "TOTAL",
+];
+
+/// The columns `-o wide` adds.
+const WIDE_HEADER: [&str; 4] = ["LEASE", "API", "PORTAL", "TARGET-NAMES"];
+
+/// The rows as aligned text; `wide` adds the Lease's duration, the agent's endpoints and the
+/// Targets' names.
+pub fn render(rows: &[NodeRow], wide: bool) -> String {
+    if rows.is_empty() {
+        return "No Spindle agents registered and no Devices.\n".to_owned();
+    }
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            let agent = r.agent.as_ref();
-            let state = match agent {
-                Some(a) => a.state().to_owned(),
-                None if r.node_exists => "no agent".to_owned(),
-                None => "no agent, no Node".to_owned(),
-            };
-            let bytes = |b: Option<u64>| b.map(table::bytes).unwrap_or_else(|| "-".into());
-            vec![
-                r.node.clone(),
-                state,
-                agent
-                    .and_then(|a| a.renewed_seconds_ago)
-                    .map(table::age)
-                    .unwrap_or_else(|| "-".into()),
-                agent
-                    .and_then(|a| a.version.clone())
-                    .unwrap_or_else(|| "-".into()),
-                r.targets.len().to_string(),
-                r.devices.len().to_string(),
-                r.sessions.to_string(),
-                bytes(agent.and_then(|a| a.capacity_free_bytes)),
-                bytes(agent.and_then(|a| a.capacity_total_bytes)),
-            ]
+            let mut line = cells(r);
+            if wide {
+                line.extend(wide_cells(r));
+            }
+            line
         })
         .collect();
-    if cells.is_empty() {
-        return "No Spindle agents registered and no Devices.\n".to_owned();
+    let mut header = HEADER.to_vec();
+    if wide {
+        header.extend(WIDE_HEADER);
     }
-    table::render(
-        &[
-            "NODE", "AGENT", "RENEWED", "VERSION", "TARGETS", "DEVICES", "SESSIONS", "FREE",
-            "TOTAL",
-        ],
-        &cells,
-    )
+    table::render(&header, &cells)
+}
+
+fn cells(r: &NodeRow) -> Vec<String> {
+    let agent = r.agent.as_ref();
+    let state = match agent {
+        Some(a) => a.state().to_owned(),
+        None if r.node_exists => "no agent".to_owned(),
+        None => "no agent, no Node".to_owned(),
+    };
+    let bytes = |b: Option<u64>| b.map(table::bytes).unwrap_or_else(|| "-".into());
+    vec![
+        r.node.clone(),
+        state,
+        agent
+            .and_then(|a| a.renewed_seconds_ago)
+            .map(table::age)
+            .unwrap_or_else(|| "-".into()),
+        agent
+            .and_then(|a| a.version.clone())
+            .unwrap_or_else(|| "-".into()),
+        r.targets.len().to_string(),
+        r.devices.len().to_string(),
+        r.sessions.to_string(),
+        bytes(agent.and_then(|a| a.capacity_free_bytes)),
+        bytes(agent.and_then(|a| a.capacity_total_bytes)),
+    ]
+}
+
+fn wide_cells(r: &NodeRow) -> Vec<String> {
+    let agent = r.agent.as_ref();
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    vec![
+        or_dash(agent.map(|a| format!("{}s", a.duration_seconds))),
+        or_dash(agent.and_then(|a| a.endpoint.clone())),
+        or_dash(agent.and_then(|a| a.portal.clone())),
+        if r.targets.is_empty() {
+            "-".into()
+        } else {
+            r.targets.join(",")
+        },
+    ]
 }
 
 #[cfg(test)]
@@ -141,7 +171,7 @@ mod tests {
         assert_eq!(rows[0].devices, ["ns/d0"]);
         assert_eq!(rows[0].targets, ["ns/t0"]);
         assert_eq!(rows[0].sessions, 2);
-        let text = render(&rows);
+        let text = render(&rows, false);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
@@ -162,9 +192,35 @@ mod tests {
     }
 
     #[test]
+    fn wide_adds_the_endpoints_the_lease_duration_and_the_target_names() {
+        let agents = [AgentInfo::from_lease(&lease_renewed("node-a", 2), now())];
+        let names = BTreeSet::from(["node-a".to_owned(), "node-c".to_owned()]);
+        let mut t0 = target("t0", &["d0"]);
+        t0.status.get_or_insert_default().node = Some("node-a".into());
+        let mut t1 = target("t1", &["d1"]);
+        t1.status.get_or_insert_default().node = Some("node-a".into());
+        let devices = [device("d0", "node-a"), device("d2", "node-c")];
+        let text = render(&rows(&agents, &names, &devices, &[t0, t1]), true);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].ends_with("TOTAL      LEASE   API             PORTAL   TARGET-NAMES"),
+            "{text}"
+        );
+        assert!(
+            lines[1].ends_with("10.0 GiB   15s     10.0.0.2:9443   -        ns/t0,ns/t1"),
+            "{text}"
+        );
+        assert!(lines[2].starts_with("node-c   no agent "), "{text}");
+        assert!(
+            lines[2].ends_with("-       -               -        -"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn nothing_registered_says_so() {
         assert_eq!(
-            render(&[]),
+            render(&[], true),
             "No Spindle agents registered and no Devices.\n"
         );
     }
