@@ -251,4 +251,6 @@ mod tests_grow;
 #[cfg(test)]
 mod tests_holes;
 #[cfg(test)]
+mod tests_reservations;
+#[cfg(test)]
 mod tests_restart;
