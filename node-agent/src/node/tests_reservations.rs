@@ -4,7 +4,8 @@
 use super::Node;
 use super::error::NodeError;
 use super::reservations;
-use super::tests::{device, id, node, opts, port, target};
+use super::tests::{device, id, node, opts};
+use super::tests_restart::served_then_stopped;
 use crate::scsi::pr_record;
 
 const GARBAGE: &[u8] = b"{\"version\": 1, \"generation\": ";
@@ -12,14 +13,7 @@ const GARBAGE: &[u8] = b"{\"version\": 1, \"generation\": ";
 #[tokio::test]
 async fn an_unreadable_reservations_file_refuses_the_device_at_start_and_on_apply() {
     let dir = tempfile::tempdir().unwrap();
-    let mut t = target("t", &[(0, "a")]);
-    {
-        let n = node(dir.path(), true).await;
-        n.apply_device(device("a", "ua")).await.unwrap();
-        t.port = port(&n).await;
-        n.apply_target(t.clone()).await.unwrap();
-        n.shutdown().await.unwrap();
-    }
+    served_then_stopped(dir.path()).await;
     let file = reservations::path(dir.path(), "ua");
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
     std::fs::write(&file, GARBAGE).unwrap();

@@ -4,6 +4,7 @@
 //! APTPL=1 or the unit always persists; APTPL=0 removes the file (SPC-4 5.13.5). A unit built
 //! again (agent restart, Device re-applied) starts from the state it is handed.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use super::Backend;
@@ -74,7 +75,10 @@ impl<B: Backend> LogicalUnit<B> {
 
 fn write(path: &Path, record: &PrRecord) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
     }
     durable::replace(path, &encode(record))
 }

@@ -3,12 +3,12 @@
 
 use std::path::Path;
 
+use super::reservations::named_pair;
 use crate::scsi::pr_record;
 use crate::scsi::testing::*;
 use crate::scsi::{LogicalUnit, LuConfig, NexusId, Response, Status};
 
 const ONE: &str = "iqn.2026-11.test:one,i,0x000000000001";
-const TWO: &str = "iqn.2026-11.test:two,i,0x000000000002";
 
 fn unit(file: &Path, always: bool) -> LogicalUnit<MemBackend> {
     let cfg = LuConfig {
@@ -17,12 +17,7 @@ fn unit(file: &Path, always: bool) -> LogicalUnit<MemBackend> {
         target_iqn: "iqn.2026-11.dev.spindle:t".into(),
         ..config(64)
     };
-    let lu = lu(cfg);
-    lu.nexus_named(N1, ONE);
-    lu.nexus_named(N2, TWO);
-    clear_ua(&lu, N1);
-    clear_ua(&lu, N2);
-    lu
+    named_pair(cfg)
 }
 
 fn prout(
