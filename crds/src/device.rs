@@ -109,6 +109,12 @@ pub struct DeviceSpec {
     /// Open the backing store with O_DIRECT, bypassing the node's page cache.
     #[serde(default, rename = "directIO")]
     pub direct_io: bool,
+    /// When SCSI persistent reservations (registrations, the reservation, the generation) are
+    /// kept on the node so they survive an agent restart: `Initiator` while the initiator's
+    /// last REGISTER set APTPL (activate persist through power loss), `Always` whatever it
+    /// says.
+    #[serde(default)]
+    pub reservation_persistence: ReservationPersistence,
 }
 
 fn default_block_size() -> u32 {
@@ -174,6 +180,16 @@ pub enum WriteCache {
     Writeback,
     /// Every write is durable before it completes.
     Writethrough,
+}
+
+/// When a Device's persistent reservations are kept across agent restarts.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ReservationPersistence {
+    /// As the initiator asks: while its last REGISTER set APTPL.
+    #[default]
+    Initiator,
+    /// Always, as if every REGISTER set APTPL.
+    Always,
 }
 
 /// What to do with a file-backed store when its Device is deleted.

@@ -18,7 +18,7 @@ pub mod words;
 pub use condition::{Condition, ConditionStatus};
 pub use device::{
     BlockSource, Device, DeviceSource, DeviceSpec, DeviceStatus, FileSource, ReclaimPolicy,
-    WriteCache,
+    ReservationPersistence, WriteCache,
 };
 pub use names::{IQN_MAX_LEN, IQN_PATTERN, OBJECT_NAME_PATTERN, is_valid_iqn};
 pub use target::{

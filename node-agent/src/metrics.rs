@@ -144,7 +144,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         Opts::new(
             "store_refusals_total",
             "ApplyDevice refusals about the backing store (in_use: held by another Device; \
-             missing: served before and gone)",
+             missing: served before and gone; reservations: its persisted SCSI reservations \
+             cannot be read)",
         ),
         &["reason"],
     )?;

@@ -16,7 +16,7 @@
 //!   released Device's store; `stop.rs` a Target's engine stopping outside the node's lock;
 //! - `views.rs`: what the node reports; `error.rs`: why a call was refused;
 //! - `records.rs`, `state.rs`, `restore.rs`: what the node was told, kept under the data dir
-//!   and served again at start; `datadir.rs`, `agent_id.rs`: the data dir's own identity and
+//!   and served again at start; `reservations.rs` a Device's persisted SCSI reservations; `datadir.rs`, `agent_id.rs`: the data dir's own identity and
 //!   the agent's.
 
 mod agent_id;
@@ -28,6 +28,7 @@ mod grow;
 mod ownership;
 mod reclaim;
 pub mod records;
+mod reservations;
 mod restore;
 pub mod state;
 mod stop;
@@ -81,6 +82,8 @@ struct Opened {
     key: StoreKey,
     /// A block device's exclusive (O_EXCL) descriptor, held while the Device is.
     claim: Option<Arc<File>>,
+    /// Where its persistent reservations are kept (`reservations.rs`).
+    reservations: PathBuf,
 }
 
 /// A Device the node holds (not released).
@@ -247,5 +250,7 @@ mod tests_busy;
 mod tests_grow;
 #[cfg(test)]
 mod tests_holes;
+#[cfg(test)]
+mod tests_reservations;
 #[cfg(test)]
 mod tests_restart;

@@ -40,6 +40,8 @@ pub mod lun_inventory;
 mod mode;
 pub mod opcodes;
 mod pr;
+mod pr_persist;
+pub mod pr_record;
 mod provisioning;
 mod sbc;
 pub mod sense;

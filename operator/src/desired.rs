@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::ByteString;
 use spindle_agent_api::v1 as api;
-use spindle_crds::{ConditionStatus, Device, Digest, Target, WriteCache};
+use spindle_crds::{ConditionStatus, Device, Digest, ReservationPersistence, Target, WriteCache};
 
 use crate::agents::AgentView;
 use crate::conditions::{Problem, condition_is, kind, reason};
@@ -48,6 +48,11 @@ pub fn device_request(d: &Device) -> api::ApplyDeviceRequest {
             thin_provisioning: s.thin_provisioning,
             direct_io: s.direct_io,
             reclaim_policy: reclaim_policy(s.reclaim_policy).into(),
+            reservation_persistence: match s.reservation_persistence {
+                ReservationPersistence::Initiator => api::ReservationPersistence::Initiator,
+                ReservationPersistence::Always => api::ReservationPersistence::Always,
+            }
+            .into(),
         }),
         // The NAA the Device was served with (recorded in its status once the agent served
         // it): its store must exist from then on, never be created blank.

@@ -81,6 +81,7 @@ impl Plan {
                 thin_provisioning: p.thin,
                 reclaim_policy: ReclaimPolicy::Delete,
                 direct_io: false,
+                reservation_persistence: Default::default(),
             },
             status: None,
         }

@@ -5,7 +5,7 @@
 use spindle_agent_api::v1 as pb;
 use spindle_crds::{
     Acl, BlockSource, ChapSpec, Device, DeviceSource, DeviceSpec, Digest, FileSource, IscsiParams,
-    LunSpec, ReclaimPolicy, Target, TargetSpec, WriteCache, chap,
+    LunSpec, ReclaimPolicy, ReservationPersistence, Target, TargetSpec, WriteCache, chap,
 };
 
 use crate::engine::{DrainAck, DrainState};
@@ -97,6 +97,13 @@ pub fn device_record(req: pb::ApplyDeviceRequest) -> Result<DeviceRecord, NodeEr
         pb::ReclaimPolicy::Unspecified | pb::ReclaimPolicy::Delete => ReclaimPolicy::Delete,
         pb::ReclaimPolicy::Retain => ReclaimPolicy::Retain,
     };
+    let reservation_persistence =
+        match enum_value("spec.reservationPersistence", spec.reservation_persistence)? {
+            pb::ReservationPersistence::Unspecified | pb::ReservationPersistence::Initiator => {
+                ReservationPersistence::Initiator
+            }
+            pb::ReservationPersistence::Always => ReservationPersistence::Always,
+        };
     let mut d = Device::new(
         &id.name,
         DeviceSpec {
@@ -109,6 +116,7 @@ pub fn device_record(req: pb::ApplyDeviceRequest) -> Result<DeviceRecord, NodeEr
             thin_provisioning: spec.thin_provisioning,
             reclaim_policy,
             direct_io: spec.direct_io,
+            reservation_persistence,
         },
     );
     d.metadata.namespace = Some(id.namespace.clone());

@@ -12,9 +12,8 @@
 //! after the new leader's first change. Term 0 (an operator that sends no term) is simply the
 //! lowest term: accepted while no leader with a term has called, refused once one has.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -164,18 +163,7 @@ fn persist(path: &Path, term: u64) -> std::io::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
-    let tmp = dir.join(".leader-term.tmp");
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(format!("{term}\n").as_bytes())?;
-    f.sync_all()?;
-    drop(f);
-    fs::rename(&tmp, path)?;
-    File::open(dir)?.sync_all()
+    crate::store::durable::replace(path, format!("{term}\n").as_bytes())
 }
 
 /// Refusals counted so far (tests).

@@ -5,6 +5,7 @@ use super::drain::DrainState;
 use crate::iscsi::chap::ChapSecrets;
 use crate::iscsi::login::AclPolicy;
 use crate::iscsi::params::TargetLimits;
+use crate::scsi::pr_record::PrRecord;
 use crate::store::{OpenedStore, StoreSpec};
 
 /// Commands per session the CmdSN window allows at most (MaxCmdSN - ExpCmdSN + 1 when idle).
@@ -50,6 +51,18 @@ pub struct LunSetup {
     pub store: OpenedStore,
     pub state: DrainState,
     pub identity: DeviceIdentity,
+    pub reservations: PrSetup,
+}
+
+/// A LUN's persistent reservations: where they persist through power loss and the state the
+/// logical unit starts with (persisted, or carried over from the unit it replaces).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PrSetup {
+    /// None: they never persist (PTPL_C 0).
+    pub file: Option<std::path::PathBuf>,
+    /// Persist whatever the initiator's APTPL says.
+    pub always: bool,
+    pub restored: Option<PrRecord>,
 }
 
 /// How a Device shows itself over SCSI: the unit serial number (VPD 80h) and the NAA

@@ -131,6 +131,7 @@ impl TargetState {
             store: st,
             state,
             identity,
+            reservations,
         } = setup;
         let bs = lc.store.block_size;
         let lu_cfg = LuConfig {
@@ -143,6 +144,8 @@ impl TargetState {
             serial: identity.serial,
             naa: identity.naa,
             target_iqn: self.iqn.clone(),
+            pr_file: reservations.file,
+            pr_always: reservations.always,
             ..LuConfig::default()
         };
         if let Err(e) = lu_cfg.validate() {
@@ -158,6 +161,14 @@ impl TargetState {
             metrics: LunMetrics::new(&self.name, lc.lun),
             counters: Cell::default(),
         };
+        // Serving without the reservations that fence other hosts is worse than not serving.
+        if let Err(e) = slot.lu.restore_reservations(reservations.restored) {
+            tracing::error!(
+                target = %self.name, lun = lc.lun, device = %lc.device,
+                "LUN not served: its persistent reservations could not be saved: {e}"
+            );
+            return false;
+        }
         for (nexus, name) in self.nexus_names.borrow().iter() {
             slot.lu.nexus_named(*nexus, name);
         }
@@ -376,6 +387,7 @@ pub(super) mod tests {
                 store: open_store(&spec, dir, &[]).unwrap(),
                 state: DrainState::Running,
                 identity: DeviceIdentity { serial, naa },
+                reservations: Default::default(),
             });
         }
         let cfg = TargetConfig {
@@ -422,6 +434,7 @@ pub(super) mod tests {
                 serial: "c".into(),
                 naa: [0x30; 8],
             },
+            reservations: Default::default(),
         };
         assert!(st.add_lun(setup(3, DrainState::Running)));
         assert!(st.add_lun(setup(4, DrainState::Flushed)));

@@ -1,6 +1,7 @@
 //! A target's engine: a task on one of the agent's ring threads (`super::rings`) with its own
 //! LUNs, the sessions handed to it, and the commands the rest of the agent sends it.
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -214,11 +215,23 @@ async fn serve(
             }
             TargetCmd::SetLuns { add, remove, reply } => {
                 let changed = !add.is_empty() || !remove.is_empty();
+                // A Device served afresh (re-applied) keeps its persistent reservations:
+                // the new unit starts from the old one's state, not from the file.
+                let mut carried = BTreeMap::new();
                 for lun in remove {
+                    if let Some(s) = state.slot(lun) {
+                        carried.insert(s.device.clone(), s.lu.reservations_record());
+                    }
                     state.remove_lun(lun);
                 }
                 let failed = add
                     .into_iter()
+                    .map(|mut l| {
+                        if let Some(r) = carried.remove(&l.config.device) {
+                            l.reservations.restored = Some(r);
+                        }
+                        l
+                    })
                     .filter_map(|l| {
                         let lun = l.config.lun;
                         (!state.add_lun(l)).then_some(lun)

@@ -202,6 +202,9 @@ impl Node {
         r.drain.state = DrainState::Released;
         // The tombstone first: a crash from here on never serves this uid again.
         g.save_device(&r)?;
+        if let Some(o) = g.devices.get(&key).and_then(|e| e.opened.as_ref()) {
+            super::reservations::forget(&o.reservations, &key);
+        }
         drop(g.devices.remove(&key));
         tracing::info!(device = %key, forced = force, "Device released");
         g.released.insert(r.id.uid.clone(), r);

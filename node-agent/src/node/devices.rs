@@ -83,6 +83,7 @@ impl Node {
         updated.store = rec.store;
         updated.write_cache = rec.write_cache;
         updated.thin = rec.thin;
+        updated.reservations_always = rec.reservations_always;
         let mut reopened = if changed {
             // Known to this node: its store was served, so it must exist.
             let claim = e.opened.as_ref().and_then(|o| o.claim.clone());

@@ -147,6 +147,9 @@ impl Node {
         claim: Option<Arc<File>>,
     ) -> Result<Opened, NodeError> {
         let field = field_of(rec);
+        // Unreadable persisted reservations refuse the Device before anything is opened.
+        let reservations = super::reservations::path(&self.data_dir, &rec.id.uid);
+        super::reservations::load(&reservations, &rec.id.key())?;
         let path = self.backing_path(rec);
         if let Some(key) = key_at(&path) {
             g.check_owner(rec, key, &path)?;
@@ -210,6 +213,7 @@ impl Node {
             identity: DeviceIdentity { serial, naa },
             key,
             claim,
+            reservations,
         })
     }
 }

@@ -3,7 +3,7 @@
 //! engine serves.
 
 use serde::{Deserialize, Serialize};
-use spindle_crds::{Device, Digest, ReclaimPolicy, Target, WriteCache};
+use spindle_crds::{Device, Digest, ReclaimPolicy, ReservationPersistence, Target, WriteCache};
 
 use crate::engine::config::{LunConfig, TargetConfig};
 use crate::engine::{DrainAck, DrainState};
@@ -79,6 +79,10 @@ pub struct DeviceRecord {
     /// only a created file is removed.
     #[serde(default)]
     pub store_created: bool,
+    /// Persistent reservations persist whatever the initiator's APTPL says
+    /// (`reservationPersistence: Always`).
+    #[serde(default)]
+    pub reservations_always: bool,
 }
 
 impl DeviceRecord {
@@ -114,6 +118,7 @@ impl DeviceRecord {
             reclaim_delete: spec.reclaim_policy == ReclaimPolicy::Delete,
             drain: DrainRecord::default(),
             store_created: false,
+            reservations_always: spec.reservation_persistence == ReservationPersistence::Always,
         })
     }
 
@@ -124,6 +129,7 @@ impl DeviceRecord {
         sizeless(&self.store) == sizeless(&other.store)
             && self.write_cache == other.write_cache
             && self.thin == other.thin
+            && self.reservations_always == other.reservations_always
     }
 
     /// The LUN config of this Device as LUN `lun`.
@@ -290,5 +296,6 @@ pub fn sample_device(name: &str, uid: &str) -> DeviceRecord {
         reclaim_delete: true,
         drain: DrainRecord::default(),
         store_created: false,
+        reservations_always: false,
     }
 }

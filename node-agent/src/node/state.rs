@@ -6,14 +6,14 @@
 //! the directory fsynced. Files are readable by the agent's user only (Targets hold CHAP
 //! secrets).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::records::{DeviceRecord, TargetRecord};
+use crate::store::durable;
 
 /// First path component under the data dir that belongs to the agent, not to Devices.
 pub const RESERVED_DIR: &str = ".spindle";
@@ -103,7 +103,7 @@ impl StateStore {
 
 /// File name of an object: its uid where that is a safe name (Kubernetes uids are), else the
 /// uid in hex.
-fn file_name(uid: &str) -> String {
+pub(super) fn file_name(uid: &str) -> String {
     let safe = !uid.is_empty()
         && uid.len() <= 128
         && uid
@@ -118,39 +118,17 @@ fn file_name(uid: &str) -> String {
 
 fn write_atomic<T: Serialize>(dir: &Path, uid: &str, object: &T) -> Result<(), StateError> {
     let path = dir.join(file_name(uid));
-    let tmp = dir.join(format!(".{}.tmp", file_name(uid)));
     let body = serde_json::to_vec_pretty(&Envelope {
         version: VERSION,
         object,
     })
     .map_err(|e| err("encoding", &path)(std::io::Error::other(e)))?;
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err("creating", &tmp))?;
-    f.write_all(&body).map_err(err("writing", &tmp))?;
-    f.sync_all().map_err(err("syncing", &tmp))?;
-    drop(f);
-    fs::rename(&tmp, &path).map_err(err("renaming", &tmp))?;
-    sync_dir(dir)
+    durable::replace(&path, &body).map_err(err("writing", &path))
 }
 
 fn remove(dir: &Path, uid: &str) -> Result<(), StateError> {
     let path = dir.join(file_name(uid));
-    match fs::remove_file(&path) {
-        Ok(()) => sync_dir(dir),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(err("removing", &path)(e)),
-    }
-}
-
-fn sync_dir(dir: &Path) -> Result<(), StateError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(err("syncing", dir))
+    durable::remove(&path).map_err(err("removing", &path))
 }
 
 fn read_all<T: DeserializeOwned>(

@@ -8,7 +8,7 @@ use super::records::{ObjectId, TargetRecord};
 use super::views::TargetView;
 use super::{Inner, Node};
 use crate::engine::EngineError;
-use crate::engine::config::LunSetup;
+use crate::engine::config::{LunSetup, PrSetup};
 use crate::store;
 
 impl Node {
@@ -158,6 +158,12 @@ impl Inner {
             // after a failed one, a forced release) is still owed.
             state: d.record.drain.state,
             identity: o.identity.clone(),
+            // Read again: the LUN's last unit may have changed them since the Device opened.
+            reservations: PrSetup {
+                restored: super::reservations::load(&o.reservations, dk)?,
+                file: Some(o.reservations.clone()),
+                always: d.record.reservations_always,
+            },
         })
     }
 

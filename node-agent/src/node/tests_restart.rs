@@ -9,17 +9,22 @@ use super::tests_grow::{GOOD, Session};
 /// READ(10) of block 0, 512 bytes.
 const READ_BLOCK_0: [u8; 10] = [0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0];
 
+/// A persisting node in `dir` served Target "t" with LUN 0 on Device "a" (uid "ua") and
+/// stopped. Returns the Target as applied.
+pub(super) async fn served_then_stopped(dir: &std::path::Path) -> super::records::TargetRecord {
+    let mut t = target("t", &[(0, "a")]);
+    let n = node(dir, true).await;
+    n.apply_device(device("a", "ua")).await.unwrap();
+    t.port = port(&n).await;
+    n.apply_target(t.clone()).await.unwrap();
+    n.shutdown().await.unwrap();
+    t
+}
+
 #[tokio::test]
 async fn a_restored_target_applied_again_unchanged_keeps_its_lun() {
     let dir = tempfile::tempdir().unwrap();
-    let mut t = target("t", &[(0, "a")]);
-    {
-        let n = node(dir.path(), true).await;
-        n.apply_device(device("a", "ua")).await.unwrap();
-        t.port = port(&n).await;
-        n.apply_target(t.clone()).await.unwrap();
-        n.shutdown().await.unwrap();
-    }
+    let t = served_then_stopped(dir.path()).await;
     let n = node(dir.path(), true).await;
     let portal = SocketAddr::from(([127, 0, 1, 1], t.port));
     let iqn = t.iqn.clone();

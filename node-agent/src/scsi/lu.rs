@@ -56,6 +56,12 @@ pub struct LuConfig {
     /// Logical blocks per physical block, as a power of two (READ CAPACITY(16)): the store's
     /// allocation unit, e.g. 3 for 512-byte blocks on a filesystem with 4 KiB blocks.
     pub physical_block_exp: u8,
+    /// Where persistent reservations are kept when they persist through power loss (None:
+    /// they never do, PTPL_C is 0).
+    pub pr_file: Option<std::path::PathBuf>,
+    /// Persist reservations whatever the initiator's APTPL says (a Device's
+    /// `reservationPersistence: Always`).
+    pub pr_always: bool,
 }
 
 impl Default for LuConfig {
@@ -76,6 +82,8 @@ impl Default for LuConfig {
             target_port_group: 1,
             relative_port: 1,
             physical_block_exp: 0,
+            pr_file: None,
+            pr_always: false,
         }
     }
 }
@@ -98,6 +106,11 @@ pub enum ConfigError {
 }
 
 impl LuConfig {
+    /// The SCSI target port name initiators reach this unit through (`iqn,t,0x<port>`).
+    pub fn target_port_name(&self) -> String {
+        format!("{},t,0x{:04x}", self.target_iqn, self.relative_port)
+    }
+
     /// Checks that the configuration describes a unit this engine can serve.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bs = self.block_size;
@@ -168,6 +181,9 @@ pub struct LogicalUnit<B: Backend> {
     pub(super) tasks: Rc<TaskSet>,
     /// Initiator port names a PREEMPT AND ABORT just removed (its tasks to abort).
     pub(super) preempted: RefCell<Vec<String>>,
+    /// Unit attentions a PERSISTENT RESERVE OUT owes other nexuses, sent once its change
+    /// stands.
+    pub(super) pr_notes: RefCell<Vec<(Vec<String>, Asc)>>,
 }
 
 impl<B: Backend> LogicalUnit<B> {
@@ -196,6 +212,7 @@ impl<B: Backend> LogicalUnit<B> {
             copies: RefCell::new(HeldResults::default()),
             tasks: Rc::new(TaskSet::default()),
             preempted: RefCell::new(Vec::new()),
+            pr_notes: RefCell::new(Vec::new()),
         }
     }
 

@@ -2,8 +2,10 @@
 //! (SPC-4 5.13, 6.15, 6.16), with the RESERVATION CONFLICT gating of other commands.
 //!
 //! Registrations are keyed by the initiator port name the engine gives with
-//! [`LogicalUnit::nexus_named`] (so they survive a session being re-established); they are
-//! not persisted across restarts (PTPL_C is 0).
+//! [`LogicalUnit::nexus_named`] (so they survive a session being re-established). A unit
+//! with a reservation file (`LuConfig::pr_file`) can persist through power loss (PTPL_C):
+//! while the last REGISTER carried APTPL=1, or always under `LuConfig::pr_always`, each
+//! change is written to the file before the command completes (`pr_persist.rs`).
 
 use super::command::Command;
 use super::lu::{Fail, LogicalUnit, Out};
@@ -25,7 +27,7 @@ const EXCLUSIVE_ACCESS_RO: u8 = 6;
 const WRITE_EXCLUSIVE_AR: u8 = 7;
 const EXCLUSIVE_ACCESS_AR: u8 = 8;
 
-fn valid_type(t: u8) -> bool {
+pub(super) fn valid_type(t: u8) -> bool {
     matches!(
         t,
         WRITE_EXCLUSIVE
@@ -38,7 +40,7 @@ fn valid_type(t: u8) -> bool {
 }
 
 /// Whether every registrant holds a reservation of this type.
-fn all_registrants(t: u8) -> bool {
+pub(super) fn all_registrants(t: u8) -> bool {
     matches!(t, WRITE_EXCLUSIVE_AR | EXCLUSIVE_ACCESS_AR)
 }
 
@@ -58,28 +60,34 @@ fn exclusive_access(t: u8) -> bool {
     )
 }
 
-/// One registered I_T nexus (by initiator port name) and its reservation key.
+/// One registered I_T nexus (by initiator port name; `port`: the target port name it
+/// registered through) and its reservation key.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Registrant {
-    name: String,
-    key: u64,
+pub(super) struct Registrant {
+    pub(super) name: String,
+    pub(super) port: String,
+    pub(super) key: u64,
 }
 
-/// A persistent reservation: who made it and of which type (scope is always LU).
+/// A persistent reservation: who made it (through which target port) and of which type
+/// (scope is always LU).
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Held {
-    holder: String,
-    kind: u8,
+pub(super) struct Held {
+    pub(super) holder: String,
+    pub(super) port: String,
+    pub(super) kind: u8,
 }
 
 /// Reservation state of one logical unit.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Reservations {
     /// The nexus holding a RESERVE(6/10) reservation.
-    legacy: Option<NexusId>,
-    generation: u32,
-    registrants: Vec<Registrant>,
-    reservation: Option<Held>,
+    pub(super) legacy: Option<NexusId>,
+    pub(super) generation: u32,
+    /// The APTPL bit of the last REGISTER: persist through power loss.
+    pub(super) aptpl: bool,
+    pub(super) registrants: Vec<Registrant>,
+    pub(super) reservation: Option<Held>,
 }
 
 impl Reservations {
@@ -154,9 +162,11 @@ impl Reservations {
 struct ProutParams {
     key: u64,
     sa_key: u64,
+    aptpl: bool,
 }
 
-fn parse_prout(data: &[u8]) -> Result<ProutParams, Sense> {
+/// `ptpl_c`: the unit can persist through power loss (else APTPL=1 is refused).
+fn parse_prout(data: &[u8], ptpl_c: bool) -> Result<ProutParams, Sense> {
     if data.len() != 24 {
         return Err(Sense::illegal(PARAMETER_LIST_LENGTH_ERROR));
     }
@@ -167,12 +177,14 @@ fn parse_prout(data: &[u8]) -> Result<ProutParams, Sense> {
     if flags & 0x04 != 0 {
         return Err(Sense::invalid_param_field(20, Some(2))); // ALL_TG_PT
     }
-    if flags & 0x01 != 0 {
-        return Err(Sense::invalid_param_field(20, Some(0))); // APTPL
+    let aptpl = flags & 0x01 != 0;
+    if aptpl && !ptpl_c {
+        return Err(Sense::invalid_param_field(20, Some(0)));
     }
     Ok(ProutParams {
         key: u64::from_be_bytes(data[0..8].try_into().unwrap_or_default()),
         sa_key: u64::from_be_bytes(data[8..16].try_into().unwrap_or_default()),
+        aptpl,
     })
 }
 
@@ -264,8 +276,11 @@ impl<B: Backend> LogicalUnit<B> {
                 }
             }
             2 => {
-                // CRH; TMV; type mask: WR_EX_AR, EX_AC_RO, WR_EX_RO, EX_AC, WR_EX / EX_AC_AR.
-                d.extend_from_slice(&[0, 8, 0x10, 0x80, 0xEA, 0x01, 0, 0]);
+                // CRH, PTPL_C; TMV, PTPL_A; type mask: WR_EX_AR, EX_AC_RO, WR_EX_RO, EX_AC,
+                // WR_EX / EX_AC_AR.
+                let ptpl_c = u8::from(self.cfg.pr_file.is_some());
+                let ptpl_a = u8::from(self.persists(&r));
+                d.extend_from_slice(&[0, 8, 0x10 | ptpl_c, 0x80 | ptpl_a, 0xEA, 0x01, 0, 0]);
             }
             3 => {
                 d.extend_from_slice(&r.generation.to_be_bytes());
@@ -305,7 +320,7 @@ impl<B: Backend> LogicalUnit<B> {
         let Some(list) = data.get(..len as usize) else {
             return Err(Sense::illegal(PARAMETER_LIST_LENGTH_ERROR).into());
         };
-        let p = parse_prout(list)?;
+        let p = parse_prout(list, self.cfg.pr_file.is_some())?;
         let name = self.nexuses.borrow().name(nexus);
         let needs_type = matches!(sa, 1 | 2 | 4 | 5);
         if needs_type {
@@ -318,27 +333,44 @@ impl<B: Backend> LogicalUnit<B> {
                 return Err(Sense::invalid_cdb_field(2, Some(3)).into());
             }
         }
-        match sa {
+        // The state before: what stays if the change cannot be made durable.
+        let before = self.reservations.borrow().clone();
+        let out = match sa {
             0 | 6 => self.pr_register(nexus, &name, &p, sa == 6),
             1 => self.pr_reserve(&name, &p, kind),
             2 => self.pr_release(nexus, &name, &p, kind),
             3 => self.pr_clear(nexus, &name, &p),
             4 | 5 => self.pr_preempt(nexus, &name, &p, kind, sa == 5),
             _ => Err(Sense::invalid_cdb_field(1, Some(4)).into()),
+        };
+        let notes = std::mem::take(&mut *self.pr_notes.borrow_mut());
+        let out = out.and_then(|d| self.persist_change(&before).map(|()| d));
+        if out.is_err() {
+            *self.reservations.borrow_mut() = before;
+            self.preempted.borrow_mut().clear();
+            return out;
         }
+        let mut n = self.nexuses.borrow_mut();
+        for (names, asc) in notes {
+            for name in names {
+                n.establish_named(&name, asc, Some(nexus));
+            }
+        }
+        out
     }
 
-    /// Sends RESERVATIONS RELEASED to the nexuses of `names` (other than `except`).
-    fn notify(&self, names: &[String], asc: super::sense::Asc, except: NexusId) {
-        let mut n = self.nexuses.borrow_mut();
-        for name in names {
-            n.establish_named(name, asc, Some(except));
+    /// Tells the nexuses of `names` (other than the issuer's) `asc` once the command's
+    /// change stands (it is durable when it persists).
+    fn notify(&self, names: &[String], asc: super::sense::Asc, _except: NexusId) {
+        if !names.is_empty() {
+            self.pr_notes.borrow_mut().push((names.to_vec(), asc));
         }
     }
 
     /// REGISTER / REGISTER AND IGNORE EXISTING KEY.
     fn pr_register(&self, nexus: NexusId, name: &str, p: &ProutParams, ignore: bool) -> Out {
         let mut r = self.reservations.borrow_mut();
+        let port = self.cfg.target_port_name();
         let released = match r.key_of(name) {
             None => {
                 if !ignore && p.key != 0 {
@@ -349,6 +381,7 @@ impl<B: Backend> LogicalUnit<B> {
                 }
                 r.registrants.push(Registrant {
                     name: name.to_owned(),
+                    port,
                     key: p.sa_key,
                 });
                 Vec::new()
@@ -367,6 +400,8 @@ impl<B: Backend> LogicalUnit<B> {
                 }
             }
         };
+        // SPC-4 6.16.2: the last APTPL received decides whether the state persists.
+        r.aptpl = p.aptpl;
         r.generation = r.generation.wrapping_add(1);
         drop(r);
         self.notify(&released, RESERVATIONS_RELEASED, nexus);
@@ -382,6 +417,7 @@ impl<B: Backend> LogicalUnit<B> {
             None => {
                 r.reservation = Some(Held {
                     holder: name.to_owned(),
+                    port: self.cfg.target_port_name(),
                     kind,
                 });
                 Ok(Vec::new())
@@ -464,6 +500,7 @@ impl<B: Backend> LogicalUnit<B> {
                 r.registrants.retain(|x| x.name == name);
                 r.reservation = Some(Held {
                     holder: name.to_owned(),
+                    port: self.cfg.target_port_name(),
                     kind: if kind == 0 { h.kind } else { kind },
                 });
             }
@@ -479,6 +516,7 @@ impl<B: Backend> LogicalUnit<B> {
                     .retain(|x| x.key != p.sa_key || x.name == name);
                 r.reservation = Some(Held {
                     holder: name.to_owned(),
+                    port: self.cfg.target_port_name(),
                     kind: if kind == 0 { h.kind } else { kind },
                 });
             }
@@ -536,15 +574,17 @@ mod tests {
 
     #[test]
     fn prout_parameter_list_validation() {
-        assert!(parse_prout(&[0; 23]).is_err());
+        assert!(parse_prout(&[0; 23], true).is_err());
         let mut d = [0u8; 24];
         d[7] = 1;
         d[15] = 2;
-        let p = parse_prout(&d).unwrap();
-        assert_eq!((p.key, p.sa_key), (1, 2));
+        let p = parse_prout(&d, false).unwrap();
+        assert_eq!((p.key, p.sa_key, p.aptpl), (1, 2, false));
+        d[20] = 0x01;
+        assert!(parse_prout(&d, true).unwrap().aptpl, "APTPL where PTPL_C");
         for (bit, flag) in [(3u8, 0x08u8), (2, 0x04), (0, 0x01)] {
             d[20] = flag;
-            let e = parse_prout(&d).unwrap_err();
+            let e = parse_prout(&d, false).unwrap_err();
             assert_eq!(e.asc(), INVALID_FIELD_IN_PARAMETER_LIST);
             assert_eq!(
                 e.sks,
@@ -572,10 +612,12 @@ mod tests {
         let mut r = Reservations::default();
         r.registrants.push(Registrant {
             name: "a".into(),
+            port: "t".into(),
             key: 1,
         });
         r.registrants.push(Registrant {
             name: "b".into(),
+            port: "t".into(),
             key: 2,
         });
         // (type, registered b reads, registered b writes, unregistered c reads, c writes)
@@ -590,6 +632,7 @@ mod tests {
         for (kind, br, bw, cr, cw) in table {
             r.reservation = Some(Held {
                 holder: "a".into(),
+                port: "t".into(),
                 kind,
             });
             assert!(!r.conflicts("a", Access::Write));

@@ -8,5 +8,6 @@ mod core;
 mod mode;
 mod provisioning;
 mod reservations;
+mod reservations_persist;
 mod spc;
 mod tasks;

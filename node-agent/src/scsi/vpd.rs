@@ -101,7 +101,7 @@ fn device_identification(cfg: &LuConfig) -> Vec<u8> {
         &tpg,
     );
     if !cfg.target_iqn.is_empty() {
-        let port = format!("{},t,0x{:04x}", cfg.target_iqn, cfg.relative_port);
+        let port = cfg.target_port_name();
         designator(
             &mut d,
             PROTO_ISCSI | CODE_UTF8,

@@ -4,7 +4,12 @@ use crate::scsi::testing::*;
 use crate::scsi::{LogicalUnit, NexusId, Response, Status};
 
 fn two_nexuses() -> LogicalUnit<MemBackend> {
-    let lu = lu(config(64));
+    named_pair(config(64))
+}
+
+/// A unit of `cfg` with nexuses N1 and N2 named, their unit attentions cleared.
+pub(super) fn named_pair(cfg: crate::scsi::LuConfig) -> LogicalUnit<MemBackend> {
+    let lu = lu(cfg);
     lu.nexus_named(N1, "iqn.2026-11.test:one,i,0x000000000001");
     lu.nexus_named(N2, "iqn.2026-11.test:two,i,0x000000000002");
     clear_ua(&lu, N1);
