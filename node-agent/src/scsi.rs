@@ -41,6 +41,7 @@ mod mode;
 pub mod opcodes;
 mod pr;
 mod provisioning;
+mod sanitize;
 mod sbc;
 pub mod sense;
 mod spc;

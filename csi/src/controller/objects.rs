@@ -81,6 +81,7 @@ impl Plan {
                 thin_provisioning: p.thin,
                 reclaim_policy: ReclaimPolicy::Delete,
                 direct_io: false,
+                physical_block_size: None,
             },
             status: None,
         }

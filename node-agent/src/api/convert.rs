@@ -109,6 +109,8 @@ pub fn device_record(req: pb::ApplyDeviceRequest) -> Result<DeviceRecord, NodeEr
             thin_provisioning: spec.thin_provisioning,
             reclaim_policy,
             direct_io: spec.direct_io,
+            physical_block_size: (spec.physical_block_size != 0)
+                .then_some(spec.physical_block_size),
         },
     );
     d.metadata.namespace = Some(id.namespace.clone());

@@ -140,6 +140,7 @@ impl TargetState {
             read_only: lc.store.read_only,
             write_cache: lc.write_cache,
             thin: lc.thin,
+            physical_block_exp: lc.physical_block_exp,
             serial: identity.serial,
             naa: identity.naa,
             target_iqn: self.iqn.clone(),
@@ -368,6 +369,7 @@ pub(super) mod tests {
                 store: spec.clone(),
                 write_cache: true,
                 thin: false,
+                physical_block_exp: 0,
             };
             let (serial, naa) = crate::engine::identity::device_identity(b"test", &config.device);
             configs.push(config.clone());
@@ -415,6 +417,7 @@ pub(super) mod tests {
                 store: spec.clone(),
                 write_cache: true,
                 thin: false,
+                physical_block_exp: 0,
             },
             store: open_store(&spec, dir.path(), &[]).unwrap(),
             state,

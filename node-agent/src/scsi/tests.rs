@@ -8,5 +8,6 @@ mod core;
 mod mode;
 mod provisioning;
 mod reservations;
+mod sanitize;
 mod spc;
 mod tasks;
