@@ -405,15 +405,16 @@ impl<B: Backend> LogicalUnit<B> {
             return Err(Fail::Conflict);
         }
         // During a sanitize only INQUIRY, REPORT LUNS and REQUEST SENSE run (SBC-4 4.11).
-        if info.ua == UaPolicy::Report {
-            if let Some(sense) = self.sanitize_state.in_progress() {
-                return Err(sense.into());
-            }
+        if info.ua == UaPolicy::Report
+            && let Some(sense) = self.sanitize_state.in_progress()
+        {
+            return Err(sense.into());
         }
-        if info.medium != Medium::Not && !matches!(command, Command::Sanitize { .. }) {
-            if let Some(sense) = self.sanitize_state.failure() {
-                return Err(sense.into());
-            }
+        if info.medium != Medium::Not
+            && !matches!(command, Command::Sanitize { .. })
+            && let Some(sense) = self.sanitize_state.failure()
+        {
+            return Err(sense.into());
         }
         if info.medium != Medium::Not && self.stopped.get() {
             return Err(Sense::new(SenseKey::NotReady, LU_NOT_READY_INIT_REQUIRED).into());
