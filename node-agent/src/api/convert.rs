@@ -345,6 +345,28 @@ mod tests {
     }
 
     #[test]
+    fn the_physical_block_size_reaches_the_lun_as_an_exponent() {
+        let r = device_record(file_device("d.img", 1 << 20, 512)).unwrap();
+        assert_eq!(
+            r.lun_config(0).physical_block_exp,
+            0,
+            "0: the logical block size"
+        );
+        let mut req = file_device("d.img", 1 << 20, 512);
+        req.spec.as_mut().unwrap().physical_block_size = 4096;
+        let r = device_record(req).unwrap();
+        assert_eq!(r.lun_config(0).physical_block_exp, 3);
+        for bad in [1000, 256, 1 << 17] {
+            let mut req = file_device("d.img", 1 << 20, 512);
+            req.spec.as_mut().unwrap().physical_block_size = bad;
+            assert_eq!(
+                field(device_record(req).unwrap_err()),
+                "spec.physicalBlockSize"
+            );
+        }
+    }
+
+    #[test]
     fn bad_device_requests_name_the_crd_field() {
         assert_eq!(
             field(device_record(file_device("d.img", 1000, 512)).unwrap_err()),
