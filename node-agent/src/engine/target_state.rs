@@ -17,6 +17,20 @@ use crate::scsi::{
 };
 use crate::store::FileStore;
 
+/// Runs a SANITIZE accepted with IMMED after its command ended, admitted through the LUN's
+/// drain gate like a command (a drain waits for it); a LUN already draining drops it.
+fn spawn_background_sanitize(slot: &Rc<LunSlot>) {
+    let Some(admitted) = slot.gate.admit() else {
+        slot.lu.cancel_background_sanitize();
+        return;
+    };
+    let slot = slot.clone();
+    tokio::task::spawn_local(async move {
+        let _admitted = admitted;
+        slot.lu.run_background_sanitize().await;
+    });
+}
+
 /// SCSI opcode of REPORT LUNS, answered at target level.
 const REPORT_LUNS: u8 = 0xA0;
 
@@ -285,6 +299,9 @@ impl TargetState {
         let start = Instant::now();
         let write_len = data_out.len();
         let resp = slot.lu.execute_task(key, &command, data_out).await;
+        if slot.lu.has_background_sanitize() {
+            spawn_background_sanitize(&slot);
+        }
         let secs = start.elapsed().as_secs_f64();
         slot.metrics.inflight.dec();
         slot.record(&command, &resp, write_len, secs);

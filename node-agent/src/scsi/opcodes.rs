@@ -180,8 +180,7 @@ const U_XCOPY: &[u8] = &[
 const U_RCR: &[u8] = &[
     0x84, 0x00, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, CTL,
 ];
-// IMMED is not offered: a sanitize runs while its command is open (see scsi/sanitize.rs).
-const U_SANITIZE: &[u8] = &[0x48, 0x3F, 0, 0, 0, 0, 0, 0xFF, 0xFF, CTL];
+const U_SANITIZE: &[u8] = &[0x48, 0xBF, 0, 0, 0, 0, 0, 0xFF, 0xFF, CTL];
 const U_READ_DEFECT10: &[u8] = &[0x37, 0, 0x1F, 0, 0, 0, 0, 0xFF, 0xFF, CTL];
 const U_READ_DEFECT12: &[u8] = &[0xB7, 0x1F, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, CTL];
 

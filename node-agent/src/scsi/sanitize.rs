@@ -7,10 +7,13 @@
 //!
 //! While a sanitize runs, every command but INQUIRY, REPORT LUNS and REQUEST SENSE ends NOT
 //! READY, SANITIZE IN PROGRESS, and REQUEST SENSE reports how far it got (sense-key-specific
-//! progress). IMMED is refused: the sanitize runs while its command is open, so the command's
-//! status is its outcome.
+//! progress). Without IMMED the sanitize runs while its command is open and the command's
+//! status is its outcome; with IMMED the command ends GOOD once the CDB and parameter list are
+//! checked, the unit is NOT READY from then on, and the engine runs the sanitize in the
+//! background ([`LogicalUnit::run_background_sanitize`]); a failure then shows as the failure
+//! mode below.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use super::lu::{LogicalUnit, Out, empty};
 use super::sbc::write_protected;
@@ -75,9 +78,18 @@ fn pattern_block(pattern: &[u8], block_size: usize) -> Vec<u8> {
     pattern.iter().copied().cycle().take(block_size).collect()
 }
 
+/// What a sanitize does to the whole unit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Job {
+    Overwrite(Overwrite),
+    BlockErase,
+}
+
 /// A unit's sanitize state.
 #[derive(Debug, Default)]
 pub struct SanitizeState {
+    /// A sanitize accepted with IMMED, for the engine to run.
+    background: RefCell<Option<Job>>,
     /// Bytes done and the total, while a sanitize runs.
     running: Cell<Option<(u64, u64)>>,
     /// The last sanitize failed: medium commands fail until one succeeds or EXIT FAILURE MODE.
@@ -115,9 +127,6 @@ impl Drop for Running<'_> {
 
 impl<B: Backend> LogicalUnit<B> {
     pub(super) async fn sanitize(&self, sa: u8, immed: bool, len: u16, buf: Vec<u8>) -> Out {
-        if immed {
-            return Err(Sense::invalid_cdb_field(1, Some(7)).into());
-        }
         if sa == EXIT_FAILURE_MODE {
             if len != 0 {
                 return Err(Sense::invalid_cdb_field(7, None).into());
@@ -125,24 +134,63 @@ impl<B: Backend> LogicalUnit<B> {
             self.sanitize_state.failed.set(false);
             return Ok(empty(buf));
         }
-        let overwrite = match sa {
-            OVERWRITE => Some(parse_overwrite(&buf, len, self.cfg.block_size)?),
-            BLOCK_ERASE if len != 0 => return Err(Sense::invalid_cdb_field(7, None).into()),
-            _ => None,
+        let job = match (sa, len) {
+            (OVERWRITE, _) => Job::Overwrite(parse_overwrite(&buf, len, self.cfg.block_size)?),
+            (BLOCK_ERASE, 0) => Job::BlockErase,
+            (BLOCK_ERASE, _) => return Err(Sense::invalid_cdb_field(7, None).into()),
+            // The opcode table has no other service action.
+            _ => return Err(Sense::invalid_cdb_field(1, Some(4)).into()),
         };
         if self.write_protected() {
             return Err(write_protected().into());
         }
+        let total = self.num_blocks() * u64::from(self.cfg.block_size);
+        // NOT READY from here on, also before the background run starts.
+        self.sanitize_state.advance(0, total);
+        if immed {
+            *self.sanitize_state.background.borrow_mut() = Some(job);
+            return Ok(empty(buf));
+        }
+        self.run_sanitize(job).await?;
+        Ok(empty(buf))
+    }
+
+    /// Whether a sanitize accepted with IMMED waits for [`Self::run_background_sanitize`].
+    pub fn has_background_sanitize(&self) -> bool {
+        self.sanitize_state.background.borrow().is_some()
+    }
+
+    /// Runs the sanitize accepted with IMMED, if any (the engine spawns it, holding the LUN's
+    /// drain gate so a drain waits for it).
+    pub async fn run_background_sanitize(&self) {
+        let job = self.sanitize_state.background.borrow_mut().take();
+        if let Some(job) = job {
+            // Its outcome shows as the failure mode: the command already ended GOOD.
+            let _ = self.run_sanitize(job).await;
+        }
+    }
+
+    /// Drops a sanitize accepted with IMMED that cannot run (the LUN is draining): the unit
+    /// is left in failure mode, as after a sanitize that failed.
+    pub fn cancel_background_sanitize(&self) {
+        if self.sanitize_state.background.borrow_mut().take().is_some() {
+            self.sanitize_state.running.set(None);
+            self.sanitize_state.failed.set(true);
+        }
+    }
+
+    async fn run_sanitize(&self, job: Job) -> Result<(), Sense> {
+        let state = &self.sanitize_state;
+        let _running = Running(state);
         // Exclusive: no write of another command lands in the middle of the sanitize.
         let _exclusive = self.io_guard.write().await;
-        let state = &self.sanitize_state;
         let total = self.num_blocks() * u64::from(self.cfg.block_size);
         state.advance(0, total);
-        let _running = Running(state);
-        let r = match &overwrite {
-            Some(o) => self.overwrite_all(o, total).await,
-            None => self.erase_all(total).await,
+        let r = match &job {
+            Job::Overwrite(o) => self.overwrite_all(o, total).await,
+            Job::BlockErase => self.erase_all(total).await,
         };
+        // Cached blocks were rewritten too: the flush makes the result durable.
         let r = match r {
             Ok(()) => self.backend.flush().await,
             Err(e) => Err(e),
@@ -151,9 +199,7 @@ impl<B: Backend> LogicalUnit<B> {
         r.map_err(|e| {
             let _ = write_error(e);
             Sense::new(SenseKey::MediumError, SANITIZE_COMMAND_FAILED)
-        })?;
-        // Cached blocks were erased too: nothing of the old data is left to flush.
-        Ok(empty(buf))
+        })
     }
 
     async fn erase_all(&self, total: u64) -> std::io::Result<()> {

@@ -60,7 +60,7 @@ fn block_erase_deallocates_every_block() {
 }
 
 #[test]
-fn crypto_erase_reserved_fields_immed_and_write_protect_are_refused() {
+fn crypto_erase_reserved_fields_and_write_protect_are_refused() {
     let lu = thin(64);
     lu.backend().data.borrow_mut().fill(b'a');
     for sa in [0x00, 0x03, 0x04, 0x1E] {
@@ -69,11 +69,9 @@ fn crypto_erase_reserved_fields_immed_and_write_protect_are_refused() {
     }
     let mut znr = sanitize_cdb(0x02, 0);
     znr[1] |= 0x40;
-    let mut immed = sanitize_cdb(0x02, 0);
-    immed[1] |= 0x80;
     let mut reserved = sanitize_cdb(0x02, 0);
     reserved[4] = 1;
-    for cdb in [znr, immed, reserved] {
+    for cdb in [znr, reserved] {
         assert_eq!(sense_of(&exec(&lu, N1, &cdb, Vec::new())), (5, 0x24, 0));
     }
     assert!(
@@ -160,4 +158,30 @@ fn a_failed_sanitize_leaves_failure_mode_until_exit_failure_mode() {
     assert_eq!(r.status, Status::Good);
     let r = exec(&lu, N1, &cdb10(0x28, 0, 0, 1), Vec::new());
     assert_eq!(r.status, Status::Good);
+}
+
+#[test]
+fn with_immed_the_command_ends_first_and_the_sanitize_runs_in_the_background() {
+    let lu = thin(64);
+    lu.backend().data.borrow_mut().fill(b'a');
+    let r = exec(&lu, N1, &sanitize_cdb(0x82, 0), Vec::new());
+    assert_eq!(r.status, Status::Good);
+    assert!(lu.has_background_sanitize());
+    assert!(
+        lu.backend().data.borrow().iter().all(|b| *b == b'a'),
+        "not run yet"
+    );
+    let r = exec(&lu, N1, &[0, 0, 0, 0, 0, 0], Vec::new());
+    assert_eq!(sense_of(&r), (2, 0x04, 0x1B), "NOT READY from the GOOD on");
+    block_on(lu.run_background_sanitize());
+    assert!(!lu.has_background_sanitize());
+    assert!(lu.backend().data.borrow().iter().all(|b| *b == 0));
+    let r = exec(&lu, N1, &[0, 0, 0, 0, 0, 0], Vec::new());
+    assert_eq!(r.status, Status::Good);
+    // One that cannot run (the LUN drains) leaves the failure mode.
+    let r = exec(&lu, N1, &sanitize_cdb(0x82, 0), Vec::new());
+    assert_eq!(r.status, Status::Good);
+    lu.cancel_background_sanitize();
+    let r = exec(&lu, N1, &cdb10(0x28, 0, 0, 1), Vec::new());
+    assert_eq!(sense_of(&r), (3, 0x31, 0x03));
 }
