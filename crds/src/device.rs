@@ -10,6 +10,10 @@ use crate::validate::{Errors, FieldError, check_object_name};
 /// Block sizes a Device may have.
 pub(crate) const BLOCK_SIZES: [u32; 2] = [512, 4096];
 
+/// Largest physical block size a Device may report (64 KiB; SBC's exponent field would allow
+/// more, but no store allocates in larger units and initiators align I/O to it).
+pub(crate) const MAX_PHYSICAL_BLOCK_SIZE: u32 = 65536;
+
 /// Longest backing-store path (Linux PATH_MAX).
 const PATH_MAX_LEN: usize = 4096;
 
@@ -75,6 +79,10 @@ const IMMUTABLE_STORE: &str = "is immutable: create a new Device for another bac
     "rule": "!has(self.source.file) || self.source.file.sizeBytes % self.blockSize == 0",
     "message": "must be a multiple of blockSize",
     "fieldPath": ".source.file.sizeBytes",
+}, {
+    "rule": "!has(self.physicalBlockSize) || self.physicalBlockSize >= self.blockSize",
+    "message": "must be a power-of-two multiple of blockSize",
+    "fieldPath": ".physicalBlockSize",
 }]))]
 #[schemars(transform = crate::prose::flow_descriptions)]
 pub struct DeviceSpec {
@@ -92,6 +100,13 @@ pub struct DeviceSpec {
     #[serde(default = "default_block_size")]
     #[schemars(extend("enum" = [512, 4096]))]
     pub block_size: u32,
+    /// Physical block size in bytes reported to initiators (READ CAPACITY(16) and the Block
+    /// Limits VPD page): a power-of-two multiple of `blockSize`, at most 65536. Initiators align
+    /// their I/O to it (the filesystem's allocation unit, typically 4096). Unset: the same as
+    /// `blockSize`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]))]
+    pub physical_block_size: Option<u32>,
     /// Export the device write-protected (writes fail with DATA PROTECT).
     #[serde(default)]
     pub read_only: bool,
@@ -236,6 +251,22 @@ impl Device {
 }
 
 impl DeviceSpec {
+    /// log2(physical block size / logical block size): READ CAPACITY(16)'s LOGICAL BLOCKS PER
+    /// PHYSICAL BLOCK EXPONENT (0 when unset or invalid; [`Device::validate`] reports the latter).
+    pub fn physical_block_exp(&self) -> u8 {
+        match self.physical_block_size {
+            Some(p)
+                if p.is_power_of_two()
+                    && self.block_size.is_power_of_two()
+                    && p >= self.block_size
+                    && p <= MAX_PHYSICAL_BLOCK_SIZE =>
+            {
+                (p.trailing_zeros() - self.block_size.trailing_zeros()) as u8
+            }
+            _ => 0,
+        }
+    }
+
     fn check(&self, errors: &mut Errors) {
         errors.check(!self.node_name.is_empty(), "spec.nodeName", "required");
         errors.check(
@@ -243,6 +274,16 @@ impl DeviceSpec {
             "spec.blockSize",
             format!("{} is not one of 512, 4096", self.block_size),
         );
+        if let Some(p) = self.physical_block_size {
+            errors.check(
+                p.is_power_of_two() && p >= self.block_size && p <= MAX_PHYSICAL_BLOCK_SIZE,
+                "spec.physicalBlockSize",
+                format!(
+                    "{p} is not a power-of-two multiple of blockSize ({}) of at most {MAX_PHYSICAL_BLOCK_SIZE}",
+                    self.block_size
+                ),
+            );
+        }
         match (&self.source.file, &self.source.block) {
             (Some(file), None) => {
                 check_path(errors, "spec.source.file.path", &file.path, false);
@@ -372,5 +413,26 @@ mod tests {
         let errors = d.validate().unwrap_err();
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].field, "spec.blockSize");
+    }
+
+    #[test]
+    fn physical_block_size_is_a_bounded_power_of_two_multiple_of_the_block_size() {
+        let d = parse(&format!("{MINIMAL}  physicalBlockSize: 4096\n"));
+        assert_eq!(d.spec.physical_block_size, Some(4096));
+        assert_eq!(d.spec.physical_block_exp(), 3);
+        assert_eq!(d.validate(), Ok(()));
+        assert_eq!(parse(MINIMAL).spec.physical_block_exp(), 0);
+        for bad in [256, 3072, 131072, 0] {
+            let mut d = parse(MINIMAL);
+            d.spec.physical_block_size = Some(bad);
+            let errors = d.validate().unwrap_err();
+            assert_eq!(errors.len(), 1, "{bad}");
+            assert_eq!(errors[0].field, "spec.physicalBlockSize");
+            assert_eq!(d.spec.physical_block_exp(), 0);
+        }
+        let mut d = parse(MINIMAL);
+        d.spec.block_size = 4096;
+        d.spec.physical_block_size = Some(512);
+        assert!(d.validate().is_err());
     }
 }

@@ -43,6 +43,7 @@ mod pr;
 mod pr_persist;
 pub mod pr_record;
 mod provisioning;
+mod sanitize;
 mod sbc;
 pub mod sense;
 mod spc;

@@ -47,6 +47,7 @@ pub fn device_request(d: &Device) -> api::ApplyDeviceRequest {
             write_cache: write_cache.into(),
             thin_provisioning: s.thin_provisioning,
             direct_io: s.direct_io,
+            physical_block_size: s.physical_block_size.unwrap_or(0),
             reclaim_policy: reclaim_policy(s.reclaim_policy).into(),
             reservation_persistence: match s.reservation_persistence {
                 ReservationPersistence::Initiator => api::ReservationPersistence::Initiator,

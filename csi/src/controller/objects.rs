@@ -82,6 +82,7 @@ impl Plan {
                 reclaim_policy: ReclaimPolicy::Delete,
                 direct_io: false,
                 reservation_persistence: Default::default(),
+                physical_block_size: None,
             },
             status: None,
         }

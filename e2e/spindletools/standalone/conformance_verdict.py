@@ -1,5 +1,5 @@
 """The verdict of e2e/standalone/conformance on iscsi-test-cu's log: every test of the suite
-ran, both runs exited 0, at least MIN_PASSED passed, and every test that did not pass is listed
+ran, every run exited 0, at least MIN_PASSED passed, and every test that did not pass is listed
 so in conformance-expected.txt (a test listed there that now passes is reported, not failed).
 
   python3 -m spindletools.standalone.conformance_verdict LOG EXPECTED MIN_PASSED ALL_TESTS RC1 RC2
@@ -24,7 +24,7 @@ def main():
     if missing:
         print(f"conformance: {len(missing)} tests never ran (crash or timeout?): {missing[:10]}")
         ok = False
-    for what, rc in (("the whole suite", rc1), ("the ReadOnly suite", rc2)):
+    for what, rc in (("the whole suite", rc1), ("the ReadOnly, physical-block and Sanitize runs", rc2)):
         if rc != "0":
             print(f"conformance: iscsi-test-cu exited {rc} on {what} (CUnit failures, a crash "
                   "or a timeout)")

@@ -117,6 +117,8 @@ pub fn device_record(req: pb::ApplyDeviceRequest) -> Result<DeviceRecord, NodeEr
             reclaim_policy,
             direct_io: spec.direct_io,
             reservation_persistence,
+            physical_block_size: (spec.physical_block_size != 0)
+                .then_some(spec.physical_block_size),
         },
     );
     d.metadata.namespace = Some(id.namespace.clone());
@@ -348,6 +350,28 @@ mod tests {
         let r = device_record(file_device("d.img", 1 << 20, 512)).unwrap();
         assert_eq!(r.id.key(), "ns/d");
         assert!(r.write_cache && r.reclaim_delete && !r.thin);
+    }
+
+    #[test]
+    fn the_physical_block_size_reaches_the_lun_as_an_exponent() {
+        let r = device_record(file_device("d.img", 1 << 20, 512)).unwrap();
+        assert_eq!(
+            r.lun_config(0).physical_block_exp,
+            0,
+            "0: the logical block size"
+        );
+        let mut req = file_device("d.img", 1 << 20, 512);
+        req.spec.as_mut().unwrap().physical_block_size = 4096;
+        let r = device_record(req).unwrap();
+        assert_eq!(r.lun_config(0).physical_block_exp, 3);
+        for bad in [1000, 256, 1 << 17] {
+            let mut req = file_device("d.img", 1 << 20, 512);
+            req.spec.as_mut().unwrap().physical_block_size = bad;
+            assert_eq!(
+                field(device_record(req).unwrap_err()),
+                "spec.physicalBlockSize"
+            );
+        }
     }
 
     #[test]

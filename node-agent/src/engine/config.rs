@@ -25,6 +25,8 @@ pub struct LunConfig {
     pub store: StoreSpec,
     pub write_cache: bool,
     pub thin: bool,
+    /// log2(physical / logical block size).
+    pub physical_block_exp: u8,
 }
 
 /// One target.

@@ -17,6 +17,20 @@ use crate::scsi::{
 };
 use crate::store::FileStore;
 
+/// Runs a SANITIZE accepted with IMMED after its command ended, admitted through the LUN's
+/// drain gate like a command (a drain waits for it); a LUN already draining drops it.
+fn spawn_background_sanitize(slot: &Rc<LunSlot>) {
+    let Some(admitted) = slot.gate.admit() else {
+        slot.lu.cancel_background_sanitize();
+        return;
+    };
+    let slot = slot.clone();
+    tokio::task::spawn_local(async move {
+        let _admitted = admitted;
+        slot.lu.run_background_sanitize().await;
+    });
+}
+
 /// SCSI opcode of REPORT LUNS, answered at target level.
 const REPORT_LUNS: u8 = 0xA0;
 
@@ -141,6 +155,7 @@ impl TargetState {
             read_only: lc.store.read_only,
             write_cache: lc.write_cache,
             thin: lc.thin,
+            physical_block_exp: lc.physical_block_exp,
             serial: identity.serial,
             naa: identity.naa,
             target_iqn: self.iqn.clone(),
@@ -295,6 +310,9 @@ impl TargetState {
         let start = Instant::now();
         let write_len = data_out.len();
         let resp = slot.lu.execute_task(key, &command, data_out).await;
+        if slot.lu.has_background_sanitize() {
+            spawn_background_sanitize(&slot);
+        }
         let secs = start.elapsed().as_secs_f64();
         slot.metrics.inflight.dec();
         slot.record(&command, &resp, write_len, secs);
@@ -379,6 +397,7 @@ pub(super) mod tests {
                 store: spec.clone(),
                 write_cache: true,
                 thin: false,
+                physical_block_exp: 0,
             };
             let (serial, naa) = crate::engine::identity::device_identity(b"test", &config.device);
             configs.push(config.clone());
@@ -427,6 +446,7 @@ pub(super) mod tests {
                 store: spec.clone(),
                 write_cache: true,
                 thin: false,
+                physical_block_exp: 0,
             },
             store: open_store(&spec, dir.path(), &[]).unwrap(),
             state,

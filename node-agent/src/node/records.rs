@@ -72,6 +72,9 @@ pub struct DeviceRecord {
     pub store: StoreSpec,
     pub write_cache: bool,
     pub thin: bool,
+    /// log2(physical / logical block size), reported in READ CAPACITY(16).
+    #[serde(default)]
+    pub physical_block_exp: u8,
     pub reclaim_delete: bool,
     pub drain: DrainRecord,
     /// The agent created the backing file (false: it existed and was adopted, or a block
@@ -115,6 +118,7 @@ impl DeviceRecord {
             },
             write_cache: spec.write_cache == WriteCache::Writeback,
             thin: spec.thin_provisioning,
+            physical_block_exp: spec.physical_block_exp(),
             reclaim_delete: spec.reclaim_policy == ReclaimPolicy::Delete,
             drain: DrainRecord::default(),
             store_created: false,
@@ -130,6 +134,7 @@ impl DeviceRecord {
             && self.write_cache == other.write_cache
             && self.thin == other.thin
             && self.reservations_always == other.reservations_always
+            && self.physical_block_exp == other.physical_block_exp
     }
 
     /// The LUN config of this Device as LUN `lun`.
@@ -140,6 +145,7 @@ impl DeviceRecord {
             store: self.store.clone(),
             write_cache: self.write_cache,
             thin: self.thin,
+            physical_block_exp: self.physical_block_exp,
         }
     }
 }
@@ -293,6 +299,7 @@ pub fn sample_device(name: &str, uid: &str) -> DeviceRecord {
         },
         write_cache: true,
         thin: false,
+        physical_block_exp: 0,
         reclaim_delete: true,
         drain: DrainRecord::default(),
         store_created: false,

@@ -118,6 +118,7 @@ pub(super) mod tests {
             sbc::read_defect12,
             sbc::write_same10,
             spc::start_stop_unit,
+            sbc::sanitize,
         ];
         for d in all {
             for len in 0..4 {

@@ -160,6 +160,13 @@ pub enum Command {
         list_id: u8,
         alloc: u32,
     },
+    /// SANITIZE (SBC-4 5.30): the service action, IMMED, AUSE, parameter list length.
+    Sanitize {
+        sa: u8,
+        immed: bool,
+        ause: bool,
+        len: u16,
+    },
     ReadDefectData {
         twelve: bool,
         plist: bool,
@@ -221,7 +228,7 @@ impl Decoded {
             C::CompareAndWrite(rw) => blocks(rw.blocks.checked_mul(2)?),
             C::WriteSame(ws) => Some(if ws.ndob { 0 } else { bs }),
             C::ModeSelect { len, .. } => Some((*len).into()),
-            C::Unmap { len, .. } => Some((*len).into()),
+            C::Unmap { len, .. } | C::Sanitize { len, .. } => Some((*len).into()),
             C::PrOut { len, .. } | C::ExtendedCopy { len } => Some(*len),
             _ => None,
         }

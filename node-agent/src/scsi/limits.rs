@@ -18,6 +18,11 @@ pub const MAX_COMPARE_AND_WRITE_BLOCKS: u8 = 255;
 /// Size of the pattern buffer WRITE SAME writes per backend call, in bytes.
 pub const WRITE_SAME_CHUNK_BYTES: u64 = 1 << 20;
 
+/// Logical blocks per physical block (2^LBPPB exponent; the exponent is at most 15).
+pub fn physical_block_blocks(cfg: &LuConfig) -> u16 {
+    1u16 << cfg.physical_block_exp.min(15)
+}
+
 /// Maximum transfer length in logical blocks.
 pub fn max_transfer_blocks(cfg: &LuConfig) -> u32 {
     (MAX_TRANSFER_BYTES / cfg.block_size.max(1)).max(1)

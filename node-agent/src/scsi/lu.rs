@@ -12,6 +12,7 @@ use super::command::{Command, Decoded};
 use super::mode::ModeState;
 use super::opcodes::{self, Medium, OpInfo, UaPolicy};
 use super::pr::Reservations;
+use super::sanitize::SanitizeState;
 use super::sense::{
     Asc, BUS_DEVICE_RESET, CAPACITY_DATA_HAS_CHANGED, LU_NOT_READY_INIT_REQUIRED, POWER_ON_RESET,
     REPORTED_LUNS_DATA_HAS_CHANGED, Sense, SenseKey,
@@ -184,6 +185,8 @@ pub struct LogicalUnit<B: Backend> {
     /// Unit attentions a PERSISTENT RESERVE OUT owes other nexuses, sent once its change
     /// stands.
     pub(super) pr_notes: RefCell<Vec<(Vec<String>, Asc)>>,
+    /// A SANITIZE running or failed.
+    pub(super) sanitize_state: SanitizeState,
 }
 
 impl<B: Backend> LogicalUnit<B> {
@@ -213,6 +216,7 @@ impl<B: Backend> LogicalUnit<B> {
             tasks: Rc::new(TaskSet::default()),
             preempted: RefCell::new(Vec::new()),
             pr_notes: RefCell::new(Vec::new()),
+            sanitize_state: SanitizeState::default(),
         }
     }
 
@@ -417,6 +421,18 @@ impl<B: Backend> LogicalUnit<B> {
         if self.conflicts(nexus, info.access, command) {
             return Err(Fail::Conflict);
         }
+        // During a sanitize only INQUIRY, REPORT LUNS and REQUEST SENSE run (SBC-4 4.11).
+        if info.ua == UaPolicy::Report
+            && let Some(sense) = self.sanitize_state.in_progress()
+        {
+            return Err(sense.into());
+        }
+        if info.medium != Medium::Not
+            && !matches!(command, Command::Sanitize { .. })
+            && let Some(sense) = self.sanitize_state.failure()
+        {
+            return Err(sense.into());
+        }
         if info.medium != Medium::Not && self.stopped.get() {
             return Err(Sense::new(SenseKey::NotReady, LU_NOT_READY_INIT_REQUIRED).into());
         }
@@ -494,6 +510,12 @@ impl<B: Backend> LogicalUnit<B> {
             C::ReceiveCopyResults { sa, list_id, alloc } => {
                 self.receive_copy_results(nexus, sa, list_id, alloc)
             }
+            C::Sanitize {
+                sa,
+                immed,
+                ause: _,
+                len,
+            } => self.sanitize(sa, immed, len, buf).await,
             C::ReadDefectData {
                 twelve,
                 plist,

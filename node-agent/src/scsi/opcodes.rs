@@ -180,6 +180,7 @@ const U_XCOPY: &[u8] = &[
 const U_RCR: &[u8] = &[
     0x84, 0x00, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, CTL,
 ];
+const U_SANITIZE: &[u8] = &[0x48, 0xBF, 0, 0, 0, 0, 0, 0xFF, 0xFF, CTL];
 const U_READ_DEFECT10: &[u8] = &[0x37, 0, 0x1F, 0, 0, 0, 0, 0xFF, 0xFF, CTL];
 const U_READ_DEFECT12: &[u8] = &[0xB7, 0x1F, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, CTL];
 
@@ -225,6 +226,9 @@ pub static TABLE: &[OpInfo] = &[
     op!(0x37, None, "READ DEFECT DATA(10)", U_READ_DEFECT10, In, Report, Read, Needed, sbc::read_defect10),
     op!(0x41, None, "WRITE SAME(10)", U_WRITE_SAME10, Out, Report, Write, Needed, sbc::write_same10),
     op!(0x42, None, "UNMAP", U_UNMAP, Out, Report, Write, Needed, sbc::unmap),
+    op!(0x48, Some(0x01), "SANITIZE / OVERWRITE", U_SANITIZE, Out, Report, Write, Needed, sbc::sanitize),
+    op!(0x48, Some(0x02), "SANITIZE / BLOCK ERASE", U_SANITIZE, Out, Report, Write, Needed, sbc::sanitize),
+    op!(0x48, Some(0x1F), "SANITIZE / EXIT FAILURE MODE", U_SANITIZE, Out, Report, Write, Needed, sbc::sanitize),
     op!(0x55, None, "MODE SELECT(10)", U_MODE_SELECT10, Out, Report, Write, Not, spc::mode_select10),
     op!(0x56, None, "RESERVE(10)", U_RESERVE10, None, Report, Reserve, Not, spc::reserve),
     op!(0x57, None, "RELEASE(10)", U_RELEASE10, None, Report, Reserve, Not, spc::release),

@@ -29,6 +29,11 @@ pub const DATA_OFFSET_ERROR: Asc = Asc(0x4B, 0x05);
 pub const NO_ADDITIONAL_SENSE: Asc = Asc(0x00, 0x00);
 /// Logical unit not ready, initializing command required (a stopped unit).
 pub const LU_NOT_READY_INIT_REQUIRED: Asc = Asc(0x04, 0x02);
+/// Logical unit not ready, sanitize in progress.
+pub const SANITIZE_IN_PROGRESS: Asc = Asc(0x04, 0x1B);
+/// SANITIZE COMMAND FAILED: a sanitize did not complete; the unit stays in failure mode
+/// until a SANITIZE succeeds or EXIT FAILURE MODE.
+pub const SANITIZE_COMMAND_FAILED: Asc = Asc(0x31, 0x03);
 /// Write error.
 pub const WRITE_ERROR: Asc = Asc(0x0C, 0x00);
 /// Invalid field in command information unit (Data-Out does not match the CDB).
@@ -100,6 +105,8 @@ pub enum Sks {
         byte: u16,
         bit: Option<u8>,
     },
+    /// How far a long operation got, in 65536ths (NOT READY while it runs).
+    Progress(u16),
 }
 
 impl Sks {
@@ -116,6 +123,10 @@ impl Sks {
                 }
                 let [hi, lo] = byte.to_be_bytes();
                 [b0, hi, lo]
+            }
+            Sks::Progress(p) => {
+                let [hi, lo] = p.to_be_bytes();
+                [0x80, hi, lo]
             }
         }
     }

@@ -63,6 +63,7 @@ impl<B: Backend> LogicalUnit<B> {
     pub(super) fn request_sense(&self, nexus: NexusId, desc: bool, alloc: u8) -> Vec<u8> {
         let sense = match self.nexuses.borrow_mut().pop(nexus) {
             Some(asc) => Sense::unit_attention(asc),
+            None if let Some(s) = self.sanitize_state.in_progress() => s,
             None if self.stopped.get() => {
                 Sense::new(SenseKey::NotReady, LU_NOT_READY_INIT_REQUIRED)
             }

@@ -9,5 +9,6 @@ mod mode;
 mod provisioning;
 mod reservations;
 mod reservations_persist;
+mod sanitize;
 mod spc;
 mod tasks;

@@ -130,14 +130,16 @@ fn block_limits(cfg: &LuConfig) -> Vec<u8> {
     let mut d = vec![0u8; 0x3C];
     // Byte offsets below are relative to the page start minus the 4-byte header.
     d[1] = limits::MAX_COMPARE_AND_WRITE_BLOCKS;
-    d[2..4].copy_from_slice(&1u16.to_be_bytes()); // optimal transfer length granularity
+    // Optimal transfer length granularity: one physical block (SBC-4 6.6.4).
+    d[2..4].copy_from_slice(&limits::physical_block_blocks(cfg).to_be_bytes());
     d[4..8].copy_from_slice(&limits::max_transfer_blocks(cfg).to_be_bytes());
     d[8..12].copy_from_slice(&limits::optimal_transfer_blocks(cfg).to_be_bytes());
     d[12..16].copy_from_slice(&limits::max_transfer_blocks(cfg).to_be_bytes()); // prefetch
     if cfg.thin {
         d[16..20].copy_from_slice(&limits::max_unmap_blocks(cfg).to_be_bytes());
         d[20..24].copy_from_slice(&limits::MAX_UNMAP_DESCRIPTORS.to_be_bytes());
-        d[24..28].copy_from_slice(&1u32.to_be_bytes()); // optimal unmap granularity
+        // Optimal unmap granularity: a hole is punched per physical block.
+        d[24..28].copy_from_slice(&u32::from(limits::physical_block_blocks(cfg)).to_be_bytes());
     }
     d[32..40].copy_from_slice(&limits::max_write_same_blocks(cfg).to_be_bytes());
     d
@@ -146,6 +148,9 @@ fn block_limits(cfg: &LuConfig) -> Vec<u8> {
 fn block_device_characteristics() -> Vec<u8> {
     let mut d = vec![0u8; 0x3C];
     d[0..2].copy_from_slice(&1u16.to_be_bytes()); // medium rotation rate: non-rotating
+    // WABEREQ = 01b: a read after SANITIZE BLOCK ERASE succeeds (deallocated blocks read as
+    // zeros); WACEREQ = 00b: no CRYPTO ERASE.
+    d[3] = 0x40;
     d
 }
 
@@ -237,5 +242,19 @@ mod tests {
         assert_eq!(d[5], 0);
         let d = page(&thick, 0xB0).unwrap();
         assert_eq!(&d[20..28], &[0; 8]);
+    }
+
+    #[test]
+    fn block_limits_granularities_are_one_physical_block() {
+        let d = page(&cfg(), 0xB0).unwrap();
+        assert_eq!(u16::from_be_bytes([d[6], d[7]]), 1);
+        assert_eq!(u32::from_be_bytes(d[28..32].try_into().unwrap()), 1);
+        let c = LuConfig {
+            physical_block_exp: 3,
+            ..cfg()
+        };
+        let d = page(&c, 0xB0).unwrap();
+        assert_eq!(u16::from_be_bytes([d[6], d[7]]), 8);
+        assert_eq!(u32::from_be_bytes(d[28..32].try_into().unwrap()), 8);
     }
 }

@@ -273,6 +273,24 @@ pub fn read_defect12(cdb: &[u8]) -> Parsed {
     })
 }
 
+/// SANITIZE (SBC-4 5.30). Byte 1 bit 6 (ZNR) and bytes 2-6 are reserved here (no zoned
+/// storage); the service action was matched by the opcode table.
+pub fn sanitize(cdb: &[u8]) -> Parsed {
+    let c = C(cdb);
+    if c.bit(1, 6) {
+        return Err(Sense::invalid_cdb_field(1, Some(6)));
+    }
+    if let Some(i) = (2..=6).find(|&i| c.b(i) != 0) {
+        return Err(Sense::invalid_cdb_field(i as u16, None));
+    }
+    Ok(Command::Sanitize {
+        sa: c.b(1) & 0x1F,
+        immed: c.bit(1, 7),
+        ause: c.bit(1, 5),
+        len: c.be16(7),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
