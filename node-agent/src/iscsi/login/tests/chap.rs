@@ -241,41 +241,23 @@ fn mutual_chap_without_target_credentials_fails() {
 #[test]
 fn reflected_challenge_is_refused() {
     let d = dir(AclPolicy::AllowAll, Some(secrets(true)));
-    let mut m = machine();
-    let mut keys = identity("Normal");
-    keys.push(("AuthMethod", "CHAP"));
-    m.handle(
-        &request(true, Stage::Security, Stage::Operational, &keys),
-        &d,
-    );
-    let algo = m.handle(
-        &request(
-            false,
-            Stage::Security,
-            Stage::Operational,
-            &[("CHAP_A", "5")],
-        ),
-        &d,
-    );
-    let id: u8 = key(&algo, "CHAP_I")
-        .and_then(|i| i.parse().ok())
-        .expect("CHAP_I");
-    let c = key(&algo, "CHAP_C").expect("CHAP_C");
-    let bytes = text::decode_binary(&c).expect("hex");
-    let r = text::encode_hex(&chap::response(Md5, id, b"initiator-secret", &bytes));
-    let id_text = id.to_string();
+    let (mut m, algo) = start_chap(&d, "5");
+    let o = offered(&algo);
+    let r = text::encode_hex(&chap::response(
+        Md5,
+        o.id,
+        b"initiator-secret",
+        &o.challenge,
+    ));
+    let (id, c) = (o.id.to_string(), text::encode_hex(&o.challenge));
+    let keys = [
+        ("CHAP_N", "alice"),
+        ("CHAP_R", &r),
+        ("CHAP_I", &id),
+        ("CHAP_C", &c),
+    ];
     let reply = m.handle(
-        &request(
-            true,
-            Stage::Security,
-            Stage::Operational,
-            &[
-                ("CHAP_N", "alice"),
-                ("CHAP_R", &r),
-                ("CHAP_I", &id_text),
-                ("CHAP_C", &c),
-            ],
-        ),
+        &request(true, Stage::Security, Stage::Operational, &keys),
         &d,
     );
     failed_with(&reply, login_status::AUTHENTICATION_FAILURE);
@@ -296,21 +278,6 @@ fn chap_required_but_skipped_or_refused() {
     );
     failed_with(&reply, login_status::AUTHENTICATION_FAILURE);
     // A CHAP algorithm Spindle does not know (CHAP_A=7 was refused when only MD5 existed).
-    let mut m = machine();
-    let mut keys = identity("Normal");
-    keys.push(("AuthMethod", "CHAP"));
-    m.handle(
-        &request(true, Stage::Security, Stage::Operational, &keys),
-        &d,
-    );
-    let reply = m.handle(
-        &request(
-            false,
-            Stage::Security,
-            Stage::Operational,
-            &[("CHAP_A", "9")],
-        ),
-        &d,
-    );
+    let (_, reply) = start_chap(&d, "9");
     failed_with(&reply, login_status::AUTHENTICATION_FAILURE);
 }
