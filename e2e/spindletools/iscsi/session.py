@@ -139,7 +139,8 @@ class Session:
     def authenticate(self, keys, exchange):
         """The security stage with CHAP: AuthMethod, CHAP_A, then CHAP_N/CHAP_R (with CHAP_I and
         CHAP_C for mutual CHAP); raises LoginRefused or chap.ChapFailed."""
-        rsp = self.login_step(0, 1, keys, transit=False)
+        # T=1 on the first and last PDU, T=0 on CHAP_A: libiscsi's sequence.
+        rsp = self.login_step(0, 1, keys)
         if parse_text(rsp.data).get("AuthMethod") != "CHAP":
             raise RuntimeError(f"target did not agree to CHAP: {parse_text(rsp.data)}")
         rsp = self.login_step(0, 1, exchange.offer(), transit=False)
