@@ -1,6 +1,10 @@
 //! The CHAP credentials a Target's Secret holds: the keys, and the lengths a secret may have.
 //! Shared by the operator (which reads the Secret) and the agent (which checks what it is
-//! handed, and reads Secrets from manifests in standalone mode).
+//! handed, and reads Secrets from manifests in standalone mode). Also the CHAP digest algorithms
+//! a Target may allow (`spec.chap.algorithms`).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 /// Secret key: the user name the initiator sends (CHAP_N).
 pub const USER_KEY: &str = "username";
@@ -32,9 +36,117 @@ pub fn mutual_problem(initiator_secret: &str, target_secret: &str) -> Option<Str
     })
 }
 
+/// A CHAP digest algorithm, spelled as open-iscsi's `node.session.auth.chap_algs` spells it.
+/// The numbers are CHAP_A values from the IANA "PPP Authentication Algorithms" registry that
+/// RFC 7143 (section 12.1.3) refers to.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum ChapAlgorithm {
+    /// MD5 (CHAP_A=5): what every initiator speaks (libiscsi only this); collisions are cheap.
+    #[serde(rename = "MD5")]
+    Md5,
+    /// SHA-1 (CHAP_A=6).
+    #[serde(rename = "SHA1")]
+    Sha1,
+    /// SHA-256 (CHAP_A=7).
+    #[serde(rename = "SHA256")]
+    Sha256,
+    /// SHA3-256 (CHAP_A=8).
+    #[serde(rename = "SHA3-256")]
+    Sha3_256,
+}
+
+impl ChapAlgorithm {
+    /// Every algorithm, strongest first: the default of `spec.chap.algorithms`.
+    pub const ALL: [Self; 4] = [Self::Sha3_256, Self::Sha256, Self::Sha1, Self::Md5];
+
+    /// The CHAP_A value (IANA PPP authentication algorithm number).
+    pub fn code(self) -> u32 {
+        match self {
+            Self::Md5 => 5,
+            Self::Sha1 => 6,
+            Self::Sha256 => 7,
+            Self::Sha3_256 => 8,
+        }
+    }
+
+    /// The algorithm with CHAP_A value `code`, if Spindle knows it.
+    pub fn from_code(code: u64) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| u64::from(a.code()) == code)
+    }
+
+    /// The manifest spelling (`MD5`, `SHA1`, `SHA256`, `SHA3-256`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Md5 => "MD5",
+            Self::Sha1 => "SHA1",
+            Self::Sha256 => "SHA256",
+            Self::Sha3_256 => "SHA3-256",
+        }
+    }
+
+    /// `spec.chap.algorithms` when the manifest leaves it out: all four.
+    pub fn default_allowed() -> Vec<Self> {
+        Self::ALL.to_vec()
+    }
+}
+
+impl std::fmt::Display for ChapAlgorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.name(), self.code())
+    }
+}
+
+/// Why an allowed-algorithms list cannot be used, or None: it must name at least one algorithm,
+/// each once.
+pub fn algorithms_problem(allowed: &[ChapAlgorithm]) -> Option<String> {
+    if allowed.is_empty() {
+        return Some("must allow at least one algorithm (MD5, SHA1, SHA256, SHA3-256); leave it out for all four".into());
+    }
+    let dup = allowed
+        .iter()
+        .enumerate()
+        .find(|(i, a)| allowed[..*i].contains(a))
+        .map(|(_, a)| a.name());
+    dup.map(|d| format!("{d} is listed twice"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn algorithm_codes_are_the_iana_numbers() {
+        let codes: Vec<_> = ChapAlgorithm::ALL
+            .iter()
+            .map(|a| (a.name(), a.code()))
+            .collect();
+        assert_eq!(
+            codes,
+            [("SHA3-256", 8), ("SHA256", 7), ("SHA1", 6), ("MD5", 5)]
+        );
+        for a in ChapAlgorithm::ALL {
+            assert_eq!(ChapAlgorithm::from_code(a.code().into()), Some(a));
+            let json = serde_json::to_string(&a).unwrap();
+            assert_eq!(json, format!("\"{}\"", a.name()));
+            assert_eq!(serde_json::from_str::<ChapAlgorithm>(&json).unwrap(), a);
+        }
+        assert_eq!(ChapAlgorithm::from_code(4), None);
+        assert_eq!(ChapAlgorithm::from_code(9), None);
+        assert!(serde_json::from_str::<ChapAlgorithm>("\"SHA-256\"").is_err());
+    }
+
+    #[test]
+    fn allowed_lists_must_be_non_empty_and_unique() {
+        assert_eq!(algorithms_problem(&ChapAlgorithm::ALL), None);
+        assert_eq!(algorithms_problem(&[ChapAlgorithm::Sha256]), None);
+        assert!(algorithms_problem(&[]).unwrap().contains("at least one"));
+        let p = algorithms_problem(&[
+            ChapAlgorithm::Sha256,
+            ChapAlgorithm::Md5,
+            ChapAlgorithm::Sha256,
+        ]);
+        assert_eq!(p.as_deref(), Some("SHA256 is listed twice"));
+    }
 
     #[test]
     fn secrets_must_be_12_to_255_bytes() {

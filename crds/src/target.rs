@@ -6,6 +6,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::chap::{ChapAlgorithm, algorithms_problem};
 use crate::condition::Condition;
 use crate::names::{
     IQN_MAX_LEN, IQN_PATTERN, OBJECT_NAME_PATTERN, is_valid_iqn, is_valid_object_name,
@@ -159,6 +160,13 @@ pub struct ChapSpec {
     /// Require the target to authenticate to the initiator as well.
     #[serde(default)]
     pub mutual: bool,
+    /// CHAP digest algorithms the Target accepts: `MD5`, `SHA1`, `SHA256`, `SHA3-256` (each
+    /// once). The initiator's order decides among them. Default: all four, MD5 included for
+    /// initiators that speak nothing else (libiscsi); leave MD5 out to refuse it, e.g.
+    /// `[SHA3-256, SHA256]` to require at least SHA-256.
+    #[serde(default = "ChapAlgorithm::default_allowed")]
+    #[schemars(length(min = 1, max = 4), extend("x-kubernetes-list-type" = "set"))]
+    pub algorithms: Vec<ChapAlgorithm>,
 }
 
 /// iSCSI login parameters (RFC 7143 section 13) the target offers. The defaults favour
@@ -313,6 +321,9 @@ impl Target {
                 "spec.chap.secretRef",
                 format!("{:?} is not a valid Secret name", chap.secret_ref),
             );
+            if let Some(p) = algorithms_problem(&chap.algorithms) {
+                errors.add("spec.chap.algorithms", p);
+            }
         }
         check_iscsi(&mut errors, &spec.iscsi);
         errors.finish()
@@ -437,6 +448,39 @@ mod tests {
         assert_eq!(t.spec.iscsi.data_digest, Digest::Crc32c);
         assert_eq!(t.spec.iscsi.header_digest, Digest::Optional);
         assert_eq!(t.spec.iscsi.max_burst_length, 1_048_576);
+    }
+
+    #[test]
+    fn chap_algorithms_default_to_all_and_are_checked() {
+        let t = parse(&MINIMAL.replace("spec: {}", "spec:\n  chap: {secretRef: s}"));
+        let chap = t.spec.chap.as_ref().expect("chap");
+        assert_eq!(chap.algorithms, ChapAlgorithm::ALL);
+        let t = parse(&MINIMAL.replace(
+            "spec: {}",
+            "spec:\n  chap: {secretRef: s, algorithms: [SHA256, SHA3-256]}",
+        ));
+        let chap = t.spec.chap.as_ref().expect("chap");
+        assert_eq!(
+            chap.algorithms,
+            [ChapAlgorithm::Sha256, ChapAlgorithm::Sha3_256]
+        );
+        assert_eq!(t.validate(), Ok(()));
+        let bad = "spec:\n  chap: {secretRef: s, algorithms: [SHA-256]}";
+        let e = serde_yaml::from_str::<Target>(&MINIMAL.replace("spec: {}", bad)).unwrap_err();
+        assert!(e.to_string().contains("SHA-256"), "{e}");
+        for (list, want) in [
+            ("[]", "at least one"),
+            ("[MD5, MD5]", "MD5 is listed twice"),
+        ] {
+            let t = parse(&MINIMAL.replace(
+                "spec: {}",
+                &format!("spec:\n  chap: {{secretRef: s, algorithms: {list}}}"),
+            ));
+            let errors = t.validate().unwrap_err();
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert_eq!(errors[0].field, "spec.chap.algorithms");
+            assert!(errors[0].message.contains(want), "{}", errors[0]);
+        }
     }
 
     #[test]

@@ -188,6 +188,7 @@ pub fn chap_credentials(
     Ok(api::Chap {
         initiator: Some(initiator),
         target,
+        algorithms: Vec::new(),
     })
 }
 
@@ -366,7 +367,10 @@ fn chap_of(t: &Target, input: &ChapInput, ns: &str) -> Result<Option<api::Chap>,
             ),
         )),
         (Some(c), ChapInput::Secret(data)) => {
-            chap_credentials(&c.secret_ref, data, c.mutual).map(Some)
+            let mut chap = chap_credentials(&c.secret_ref, data, c.mutual)?;
+            // The proto's enum values are the CHAP_A numbers.
+            chap.algorithms = c.algorithms.iter().map(|a| a.code() as i32).collect();
+            Ok(Some(chap))
         }
     }
 }

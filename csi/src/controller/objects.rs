@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ObjectMeta;
-use spindle_crds::chap;
+use spindle_crds::chap::{self, ChapAlgorithm};
 use spindle_crds::{
     Acl, ChapSpec, Device, DeviceSource, DeviceSpec, FileSource, IscsiParams, LunSpec,
     ReclaimPolicy, Target, TargetSpec,
@@ -110,6 +110,7 @@ impl Plan {
                     m => Some(ChapSpec {
                         secret_ref: names::secret_name(&self.id),
                         mutual: m == ChapMode::Mutual,
+                        algorithms: ChapAlgorithm::default_allowed(),
                     }),
                 },
                 iscsi: IscsiParams::default(),

@@ -114,7 +114,10 @@ chap() {
   }
 }
 
-# CHAP one-way and mutual from the kernel initiator; wrong secrets refused.
+# CHAP one-way and mutual from the kernel initiator; wrong secrets refused. Then the algorithms
+# (node.session.auth.chap_algs, open-iscsi's default is MD5 alone): $IQN_CHAP3 allows SHA3-256
+# and SHA256 only, so MD5 is refused with the right secret and each of the two, offered alone,
+# logs in (the target can only have used it); mutual CHAP with each of them alone.
 phase_chap() {
   local wrong=wrong-secret-0123
   node_set "$IQN_CHAP1" node.session.auth.authmethod None
@@ -132,6 +135,19 @@ phase_chap() {
   chap "$IQN_CHAP2" "$CHAP_SECRET" "$CHAP_MUTUAL_SECRET"
   try_login "$IQN_CHAP2"
   say "mutual CHAP: logged in, the target proved its secret"
+
+  chap "$IQN_CHAP3" "$CHAP_SECRET"
+  node_set "$IQN_CHAP3" node.session.auth.chap_algs MD5
+  refused "$IQN_CHAP3" "MD5 at a Target allowing SHA3-256 and SHA256 only"
+  local alg
+  for alg in SHA256 SHA3-256; do
+    node_set "$IQN_CHAP3" node.session.auth.chap_algs "$alg"
+    try_login "$IQN_CHAP3"
+    say "one-way CHAP with $alg alone: logged in"
+    node_set "$IQN_CHAP2" node.session.auth.chap_algs "$alg"
+    try_login "$IQN_CHAP2"
+    say "mutual CHAP with $alg alone: logged in, the target proved its secret with $alg"
+  done
 }
 
 # An initiator declaring MaxRecvDataSegmentLength=8192 reads 1 MiB blocks at depth 32: every

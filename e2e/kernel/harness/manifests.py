@@ -1,5 +1,6 @@
-"""What the agent serves to the guest: four Devices, each the only LUN of its own Target, all
-open to the guest's initiator name only; two of them behind CHAP (one-way, mutual)."""
+"""What the agent serves to the guest: five Devices, each the only LUN of its own Target, all
+open to the guest's initiator name only; three of them behind CHAP (one-way, mutual, and
+one-way allowing only SHA3-256 and SHA256)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class Export:
     name: str
     size: int
     chap: str = ""  # "", "one-way" or "mutual"
+    algorithms: tuple[str, ...] = ()  # spec.chap.algorithms; empty: the default (all)
 
     @property
     def iqn(self) -> str:
@@ -33,6 +35,7 @@ EXPORTS = (
     Export("kfs", 1024 * MIB),           # the file system, restarts and the drain
     Export("kchap1", 64 * MIB, "one-way"),
     Export("kchap2", 64 * MIB, "mutual"),
+    Export("kchap3", 64 * MIB, "one-way", ("SHA3-256", "SHA256")),
     Export("ksmall", 256 * MIB),         # MaxRecvDataSegmentLength=8192 reads
 )
 
@@ -50,6 +53,8 @@ def render() -> str:
         chap = {}
         if e.chap:
             chap = {"chap": {"secretRef": CHAP_SECRET, "mutual": e.chap == "mutual"}}
+            if e.algorithms:
+                chap["chap"]["algorithms"] = list(e.algorithms)
         docs.append(spindle.device(e.name, {"file": {"path": e.file, "sizeBytes": e.size}},
                                    blockSize=512, writeCache="writeback",
                                    thinProvisioning=True))
@@ -68,6 +73,7 @@ def guest_env() -> dict[str, str]:
         "INITIATOR": INITIATOR,
         "DEV_FS": "kfs", "IQN_FS": by_name("kfs").iqn, "FS_SIZE": str(by_name("kfs").size),
         "IQN_CHAP1": by_name("kchap1").iqn, "IQN_CHAP2": by_name("kchap2").iqn,
+        "IQN_CHAP3": by_name("kchap3").iqn,
         "IQN_SMALL": by_name("ksmall").iqn,
         "CHAP_USER": CHAP_USER, "CHAP_SECRET": CHAP_PASSWORD,
         "CHAP_MUTUAL_USER": MUTUAL_USER, "CHAP_MUTUAL_SECRET": MUTUAL_PASSWORD,

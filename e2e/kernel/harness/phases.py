@@ -12,9 +12,9 @@ from .dmesg import PROBLEMS, Rules
 RESTARTS = 3
 RESTART = Rules(allowed={"connection error": RESTARTS, "ping timeout": RESTARTS},
                 extra_power_on=RESTARTS)
-# A refused login may end with the kernel seeing its connection closed, once per refusal (four
-# in phase chap: no CHAP, a wrong secret, each way with mutual CHAP).
-CHAP = Rules(allowed={"connection error": 4})
+# A refused login may end with the kernel seeing its connection closed, once per refusal (five
+# in phase chap: no CHAP, a wrong secret, each way with mutual CHAP, MD5 where it is off).
+CHAP = Rules(allowed={"connection error": 5})
 # A drain fences the LUN: commands fail with ILLEGAL REQUEST, LOGICAL UNIT NOT SUPPORTED
 # (25h/00h), which must show; everything that follows from failed writes is expected.
 DRAIN = Rules(allowed={name: None for name in PROBLEMS}, required=(r"Logical unit not supported",))
@@ -38,7 +38,8 @@ PHASES = (
           needs=("discovery", "fs")),
     Phase("fstrim", "files removed + fstrim shrink the backing file; fsck clean", 300,
           needs=("discovery", "fs")),
-    Phase("chap", "CHAP one-way and mutual; wrong secrets and no CHAP refused", 300, CHAP),
+    Phase("chap", "CHAP one-way and mutual; wrong secrets and no CHAP refused; SHA256 and "
+          "SHA3-256 one-way and mutual, MD5 refused where it is off", 300, CHAP),
     Phase("mrdsl", "MaxRecvDataSegmentLength=8192, 1 MiB reads at depth 32, verified", 600),
     Phase("restart-term", f"{RESTARTS} × SIGTERM + restart under one fio verify on a mounted fs", 600, RESTART),
     Phase("restart-kill", f"{RESTARTS} × SIGKILL + restart under one fio verify on a mounted fs", 600, RESTART),

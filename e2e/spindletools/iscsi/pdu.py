@@ -75,11 +75,11 @@ def lun_field(lun: int) -> bytes:
 
 
 def login_request(isid: bytes, itt: int, cmdsn: int, exp_statsn: int, csg: int, nsg: int,
-                  keys: dict[str, str], tsih: int = 0) -> bytes:
-    """A Login Request that asks to go from stage `csg` to `nsg` (T bit set)."""
+                  keys: dict[str, str], tsih: int = 0, transit: bool = True) -> bytes:
+    """A Login Request in stage `csg`; with `transit` (T bit) it asks to go on to `nsg`."""
     bhs = bytearray(BHS)
     bhs[0] = LOGIN_REQ | IMMEDIATE
-    bhs[1] = 0x80 | (csg << 2) | nsg
+    bhs[1] = (0x80 if transit else 0) | (csg << 2) | nsg
     bhs[8:14] = isid
     bhs[14:16] = tsih.to_bytes(2, "big")
     struct.pack_into(">IHxxII", bhs, 16, itt, 0, cmdsn, exp_statsn)  # CID 0

@@ -2,7 +2,8 @@
 real initiator does on purpose: withholding Data-Out, odd negotiation values, several sessions
 from one name, task management across sessions.
 
-Only what the tests use: login without authentication, SCSI commands with immediate data,
+Only what the tests use: login without authentication or with CHAP (chap.py: MD5, SHA-1,
+SHA-256, SHA3-256, one-way or mutual), SCSI commands with immediate data,
 Data-Out on R2T, Data-In, task management, NOP-In answers, logout. No digests. The PDUs are
 pdu.py's, the ones the benchmark's reader (reader.py) sends too.
 """
@@ -10,6 +11,7 @@ import socket
 import struct
 import time
 
+from .chap import Exchange
 from .pdu import (
     ASYNC, DATA_IN, GOOD, LOGIN_RSP, LOGOUT_RSP, NO_TAG, NOP_IN, OPERATIONAL, R2T, REJECT,
     SCSI_RSP, TEXT_RSP, TMF_RSP, data_out, logout_request, login_request, nop_out, pad4,
@@ -18,6 +20,14 @@ from .pdu import (
 
 class Closed(Exception):
     """The target closed the connection."""
+
+
+class LoginRefused(RuntimeError):
+    """A Login Response with a non-zero status (RFC 7143 section 11.13.5)."""
+
+    def __init__(self, status_class, detail):
+        super().__init__(f"login refused: class {status_class} detail {detail}")
+        self.status = (status_class << 8) | detail
 
 
 class Pdu:
@@ -47,7 +57,7 @@ class Session:
     """One connection, one session (ErrorRecoveryLevel 0)."""
 
     def __init__(self, host, port, initiator, target, isid=0x400001370000, tsih=0,
-                 keys=None, timeout=30.0):
+                 keys=None, timeout=30.0, chap=None):
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.initiator = initiator
@@ -59,7 +69,12 @@ class Session:
         self.exp_stat_sn = 0
         self.max_cmd_sn = 0
         self.params = {}
-        self.login(keys or {})
+        self.chap_algorithm = None
+        try:
+            self.login(keys or {}, chap)
+        except BaseException:
+            self.sock.close()
+            raise
 
     # -- framing ---------------------------------------------------------------------------
     def send(self, raw):
@@ -104,12 +119,15 @@ class Session:
         return itt
 
     # -- login -----------------------------------------------------------------------------
-    def login(self, overrides):
+    def login(self, overrides, chap=None):
         keys = {
             "InitiatorName": self.initiator, "TargetName": self.target,
-            "SessionType": "Normal", "AuthMethod": "None",
+            "SessionType": "Normal", "AuthMethod": "CHAP" if chap else "None",
         }
-        self.login_step(0, 1, keys)
+        if chap:
+            self.authenticate(keys, Exchange(chap))
+        else:
+            self.login_step(0, 1, keys)
         op = dict(OPERATIONAL)
         op.update(overrides)
         rsp = self.login_step(1, 3, op)
@@ -118,12 +136,27 @@ class Session:
         self.max_cmd_sn = rsp.max_cmd_sn
         self.exp_stat_sn = (rsp.stat_sn + 1) & 0xFFFFFFFF
 
-    def login_step(self, csg, nsg, keys):
+    def authenticate(self, keys, exchange):
+        """The security stage with CHAP: AuthMethod, CHAP_A, then CHAP_N/CHAP_R (with CHAP_I and
+        CHAP_C for mutual CHAP); raises LoginRefused or chap.ChapFailed."""
+        # T=1 on the first and last PDU, T=0 on CHAP_A: libiscsi's sequence.
+        rsp = self.login_step(0, 1, keys)
+        if parse_text(rsp.data).get("AuthMethod") != "CHAP":
+            raise RuntimeError(f"target did not agree to CHAP: {parse_text(rsp.data)}")
+        rsp = self.login_step(0, 1, exchange.offer(), transit=False)
+        rsp = self.login_step(0, 1, exchange.answer(parse_text(rsp.data)))
+        exchange.check(parse_text(rsp.data))
+        self.chap_algorithm = exchange.algorithm
+
+    def login_step(self, csg, nsg, keys, transit=True):
         self.send(login_request(self.isid.to_bytes(6, "big"), self.next_itt(), self.cmd_sn,
-                                self.exp_stat_sn, csg, nsg, keys, tsih=self.tsih))
+                                self.exp_stat_sn, csg, nsg, keys, tsih=self.tsih,
+                                transit=transit))
         rsp = self.recv()
-        if rsp.opcode != LOGIN_RSP or rsp.bhs[36] != 0:
-            raise RuntimeError(f"login refused: class {rsp.bhs[36]} detail {rsp.bhs[37]}")
+        if rsp.opcode != LOGIN_RSP:
+            raise RuntimeError(f"not a Login Response: {rsp}")
+        if rsp.bhs[36] != 0:
+            raise LoginRefused(rsp.bhs[36], rsp.bhs[37])
         self.params.update(parse_text(rsp.data))
         self.exp_stat_sn = (rsp.stat_sn + 1) & 0xFFFFFFFF
         self.tsih = int.from_bytes(rsp.bhs[14:16], "big")

@@ -226,6 +226,7 @@ async fn call(cli: Cli) -> Result<String, String> {
                 Some(c) => Some(pb::Chap {
                     initiator: Some(credentials(&c)?),
                     target: mutual.as_deref().map(credentials).transpose()?,
+                    algorithms: Vec::new(),
                 }),
             };
             let req = pb::ApplyTargetRequest {

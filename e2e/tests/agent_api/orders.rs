@@ -51,6 +51,7 @@ pub fn bad_orders(ctx: &mut Ctx) -> Result<()> {
             secret: "too-short".into(),
         }),
         target: None,
+        algorithms: Vec::new(),
     });
     let cases = ctx.rt.block_on(async {
         anyhow::Ok(vec![

@@ -9,7 +9,7 @@ use spindle_crds::{
 };
 
 use crate::engine::{DrainAck, DrainState};
-use crate::iscsi::chap::{ChapSecrets, Credentials};
+use crate::iscsi::chap::{ChapAlgorithm, ChapSecrets, Credentials};
 use crate::node::records::{DeviceRecord, LunRecord, ObjectId, TargetRecord};
 use crate::node::{DeviceView, NodeError, TargetView};
 
@@ -148,6 +148,24 @@ fn digest(field: &str, v: i32) -> Result<Digest, NodeError> {
     })
 }
 
+/// The algorithms of `spec.chap.algorithms` (empty: all, what an operator that predates the
+/// field sends). The Target's validation then refuses duplicates.
+fn chap_algorithms(codes: &[i32]) -> Result<Vec<ChapAlgorithm>, NodeError> {
+    if codes.is_empty() {
+        return Ok(ChapAlgorithm::default_allowed());
+    }
+    codes
+        .iter()
+        .map(|&v| {
+            let known = enum_value::<pb::ChapAlgorithm>("spec.chap.algorithms", v)?;
+            u64::try_from(known as i32)
+                .ok()
+                .and_then(ChapAlgorithm::from_code)
+                .ok_or_else(|| invalid("spec.chap.algorithms", format!("unknown value {v}")))
+        })
+        .collect()
+}
+
 /// An ApplyTarget request as the node's record.
 pub fn target_record(req: pb::ApplyTargetRequest) -> Result<TargetRecord, NodeError> {
     let id = object_id(req.meta)?;
@@ -168,7 +186,11 @@ pub fn target_record(req: pb::ApplyTargetRequest) -> Result<TargetRecord, NodeEr
             {
                 return Err(invalid("spec.chap.target.secret", p));
             }
-            Some(ChapSecrets { initiator, target })
+            Some(ChapSecrets {
+                initiator,
+                target,
+                algorithms: chap_algorithms(&c.algorithms)?,
+            })
         }
     };
     let iscsi = match spec.iscsi {
@@ -206,6 +228,7 @@ pub fn target_record(req: pb::ApplyTargetRequest) -> Result<TargetRecord, NodeEr
             chap: chap.as_ref().map(|c| ChapSpec {
                 secret_ref: "resolved-by-the-operator".into(),
                 mutual: c.target.is_some(),
+                algorithms: c.algorithms.clone(),
             }),
             iscsi,
         },
@@ -429,6 +452,7 @@ mod tests {
                         secret: chap_secret.into(),
                     }),
                     target: None,
+                    algorithms: vec![],
                 }),
                 iscsi: None,
             }),
@@ -439,7 +463,9 @@ mod tests {
     fn a_target_request_keeps_device_uids_and_chap() {
         let r = target_record(target_req("twelve-bytes")).unwrap();
         assert_eq!(r.luns[0].device_uid, "du");
-        assert_eq!(r.chap.unwrap().initiator.secret, "twelve-bytes");
+        let chap = r.chap.unwrap();
+        assert_eq!(chap.initiator.secret, "twelve-bytes");
+        assert_eq!(chap.algorithms, ChapAlgorithm::ALL, "none named: all");
         assert_eq!(
             r.limits.max_burst_len, 1_048_576,
             "absent parameters: defaults"
@@ -462,5 +488,24 @@ mod tests {
         let mut port = target_req("twelve-bytes");
         port.spec.as_mut().unwrap().port = 70000;
         assert_eq!(field(target_record(port).unwrap_err()), "spec.port");
+    }
+
+    #[test]
+    fn chap_algorithms_travel_by_their_chap_a_numbers() {
+        let with = |codes: &[i32]| {
+            let mut r = target_req("twelve-bytes");
+            let chap = r.spec.as_mut().unwrap().chap.as_mut().unwrap();
+            chap.algorithms = codes.to_vec();
+            target_record(r)
+        };
+        let r = with(&[8, 7]).unwrap();
+        assert_eq!(
+            r.chap.unwrap().algorithms,
+            [ChapAlgorithm::Sha3_256, ChapAlgorithm::Sha256]
+        );
+        for bad in [&[99][..], &[0], &[4], &[7, 7]] {
+            let e = with(bad).unwrap_err();
+            assert_eq!(field(e), "spec.chap.algorithms", "{bad:?}");
+        }
     }
 }

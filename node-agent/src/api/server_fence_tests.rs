@@ -86,6 +86,7 @@ fn target(term: u64, port: u32, luns: &[u64], secret: &str) -> pb::ApplyTargetRe
                     secret: secret.into(),
                 }),
                 target: None,
+                algorithms: Vec::new(),
             }),
             iscsi: None,
         }),

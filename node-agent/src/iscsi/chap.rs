@@ -1,19 +1,16 @@
-//! CHAP with MD5 (CHAP_A=5) for iSCSI login (RFC 7143 §12.1.3, RFC 1994): the target's
-//! challenge, checking the initiator's response, and answering the initiator's challenge for
-//! mutual authentication.
+//! CHAP for iSCSI login (RFC 7143 §12.1.3, RFC 1994) with MD5, SHA-1, SHA-256 or SHA3-256
+//! (CHAP_A 5 to 8): the target's challenge, checking the initiator's response, and answering
+//! the initiator's challenge for mutual authentication with the same algorithm.
 
-use md5::{Digest, Md5};
+mod algorithm;
+
 use rand::RngCore;
+pub use spindle_crds::chap::ChapAlgorithm;
 use thiserror::Error;
 
+pub use self::algorithm::{challenge_len, response, response_len, select};
 use super::text::{self, Pairs};
 
-/// CHAP_A value for MD5, the only algorithm offered.
-pub const CHAP_MD5: u32 = 5;
-/// Bytes in a challenge the target sends.
-pub const CHALLENGE_LEN: usize = 32;
-/// Bytes of an MD5 CHAP response.
-pub const RESPONSE_LEN: usize = 16;
 /// Largest challenge accepted from an initiator.
 pub const MAX_PEER_CHALLENGE_LEN: usize = 1024;
 
@@ -41,17 +38,22 @@ pub struct ChapSecrets {
     /// What the target answers with when the initiator asks for mutual authentication; None
     /// refuses mutual CHAP.
     pub target: Option<Credentials>,
+    /// The digests the target accepts (records written before the setting existed: all).
+    #[serde(default = "ChapAlgorithm::default_allowed")]
+    pub algorithms: Vec<ChapAlgorithm>,
 }
 
 /// Why CHAP failed (login status 0x0201, authentication failure).
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ChapError {
-    #[error("no supported CHAP algorithm offered (only MD5, 5)")]
-    NoAlgorithm,
+    #[error(
+        "no allowed CHAP algorithm offered: the initiator offered CHAP_A={offered}, the target allows {allowed}"
+    )]
+    NoAlgorithm { offered: String, allowed: String },
     #[error("CHAP_N or CHAP_R missing")]
     MissingResponse,
-    #[error("CHAP_R is not a 16-byte binary value")]
-    MalformedResponse,
+    #[error("CHAP_R is not a binary value of {0} bytes")]
+    MalformedResponse(usize),
     #[error("unknown CHAP user")]
     WrongUser,
     #[error("wrong CHAP response")]
@@ -64,15 +66,6 @@ pub enum ChapError {
     ReflectedChallenge,
 }
 
-/// MD5 CHAP response: MD5(identifier || secret || challenge).
-pub fn response(id: u8, secret: &[u8], challenge: &[u8]) -> [u8; RESPONSE_LEN] {
-    let mut h = Md5::new();
-    h.update([id]);
-    h.update(secret);
-    h.update(challenge);
-    h.finalize().into()
-}
-
 /// Equality that takes the same time wherever the inputs differ.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -82,36 +75,32 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// Picks MD5 from the initiator's CHAP_A list.
-pub fn select_algorithm(chap_a: &str) -> Result<u32, ChapError> {
-    text::list(chap_a)
-        .filter_map(text::parse_number)
-        .find(|&a| a == u64::from(CHAP_MD5))
-        .map(|_| CHAP_MD5)
-        .ok_or(ChapError::NoAlgorithm)
-}
-
 /// The challenge the target sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Challenge {
+    pub algorithm: ChapAlgorithm,
     pub id: u8,
     pub bytes: Vec<u8>,
 }
 
 impl Challenge {
-    /// A fresh random identifier and challenge.
-    pub fn generate(rng: &mut dyn RngCore) -> Self {
-        let mut bytes = vec![0u8; CHALLENGE_LEN];
+    /// A fresh random identifier and challenge for `algorithm`.
+    pub fn generate(algorithm: ChapAlgorithm, rng: &mut dyn RngCore) -> Self {
+        let mut bytes = vec![0u8; challenge_len(algorithm)];
         rng.fill_bytes(&mut bytes);
         let mut id = [0u8; 1];
         rng.fill_bytes(&mut id);
-        Self { id: id[0], bytes }
+        Self {
+            algorithm,
+            id: id[0],
+            bytes,
+        }
     }
 
     /// CHAP_A, CHAP_I and CHAP_C keys for the login response.
     pub fn keys(&self) -> Pairs {
         vec![
-            ("CHAP_A".to_owned(), CHAP_MD5.to_string()),
+            ("CHAP_A".to_owned(), self.algorithm.code().to_string()),
             ("CHAP_I".to_owned(), self.id.to_string()),
             ("CHAP_C".to_owned(), text::encode_hex(&self.bytes)),
         ]
@@ -127,11 +116,16 @@ impl Challenge {
         let (Some(name), Some(r)) = (chap_n, chap_r) else {
             return Err(ChapError::MissingResponse);
         };
-        let received = text::decode_binary(r).ok_or(ChapError::MalformedResponse)?;
-        if received.len() != RESPONSE_LEN {
-            return Err(ChapError::MalformedResponse);
-        }
-        let wanted = response(self.id, expected.secret.as_bytes(), &self.bytes);
+        let len = response_len(self.algorithm);
+        let received = text::decode_binary(r)
+            .filter(|r| r.len() == len)
+            .ok_or(ChapError::MalformedResponse(len))?;
+        let wanted = response(
+            self.algorithm,
+            self.id,
+            expected.secret.as_bytes(),
+            &self.bytes,
+        );
         // Check both before deciding, so timing does not tell which one was wrong.
         let user_ok = constant_time_eq(name.as_bytes(), expected.user.as_bytes());
         let response_ok = constant_time_eq(&received, &wanted);
@@ -143,7 +137,7 @@ impl Challenge {
     }
 
     /// For mutual CHAP: the CHAP_N and CHAP_R that answer the initiator's CHAP_I / CHAP_C
-    /// with the target's credentials. Refuses a challenge equal to ours (reflection).
+    /// with the target's credentials, in the algorithm this login agreed on. Refuses a challenge equal to ours (reflection).
     pub fn answer_mutual(
         &self,
         target: Option<&Credentials>,
@@ -160,7 +154,7 @@ impl Challenge {
             return Err(ChapError::ReflectedChallenge);
         }
         let target = target.ok_or(ChapError::MutualNotConfigured)?;
-        let answer = response(id, target.secret.as_bytes(), &challenge);
+        let answer = response(self.algorithm, id, target.secret.as_bytes(), &challenge);
         Ok(vec![
             ("CHAP_N".to_owned(), target.user.clone()),
             ("CHAP_R".to_owned(), text::encode_hex(&answer)),
@@ -181,50 +175,29 @@ mod tests {
         }
     }
 
-    // RFC 1994 MD5 over id || secret || challenge, checked against an independent MD5 of the
-    // concatenation.
     #[test]
-    fn response_is_md5_of_id_secret_challenge() {
-        let challenge = [0xde, 0xad, 0xbe, 0xef];
-        let mut joined = vec![7u8];
-        joined.extend_from_slice(b"secret");
-        joined.extend_from_slice(&challenge);
-        let expected: [u8; 16] = Md5::digest(&joined).into();
-        assert_eq!(response(7, b"secret", &challenge), expected);
-        // With id 'a', secret "b", challenge "c" the input is "abc", whose MD5 is well known.
-        assert_eq!(
-            hex::encode(response(b'a', b"b", b"c")),
-            "900150983cd24fb0d6963f7d28e17f72"
-        );
-    }
-
-    #[test]
-    fn challenges_are_random_and_long_enough() {
+    fn challenges_are_random_and_sized_for_the_algorithm() {
         let mut rng = StdRng::seed_from_u64(1);
-        let a = Challenge::generate(&mut rng);
-        let b = Challenge::generate(&mut rng);
-        assert!(a.bytes.len() >= 16);
-        assert_ne!(a.bytes, b.bytes);
-        let keys = a.keys();
-        assert_eq!(text::get(&keys, "CHAP_A"), Some("5"));
-        let c = text::get(&keys, "CHAP_C").expect("challenge");
-        assert_eq!(text::decode_binary(c), Some(a.bytes.clone()));
-    }
-
-    #[test]
-    fn algorithm_selection() {
-        assert_eq!(select_algorithm("5"), Ok(5));
-        assert_eq!(select_algorithm("7,6,5"), Ok(5));
-        assert_eq!(select_algorithm("7"), Err(ChapError::NoAlgorithm));
-        assert_eq!(select_algorithm("x"), Err(ChapError::NoAlgorithm));
+        for alg in ChapAlgorithm::ALL {
+            let a = Challenge::generate(alg, &mut rng);
+            let b = Challenge::generate(alg, &mut rng);
+            assert_eq!(a.bytes.len(), challenge_len(alg));
+            assert_ne!(a.bytes, b.bytes);
+            let keys = a.keys();
+            let code = alg.code().to_string();
+            assert_eq!(text::get(&keys, "CHAP_A"), Some(code.as_str()));
+            let c = text::get(&keys, "CHAP_C").expect("challenge");
+            assert_eq!(text::decode_binary(c), Some(a.bytes.clone()));
+        }
     }
 
     #[test]
     fn verify_accepts_right_and_refuses_wrong() {
         let mut rng = StdRng::seed_from_u64(2);
-        let ch = Challenge::generate(&mut rng);
+        let ch = Challenge::generate(ChapAlgorithm::Md5, &mut rng);
         let good = creds("alice", "twelve-bytes-secret");
-        let r = text::encode_hex(&response(ch.id, good.secret.as_bytes(), &ch.bytes));
+        let md5 = ChapAlgorithm::Md5;
+        let r = text::encode_hex(&response(md5, ch.id, good.secret.as_bytes(), &ch.bytes));
         assert_eq!(ch.verify(&good, Some("alice"), Some(&r)), Ok(()));
         let upper = r.to_uppercase().replacen("0X", "0x", 1);
         assert_eq!(ch.verify(&good, Some("alice"), Some(&upper)), Ok(()));
@@ -232,7 +205,7 @@ mod tests {
             ch.verify(&good, Some("bob"), Some(&r)),
             Err(ChapError::WrongUser)
         );
-        let wrong = text::encode_hex(&response(ch.id, b"guess", &ch.bytes));
+        let wrong = text::encode_hex(&response(md5, ch.id, b"guess", &ch.bytes));
         assert_eq!(
             ch.verify(&good, Some("alice"), Some(&wrong)),
             Err(ChapError::WrongResponse)
@@ -243,26 +216,92 @@ mod tests {
         );
         assert_eq!(
             ch.verify(&good, Some("alice"), Some("0x1234")),
-            Err(ChapError::MalformedResponse)
+            Err(ChapError::MalformedResponse(16))
         );
         assert_eq!(
             ch.verify(&good, Some("alice"), Some("plain")),
-            Err(ChapError::MalformedResponse)
+            Err(ChapError::MalformedResponse(16))
         );
+    }
+
+    // Each algorithm accepts its own response and nothing of another length: a CHAP_R of every
+    // length from 0 to 80 bytes (hex and base64), garbage, a response of a weaker digest.
+    #[test]
+    fn responses_of_every_length_are_refused_but_the_digests_own() {
+        let mut rng = StdRng::seed_from_u64(4);
+        let good = creds("alice", "twelve-bytes-secret");
+        for alg in ChapAlgorithm::ALL {
+            let ch = Challenge::generate(alg, &mut rng);
+            let right = response(alg, ch.id, good.secret.as_bytes(), &ch.bytes);
+            let ok = text::encode_hex(&right);
+            assert_eq!(ch.verify(&good, Some("alice"), Some(&ok)), Ok(()), "{alg}");
+            let want = response_len(alg);
+            for n in 0..=80 {
+                let bytes = vec![0xa5; n];
+                for r in [text::encode_hex(&bytes), format!("0b{}", b64(&bytes))] {
+                    let got = ch.verify(&good, Some("alice"), Some(&r));
+                    if n == want {
+                        assert_eq!(got, Err(ChapError::WrongResponse), "{alg} {n}");
+                    } else {
+                        assert_eq!(got, Err(ChapError::MalformedResponse(want)), "{alg} {n}");
+                    }
+                }
+            }
+            for junk in ["", "0x", "0b", "0xzz", "0b!!!!", "0x1", &"f".repeat(5000)] {
+                assert!(
+                    ch.verify(&good, Some("alice"), Some(junk)).is_err(),
+                    "{alg} {junk:.8}"
+                );
+            }
+            for other in ChapAlgorithm::ALL.into_iter().filter(|o| *o != alg) {
+                let r = response(other, ch.id, good.secret.as_bytes(), &ch.bytes);
+                let got = ch.verify(&good, Some("alice"), Some(&text::encode_hex(&r)));
+                assert!(got.is_err(), "{alg} accepted a {other} response");
+            }
+        }
+    }
+
+    /// Standard base64 with padding (RFC 4648), enough for the tests' binary values.
+    fn b64(bytes: &[u8]) -> String {
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
     }
 
     #[test]
     fn mutual_answer_and_reflection() {
         let mut rng = StdRng::seed_from_u64(3);
-        let ch = Challenge::generate(&mut rng);
         let target = creds("target-user", "target-secret-1");
         let their = [9u8; 20];
-        let keys = ch
-            .answer_mutual(Some(&target), "77", &text::encode_hex(&their))
-            .expect("answers");
-        assert_eq!(text::get(&keys, "CHAP_N"), Some("target-user"));
-        let r = text::get(&keys, "CHAP_R").and_then(text::decode_binary);
-        assert_eq!(r, Some(response(77, b"target-secret-1", &their).to_vec()));
+        for alg in ChapAlgorithm::ALL {
+            let ch = Challenge::generate(alg, &mut rng);
+            let keys = ch
+                .answer_mutual(Some(&target), "77", &text::encode_hex(&their))
+                .expect("answers");
+            assert_eq!(text::get(&keys, "CHAP_N"), Some("target-user"));
+            let r = text::get(&keys, "CHAP_R").and_then(text::decode_binary);
+            assert_eq!(
+                r,
+                Some(response(alg, 77, b"target-secret-1", &their)),
+                "{alg}"
+            );
+        }
+        let ch = Challenge::generate(ChapAlgorithm::Sha256, &mut rng);
 
         let ours = text::encode_hex(&ch.bytes);
         assert_eq!(
@@ -289,6 +328,13 @@ mod tests {
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"ab"));
         assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn records_written_before_the_algorithm_setting_allow_all() {
+        let old = r#"{"initiator":{"user":"u","secret":"0123456789ab"},"target":null}"#;
+        let s: ChapSecrets = serde_json::from_str(old).expect("old record loads");
+        assert_eq!(s.algorithms, ChapAlgorithm::ALL);
     }
 
     #[test]

@@ -172,7 +172,7 @@ fn read_all<T: DeserializeOwned>(
 mod tests {
     use super::*;
     use crate::engine::DrainState;
-    use crate::iscsi::chap::{ChapSecrets, Credentials};
+    use crate::iscsi::chap::{ChapAlgorithm, ChapSecrets, Credentials};
     use crate::iscsi::login::AclPolicy;
     use crate::node::records::{LunRecord, ObjectId, sample_device};
     use std::os::unix::fs::PermissionsExt;
@@ -217,6 +217,7 @@ mod tests {
                     secret: "0123456789ab".into(),
                 },
                 target: None,
+                algorithms: vec![ChapAlgorithm::Sha256],
             }),
             limits: Default::default(),
         };

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Secret;
-use spindle_crds::{Device, chap};
+use spindle_crds::{ChapSpec, Device, chap};
 
 use super::manifest::{Manifests, Origin, Problem};
 use crate::iscsi::chap::{ChapSecrets, Credentials};
@@ -35,7 +35,9 @@ fn secret_value(s: &Secret, k: &str) -> Option<Vec<u8>> {
     s.data.as_ref().and_then(|m| m.get(k)).map(|b| b.0.clone())
 }
 
-fn chap_from_secret(s: &Secret, mutual: bool) -> Result<ChapSecrets, String> {
+/// The CHAP a Target's `spec.chap` asks for, with the credentials its Secret `s` holds.
+fn chap_from_secret(s: &Secret, spec: &ChapSpec) -> Result<ChapSecrets, String> {
+    let mutual = spec.mutual;
     let text = |k: &str, why: &str| {
         let v = secret_value(s, k)
             .filter(|v| !v.is_empty())
@@ -66,7 +68,11 @@ fn chap_from_secret(s: &Secret, mutual: bool) -> Result<ChapSecrets, String> {
     } else {
         None
     };
-    Ok(ChapSecrets { initiator, target })
+    Ok(ChapSecrets {
+        initiator,
+        target,
+        algorithms: spec.algorithms.clone(),
+    })
 }
 
 /// What the manifests ask the node to serve.
@@ -169,7 +175,7 @@ pub fn plan(m: &Manifests, port: u16) -> (Plan, Vec<Problem>) {
             None => None,
             Some(c) => {
                 let sk = format!("{ns}/{}", c.secret_ref);
-                match secrets.get(&sk).map(|s| chap_from_secret(s, c.mutual)) {
+                match secrets.get(&sk).map(|s| chap_from_secret(s, c)) {
                     Some(Ok(cfg)) => Some(cfg),
                     Some(Err(e)) => {
                         bad.push(("spec.chap.secretRef".into(), format!("Secret {sk:?} {e}")));
@@ -289,7 +295,7 @@ mod tests {
             "{DEV}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: s, namespace: ns}}\n\
              stringData: {{username: alice, password: sekrit123456, mutualUsername: tgt, mutualPassword: other1234567}}\n\
              ---\napiVersion: spindle.dev/v1alpha1\nkind: Target\nmetadata: {{name: t, namespace: ns}}\n\
-             spec: {{luns: [{{lun: 0, deviceRef: d}}], chap: {{secretRef: s, mutual: true}}, acl: {{allowAll: true}}}}\n"
+             spec: {{luns: [{{lun: 0, deviceRef: d}}], chap: {{secretRef: s, mutual: true, algorithms: [SHA256]}}, acl: {{allowAll: true}}}}\n"
         );
         let (t, p) = run(&text);
         assert!(p.is_empty(), "{p:?}");
@@ -297,6 +303,20 @@ mod tests {
         assert_eq!(c.initiator.user, "alice");
         assert_eq!(c.initiator.secret, "sekrit123456");
         assert_eq!(c.target.as_ref().unwrap().user, "tgt");
+        assert_eq!(c.algorithms, [spindle_crds::chap::ChapAlgorithm::Sha256]);
+    }
+
+    #[test]
+    fn an_empty_chap_algorithm_list_is_a_problem() {
+        let text = format!(
+            "{DEV}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: s, namespace: ns}}\n\
+             stringData: {{username: alice, password: sekrit123456}}\n\
+             ---\napiVersion: spindle.dev/v1alpha1\nkind: Target\nmetadata: {{name: t, namespace: ns}}\n\
+             spec: {{luns: [{{lun: 0, deviceRef: d}}], chap: {{secretRef: s, algorithms: []}}, acl: {{allowAll: true}}}}\n"
+        );
+        let (t, p) = run(&text);
+        assert!(t.is_empty());
+        assert!(p[0].contains("spec.chap.algorithms"), "{p:?}");
     }
 
     #[test]

@@ -243,6 +243,7 @@ fn with_chap(mut t: Target, mutual: bool) -> Target {
     t.spec.chap = Some(spindle_crds::ChapSpec {
         secret_ref: "chap".into(),
         mutual,
+        algorithms: spindle_crds::chap::ChapAlgorithm::default_allowed(),
     });
     t
 }
@@ -547,6 +548,9 @@ fn target_plans() {
 #[test]
 fn target_request_carries_the_spec_and_resolved_references() {
     let mut t = with_chap(t1(), false);
+    if let Some(c) = t.spec.chap.as_mut() {
+        c.algorithms = vec![spindle_crds::chap::ChapAlgorithm::Sha256];
+    }
     t.spec.iscsi.header_digest = spindle_crds::Digest::Crc32c;
     t.spec.iscsi.max_burst_length = 65536;
     t.spec.port = 3261;
@@ -585,6 +589,10 @@ fn target_request_carries_the_spec_and_resolved_references() {
         Some("alice")
     );
     assert_eq!(chap.target, None);
+    assert_eq!(
+        chap.algorithms().collect::<Vec<_>>(),
+        [api::ChapAlgorithm::Sha256]
+    );
     let p = s.iscsi.expect("iscsi");
     assert_eq!(p.header_digest(), api::Digest::Crc32c);
     assert_eq!(p.data_digest(), api::Digest::Optional);

@@ -103,8 +103,12 @@ impl Authenticator {
             State::AwaitAlgorithm => {
                 let a =
                     get("CHAP_A").ok_or_else(|| AuthError::Protocol("CHAP_A expected".into()))?;
-                chap::select_algorithm(a)?;
-                let challenge = Challenge::generate(rng);
+                let allowed = self
+                    .chap
+                    .as_ref()
+                    .map_or(&[][..], |c| c.algorithms.as_slice());
+                let algorithm = chap::select(a, allowed)?;
+                let challenge = Challenge::generate(algorithm, rng);
                 let response = challenge.keys();
                 self.state = State::AwaitResponse(challenge);
                 Ok(response)
