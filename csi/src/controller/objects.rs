@@ -111,6 +111,7 @@ impl Plan {
                     }),
                 },
                 iscsi: IscsiParams::default(),
+                qos: None,
             },
             status: None,
         }

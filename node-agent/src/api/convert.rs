@@ -5,7 +5,7 @@
 use spindle_agent_api::v1 as pb;
 use spindle_crds::{
     Acl, BlockSource, ChapSpec, Device, DeviceSource, DeviceSpec, Digest, FileSource, IscsiParams,
-    LunSpec, ReclaimPolicy, Target, TargetSpec, WriteCache, chap,
+    LunSpec, ReclaimPolicy, Target, TargetQos, TargetSpec, WriteCache, chap,
 };
 
 use crate::engine::{DrainAck, DrainState};
@@ -198,6 +198,9 @@ pub fn target_record(req: pb::ApplyTargetRequest) -> Result<TargetRecord, NodeEr
                 mutual: c.target.is_some(),
             }),
             iscsi,
+            qos: spec.qos.as_ref().map(|q| TargetQos {
+                weight: (q.weight != 0).then_some(q.weight),
+            }),
         },
     );
     t.metadata.namespace = Some(id.namespace.clone());
@@ -399,6 +402,7 @@ mod tests {
                     target: None,
                 }),
                 iscsi: None,
+                qos: None,
             }),
         }
     }

@@ -241,6 +241,7 @@ mod tests {
                 target: None,
             }),
             limits: Default::default(),
+            weight: 3,
         };
         s.save_target(&t).unwrap();
         let loaded = StateStore::open(dir.path()).unwrap().load().unwrap();
