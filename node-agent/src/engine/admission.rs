@@ -18,7 +18,7 @@ pub const STORE_SLOTS: u32 = 64;
 
 /// The CmdSN window a ring's sessions share, by weight, while more than one of its targets is
 /// busy (a lone busy target keeps the full queue depth).
-pub const WINDOW_BUDGET: u32 = 32;
+pub const WINDOW_BUDGET: u32 = 16;
 
 /// A queued command's place: set admitted (and woken) when its turn comes.
 #[derive(Default)]
