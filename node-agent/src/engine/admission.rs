@@ -173,27 +173,29 @@ mod tests {
         f.as_mut().poll(&mut Context::from_waker(waker))
     }
 
+    fn admitted(f: Admit) -> Permit {
+        match poll_once(&mut Box::pin(f)) {
+            Poll::Ready(p) => p,
+            Poll::Pending => panic!("admitted at once"),
+        }
+    }
+
     #[test]
     fn a_queued_command_dropped_before_its_turn_passes_the_turn_on() {
-        let holders: Vec<Share> = (0..super::STORE_SLOTS).map(|_| Share::new(1)).collect();
-        let permits: Vec<Permit> = holders
-            .iter()
-            .map(|s| match poll_once(&mut Box::pin(s.admit())) {
-                Poll::Ready(p) => p,
-                Poll::Pending => panic!("the ring has room"),
-            })
-            .collect();
-        let (a, b) = (Share::new(1), Share::new(1));
-        let mut fa = Box::pin(a.admit());
-        let mut fb = Box::pin(b.admit());
-        assert!(poll_once(&mut fa).is_pending());
-        assert!(poll_once(&mut fb).is_pending());
-        drop(fa);
-        drop(permits);
-        let Poll::Ready(p) = poll_once(&mut fb) else {
-            panic!("b's turn came after a's dropped place");
+        // A lone target fills the stores; the other takes its share (half) and then waits.
+        let (holder, a) = (Share::new(1), Share::new(1));
+        let held: Vec<Permit> = (0..STORE_SLOTS).map(|_| admitted(holder.admit())).collect();
+        let mine: Vec<Permit> = (0..STORE_SLOTS / 2).map(|_| admitted(a.admit())).collect();
+        let mut dropped = Box::pin(a.admit());
+        let mut next = Box::pin(a.admit());
+        assert!(poll_once(&mut dropped).is_pending());
+        assert!(poll_once(&mut next).is_pending());
+        drop(dropped);
+        drop(mine);
+        let Poll::Ready(p) = poll_once(&mut next) else {
+            panic!("the turn of the dropped command went to the next one");
         };
-        drop(p);
+        drop((p, held));
         RING.with(|r| assert_eq!((r.borrow().inflight(), r.borrow().queued()), (0, 0)));
     }
 }

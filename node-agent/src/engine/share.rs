@@ -130,18 +130,23 @@ impl<T> Drr<T> {
         queued
     }
 
-    /// A command of flow `id` wants the store: admitted at once when nothing waits and the
-    /// store has room (or every command in flight is this flow's own), else queued.
+    /// A command of flow `id` wants the store: admitted at once when the flow has nothing
+    /// queued and either holds less than its share of the store's slots, or nothing waits and
+    /// the store has room (or every command in flight is the flow's own); else queued.
     pub fn offer(&mut self, id: FlowId, item: T) -> Offer<T> {
         let idle_ring = self.active.is_empty();
         let under = self.inflight < self.capacity;
         let ring_inflight = self.inflight;
-        let Some(f) = self.flow(id) else {
+        let Some(fair) = self.fair_slots(id) else {
             // A removed flow's late command: nothing to share with.
             return Offer::Admitted(item);
         };
+        let Some(f) = self.flow(id) else {
+            return Offer::Admitted(item);
+        };
         let was_busy = f.busy();
-        let admitted = idle_ring && (under || f.inflight == ring_inflight);
+        let admitted = f.queue.is_empty()
+            && (f.inflight < fair || (idle_ring && (under || f.inflight == ring_inflight)));
         let weight = f.weight;
         let mut newly_queued = false;
         let out = if admitted {
@@ -169,9 +174,11 @@ impl<T> Drr<T> {
     /// place, each with its flow (an item whose waiter is gone must be reported done too).
     pub fn done(&mut self, id: FlowId) -> Vec<(FlowId, T)> {
         self.inflight = self.inflight.saturating_sub(1);
+        let mut own_turn = false;
         if let Some(f) = self.flow(id) {
             f.inflight = f.inflight.saturating_sub(1);
             let (busy, weight) = (f.busy(), f.weight);
+            own_turn = !f.queue.is_empty();
             if !busy {
                 self.busy_flows -= 1;
                 self.busy_weight -= u64::from(weight);
@@ -182,7 +189,49 @@ impl<T> Drr<T> {
             let Some(next) = self.next() else { break };
             out.push(next);
         }
+        // A flow under its share starts its next command itself: others' commands that do
+        // not finish (a store that hangs) cannot hold it back.
+        if own_turn
+            && self
+                .fair_slots(id)
+                .is_some_and(|fair| self.flow_inflight(id) < fair)
+        {
+            out.extend(self.take_own(id));
+        }
         out
+    }
+
+    /// The store slots flow `id` may hold whoever else waits: its weighted part of the
+    /// capacity among the busy flows (itself counted in), at least 1. None: no such flow.
+    fn fair_slots(&self, id: FlowId) -> Option<u32> {
+        let f = self.slots.get(id.index)?.as_ref()?;
+        if f.generation != id.generation {
+            return None;
+        }
+        let weight = u64::from(f.weight);
+        let total = self.busy_weight + if f.busy() { 0 } else { weight };
+        let share = u64::from(self.capacity) * weight / total.max(1);
+        Some(u32::try_from(share).unwrap_or(u32::MAX).max(1))
+    }
+
+    fn flow_inflight(&self, id: FlowId) -> u32 {
+        self.slots[id.index].as_ref().map_or(0, |f| f.inflight)
+    }
+
+    /// Starts the head of flow `id`'s queue out of round order.
+    fn take_own(&mut self, id: FlowId) -> Option<(FlowId, T)> {
+        let f = self.flow(id)?;
+        let item = f.queue.pop_front()?;
+        f.inflight += 1;
+        let emptied = f.queue.is_empty();
+        if emptied {
+            f.deficit = 0;
+        }
+        self.inflight += 1;
+        if emptied {
+            self.active.retain(|&i| i != id.index);
+        }
+        Some((id, item))
     }
 
     /// Whether the front flow may start one more command now.
