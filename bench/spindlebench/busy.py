@@ -56,6 +56,7 @@ class Window:
     sessions: int  # TCP sessions established at the server before the window
     latency_ms: float  # mean read latency seen by the initiator
     login_retries: int = 0  # logins the server dropped and the initiator tried again
+    p99_ms: dict[str, float] = field(default_factory=dict)  # per target, its reads' p99
 
     def cpu_us_per_read(self) -> float | None:
         total = sum(self.reads.values())
@@ -163,12 +164,14 @@ def _window(server: Server, targets: list[BusyTarget], plan: BusyPlan, rep: int,
             d.kill()
     server.check_alive()
     reads: dict[str, int] = {}
+    p99_ms: dict[str, float] = {}
     latency, elapsed, retries = 0.0, [], 0
     for line in outputs:
         out = json.loads(line)
         elapsed.append(out["elapsed"])
         for r in out["results"]:
             reads[r["target"]] = r["reads"]
+            p99_ms[r["target"]] = r.get("latency_p99", 0.0) * 1e3
             latency += r["latency_sum"]
             retries += r["login_retries"]
             result.total_reads[r["target"]] = (result.total_reads.get(r["target"], 0)
@@ -182,7 +185,7 @@ def _window(server: Server, targets: list[BusyTarget], plan: BusyPlan, rep: int,
         fair=fairness.fairness([reads.get(t.name, 0) for t in targets], seconds),
         server_cpu_s=cpu1 - cpu0, server_wakeups=wake1 - wake0,
         client_cpu_s=client1 - client0, login_s=login_s, footprint=footprint,
-        sessions=sessions, latency_ms=latency / total * 1e3 if total else 0.0,
+        sessions=sessions, latency_ms=latency / total * 1e3 if total else 0.0, p99_ms=p99_ms,
         login_retries=retries))
 
 

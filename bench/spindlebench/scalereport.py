@@ -48,7 +48,7 @@ def busy_rows(points: list[Point]) -> list[list[str]]:
         ws = p.busy.windows if p.busy else []
         if not ws:
             rows.append([LABELS[p.key], f"{p.busy_count:,} of {p.served:,}",
-                         p.limit or "not measured"] + [DASH] * 9)
+                         p.limit or "not measured"] + [DASH] * 10)
             continue
         rows.append([
             LABELS[p.key], f"{p.busy_count:,} of {p.served:,}",
@@ -62,7 +62,7 @@ def busy_rows(points: list[Point]) -> list[list[str]]:
             _spread([w.fair.jain for w in ws], 3),
             _spread([w.server_cpu_s / w.seconds * 100 for w in ws]),
             _spread([v for w in ws if (v := w.cpu_us_per_read()) is not None], 1),
-            _spread([w.latency_ms for w in ws], 2)])
+            _spread([w.latency_ms for w in ws], 2), _p99(ws)])
     return rows
 
 
@@ -74,6 +74,17 @@ def _group(w, names) -> tuple[float, float, float]:
         return 0.0, 0.0, 0.0
     slowest = min(iops)
     return Spread.of(iops).median, slowest, slowest / w.fair.fair_share
+
+
+def _p99(ws, names=None) -> str:
+    """The targets' read p99 (ms) over windows `ws`: the median target's / the worst one's."""
+    figures = [[v for n, v in getattr(w, "p99_ms", {}).items() if names is None or n in names]
+               for w in ws]
+    figures = [f for f in figures if f]
+    if not figures:
+        return DASH
+    return (_spread([Spread.of(f).median for f in figures], 2) + " / "
+            + _spread([max(f) for f in figures], 2))
 
 
 def mixed_rows(points: list[Point], heavy_qd: int) -> list[list[str]]:
@@ -88,13 +99,15 @@ def mixed_rows(points: list[Point], heavy_qd: int) -> list[list[str]]:
             groups.append(_spread([f[0] for f in figures]) + " / "
                           + _spread([f[1] for f in figures]))
             groups.append(_spread([f[2] for f in figures], 2))
+        p99s = [_p99(ws, {n for n in ws[0].reads if (n in p.heavy) == heavy})
+                for heavy in (False, True)]
         rows.append([
             LABELS[p.key], f"{p.busy_count:,} of {p.served:,}",
             f"{len(p.heavy):,} at QD {heavy_qd}",
             _spread([w.fair.total_iops for w in ws]), *groups,
             str(max(w.fair.below_half for w in ws)),
             _spread([w.fair.jain for w in ws], 3),
-            _spread([w.latency_ms for w in ws], 2)])
+            _spread([w.latency_ms for w in ws], 2), *p99s])
     return rows
 
 
@@ -171,7 +184,8 @@ def render(args: argparse.Namespace, points: list[Point], fd: FdCheck | None,
     out += markdown_table(["server", "busy", "logins (s) / retried (worst window)", "total IOPS", "median target IOPS",
                    "slowest / fastest target IOPS", "slowest ÷ fair share",
                    "below half (worst window)", "Jain index", "server CPU (% of a core)",
-                   "server CPU µs per read", "read latency (ms)"],
+                   "server CPU µs per read", "read latency (ms)",
+                   "read p99 (ms): median / worst target"],
                   busy_rows(points), right_from=1)
     out += ["", "Logins: from starting the initiators to every session logged in (all at once); "
                 "retried: logins the server dropped before they completed (a full login table), "
@@ -186,7 +200,9 @@ def render(args: argparse.Namespace, points: list[Point], fd: FdCheck | None,
         out += markdown_table(["server", "busy", "heavy", "total IOPS",
                        "light target IOPS: median / slowest", "slowest light ÷ fair share",
                        "heavy target IOPS: median / slowest", "slowest heavy ÷ fair share",
-                       "below half (worst window)", "Jain index", "read latency (ms)"],
+                       "below half (worst window)", "Jain index", "read latency (ms)",
+                       "light read p99 (ms): median / worst target",
+                       "heavy read p99 (ms): median / worst target"],
                       mixed, right_from=1)
         out += ["", f"The same busy targets as above, every {args.heavy_every}th of them "
                     f"(spread among the rest) now keeping {args.heavy_qd} reads outstanding "

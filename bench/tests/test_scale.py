@@ -222,6 +222,8 @@ class FairnessTest(unittest.TestCase):
         reads["t5"] = 40
         w = type("W", (), {})()
         w.reads, w.seconds, w.latency_ms = reads, 1.0, 1.0
+        w.p99_ms = {n: 20.0 if n in ("t0", "t10") else 2.0 for n in reads}
+        w.p99_ms["t5"] = 5.0
         w.fair = fairness.fairness(list(reads.values()), 1.0)
         point = scale.Point("spindle", 1000, 20)
         point.mixed = busy.BusyResult(windows=[w])
@@ -233,6 +235,8 @@ class FairnessTest(unittest.TestCase):
         self.assertEqual(row[5], f"{40 / share:.2f} ({40 / share:.2f}–{40 / share:.2f})")
         self.assertEqual(row[6], "300 (300–300) / 300 (300–300)")
         self.assertEqual(row[8], "1")  # t5 is below half of 119
+        self.assertEqual(row[11], "2.00 (2.00–2.00) / 5.00 (5.00–5.00)")  # light p99
+        self.assertEqual(row[12], "20.00 (20.00–20.00) / 20.00 (20.00–20.00)")  # heavy p99
 
     def test_spread_text(self):
         s = fairness.Spread.of([1.0, 2.0, 10.0])
@@ -297,3 +301,12 @@ class OptionsTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ReaderP99Test(unittest.TestCase):
+    def test_nearest_rank(self):
+        from spindletools.iscsi import reader
+        self.assertEqual(reader.p99([]), 0.0)
+        self.assertEqual(reader.p99([3.0]), 3.0)
+        self.assertEqual(reader.p99([float(i) for i in range(1, 101)]), 99.0)
+        self.assertEqual(reader.p99([float(i) for i in range(1, 201)]), 198.0)

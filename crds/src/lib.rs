@@ -22,8 +22,8 @@ pub use device::{
 };
 pub use names::{IQN_MAX_LEN, IQN_PATTERN, OBJECT_NAME_PATTERN, is_valid_iqn};
 pub use target::{
-    Acl, ChapSpec, DEFAULT_IQN_PREFIX, Digest, IscsiParams, LunSpec, MAX_LUN, Target, TargetSpec,
-    TargetStatus,
+    Acl, ChapSpec, DEFAULT_IQN_PREFIX, Digest, IscsiParams, LunSpec, MAX_LUN, MAX_QOS_WEIGHT,
+    Target, TargetQos, TargetSpec, TargetStatus,
 };
 pub use validate::FieldError;
 

@@ -111,6 +111,39 @@ pub struct TargetSpec {
     /// iSCSI session parameters the target offers in login negotiation.
     #[serde(default)]
     pub iscsi: IscsiParams,
+    /// Quality of service: the Target's part of its node when others are busy too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos: Option<TargetQos>,
+}
+
+/// Most a Target's `spec.qos.weight` may be.
+pub const MAX_QOS_WEIGHT: u32 = 1000;
+
+/// A Target's quality of service. Changes apply to a served Target at once, without closing
+/// its sessions.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetQos {
+    /// Its weight in the fair share of the node's engine (1 to 1000, default 1): while other
+    /// Targets on the same engine ring are busy, a busy Target of weight 2 has its commands
+    /// admitted twice as often as one of weight 1, and twice the CmdSN window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_QOS_WEIGHT))]
+    pub weight: Option<u32>,
+}
+
+impl TargetQos {
+    /// The weight, default 1.
+    pub fn effective_weight(&self) -> u32 {
+        self.weight.unwrap_or(1)
+    }
+}
+
+impl TargetSpec {
+    /// The Target's weight in its node's fair share (`spec.qos.weight`, default 1).
+    pub fn weight(&self) -> u32 {
+        self.qos.as_ref().map_or(1, TargetQos::effective_weight)
+    }
 }
 
 fn default_port() -> u16 {
@@ -326,6 +359,13 @@ impl Target {
             }
         }
         check_iscsi(&mut errors, &spec.iscsi);
+        if let Some(w) = spec.qos.as_ref().and_then(|q| q.weight) {
+            errors.check(
+                (1..=MAX_QOS_WEIGHT).contains(&w),
+                "spec.qos.weight",
+                format!("{w} is out of range: must be between 1 and {MAX_QOS_WEIGHT}"),
+            );
+        }
         errors.finish()
     }
 }

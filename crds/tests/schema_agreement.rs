@@ -251,6 +251,18 @@ fn target_cases() -> Vec<Case> {
         ),
         case("port 0", target("  port: 0\n"), Some("spec.port")),
         case(
+            "weight 0",
+            target("  qos:\n    weight: 0\n"),
+            Some("spec.qos.weight"),
+        ),
+        case(
+            "weight 1001",
+            target("  qos:\n    weight: 1001\n"),
+            Some("spec.qos.weight"),
+        ),
+        case("weight 1000", target("  qos:\n    weight: 1000\n"), None),
+        case("no weight", target("  qos: {}\n"), None),
+        case(
             "malformed initiator",
             target("  acl:\n    initiators: [iqn.2026-11.dev.x, not-an-iqn]\n"),
             Some("spec.acl.initiators[1]"),

@@ -8,6 +8,7 @@
 //! ```
 
 pub mod acceptor;
+pub mod admission;
 pub mod config;
 pub mod conn;
 pub mod device_drain;
@@ -19,6 +20,7 @@ pub mod memory;
 pub mod outbox;
 pub mod rings;
 pub mod sessions;
+pub mod share;
 pub mod target_state;
 mod thread;
 mod tmf;
@@ -158,13 +160,15 @@ impl Engine {
     }
 
     /// New login settings (ACL, CHAP, parameters) for a served target: new logins see them at
-    /// once, and SendTargets inside its sessions follows the new ACL. The IQN and port must be
+    /// once, and SendTargets inside its sessions follows the new ACL. A new weight applies to
+    /// its sessions at once, none closed. The IQN and port must be
     /// unchanged (stop and start the target to change those).
     pub fn update_target(&mut self, config: TargetConfig) {
         let Some(handle) = self.targets.get(&config.name) else {
             return;
         };
         let _ = handle.sender().send(TargetCmd::SetAcl(config.acl.clone()));
+        let _ = handle.sender().send(TargetCmd::SetWeight(config.weight));
         let key = config.iqn.to_ascii_lowercase();
         let sender = handle.sender();
         self.write_directory().insert(

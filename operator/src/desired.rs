@@ -343,6 +343,9 @@ fn plan_served_target(t: &Target, world: &TargetWorld<'_>) -> TargetPlan {
             }),
             chap,
             iscsi: Some(iscsi_params(&t.spec.iscsi)),
+            qos: t.spec.qos.as_ref().map(|q| api::TargetQos {
+                weight: q.weight.unwrap_or(0),
+            }),
         }),
     };
     TargetPlan {

@@ -114,6 +114,7 @@ impl Plan {
                     }),
                 },
                 iscsi: IscsiParams::default(),
+                qos: None,
             },
             status: None,
         }

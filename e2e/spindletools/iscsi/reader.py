@@ -40,6 +40,14 @@ def read10_command(lun: int, itt: int, cmdsn: int, exp_statsn: int, lba: int, bl
                         edtl=blocks * block_size, read=True)
 
 
+def p99(values: list[float]) -> float:
+    """The 99th percentile (nearest rank) of `values`, 0 for none."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[max(0, -(-99 * len(ordered) // 100) - 1)]
+
+
 class UnitAttention(ProtocolError):
     """CHECK CONDITION with UNIT ATTENTION (e.g. the first command of a new I_T nexus after
     a reset): the command was not run; an initiator sends it again."""
@@ -53,6 +61,7 @@ class TargetResult:
     reads: int = 0  # completed with GOOD status, 4 KiB back, stamp checked
     bytes: int = 0
     latency_sum: float = 0.0
+    latency_p99: float = 0.0  # seconds, of the reads counted
     error: str | None = None
     total_reads: int = 0  # including those outside the window (warm-up, the last ones)
     unit_attentions: int = 0  # reads answered UNIT ATTENTION and sent again
@@ -94,6 +103,7 @@ class Session:
         self.rng = random.Random(spec.seed * 1_000_003 + index)
         self.counting = False
         self.stopping = False
+        self.latencies: list[float] = []
 
     async def _recv(self) -> tuple[Header, bytes]:
         assert self.reader is not None
@@ -181,7 +191,9 @@ class Session:
             if self.counting:
                 r.reads += 1
                 r.bytes += len(buf)
-                r.latency_sum += time.monotonic() - t0
+                took = time.monotonic() - t0
+                r.latency_sum += took
+                self.latencies.append(took)
             fut.set_result(None)
 
     async def _receive_loop(self) -> None:
@@ -295,6 +307,7 @@ async def run_worker(spec: Spec, go_line: asyncio.Future | None = None,
     await asyncio.gather(*tasks)
     for s in sessions:
         s.result.latency_sum = round(s.result.latency_sum, 6)
+        s.result.latency_p99 = round(p99(s.latencies), 6)
     spec.extra["elapsed"] = elapsed
     return [s.result for s in sessions]
 

@@ -5,7 +5,8 @@
 use spindle_agent_api::v1 as pb;
 use spindle_crds::{
     Acl, BlockSource, ChapSpec, Device, DeviceSource, DeviceSpec, Digest, FileSource, IscsiParams,
-    LunSpec, ReclaimPolicy, ReservationPersistence, Target, TargetSpec, WriteCache, chap,
+    LunSpec, ReclaimPolicy, ReservationPersistence, Target, TargetQos, TargetSpec, WriteCache,
+    chap,
 };
 
 use crate::engine::{DrainAck, DrainState};
@@ -231,6 +232,9 @@ pub fn target_record(req: pb::ApplyTargetRequest) -> Result<TargetRecord, NodeEr
                 algorithms: c.algorithms.clone(),
             }),
             iscsi,
+            qos: spec.qos.as_ref().map(|q| TargetQos {
+                weight: (q.weight != 0).then_some(q.weight),
+            }),
         },
     );
     t.metadata.namespace = Some(id.namespace.clone());
@@ -455,6 +459,7 @@ mod tests {
                     algorithms: vec![],
                 }),
                 iscsi: None,
+                qos: None,
             }),
         }
     }

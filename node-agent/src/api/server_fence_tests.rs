@@ -89,6 +89,7 @@ fn target(term: u64, port: u32, luns: &[u64], secret: &str) -> pb::ApplyTargetRe
                 algorithms: Vec::new(),
             }),
             iscsi: None,
+            qos: None,
         }),
     }
 }

@@ -42,6 +42,9 @@ pub struct TargetConfig {
     pub chap: Option<ChapSecrets>,
     /// What the target offers in login negotiation.
     pub limits: TargetLimits,
+    /// Its weight in the fair share of its ring (`spec.qos.weight`, 1..=1000): a busy target
+    /// of weight 2 is admitted twice as often as one of weight 1, and gets twice the window.
+    pub weight: u32,
     pub luns: Vec<LunConfig>,
 }
 

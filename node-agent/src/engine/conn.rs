@@ -112,6 +112,13 @@ pub async fn serve(
             next = reader.next(digests, max_recv) => next,
         };
         conn.last_rx.set(reader.received_at());
+        if let Host::Target(t) = &host {
+            // The window this PDU's answers may open follows the target's share now.
+            let cap = t
+                .share
+                .window(u32::try_from(sessions.count()).unwrap_or(u32::MAX));
+            conn.session.borrow_mut().set_window_cap(cap);
+        }
         match next {
             Ok(pdu) => conn.session.borrow_mut().on_pdu(pdu, &mut actions),
             Err(ReadError::Pdu { bhs, err, consumed }) => {

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Instant;
 
+use super::admission::Share;
 use super::config::{LunSetup, TargetConfig};
 use super::drain::{DrainState, Gate};
 use crate::iscsi::login::AclPolicy;
@@ -119,6 +120,8 @@ pub struct TargetState {
     pub(super) luns: RefCell<BTreeMap<u64, Rc<LunSlot>>>,
     /// SCSI initiator port names of the live nexuses (a LUN added later learns them too).
     nexus_names: RefCell<BTreeMap<NexusId, String>>,
+    /// Its turn at the stores and its part of the CmdSN window, among its ring's targets.
+    pub share: Share,
 }
 
 impl TargetState {
@@ -130,6 +133,7 @@ impl TargetState {
             acl: RefCell::new(config.acl.clone()),
             luns: RefCell::default(),
             nexus_names: RefCell::default(),
+            share: Share::new(config.weight),
         };
         for l in luns {
             t.add_lun(l);
@@ -309,7 +313,10 @@ impl TargetState {
         slot.metrics.inflight.inc();
         let start = Instant::now();
         let write_len = data_out.len();
-        let resp = slot.lu.execute_task(key, &command, data_out).await;
+        let resp = slot
+            .lu
+            .execute_admitted(key, &command, data_out, self.share.admit())
+            .await;
         if slot.lu.has_background_sanitize() {
             spawn_background_sanitize(&slot);
         }
@@ -416,6 +423,7 @@ pub(super) mod tests {
             acl: AclPolicy::AllowAll,
             chap: None,
             limits: Default::default(),
+            weight: 1,
             luns: configs,
         };
         TargetState::new(&cfg, luns)

@@ -50,6 +50,8 @@ pub enum TargetCmd {
     /// New access list: SendTargets inside this target's sessions follows it, and sessions of
     /// initiators it no longer admits are closed.
     SetAcl(AclPolicy),
+    /// New weight in its ring's fair share (`spec.qos.weight`), for the sessions it has.
+    SetWeight(u32),
     /// What the target serves now.
     Status {
         reply: oneshot::Sender<TargetSnapshot>,
@@ -249,6 +251,7 @@ async fn serve(
                 sessions.close_disallowed(&acl);
                 state.set_acl(acl);
             }
+            TargetCmd::SetWeight(weight) => state.share.set_weight(weight),
             TargetCmd::Status { reply } => {
                 let _ = reply.send(TargetSnapshot {
                     luns: state.lun_snapshots(),

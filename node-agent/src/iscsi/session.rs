@@ -234,6 +234,9 @@ pub struct Session {
     unsolicited: usize,
     /// Writes waiting for memory before their first R2T, oldest first.
     awaiting: std::collections::VecDeque<TaskId>,
+    /// Most commands the window may cover (running ones included) by the engine's fair
+    /// share between targets ([`Session::set_window_cap`]); at least 1.
+    window_cap: u32,
 }
 
 impl Session {
@@ -259,6 +262,7 @@ impl Session {
             mem,
             unsolicited,
             awaiting: std::collections::VecDeque::new(),
+            window_cap: u32::MAX,
             tasks: Tasks::default(),
             waiters: tmf::Waiters::default(),
             text: text_request::TextState::default(),

@@ -170,6 +170,13 @@ pub struct TargetRecord {
     pub acl: AclPolicy,
     pub chap: Option<ChapSecrets>,
     pub limits: TargetLimits,
+    /// `spec.qos.weight` (records written before it existed read as 1).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
 }
 
 impl TargetRecord {
@@ -203,6 +210,7 @@ impl TargetRecord {
             },
             chap,
             limits: limits(&s.iscsi),
+            weight: s.weight(),
         }
     }
 
@@ -220,6 +228,7 @@ impl TargetRecord {
             acl: self.acl.clone(),
             chap: self.chap.clone(),
             limits: self.limits.clone(),
+            weight: self.weight,
             luns,
         }
     }

@@ -365,12 +365,31 @@ impl<B: Backend> LogicalUnit<B> {
         command: &Decoded,
         data_out: Vec<u8>,
     ) -> Response {
+        self.execute_admitted(key, command, data_out, std::future::ready(()))
+            .await
+    }
+
+    /// [`LogicalUnit::execute_task`], where the command, once its turn in the task set has
+    /// come, also waits for `admit` (the engine's fair share between targets) and runs while
+    /// holding what it yields. Aborted while it waits, it never runs.
+    pub async fn execute_admitted<P>(
+        &self,
+        key: TaskKey,
+        command: &Decoded,
+        data_out: Vec<u8>,
+        admit: impl std::future::Future<Output = P>,
+    ) -> Response {
         let ticket = self.tasks.enter(key);
+        let aborted = |data_out| Response {
+            spare: empty(data_out),
+            ..Response::status(Status::TaskAborted)
+        };
         if !ticket.turn().await {
-            return Response {
-                spare: empty(data_out),
-                ..Response::status(Status::TaskAborted)
-            };
+            return aborted(data_out);
+        }
+        let _admitted = admit.await;
+        if ticket.aborted() {
+            return aborted(data_out);
         }
         let mut r = match self.run(key.nexus, command, data_out).await {
             Ok((data, spare, preempted)) => Response {

@@ -41,6 +41,7 @@ impl Session {
         let want = self
             .config
             .queue_depth
+            .min(self.window_cap)
             .saturating_sub(running)
             .min(self.config.login_window.max(running.saturating_mul(2)));
         let free = self.seq.window_free();
@@ -62,6 +63,14 @@ impl Session {
             }
         }
         self.seq.extend(more);
+    }
+
+    /// Caps the commands the window covers, running ones included, at `cap` (at least 1):
+    /// the session's part of its ring's share. A window already granted is never taken back
+    /// (RFC 7143 §4.2.2.1: MaxCmdSN does not decrease); a lower cap only stops it opening
+    /// further as commands end, and a command always finds a window once none run.
+    pub fn set_window_cap(&mut self, cap: u32) {
+        self.window_cap = cap.max(1);
     }
 
     /// Gives back the memory the session holds beyond what its open window and its tasks

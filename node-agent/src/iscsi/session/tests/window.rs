@@ -123,3 +123,39 @@ fn a_session_starts_where_login_left_off() {
     let r = as_response(only(&out));
     assert_eq!((r.sns.stat_sn, r.sns.exp_cmd_sn), (41, 0xffff_ffff));
 }
+
+#[test]
+fn a_window_cap_stops_the_window_opening_but_never_takes_back_what_was_granted() {
+    let mut h = Harness::new(SessionParams::default(), 8);
+    let running: Vec<_> = (1..=4).map(|i| h.execute(read_cmd(i, 0))).collect();
+    let granted = h.s.max_cmd_sn();
+    assert_eq!(granted, CMD_SN + 7, "the login window of 8");
+    h.s.set_window_cap(2);
+    let mut last = granted;
+    for (n, t) in running.into_iter().enumerate() {
+        let r = as_response(only(&h.done(t.task, good(Vec::new()))));
+        assert!(
+            r.sns.max_cmd_sn >= last,
+            "MaxCmdSN went back: {} after {last}",
+            r.sns.max_cmd_sn
+        );
+        last = r.sns.max_cmd_sn;
+        assert_eq!(last, granted, "response {n}: no slot opens beyond the cap");
+    }
+    // Everything granted is used up: with nothing running the cap still leaves a slot open.
+    let used: Vec<_> = (5..=8).map(|i| h.execute(read_cmd(i, 0))).collect();
+    assert_eq!(h.s.exp_cmd_sn(), granted + 1, "window closed");
+    h.s.set_window_cap(0);
+    let mut max = granted;
+    for t in used {
+        max = as_response(only(&h.done(t.task, good(Vec::new()))))
+            .sns
+            .max_cmd_sn;
+    }
+    assert_eq!(
+        max,
+        granted + 1,
+        "a cap of 0 counts as 1: one command may come"
+    );
+    let _ = h.execute(read_cmd(9, 0));
+}
