@@ -1,6 +1,7 @@
 //! Backing stores: a file under the agent's data dir, or an allowlisted block device, with
 //! reads, writes, fdatasync and punch-hole going through the ring.
 
+pub mod copy;
 mod failure;
 pub mod fdlimit;
 mod open;

@@ -79,6 +79,9 @@ pub struct DeviceRecord {
     /// only a created file is removed.
     #[serde(default)]
     pub store_created: bool,
+    /// A clone: the uid of the snapshot its store starts from (made when first applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone_from: Option<String>,
 }
 
 impl DeviceRecord {
@@ -114,6 +117,7 @@ impl DeviceRecord {
             reclaim_delete: spec.reclaim_policy == ReclaimPolicy::Delete,
             drain: DrainRecord::default(),
             store_created: false,
+            clone_from: None,
         })
     }
 
@@ -290,5 +294,6 @@ pub fn sample_device(name: &str, uid: &str) -> DeviceRecord {
         reclaim_delete: true,
         drain: DrainRecord::default(),
         store_created: false,
+        clone_from: None,
     }
 }
