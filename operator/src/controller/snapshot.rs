@@ -65,7 +65,7 @@ async fn take(ctx: &Arc<Ctx>, s: &DeviceSnapshot) -> Result<Action, Error> {
     // name is never copied.
     let source = kube::runtime::reflector::ObjectRef::<Device>::new(name).within(&ns);
     let mut new = old.clone();
-    let mut result = Ok(());
+    let mut result: Result<(), Error> = Ok(());
     let want = match ctx.devices.get(&source).map(|d| d.as_ref().clone()) {
         None => not_ready(
             reason::SOURCE_NOT_FOUND,
