@@ -31,7 +31,7 @@ fn written(data: &[u8]) -> BTreeSet<u64> {
 }
 
 pub fn prefix_of_acknowledged_writes(s: &Spindle, ns: &str) -> Result<()> {
-    let size = 256 * MIB;
+    let size = 1024 * MIB;
     s.apply(ns, &device_yaml("src", XFS_NODE, size, ""))?;
     s.apply(ns, &target_yaml("src", &[(0, "src")], ""))?;
     s.wait_condition("target", ns, "src", "Ready", "True", READY)?;

@@ -217,7 +217,11 @@ async fn serve(
             TargetCmd::Hold { device, reply } => {
                 let st = state.clone();
                 ring::spawn(async move {
-                    let _ = reply.send(st.hold_writes(&device).await);
+                    let held = st.hold_writes(&device).await;
+                    // Nobody waits for the answer any more: nobody would lower the barrier.
+                    if reply.send(held).is_err() {
+                        st.resume_writes(&device);
+                    }
                 });
             }
             TargetCmd::Resume { device } => {

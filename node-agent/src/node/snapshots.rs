@@ -190,14 +190,16 @@ impl Node {
         let start = Instant::now();
         let resume = match target {
             Some(tx) => {
-                let held = crate::engine::request(&tx, &key, |reply| TargetCmd::Hold {
+                // Armed before the barrier is asked for: cancelled while waiting for it, the
+                // barrier still comes down.
+                let resume = Resume(Some((tx.clone(), key.clone())));
+                crate::engine::request(&tx, &key, |reply| TargetCmd::Hold {
                     device: key.clone(),
                     reply,
                 })
                 .await
-                .map_err(|e| NodeError::Internal(e.to_string()))?;
-                let resume = Resume(Some((tx, key.clone())));
-                held.map_err(|e| NodeError::DataLoss(e.to_string()))?;
+                .map_err(|e| NodeError::Internal(e.to_string()))?
+                .map_err(|e| NodeError::DataLoss(e.to_string()))?;
                 resume
             }
             None => Resume(None),
