@@ -202,6 +202,7 @@ async fn call(cli: Cli) -> Result<String, String> {
                     } else {
                         pb::ReclaimPolicy::Delete
                     } as i32,
+                    snapshot: None,
                 }),
                 served_naa: String::new(),
             };

@@ -316,6 +316,34 @@ pub fn target_status(v: &TargetView, ip: Option<std::net::IpAddr>) -> pb::Target
     }
 }
 
+/// The API's snapshot of the node's view of one.
+pub fn snapshot(v: &crate::node::SnapshotView) -> pb::Snapshot {
+    use crate::store::copy::CopyMethod;
+    match &v.record {
+        Some(r) => pb::Snapshot {
+            meta: Some(meta(&r.id)),
+            device: Some(meta(&r.source)),
+            size_bytes: r.size_bytes,
+            block_size: r.block_size,
+            method: match r.method {
+                CopyMethod::Reflink => pb::SnapshotMethod::Reflink,
+                CopyMethod::Copy => pb::SnapshotMethod::Copy,
+            }
+            .into(),
+            hold_micros: r.hold_micros,
+            created_unix_ms: r.created_unix_ms,
+            ready: true,
+            copied_bytes: r.size_bytes,
+        },
+        None => pb::Snapshot {
+            meta: Some(meta(&v.id)),
+            size_bytes: v.total_bytes,
+            copied_bytes: v.copied_bytes,
+            ..Default::default()
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -447,33 +475,5 @@ mod tests {
         let mut port = target_req("twelve-bytes");
         port.spec.as_mut().unwrap().port = 70000;
         assert_eq!(field(target_record(port).unwrap_err()), "spec.port");
-    }
-}
-
-/// The API's snapshot of the node's view of one.
-pub fn snapshot(v: &crate::node::SnapshotView) -> pb::Snapshot {
-    use crate::store::copy::CopyMethod;
-    match &v.record {
-        Some(r) => pb::Snapshot {
-            meta: Some(meta(&r.id)),
-            device: Some(meta(&r.source)),
-            size_bytes: r.size_bytes,
-            block_size: r.block_size,
-            method: match r.method {
-                CopyMethod::Reflink => pb::SnapshotMethod::Reflink,
-                CopyMethod::Copy => pb::SnapshotMethod::Copy,
-            }
-            .into(),
-            hold_micros: r.hold_micros,
-            created_unix_ms: r.created_unix_ms,
-            ready: true,
-            copied_bytes: r.size_bytes,
-        },
-        None => pb::Snapshot {
-            meta: Some(meta(&v.id)),
-            size_bytes: v.total_bytes,
-            copied_bytes: v.copied_bytes,
-            ..Default::default()
-        },
     }
 }

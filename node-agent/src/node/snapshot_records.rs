@@ -183,7 +183,7 @@ impl SnapshotDir {
                 Err(e) => problems.push(e.to_string()),
             }
         }
-        out.sort_by(|a, b| a.id.key().cmp(&b.id.key()));
+        out.sort_by_key(|r| r.id.key());
         (out, problems)
     }
 
