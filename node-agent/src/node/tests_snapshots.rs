@@ -31,6 +31,17 @@ async fn a_snapshot_of_a_served_device_is_its_copy_and_a_clone_starts_from_it() 
         .unwrap();
     assert_eq!((r.size_bytes, r.block_size), (1 << 20, 512));
     assert!(r.hold_micros > 0);
+    // Reflinks where the filesystem shares extents (run with TMPDIR on XFS or Btrfs), else a copy.
+    let fs = crate::store::copy::filesystem_name(dir.path());
+    let want = match fs.as_str() {
+        "xfs" | "btrfs" => crate::store::copy::CopyMethod::Reflink,
+        _ => crate::store::copy::CopyMethod::Copy,
+    };
+    assert_eq!(r.method, want, "on {fs}");
+    eprintln!(
+        "snapshot on {fs}: {:?}, writes held {} µs",
+        r.method, r.hold_micros
+    );
     let copy = dir.path().join(".spindle/snapshots/us.img");
     assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&a).unwrap());
     // Idempotent by uid: the same record, nothing copied again.
