@@ -144,6 +144,12 @@ fn default_block_size() -> u32 {
 }, {
     "rule": "has(self.file) == has(oldSelf.file) && has(self.block) == has(oldSelf.block)",
     "message": "is immutable: create a new Device for another backing store",
+}, {
+    "rule": "!has(self.snapshot) || has(self.file)",
+    "message": "a clone from a snapshot needs file (its path and size, at least the snapshot's)",
+}, {
+    "rule": "has(self.snapshot) == has(oldSelf.snapshot)",
+    "message": "is immutable: a clone starts from its snapshot once",
 }]))]
 pub struct DeviceSource {
     /// A regular file the agent creates (sparse) and owns.
@@ -152,6 +158,21 @@ pub struct DeviceSource {
     /// An existing block device on the node (only paths on the agent's allowlist).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block: Option<BlockSource>,
+    /// A clone: the file starts as a copy of this DeviceSnapshot (same namespace, on this
+    /// Device's node). To clone a Device, snapshot it, then clone the snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<CloneSource>,
+}
+
+/// The snapshot a clone starts from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CloneSource {
+    /// Name of a DeviceSnapshot in the Device's namespace.
+    #[schemars(length(min = 1, max = 253), extend("x-kubernetes-validations" = [
+        {"rule": "self == oldSelf", "message": "is immutable: a clone starts from its snapshot once"},
+    ]))]
+    pub name: String,
 }
 
 /// A file-backed store.
@@ -303,6 +324,18 @@ impl DeviceSpec {
             }
             (None, Some(block)) => check_path(errors, "spec.source.block.path", &block.path, true),
             _ => errors.add("spec.source", "exactly one of file or block must be set"),
+        }
+        if let Some(s) = &self.source.snapshot {
+            errors.check(
+                self.source.file.is_some(),
+                "spec.source.snapshot",
+                "a clone from a snapshot needs file (its path and size, at least the snapshot's)",
+            );
+            errors.check(
+                crate::names::is_valid_object_name(&s.name),
+                "spec.source.snapshot.name",
+                "must be the name of a DeviceSnapshot in this namespace",
+            );
         }
     }
 }

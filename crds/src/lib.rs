@@ -11,16 +11,20 @@ mod device;
 pub mod manifest;
 mod names;
 mod prose;
+mod snapshot;
 mod target;
 mod validate;
 pub mod words;
 
 pub use condition::{Condition, ConditionStatus};
 pub use device::{
-    BlockSource, Device, DeviceSource, DeviceSpec, DeviceStatus, FileSource, ReclaimPolicy,
-    ReservationPersistence, WriteCache,
+    BlockSource, CloneSource, Device, DeviceSource, DeviceSpec, DeviceStatus, FileSource,
+    ReclaimPolicy, ReservationPersistence, WriteCache,
 };
 pub use names::{IQN_MAX_LEN, IQN_PATTERN, OBJECT_NAME_PATTERN, is_valid_iqn};
+pub use snapshot::{
+    DeviceSnapshot, DeviceSnapshotSpec, DeviceSnapshotStatus, SnapshotMethod, SnapshotSource,
+};
 pub use target::{
     Acl, ChapSpec, DEFAULT_IQN_PREFIX, Digest, IscsiParams, LunSpec, MAX_LUN, MAX_QOS_WEIGHT,
     Target, TargetQos, TargetSpec, TargetStatus,

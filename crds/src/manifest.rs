@@ -2,7 +2,7 @@
 
 use kube::CustomResourceExt;
 
-use crate::{Device, Target};
+use crate::{Device, DeviceSnapshot, Target};
 
 /// Header written at the top of every generated file.
 const HEADER: &str =
@@ -31,6 +31,11 @@ pub fn manifests() -> Result<Vec<Manifest>, RenderError> {
     Ok(vec![
         render("device.yaml", "Device", &Device::crd())?,
         render("target.yaml", "Target", &Target::crd())?,
+        render(
+            "devicesnapshot.yaml",
+            "DeviceSnapshot",
+            &DeviceSnapshot::crd(),
+        )?,
     ])
 }
 
@@ -57,6 +62,10 @@ mod tests {
         let committed = [
             ("device.yaml", include_str!("../device.yaml")),
             ("target.yaml", include_str!("../target.yaml")),
+            (
+                "devicesnapshot.yaml",
+                include_str!("../devicesnapshot.yaml"),
+            ),
         ];
         let generated = manifests().expect("CRDs render");
         assert_eq!(generated.len(), committed.len());

@@ -75,6 +75,7 @@ impl Spindle {
             "condition=Established",
             "crd/devices.spindle.dev",
             "crd/targets.spindle.dev",
+            "crd/devicesnapshots.spindle.dev",
         ])?;
         Ok(())
     }

@@ -9,8 +9,10 @@
 
 pub mod acceptor;
 pub mod admission;
+pub mod barrier;
 pub mod config;
 pub mod conn;
+pub mod device_barrier;
 pub mod device_drain;
 pub mod drain;
 pub mod framing;
@@ -25,6 +27,7 @@ pub mod target_state;
 mod thread;
 mod tmf;
 
+pub use device_barrier::{BarrierError, HoldAck};
 pub use device_drain::DrainError;
 pub use drain::{DrainAck, DrainState};
 pub use sessions::SessionInfo;

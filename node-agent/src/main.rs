@@ -165,6 +165,12 @@ struct DataPathArgs {
     /// shutdown forever.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     drain_timeout: u64,
+    /// Seconds a snapshot may copy a Device's store where the data dir's filesystem has no
+    /// reflinks (ext4): the Device's writes are held for the whole copy, so this bounds how
+    /// long initiators wait. Past it the snapshot fails, naming the filesystem. 0: such
+    /// snapshots are refused at once (docs/snapshots.md).
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=600))]
+    snapshot_copy_limit: u64,
 }
 
 impl DataPathArgs {
@@ -180,6 +186,9 @@ impl DataPathArgs {
         }
         engine::memory::tune_allocator();
         engine::device_drain::set_drain_timeout(std::time::Duration::from_secs(self.drain_timeout));
+        spindle_agent::node::snapshots::set_copy_limit(std::time::Duration::from_secs(
+            self.snapshot_copy_limit,
+        ));
         iscsi::session::WriteMemory::configure(
             self.max_write_memory,
             self.max_session_write_memory,

@@ -30,6 +30,8 @@ mod reclaim;
 pub mod records;
 mod reservations;
 mod restore;
+pub mod snapshot_records;
+pub mod snapshots;
 pub mod state;
 mod stop;
 mod targets;
@@ -38,6 +40,7 @@ mod views;
 pub use datadir::DataDirReport;
 pub use delete::{DrainFailure, ReleaseOutcome};
 pub use error::NodeError;
+pub use snapshots::SnapshotView;
 pub use views::{DeviceView, NodeView, TargetView};
 
 use std::collections::BTreeMap;
@@ -121,6 +124,8 @@ pub struct Node {
     allow_block: Vec<PathBuf>,
     /// What the agent found in its data dir at start.
     data_dir_report: DataDirReport,
+    /// Snapshots being taken (`snapshots.rs`).
+    taking: snapshots::Taking,
 }
 
 impl Node {
@@ -157,6 +162,7 @@ impl Node {
             data_dir: opts.data_dir,
             allow_block: opts.allow_block,
             data_dir_report,
+            taking: Default::default(),
         };
         let problems = node.restore().await?;
         Ok((node, problems))
@@ -254,3 +260,5 @@ mod tests_holes;
 mod tests_reservations;
 #[cfg(test)]
 mod tests_restart;
+#[cfg(test)]
+mod tests_snapshots;

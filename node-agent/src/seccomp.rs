@@ -49,6 +49,10 @@ const ALLOWED: &[(&str, &str)] = &[
          faccessat faccessat2 fcntl flock dup dup2 dup3 ioctl getcwd fchmod fchmodat",
     ),
     (
+        "snapshots and clones: FICLONE (an ioctl), else a sparse copy",
+        "copy_file_range",
+    ),
+    (
         "sockets: iSCSI portal, agent API, metrics, the apiserver",
         "socket socketpair bind listen accept accept4 connect getsockname getpeername \
          setsockopt getsockopt sendto sendmsg sendmmsg recvfrom recvmsg recvmmsg shutdown",

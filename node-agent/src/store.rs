@@ -2,6 +2,7 @@
 //! reads, writes, fdatasync and punch-hole going through the ring.
 
 pub mod durable;
+pub mod copy;
 mod failure;
 pub mod fdlimit;
 mod open;

@@ -331,6 +331,32 @@ impl AgentClients {
             .await
     }
 
+    /// `CreateSnapshot`: may hold the Device's writes for the agent's copy limit, so it has
+    /// the drain's timeout.
+    pub async fn create_snapshot(
+        &self,
+        dial: Dial<'_>,
+        mut req: api::CreateSnapshotRequest,
+    ) -> Result<api::Snapshot, AgentError> {
+        self.stamp(req.meta.get_or_insert_default()).await;
+        let mut c = self.client(dial).await?;
+        self.fenced(call(dial.endpoint, DRAIN_TIMEOUT, c.create_snapshot(req)).await)
+            .await
+    }
+
+    /// `DeleteSnapshot`.
+    pub async fn delete_snapshot(
+        &self,
+        dial: Dial<'_>,
+        mut meta: api::ObjectMeta,
+    ) -> Result<api::DeleteSnapshotResponse, AgentError> {
+        self.stamp(&mut meta).await;
+        let mut c = self.client(dial).await?;
+        let req = api::DeleteSnapshotRequest { meta: Some(meta) };
+        self.fenced(call(dial.endpoint, CALL_TIMEOUT, c.delete_snapshot(req)).await)
+            .await
+    }
+
     /// `GetStatus` (its node name checked again).
     pub async fn status(&self, dial: Dial<'_>) -> Result<api::AgentStatus, AgentError> {
         let mut c = self.client(dial).await?;

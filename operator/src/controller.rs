@@ -1,9 +1,10 @@
-//! The two controllers (Device, Target) of one leadership term, their shared context and what
+//! The controllers (Device, Target, DeviceSnapshot) of one leadership term, their shared context and what
 //! triggers them: their own objects, each other's (a Target follows its Devices, a Device's
 //! `usedBy` follows the Targets), CHAP Secrets, and the agents' registry (a node's agent came,
 //! went or moved; a Node was deleted).
 
 mod device;
+mod snapshot;
 mod target;
 
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use kube::runtime::controller::{Action, Config};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
-use spindle_crds::{Device, Target};
+use spindle_crds::{Device, DeviceSnapshot, Target};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
@@ -202,8 +203,13 @@ pub async fn run(
         ))
         .run(target::reconcile, target::error_policy, ctx.clone())
         .for_each(reporter("Target"));
+    let snapshots_api: Api<DeviceSnapshot> = Api::all(watches.clone());
+    let snapshot_run = Controller::new(snapshots_api, watcher::Config::default())
+        .with_config(Config::default().concurrency(concurrency))
+        .run(snapshot::reconcile, snapshot::error_policy, ctx.clone())
+        .for_each(reporter("DeviceSnapshot"));
     let sweeper = crate::sweep::run(ctx.clone());
-    tokio::join!(device_run, target_run, sweeper);
+    tokio::join!(device_run, target_run, snapshot_run, sweeper);
 }
 
 /// Streams of the Devices and Targets on each node the registry reports changed.

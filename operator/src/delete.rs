@@ -93,7 +93,7 @@ fn add_finalizer_patch(obj: &impl Resource) -> serde_json::Value {
 }
 
 /// Removes the finalizer: the object goes. Idempotent (a missing object or finalizer is fine).
-async fn remove_finalizer<K>(api: &Api<K>, obj: &K) -> Result<(), kube::Error>
+pub(crate) async fn remove_finalizer<K>(api: &Api<K>, obj: &K) -> Result<(), kube::Error>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {

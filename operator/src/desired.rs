@@ -54,6 +54,8 @@ pub fn device_request(d: &Device) -> api::ApplyDeviceRequest {
                 ReservationPersistence::Always => api::ReservationPersistence::Always,
             }
             .into(),
+            // A clone's snapshot is resolved by the reconcile (it needs the snapshot's uid).
+            snapshot: None,
         }),
         // The NAA the Device was served with (recorded in its status once the agent served
         // it): its store must exist from then on, never be created blank.

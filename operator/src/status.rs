@@ -139,6 +139,12 @@ impl HasConditions for spindle_crds::TargetStatus {
     }
 }
 
+impl HasConditions for spindle_crds::DeviceSnapshotStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+}
+
 /// Writes `new` when it differs from `old`, and publishes an Event per condition transition.
 /// Returns whether it wrote.
 pub async fn update<K, S>(

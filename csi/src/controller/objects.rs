@@ -74,6 +74,7 @@ impl Plan {
                         size_bytes: self.size,
                     }),
                     block: None,
+                    snapshot: None,
                 },
                 block_size: p.block_size,
                 read_only: false,

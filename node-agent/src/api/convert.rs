@@ -80,15 +80,29 @@ pub fn device_record(req: pb::ApplyDeviceRequest) -> Result<DeviceRecord, NodeEr
                 size_bytes: f.size_bytes,
             }),
             block: None,
+            snapshot: None,
         },
         Some(pb::device_spec::Source::Block(b)) => DeviceSource {
             file: None,
             block: Some(BlockSource { path: b.path }),
+            snapshot: None,
         },
         None => DeviceSource {
             file: None,
             block: None,
+            snapshot: None,
         },
+    };
+    let mut source = source;
+    let clone_from = match spec.snapshot {
+        Some(s) => {
+            if s.uid.is_empty() {
+                return Err(invalid("spec.source.snapshot.uid", "required"));
+            }
+            source.snapshot = Some(spindle_crds::CloneSource { name: s.name });
+            Some(s.uid)
+        }
+        None => None,
     };
     let write_cache = match enum_value("spec.writeCache", spec.write_cache)? {
         pb::WriteCache::Unspecified | pb::WriteCache::Writeback => WriteCache::Writeback,
@@ -124,7 +138,10 @@ pub fn device_record(req: pb::ApplyDeviceRequest) -> Result<DeviceRecord, NodeEr
     );
     d.metadata.namespace = Some(id.namespace.clone());
     d.validate().map_err(first_error)?;
-    DeviceRecord::from_spec(id, &d.spec).ok_or_else(|| invalid("spec.source", "required"))
+    let mut rec =
+        DeviceRecord::from_spec(id, &d.spec).ok_or_else(|| invalid("spec.source", "required"))?;
+    rec.clone_from = clone_from;
+    Ok(rec)
 }
 
 fn credentials(field: &str, c: Option<pb::ChapCredentials>) -> Result<Credentials, NodeError> {
@@ -333,6 +350,34 @@ pub fn target_status(v: &TargetView, ip: Option<std::net::IpAddr>) -> pb::Target
                 peer: s.peer.map(|p| p.to_string()).unwrap_or_default(),
             })
             .collect(),
+    }
+}
+
+/// The API's snapshot of the node's view of one.
+pub fn snapshot(v: &crate::node::SnapshotView) -> pb::Snapshot {
+    use crate::store::copy::CopyMethod;
+    match &v.record {
+        Some(r) => pb::Snapshot {
+            meta: Some(meta(&r.id)),
+            device: Some(meta(&r.source)),
+            size_bytes: r.size_bytes,
+            block_size: r.block_size,
+            method: match r.method {
+                CopyMethod::Reflink => pb::SnapshotMethod::Reflink,
+                CopyMethod::Copy => pb::SnapshotMethod::Copy,
+            }
+            .into(),
+            hold_micros: r.hold_micros,
+            created_unix_ms: r.created_unix_ms,
+            ready: true,
+            copied_bytes: r.size_bytes,
+        },
+        None => pb::Snapshot {
+            meta: Some(meta(&v.id)),
+            size_bytes: v.total_bytes,
+            copied_bytes: v.copied_bytes,
+            ..Default::default()
+        },
     }
 }
 

@@ -273,6 +273,55 @@ impl Agent for AgentService {
         .await
     }
 
+    async fn create_snapshot(
+        &self,
+        request: Request<pb::CreateSnapshotRequest>,
+    ) -> Result<Response<pb::Snapshot>, Status> {
+        let req = request.into_inner();
+        self.mutate("CreateSnapshot", sender_of(&req.meta), async {
+            let snap = convert::object_id(req.meta)?;
+            let device = convert::object_id(req.device).map_err(|_| NodeError::Invalid {
+                field: "device".into(),
+                message: "the Device's namespace, name and uid are required".into(),
+            })?;
+            let r = self.node.create_snapshot(&snap, &device).await?;
+            Ok(convert::snapshot(&crate::node::SnapshotView {
+                id: r.id.clone(),
+                copied_bytes: r.size_bytes,
+                total_bytes: r.size_bytes,
+                record: Some(r),
+            }))
+        })
+        .await
+    }
+
+    async fn delete_snapshot(
+        &self,
+        request: Request<pb::DeleteSnapshotRequest>,
+    ) -> Result<Response<pb::DeleteSnapshotResponse>, Status> {
+        let req = request.into_inner();
+        self.mutate("DeleteSnapshot", sender_of(&req.meta), async {
+            let snap = convert::object_id(req.meta)?;
+            let known = self.node.delete_snapshot(&snap)?;
+            Ok(pb::DeleteSnapshotResponse { known })
+        })
+        .await
+    }
+
+    async fn list_snapshots(
+        &self,
+        _request: Request<pb::ListSnapshotsRequest>,
+    ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+        self.call("ListSnapshots", String::new(), async {
+            let (views, problems) = self.node.list_snapshots();
+            Ok(pb::ListSnapshotsResponse {
+                snapshots: views.iter().map(convert::snapshot).collect(),
+                problems,
+            })
+        })
+        .await
+    }
+
     async fn get_status(
         &self,
         _request: Request<pb::GetStatusRequest>,

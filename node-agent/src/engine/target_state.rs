@@ -1,6 +1,6 @@
 //! One target's state inside its engine thread: the LUN map, and the command path with
 //! admission (the drain gate), in-flight accounting and metrics. The drain of a Device over
-//! this state is in `device_drain.rs`.
+//! this state is in `device_drain.rs`, a snapshot's write barrier in `device_barrier.rs`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -8,6 +8,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use super::admission::Share;
+use super::barrier::WriteBarrier;
 use super::config::{LunSetup, TargetConfig};
 use super::drain::{DrainState, Gate};
 use crate::iscsi::login::AclPolicy;
@@ -42,6 +43,8 @@ pub struct LunSlot {
     pub device: String,
     pub lu: LogicalUnit<FileStore>,
     pub gate: Rc<Gate>,
+    /// A snapshot's write barrier (`barrier.rs`).
+    pub barrier: Rc<WriteBarrier>,
     metrics: LunMetrics,
     counters: Cell<LunCounters>,
 }
@@ -177,6 +180,7 @@ impl TargetState {
             device: lc.device.clone(),
             lu: LogicalUnit::new(lu_cfg, store),
             gate: Rc::new(Gate::new(state)),
+            barrier: Rc::default(),
             metrics: LunMetrics::new(&self.name, lc.lun),
             counters: Cell::default(),
         };
@@ -307,6 +311,11 @@ impl TargetState {
         // all read this value.
         let command = slot.lu.decode(cdb);
         let want = slot.lu.data_out_len(&command);
+        // A snapshot's barrier: writes wait (reads go on), then are admitted as any command.
+        let _passed = match command.may_write() {
+            true => Some(slot.barrier.pass().await),
+            false => None,
+        };
         let Some(_admitted) = slot.gate.admit() else {
             return (scsi::lun_inventory::fenced_lun(cdb), want);
         };

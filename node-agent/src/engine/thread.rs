@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::config::{LunSetup, TargetConfig};
 use super::conn::{self, Attach};
+use super::device_barrier::{BarrierError, HoldAck};
 use super::device_drain::DrainError;
 use super::drain::DrainAck;
 use super::rings;
@@ -27,6 +28,14 @@ pub enum TargetCmd {
         device: String,
         reply: oneshot::Sender<Result<DrainAck, DrainError>>,
     },
+    /// A snapshot: hold the writes of a Device (reads go on), finish those accepted, flush;
+    /// answer once held. Writes stay held until [`TargetCmd::Resume`].
+    Hold {
+        device: String,
+        reply: oneshot::Sender<Result<HoldAck, BarrierError>>,
+    },
+    /// Let the writes held for a snapshot go on.
+    Resume { device: String },
     /// Close a drained Device's store and drop its LUNs (`force`: even if not flushed).
     Release {
         device: String,
@@ -207,6 +216,20 @@ async fn serve(
                 ring::spawn(async move {
                     let _ = reply.send(st.drain_device(&device).await);
                 });
+            }
+            TargetCmd::Hold { device, reply } => {
+                let st = state.clone();
+                ring::spawn(async move {
+                    let held = st.hold_writes(&device).await;
+                    // Nobody waits for the answer any more: nobody would lower the barrier.
+                    if reply.send(held).is_err() {
+                        st.resume_writes(&device);
+                    }
+                });
+            }
+            TargetCmd::Resume { device } => {
+                let waited = state.resume_writes(&device);
+                tracing::info!(target = %state.name, device, waited, "snapshot barrier lowered");
             }
             TargetCmd::Release {
                 device,

@@ -23,6 +23,9 @@ impl Node {
         served_before: bool,
     ) -> Result<(bool, DeviceView), NodeError> {
         check_reserved(&rec)?;
+        // A clone's store is made from its snapshot before it is opened (and never after it
+        // was served: a missing store of a served Device stays refused).
+        let cloned = !served_before && self.make_clone_store(&rec).await?;
         let mut g = self.inner.lock().await;
         g.engine()?;
         let key = rec.id.key();
@@ -43,7 +46,7 @@ impl Node {
                 Missing::Create
             };
             let opened = self.open(&g, &rec, missing, None)?;
-            rec.store_created = opened.created;
+            rec.store_created = opened.created || cloned;
             let entry = DeviceEntry {
                 record: rec,
                 opened: Some(opened),

@@ -86,6 +86,9 @@ pub struct DeviceRecord {
     /// (`reservationPersistence: Always`).
     #[serde(default)]
     pub reservations_always: bool,
+    /// A clone: the uid of the snapshot its store starts from (made when first applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone_from: Option<String>,
 }
 
 impl DeviceRecord {
@@ -123,6 +126,7 @@ impl DeviceRecord {
             drain: DrainRecord::default(),
             store_created: false,
             reservations_always: spec.reservation_persistence == ReservationPersistence::Always,
+            clone_from: None,
         })
     }
 
@@ -313,5 +317,6 @@ pub fn sample_device(name: &str, uid: &str) -> DeviceRecord {
         drain: DrainRecord::default(),
         store_created: false,
         reservations_always: false,
+        clone_from: None,
     }
 }

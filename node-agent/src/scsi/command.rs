@@ -8,7 +8,7 @@
 //! decoded value.
 
 use super::cdb;
-use super::opcodes::{self, Dir, Medium, OpInfo};
+use super::opcodes::{self, Access, Dir, Medium, OpInfo};
 use super::sense::Sense;
 
 /// A block-addressed data command (READ, WRITE, VERIFY, WRITE AND VERIFY, COMPARE AND WRITE,
@@ -210,6 +210,12 @@ impl Decoded {
     /// bytes count as the LUN's traffic.
     pub fn medium_io(&self) -> bool {
         self.op.is_ok_and(|op| op.medium == Medium::Io)
+    }
+
+    /// Whether the command may change the medium or the unit's state (the opcode table's
+    /// write access): a snapshot's barrier holds these and lets the others run.
+    pub fn may_write(&self) -> bool {
+        self.op.is_ok_and(|op| op.access == Access::Write)
     }
 
     /// How many bytes of Data-Out the command asks for, per its CDB, on a unit with blocks of

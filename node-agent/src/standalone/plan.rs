@@ -96,6 +96,17 @@ pub fn plan(m: &Manifests, port: u16) -> (Plan, Vec<Problem>) {
             }
             continue;
         }
+        if d.spec.source.snapshot.is_some() {
+            // A clone needs a DeviceSnapshot's copy, which only the operator's calls make.
+            problems.push(problem(
+                o,
+                object,
+                "spec.source.snapshot",
+                "clones are made through the operator (DeviceSnapshot), not in standalone mode"
+                    .into(),
+            ));
+            continue;
+        }
         if devices.insert(k.clone(), (o, d)).is_some() {
             problems.push(problem(
                 o,
@@ -254,6 +265,22 @@ mod tests {
         assert_eq!(t[0].luns[0].device_uid, d.id.uid);
         assert!(d.thin && d.write_cache);
         assert_eq!(d.store.block_size, 512);
+    }
+
+    #[test]
+    fn a_clone_is_refused_in_standalone_mode_naming_the_field() {
+        let text = DEV.replace(
+            "sizeBytes: 1048576}}",
+            "sizeBytes: 1048576}, snapshot: {name: s}}",
+        );
+        let (plan, p) = run_plan(&text);
+        assert!(plan.devices.is_empty(), "no empty file made for a clone");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("spec.source.snapshot: clones are made"),
+            "{}",
+            p[0]
+        );
     }
 
     #[test]

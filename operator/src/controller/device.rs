@@ -52,7 +52,14 @@ async fn apply(ctx: &Arc<Ctx>, d: &Device) -> Result<Action, Error> {
     };
     let mut problems = plan.problems;
     let mut result = Ok(());
-    if let (Some(req), Some(dial)) = (plan.request, agents.get(&node).and_then(|a| a.dial(&node))) {
+    let mut request = plan.request;
+    if let (Some(req), Some(clone)) = (request.as_mut(), d.spec.source.snapshot.as_ref())
+        && let Err(p) = super::snapshot::clone_source(ctx, d, &clone.name, req).await?
+    {
+        problems.push(p);
+        request = None;
+    }
+    if let (Some(req), Some(dial)) = (request, agents.get(&node).and_then(|a| a.dial(&node))) {
         match ctx.agents.apply_device(dial, req).await {
             Ok(r) => {
                 if let Some(s) = r.status {
