@@ -11,6 +11,7 @@ mod device;
 pub mod manifest;
 mod names;
 mod prose;
+mod qos;
 mod target;
 mod validate;
 pub mod words;
@@ -21,6 +22,7 @@ pub use device::{
     WriteCache,
 };
 pub use names::{IQN_MAX_LEN, IQN_PATTERN, OBJECT_NAME_PATTERN, is_valid_iqn};
+pub use qos::{DEFAULT_BURST_SECONDS, TargetQos};
 pub use target::{
     Acl, ChapSpec, DEFAULT_IQN_PREFIX, Digest, IscsiParams, LunSpec, MAX_LUN, Target, TargetSpec,
     TargetStatus,

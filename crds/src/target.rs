@@ -10,6 +10,7 @@ use crate::condition::Condition;
 use crate::names::{
     IQN_MAX_LEN, IQN_PATTERN, OBJECT_NAME_PATTERN, is_valid_iqn, is_valid_object_name,
 };
+use crate::qos::TargetQos;
 use crate::validate::{Errors, FieldError, check_object_name};
 
 /// Prefix of the IQN a Target gets when `spec.iqn` is not set (followed by `<namespace>.<name>`).
@@ -110,6 +111,9 @@ pub struct TargetSpec {
     /// iSCSI session parameters the target offers in login negotiation.
     #[serde(default)]
     pub iscsi: IscsiParams,
+    /// Fair-share weight and limits (IOPS, bytes per second, burst); unlimited when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos: Option<TargetQos>,
 }
 
 fn default_port() -> u16 {
@@ -269,6 +273,9 @@ pub struct TargetStatus {
     /// Logged-in iSCSI sessions.
     #[serde(default)]
     pub sessions: u32,
+    /// The QoS limits the agent enforces now (absent: unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos: Option<TargetQos>,
     /// The metadata.generation the status reflects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -315,6 +322,9 @@ impl Target {
             );
         }
         check_iscsi(&mut errors, &spec.iscsi);
+        if let Some(qos) = &spec.qos {
+            qos.check(&mut errors, "spec.qos");
+        }
         errors.finish()
     }
 }
@@ -480,6 +490,20 @@ mod tests {
         assert_eq!(errors[0].field, "spec.iqn");
         t.spec.iqn = Some("iqn.2026-11.dev.spindle:short".into());
         assert_eq!(t.validate(), Ok(()));
+    }
+
+    #[test]
+    fn qos_limits_parse_and_bad_ones_name_their_field() {
+        let t = parse(&MINIMAL.replace(
+            "spec: {}",
+            "spec:\n  qos: {weight: 3, writeIops: 200, readBytesPerSecond: 100}",
+        ));
+        let q = t.spec.qos.as_ref().expect("qos parsed");
+        assert_eq!((q.weight, q.write_iops), (Some(3), Some(200)));
+        let errors = t.validate().unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field, "spec.qos.readBytesPerSecond");
+        assert_eq!(parse(MINIMAL).spec.qos, None);
     }
 
     #[test]
