@@ -6,7 +6,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::validate::Errors;
+use crate::validate::{Errors, FieldError};
 
 /// Highest fair-share weight.
 pub const MAX_WEIGHT: u32 = 1000;
@@ -63,6 +63,14 @@ impl TargetQos {
             || self.write_iops.is_some()
             || self.read_bytes_per_second.is_some()
             || self.write_bytes_per_second.is_some()
+    }
+
+    /// Applies the schema's rules, naming fields under `field` (e.g. `spec.qos`); for callers
+    /// that build a QoS outside a Target (the CSI driver's StorageClass parameters).
+    pub fn validate(&self, field: &str) -> Result<(), Vec<FieldError>> {
+        let mut errors = Errors::default();
+        self.check(&mut errors, field);
+        errors.finish()
     }
 
     /// Records what breaks the schema's rules, under `field` (e.g. `spec.qos`).

@@ -21,7 +21,9 @@ pub mod rings;
 pub mod sessions;
 pub mod target_state;
 mod thread;
+pub mod throttle;
 mod tmf;
+pub mod token_bucket;
 
 pub use device_drain::DrainError;
 pub use drain::{DrainAck, DrainState};
@@ -157,7 +159,7 @@ impl Engine {
         Ok(())
     }
 
-    /// New login settings (ACL, CHAP, parameters) for a served target: new logins see them at
+    /// New login settings (ACL, CHAP, parameters) and QoS limits for a served target: new logins see them at
     /// once, and SendTargets inside its sessions follows the new ACL. The IQN and port must be
     /// unchanged (stop and start the target to change those).
     pub fn update_target(&mut self, config: TargetConfig) {
@@ -165,6 +167,7 @@ impl Engine {
             return;
         };
         let _ = handle.sender().send(TargetCmd::SetAcl(config.acl.clone()));
+        let _ = handle.sender().send(TargetCmd::SetQos(config.qos));
         let key = config.iqn.to_ascii_lowercase();
         let sender = handle.sender();
         self.write_directory().insert(

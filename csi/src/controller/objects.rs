@@ -111,6 +111,7 @@ impl Plan {
                     }),
                 },
                 iscsi: IscsiParams::default(),
+                qos: self.params.qos.clone(),
             },
             status: None,
         }

@@ -239,6 +239,7 @@ async fn call(cli: Cli) -> Result<String, String> {
                     }),
                     chap,
                     iscsi: None,
+                    qos: None,
                 }),
             };
             format!(

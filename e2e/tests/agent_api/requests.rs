@@ -61,6 +61,7 @@ pub fn target(name: &str, port: u16, luns: &[(u64, &str)]) -> pb::ApplyTargetReq
             }),
             chap: None,
             iscsi: None,
+            qos: None,
         }),
     }
 }

@@ -198,6 +198,7 @@ pub fn target_record(req: pb::ApplyTargetRequest) -> Result<TargetRecord, NodeEr
                 mutual: c.target.is_some(),
             }),
             iscsi,
+            qos: spec.qos.map(super::convert_qos::from_pb),
         },
     );
     t.metadata.namespace = Some(id.namespace.clone());
@@ -296,6 +297,7 @@ pub fn target_status(v: &TargetView, ip: Option<std::net::IpAddr>) -> pb::Target
                 peer: s.peer.map(|p| p.to_string()).unwrap_or_default(),
             })
             .collect(),
+        qos: v.qos.as_ref().map(super::convert_qos::to_pb),
     }
 }
 
@@ -399,6 +401,7 @@ mod tests {
                     target: None,
                 }),
                 iscsi: None,
+                qos: None,
             }),
         }
     }

@@ -88,6 +88,7 @@ fn target(term: u64, port: u32, luns: &[u64], secret: &str) -> pb::ApplyTargetRe
                 target: None,
             }),
             iscsi: None,
+            qos: None,
         }),
     }
 }

@@ -2,6 +2,7 @@
 //! manifests today, the operator over gRPC later).
 
 use super::drain::DrainState;
+use super::token_bucket::QosLimits;
 use crate::iscsi::chap::ChapSecrets;
 use crate::iscsi::login::AclPolicy;
 use crate::iscsi::params::TargetLimits;
@@ -39,6 +40,8 @@ pub struct TargetConfig {
     pub chap: Option<ChapSecrets>,
     /// What the target offers in login negotiation.
     pub limits: TargetLimits,
+    /// QoS limits (`spec.qos`); the default is unlimited.
+    pub qos: QosLimits,
     pub luns: Vec<LunConfig>,
 }
 

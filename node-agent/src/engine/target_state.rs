@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use super::config::{LunSetup, TargetConfig};
 use super::drain::{DrainState, Gate};
+use super::throttle::Throttle;
 use crate::iscsi::login::AclPolicy;
 use crate::metrics::LunMetrics;
 use crate::scsi::opcodes::Dir;
@@ -105,6 +106,8 @@ pub struct TargetState {
     pub(super) luns: RefCell<BTreeMap<u64, Rc<LunSlot>>>,
     /// SCSI initiator port names of the live nexuses (a LUN added later learns them too).
     nexus_names: RefCell<BTreeMap<NexusId, String>>,
+    /// `spec.qos` limits: commands wait here before admission.
+    pub throttle: Throttle,
 }
 
 impl TargetState {
@@ -116,6 +119,7 @@ impl TargetState {
             acl: RefCell::new(config.acl.clone()),
             luns: RefCell::default(),
             nexus_names: RefCell::default(),
+            throttle: Throttle::new(&config.name, config.qos),
         };
         for l in luns {
             t.add_lun(l);
@@ -277,6 +281,11 @@ impl TargetState {
         // all read this value.
         let command = slot.lu.decode(cdb);
         let want = slot.lu.data_out_len(&command);
+        // A command over the Target's limits waits before admission (it is not in flight
+        // yet, so a drain does not wait for it; a fence meanwhile refuses it below).
+        self.throttle
+            .admit(&command, slot.lu.config().block_size)
+            .await;
         let Some(_admitted) = slot.gate.admit() else {
             return (scsi::lun_inventory::fenced_lun(cdb), want);
         };
@@ -385,6 +394,7 @@ pub(super) mod tests {
             acl: AclPolicy::AllowAll,
             chap: None,
             limits: Default::default(),
+            qos: Default::default(),
             luns: configs,
         };
         TargetState::new(&cfg, luns)

@@ -14,6 +14,7 @@ use super::drain::DrainAck;
 use super::rings;
 use super::sessions::{Host, SessionInfo, Sessions};
 use super::target_state::{LunSnapshot, TargetState};
+use super::token_bucket::QosLimits;
 use crate::iscsi::login::AclPolicy;
 use crate::ring;
 
@@ -49,6 +50,8 @@ pub enum TargetCmd {
     /// New access list: SendTargets inside this target's sessions follows it, and sessions of
     /// initiators it no longer admits are closed.
     SetAcl(AclPolicy),
+    /// New QoS limits, in force at once for the commands waiting and the next ones.
+    SetQos(QosLimits),
     /// What the target serves now.
     Status {
         reply: oneshot::Sender<TargetSnapshot>,
@@ -236,6 +239,7 @@ async fn serve(
                 sessions.close_disallowed(&acl);
                 state.set_acl(acl);
             }
+            TargetCmd::SetQos(limits) => state.throttle.set(limits),
             TargetCmd::Status { reply } => {
                 let _ = reply.send(TargetSnapshot {
                     luns: state.lun_snapshots(),

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use spindle_crds::{Device, Digest, ReclaimPolicy, Target, WriteCache};
 
 use crate::engine::config::{LunConfig, TargetConfig};
+use crate::engine::token_bucket::{DirLimits, QosLimits};
 use crate::engine::{DrainAck, DrainState};
 use crate::iscsi::chap::ChapSecrets;
 use crate::iscsi::login::AclPolicy;
@@ -158,6 +159,9 @@ pub struct TargetRecord {
     pub acl: AclPolicy,
     pub chap: Option<ChapSecrets>,
     pub limits: TargetLimits,
+    /// `spec.qos` (absent in state saved before QoS existed: unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos: Option<spindle_crds::TargetQos>,
 }
 
 impl TargetRecord {
@@ -191,6 +195,7 @@ impl TargetRecord {
             },
             chap,
             limits: limits(&s.iscsi),
+            qos: s.qos.clone(),
         }
     }
 
@@ -208,6 +213,7 @@ impl TargetRecord {
             acl: self.acl.clone(),
             chap: self.chap.clone(),
             limits: self.limits.clone(),
+            qos: qos_limits(self.qos.as_ref()),
             luns,
         }
     }
@@ -242,6 +248,24 @@ pub fn limits(p: &spindle_crds::IscsiParams) -> TargetLimits {
         immediate_data: p.immediate_data,
         max_outstanding_r2t: p.max_outstanding_r2t,
         ..TargetLimits::default()
+    }
+}
+
+/// The limits the engine enforces for a Target's `spec.qos`.
+pub fn qos_limits(q: Option<&spindle_crds::TargetQos>) -> QosLimits {
+    let Some(q) = q else {
+        return QosLimits::default();
+    };
+    QosLimits {
+        read: DirLimits {
+            iops: q.read_iops,
+            bytes_per_second: q.read_bytes_per_second,
+        },
+        write: DirLimits {
+            iops: q.write_iops,
+            bytes_per_second: q.write_bytes_per_second,
+        },
+        burst_seconds: q.burst(),
     }
 }
 

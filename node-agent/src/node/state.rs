@@ -241,6 +241,7 @@ mod tests {
                 target: None,
             }),
             limits: Default::default(),
+            qos: None,
         };
         s.save_target(&t).unwrap();
         let loaded = StateStore::open(dir.path()).unwrap().load().unwrap();

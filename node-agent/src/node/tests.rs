@@ -54,6 +54,7 @@ pub(super) fn target(name: &str, luns: &[(u64, &str)]) -> TargetRecord {
         acl: AclPolicy::AllowAll,
         chap: None,
         limits: Default::default(),
+        qos: None,
     }
 }
 
