@@ -41,10 +41,7 @@ pub fn parse(params: &HashMap<String, String>) -> Result<Option<TargetQos>, Para
             },
         })
     };
-    let burst = match number(BURST_SECONDS, false)? {
-        None => None,
-        Some(b) => Some(u32::try_from(b).unwrap_or(u32::MAX)),
-    };
+    let burst = number(BURST_SECONDS, false)?.map(|b| u32::try_from(b).unwrap_or(u32::MAX));
     let q = TargetQos {
         weight: None,
         read_iops: number(READ_IOPS, false)?,
