@@ -87,6 +87,17 @@ impl Throttle {
         }
     }
 
+    /// Whether `command` must go through [`Throttle::admit`]: it moves medium data in a
+    /// direction that has limits.
+    pub fn holds(&self, command: &Decoded) -> bool {
+        command.medium_io()
+            && match command.dir() {
+                Dir::In => self.read.limited.get(),
+                Dir::Out => self.write.limited.get(),
+                Dir::None => false,
+            }
+    }
+
     /// Waits until `command` (on a unit of `block_size`) may be admitted. Commands that do not
     /// move medium data pass at once.
     pub async fn admit(&self, command: &Decoded, block_size: u32) {
