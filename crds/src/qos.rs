@@ -45,7 +45,7 @@ pub struct TargetQos {
     #[schemars(range(min = MIN_BYTES_PER_SECOND, max = MAX_LIMIT))]
     pub write_bytes_per_second: Option<u64>,
     /// How long an idle Target may then run above its limits: the burst allowance is this many
-    /// seconds of each limit (0 to 60, default 1; 0 paces every command).
+    /// seconds of each limit (0 to 60, default 1; 0 paces the commands, with 50 ms of slack).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = MAX_BURST_SECONDS))]
     pub burst_seconds: Option<u32>,
