@@ -11,6 +11,7 @@ mod device;
 pub mod manifest;
 mod names;
 mod prose;
+mod qos;
 mod snapshot;
 mod target;
 mod validate;
@@ -22,12 +23,13 @@ pub use device::{
     ReclaimPolicy, ReservationPersistence, WriteCache,
 };
 pub use names::{IQN_MAX_LEN, IQN_PATTERN, OBJECT_NAME_PATTERN, is_valid_iqn};
+pub use qos::{DEFAULT_BURST_SECONDS, TargetQos};
 pub use snapshot::{
     DeviceSnapshot, DeviceSnapshotSpec, DeviceSnapshotStatus, SnapshotMethod, SnapshotSource,
 };
 pub use target::{
-    Acl, ChapSpec, DEFAULT_IQN_PREFIX, Digest, IscsiParams, LunSpec, MAX_LUN, MAX_QOS_WEIGHT,
-    Target, TargetQos, TargetSpec, TargetStatus,
+    Acl, ChapSpec, DEFAULT_IQN_PREFIX, Digest, IscsiParams, LunSpec, MAX_LUN, Target, TargetSpec,
+    TargetStatus,
 };
 pub use validate::FieldError;
 

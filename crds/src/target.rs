@@ -11,6 +11,7 @@ use crate::condition::Condition;
 use crate::names::{
     IQN_MAX_LEN, IQN_PATTERN, OBJECT_NAME_PATTERN, is_valid_iqn, is_valid_object_name,
 };
+use crate::qos::TargetQos;
 use crate::validate::{Errors, FieldError, check_object_name};
 
 /// Prefix of the IQN a Target gets when `spec.iqn` is not set (followed by `<namespace>.<name>`).
@@ -111,38 +112,15 @@ pub struct TargetSpec {
     /// iSCSI session parameters the target offers in login negotiation.
     #[serde(default)]
     pub iscsi: IscsiParams,
-    /// Quality of service: the Target's part of its node when others are busy too.
+    /// Fair-share weight and limits (IOPS, bytes per second, burst); unlimited when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qos: Option<TargetQos>,
-}
-
-/// Most a Target's `spec.qos.weight` may be.
-pub const MAX_QOS_WEIGHT: u32 = 1000;
-
-/// A Target's quality of service. Changes apply to a served Target at once, without closing
-/// its sessions.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TargetQos {
-    /// Its weight in the fair share of the node's engine (1 to 1000, default 1): while other
-    /// Targets on the same engine ring are busy, a busy Target of weight 2 has its commands
-    /// admitted twice as often as one of weight 1, and twice the CmdSN window.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = MAX_QOS_WEIGHT))]
-    pub weight: Option<u32>,
-}
-
-impl TargetQos {
-    /// The weight, default 1.
-    pub fn effective_weight(&self) -> u32 {
-        self.weight.unwrap_or(1)
-    }
 }
 
 impl TargetSpec {
     /// The Target's weight in its node's fair share (`spec.qos.weight`, default 1).
     pub fn weight(&self) -> u32 {
-        self.qos.as_ref().map_or(1, TargetQos::effective_weight)
+        self.qos.as_ref().and_then(|q| q.weight).unwrap_or(1)
     }
 }
 
@@ -310,6 +288,9 @@ pub struct TargetStatus {
     /// Logged-in iSCSI sessions.
     #[serde(default)]
     pub sessions: u32,
+    /// The QoS limits the agent enforces now (absent: unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos: Option<TargetQos>,
     /// The metadata.generation the status reflects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -359,12 +340,8 @@ impl Target {
             }
         }
         check_iscsi(&mut errors, &spec.iscsi);
-        if let Some(w) = spec.qos.as_ref().and_then(|q| q.weight) {
-            errors.check(
-                (1..=MAX_QOS_WEIGHT).contains(&w),
-                "spec.qos.weight",
-                format!("{w} is out of range: must be between 1 and {MAX_QOS_WEIGHT}"),
-            );
+        if let Some(qos) = &spec.qos {
+            qos.check(&mut errors, "spec.qos");
         }
         errors.finish()
     }
@@ -564,6 +541,20 @@ mod tests {
         assert_eq!(errors[0].field, "spec.iqn");
         t.spec.iqn = Some("iqn.2026-11.dev.spindle:short".into());
         assert_eq!(t.validate(), Ok(()));
+    }
+
+    #[test]
+    fn qos_limits_parse_and_bad_ones_name_their_field() {
+        let t = parse(&MINIMAL.replace(
+            "spec: {}",
+            "spec:\n  qos: {weight: 3, writeIops: 200, readBytesPerSecond: 100}",
+        ));
+        let q = t.spec.qos.as_ref().expect("qos parsed");
+        assert_eq!((q.weight, q.write_iops), (Some(3), Some(200)));
+        let errors = t.validate().unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field, "spec.qos.readBytesPerSecond");
+        assert_eq!(parse(MINIMAL).spec.qos, None);
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod objects;
 pub mod pages;
 pub mod parameters;
 pub mod publish;
+pub mod qos_parameters;
 pub mod readiness;
 pub mod service;
 pub mod size;

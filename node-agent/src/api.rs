@@ -4,6 +4,7 @@
 
 pub mod calls;
 pub mod convert;
+pub mod convert_qos;
 pub mod fence;
 pub mod identity;
 pub mod lease;

@@ -25,7 +25,9 @@ pub mod sessions;
 pub mod share;
 pub mod target_state;
 mod thread;
+pub mod throttle;
 mod tmf;
+pub mod token_bucket;
 
 pub use device_barrier::{BarrierError, HoldAck};
 pub use device_drain::DrainError;
@@ -162,9 +164,9 @@ impl Engine {
         Ok(())
     }
 
-    /// New login settings (ACL, CHAP, parameters) for a served target: new logins see them at
-    /// once, and SendTargets inside its sessions follows the new ACL. A new weight applies to
-    /// its sessions at once, none closed. The IQN and port must be
+    /// New login settings (ACL, CHAP, parameters), weight and QoS limits for a served target:
+    /// new logins see them at once, and SendTargets inside its sessions follows the new ACL;
+    /// the weight and limits apply to its sessions at once, none closed. The IQN and port must be
     /// unchanged (stop and start the target to change those).
     pub fn update_target(&mut self, config: TargetConfig) {
         let Some(handle) = self.targets.get(&config.name) else {
@@ -172,6 +174,7 @@ impl Engine {
         };
         let _ = handle.sender().send(TargetCmd::SetAcl(config.acl.clone()));
         let _ = handle.sender().send(TargetCmd::SetWeight(config.weight));
+        let _ = handle.sender().send(TargetCmd::SetQos(config.qos));
         let key = config.iqn.to_ascii_lowercase();
         let sender = handle.sender();
         self.write_directory().insert(

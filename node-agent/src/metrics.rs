@@ -9,8 +9,8 @@ use std::cell::RefCell;
 use std::sync::LazyLock;
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    CounterVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 /// Every metric of the agent, registered in one registry.
@@ -56,6 +56,8 @@ pub struct Metrics {
     pub write_memory: IntGauge,
     /// `--max-write-memory` (set when scraped).
     pub write_memory_limit: IntGauge,
+    /// Time commands waited for a Target's QoS limits, by target and direction (read|write).
+    pub qos_throttled_seconds: CounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -157,6 +159,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "write_memory_limit_bytes",
         "Most write data the agent holds at once (--max-write-memory)",
     )?;
+    let qos_throttled_seconds = CounterVec::new(
+        Opts::new(
+            "qos_throttled_seconds_total",
+            "Time commands waited for their Target's QoS limits (spec.qos) before admission",
+        ),
+        &["target", "direction"],
+    )?;
+    registry.register(Box::new(qos_throttled_seconds.clone()))?;
     registry.register(Box::new(write_memory.clone()))?;
     registry.register(Box::new(write_memory_limit.clone()))?;
     registry.register(Box::new(data_dir_new.clone()))?;
@@ -199,6 +209,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         store_refusals,
         write_memory,
         write_memory_limit,
+        qos_throttled_seconds,
     })
 }
 

@@ -1,8 +1,8 @@
 //! Backing stores: a file under the agent's data dir, or an allowlisted block device, with
 //! reads, writes, fdatasync and punch-hole going through the ring.
 
-pub mod durable;
 pub mod copy;
+pub mod durable;
 mod failure;
 pub mod fdlimit;
 mod open;

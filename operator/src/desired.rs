@@ -345,9 +345,7 @@ fn plan_served_target(t: &Target, world: &TargetWorld<'_>) -> TargetPlan {
             }),
             chap,
             iscsi: Some(iscsi_params(&t.spec.iscsi)),
-            qos: t.spec.qos.as_ref().map(|q| api::TargetQos {
-                weight: q.weight.unwrap_or(0),
-            }),
+            qos: t.spec.qos.as_ref().map(qos_to_api),
         }),
     };
     TargetPlan {
@@ -524,6 +522,29 @@ fn digest(d: Digest) -> api::Digest {
         Digest::None => api::Digest::None,
         Digest::Crc32c => api::Digest::Crc32c,
         Digest::Optional => api::Digest::Optional,
+    }
+}
+
+fn qos_to_api(q: &spindle_crds::TargetQos) -> api::Qos {
+    api::Qos {
+        weight: q.weight,
+        read_iops: q.read_iops,
+        write_iops: q.write_iops,
+        read_bytes_per_second: q.read_bytes_per_second,
+        write_bytes_per_second: q.write_bytes_per_second,
+        burst_seconds: q.burst_seconds,
+    }
+}
+
+/// The QoS an agent reports in force, for the Target's status.
+pub fn qos_from_api(q: api::Qos) -> spindle_crds::TargetQos {
+    spindle_crds::TargetQos {
+        weight: q.weight,
+        read_iops: q.read_iops,
+        write_iops: q.write_iops,
+        read_bytes_per_second: q.read_bytes_per_second,
+        write_bytes_per_second: q.write_bytes_per_second,
+        burst_seconds: q.burst_seconds,
     }
 }
 

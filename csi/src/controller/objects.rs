@@ -115,7 +115,7 @@ impl Plan {
                     }),
                 },
                 iscsi: IscsiParams::default(),
-                qos: None,
+                qos: self.params.qos.clone(),
             },
             status: None,
         }

@@ -3,7 +3,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::RangeInclusive;
 
-use spindle_crds::WriteCache;
+use spindle_crds::{TargetQos, WriteCache};
+
+use super::qos_parameters;
 
 /// The storage node holding the volume (default: the agent with the most free bytes).
 pub const NODE: &str = "spindle.dev/node";
@@ -51,6 +53,9 @@ pub struct Parameters {
     pub thin: bool,
     pub write_cache: WriteCache,
     pub port: u16,
+    /// The Target's `spec.qos` (the `spindle.dev/*Iops`, `*BytesPerSecond`, `burstSeconds`
+    /// parameters, see [`qos_parameters`]).
+    pub qos: Option<TargetQos>,
     /// The provisioner's metadata (PVC name and namespace, PV name), by parameter key.
     pub metadata: BTreeMap<String, String>,
 }
@@ -60,7 +65,7 @@ pub struct Parameters {
 pub enum ParameterError {
     /// Keys the driver does not know.
     #[error(
-        "unknown parameter(s) {0:?}: the driver knows spindle.dev/node, spindle.dev/chap, spindle.dev/blockSize, spindle.dev/thinProvisioning, spindle.dev/writeCache, spindle.dev/port"
+        "unknown parameter(s) {0:?}: the driver knows spindle.dev/node, spindle.dev/chap, spindle.dev/blockSize, spindle.dev/thinProvisioning, spindle.dev/writeCache, spindle.dev/port, spindle.dev/readIops, spindle.dev/writeIops, spindle.dev/readBytesPerSecond, spindle.dev/writeBytesPerSecond, spindle.dev/burstSeconds"
     )]
     Unknown(Vec<String>),
     /// A known key with a value it cannot take.
@@ -81,6 +86,7 @@ pub fn parse(
         .keys()
         .filter(|k| {
             ![NODE, CHAP, BLOCK_SIZE, THIN, WRITE_CACHE, PORT].contains(&k.as_str())
+                && !qos_parameters::KEYS.contains(&k.as_str())
                 && !k.starts_with(PROVISIONER_PREFIX)
         })
         .cloned()
@@ -138,6 +144,7 @@ pub fn parse(
             }
         },
     };
+    let qos = qos_parameters::parse(params)?;
     let metadata = [PVC_NAME, PVC_NAMESPACE, PV_NAME]
         .iter()
         .filter_map(|k| params.get(*k).map(|v| ((*k).to_owned(), v.clone())))
@@ -149,6 +156,7 @@ pub fn parse(
         thin,
         write_cache,
         port,
+        qos,
         metadata,
     })
 }
@@ -197,6 +205,7 @@ mod tests {
         assert!(!p.thin);
         assert_eq!(p.write_cache, WriteCache::Writeback);
         assert_eq!(p.port, 3260);
+        assert_eq!(p.qos, None);
     }
 
     #[test]
@@ -209,6 +218,7 @@ mod tests {
                 (THIN, "true"),
                 (WRITE_CACHE, "writethrough"),
                 (PORT, "3265"),
+                (qos_parameters::WRITE_IOPS, "100"),
                 (PVC_NAME, "data"),
                 (PVC_NAMESPACE, "app"),
                 (PV_NAME, "pvc-1"),
@@ -223,6 +233,7 @@ mod tests {
         assert!(p.thin);
         assert_eq!(p.write_cache, WriteCache::Writethrough);
         assert_eq!(p.port, 3265);
+        assert_eq!(p.qos.as_ref().and_then(|q| q.write_iops), Some(100));
         assert_eq!(p.metadata[PVC_NAME], "data");
         assert_eq!(p.metadata.len(), 3);
         assert_eq!(

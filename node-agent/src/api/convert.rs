@@ -5,8 +5,7 @@
 use spindle_agent_api::v1 as pb;
 use spindle_crds::{
     Acl, BlockSource, ChapSpec, Device, DeviceSource, DeviceSpec, Digest, FileSource, IscsiParams,
-    LunSpec, ReclaimPolicy, ReservationPersistence, Target, TargetQos, TargetSpec, WriteCache,
-    chap,
+    LunSpec, ReclaimPolicy, ReservationPersistence, Target, TargetSpec, WriteCache, chap,
 };
 
 use crate::engine::{DrainAck, DrainState};
@@ -249,9 +248,7 @@ pub fn target_record(req: pb::ApplyTargetRequest) -> Result<TargetRecord, NodeEr
                 algorithms: c.algorithms.clone(),
             }),
             iscsi,
-            qos: spec.qos.as_ref().map(|q| TargetQos {
-                weight: (q.weight != 0).then_some(q.weight),
-            }),
+            qos: spec.qos.map(super::convert_qos::from_pb),
         },
     );
     t.metadata.namespace = Some(id.namespace.clone());
@@ -350,6 +347,7 @@ pub fn target_status(v: &TargetView, ip: Option<std::net::IpAddr>) -> pb::Target
                 peer: s.peer.map(|p| p.to_string()).unwrap_or_default(),
             })
             .collect(),
+        qos: v.qos.as_ref().map(super::convert_qos::to_pb),
     }
 }
 

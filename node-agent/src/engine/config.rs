@@ -2,6 +2,7 @@
 //! manifests today, the operator over gRPC later).
 
 use super::drain::DrainState;
+use super::token_bucket::QosLimits;
 use crate::iscsi::chap::ChapSecrets;
 use crate::iscsi::login::AclPolicy;
 use crate::iscsi::params::TargetLimits;
@@ -45,6 +46,8 @@ pub struct TargetConfig {
     /// Its weight in the fair share of its ring (`spec.qos.weight`, 1..=1000): a busy target
     /// of weight 2 is admitted twice as often as one of weight 1, and gets twice the window.
     pub weight: u32,
+    /// QoS limits (`spec.qos`); the default is unlimited.
+    pub qos: QosLimits,
     pub luns: Vec<LunConfig>,
 }
 

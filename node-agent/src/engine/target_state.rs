@@ -11,6 +11,7 @@ use super::admission::Share;
 use super::barrier::WriteBarrier;
 use super::config::{LunSetup, TargetConfig};
 use super::drain::{DrainState, Gate};
+use super::throttle::Throttle;
 use crate::iscsi::login::AclPolicy;
 use crate::metrics::LunMetrics;
 use crate::scsi::opcodes::Dir;
@@ -125,6 +126,20 @@ pub struct TargetState {
     nexus_names: RefCell<BTreeMap<NexusId, String>>,
     /// Its turn at the stores and its part of the CmdSN window, among its ring's targets.
     pub share: Share,
+    /// `spec.qos` limits: commands wait here before admission.
+    pub throttle: Throttle,
+    /// Commands waiting for the limits now (so an abort can reach them).
+    throttled: RefCell<Vec<Rc<Throttled>>>,
+}
+
+/// A command waiting for the Target's QoS limits. It is in no task set yet: an abort (ABORT
+/// TASK, a reset, its nexus replaced) marks and wakes it here, and it never starts.
+struct Throttled {
+    nexus: NexusId,
+    tag: u64,
+    lun: u64,
+    aborted: Cell<bool>,
+    wake: tokio::sync::Notify,
 }
 
 impl TargetState {
@@ -137,6 +152,8 @@ impl TargetState {
             luns: RefCell::default(),
             nexus_names: RefCell::default(),
             share: Share::new(config.weight),
+            throttle: Throttle::new(&config.name, config.qos),
+            throttled: RefCell::default(),
         };
         for l in luns {
             t.add_lun(l);
@@ -311,6 +328,15 @@ impl TargetState {
         // all read this value.
         let command = slot.lu.decode(cdb);
         let want = slot.lu.data_out_len(&command);
+        // A command over the Target's limits waits before admission (it is not in flight
+        // yet, so a drain does not wait for it; a fence meanwhile refuses it below).
+        if self.throttle.holds(&command)
+            && !self
+                .wait_for_limits(key, lun, &command, slot.lu.config().block_size)
+                .await
+        {
+            return (Response::status(Status::TaskAborted), want);
+        }
         // A snapshot's barrier: writes wait (reads go on), then are admitted as any command.
         let _passed = match command.may_write() {
             true => Some(slot.barrier.pass().await),
@@ -335,6 +361,44 @@ impl TargetState {
         (resp, want)
     }
 
+    /// Waits until the QoS limits admit `command`; false if it was aborted meanwhile.
+    async fn wait_for_limits(
+        &self,
+        key: TaskKey,
+        lun: u64,
+        command: &Decoded,
+        block_size: u32,
+    ) -> bool {
+        let me = Rc::new(Throttled {
+            nexus: key.nexus,
+            tag: key.tag,
+            lun,
+            aborted: Cell::new(false),
+            wake: tokio::sync::Notify::new(),
+        });
+        self.throttled.borrow_mut().push(me.clone());
+        tokio::select! {
+            () = self.throttle.admit(command, block_size) => {}
+            () = me.wake.notified() => {}
+        }
+        self.throttled.borrow_mut().retain(|t| !Rc::ptr_eq(t, &me));
+        !me.aborted.get()
+    }
+
+    /// Aborts the commands waiting for the QoS limits that `which` picks.
+    fn abort_throttled(&self, which: impl Fn(&Throttled) -> bool) {
+        for t in self.throttled.borrow().iter().filter(|t| which(t)) {
+            t.aborted.set(true);
+            t.wake.notify_one();
+        }
+    }
+
+    /// A task management function aborts every task of `lun` (None: of every LUN): the
+    /// commands still waiting for the QoS limits never start.
+    pub fn abort_throttled_on(&self, lun: Option<u64>) {
+        self.abort_throttled(|t| lun.is_none_or(|l| l == t.lun));
+    }
+
     /// A new I_T nexus: its SCSI initiator port name (for reservations).
     pub fn nexus_named(&self, nexus: NexusId, name: &str) {
         self.nexus_names
@@ -353,6 +417,7 @@ impl TargetState {
     /// I_T nexus `nexus` is being replaced (session reinstatement): every command of it in a
     /// logical unit is aborted; wait for them with the returned handles.
     pub fn abort_nexus(&self, nexus: NexusId) -> Vec<(Rc<LunSlot>, scsi::Aborted)> {
+        self.abort_throttled(|t| t.nexus == nexus);
         self.slots()
             .into_iter()
             .map(|s| {
@@ -365,6 +430,7 @@ impl TargetState {
     /// ABORT TASK / ABORT TASK SET / logout: the commands `tags` of `nexus` that wait in a
     /// logical unit never start (the session answers for them).
     pub fn abort_tasks(&self, nexus: NexusId, tags: &[crate::iscsi::session::TaskId]) {
+        self.abort_throttled(|t| t.nexus == nexus && tags.iter().any(|g| g.0 == t.tag));
         for s in self.luns.borrow().values() {
             let _ =
                 s.lu.abort_tasks(|k| k.nexus == nexus && tags.iter().any(|t| t.0 == k.tag));
@@ -433,6 +499,7 @@ pub(super) mod tests {
             chap: None,
             limits: Default::default(),
             weight: 1,
+            qos: Default::default(),
             luns: configs,
         };
         TargetState::new(&cfg, luns)
@@ -484,5 +551,67 @@ pub(super) mod tests {
         assert!(st.remove_lun(3));
         assert!(!st.remove_lun(3));
         assert_eq!(st.live_luns(), vec![0]);
+    }
+}
+
+#[cfg(test)]
+mod throttled_tests {
+    use super::tests::{on_ring, target};
+    use super::*;
+    use crate::engine::token_bucket::{DirLimits, QosLimits};
+    use crate::iscsi::session::TaskId;
+    use std::time::Duration;
+
+    fn read10(lba: u32) -> [u8; 10] {
+        let mut c = [0u8; 10];
+        c[0] = 0x28;
+        c[2..6].copy_from_slice(&lba.to_be_bytes());
+        c[8] = 1;
+        c
+    }
+
+    #[test]
+    fn a_command_waiting_for_the_limits_is_aborted_and_never_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = Rc::new(target(dir.path(), &[(0, "a")]));
+        st.throttle.set(QosLimits {
+            read: DirLimits {
+                iops: Some(1),
+                bytes_per_second: None,
+            },
+            burst_seconds: 0,
+            ..QosLimits::default()
+        });
+        on_ring(async {
+            let key = |tag| TaskKey {
+                nexus: NexusId(1),
+                tag,
+                attr: TaskAttr::Simple,
+            };
+            // The power-on unit attention goes to a command the limits do not hold.
+            st.execute(NexusId(1), 0, &[0u8; 6], vec![]).await;
+            let (r, _) = st.execute_transfer(key(1), 0, &read10(0), vec![]).await;
+            assert_eq!(r.status, Status::Good, "the first read passes");
+            let s2 = st.clone();
+            let held = crate::ring::spawn(async move {
+                let started = Instant::now();
+                let (r, _) = s2.execute_transfer(key(2), 0, &read10(1), vec![]).await;
+                (r.status, started.elapsed())
+            });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            // Another task's abort leaves it waiting; its own ends it at once.
+            st.abort_tasks(NexusId(1), &[TaskId(7)]);
+            st.abort_tasks(NexusId(1), &[TaskId(2)]);
+            let (status, took) = held.await.unwrap();
+            assert_eq!(status, Status::TaskAborted);
+            assert!(took < Duration::from_millis(500), "{took:?}");
+            assert!(st.throttled.borrow().is_empty());
+            // Unlimited again: nothing waits.
+            st.throttle.set(QosLimits::default());
+            assert!(
+                !st.throttle
+                    .holds(&st.slot(0).unwrap().lu.decode(&read10(2)))
+            );
+        });
     }
 }

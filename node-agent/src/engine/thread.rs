@@ -16,6 +16,7 @@ use super::drain::DrainAck;
 use super::rings;
 use super::sessions::{Host, SessionInfo, Sessions};
 use super::target_state::{LunSnapshot, TargetState};
+use super::token_bucket::QosLimits;
 use crate::iscsi::login::AclPolicy;
 use crate::ring;
 
@@ -61,6 +62,8 @@ pub enum TargetCmd {
     SetAcl(AclPolicy),
     /// New weight in its ring's fair share (`spec.qos.weight`), for the sessions it has.
     SetWeight(u32),
+    /// New QoS limits, in force at once for the commands waiting and the next ones.
+    SetQos(QosLimits),
     /// What the target serves now.
     Status {
         reply: oneshot::Sender<TargetSnapshot>,
@@ -275,6 +278,7 @@ async fn serve(
                 state.set_acl(acl);
             }
             TargetCmd::SetWeight(weight) => state.share.set_weight(weight),
+            TargetCmd::SetQos(limits) => state.throttle.set(limits),
             TargetCmd::Status { reply } => {
                 let _ = reply.send(TargetSnapshot {
                     luns: state.lun_snapshots(),

@@ -83,6 +83,7 @@ async fn carry_out(conn: Rc<Conn>, id: TmfId, function: TaskFunction, raw_lun: u
                 for other in conn.sessions.others(conn.id) {
                     other.abort_third_party(|raw| whole_target || decode_lun(raw) == lun);
                 }
+                t.abort_throttled_on((!whole_target).then_some(lun));
                 let aborted: Vec<_> = slots
                     .iter()
                     .map(|s| (s.clone(), s.lu.abort_tasks(|_| true)))

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use spindle_crds::{Device, Digest, ReclaimPolicy, ReservationPersistence, Target, WriteCache};
 
 use crate::engine::config::{LunConfig, TargetConfig};
+use crate::engine::token_bucket::{DirLimits, QosLimits};
 use crate::engine::{DrainAck, DrainState};
 use crate::iscsi::chap::ChapSecrets;
 use crate::iscsi::login::AclPolicy;
@@ -174,13 +175,9 @@ pub struct TargetRecord {
     pub acl: AclPolicy,
     pub chap: Option<ChapSecrets>,
     pub limits: TargetLimits,
-    /// `spec.qos.weight` (records written before it existed read as 1).
-    #[serde(default = "default_weight")]
-    pub weight: u32,
-}
-
-fn default_weight() -> u32 {
-    1
+    /// `spec.qos` (absent in state saved before QoS existed: unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos: Option<spindle_crds::TargetQos>,
 }
 
 impl TargetRecord {
@@ -214,7 +211,7 @@ impl TargetRecord {
             },
             chap,
             limits: limits(&s.iscsi),
-            weight: s.weight(),
+            qos: s.qos.clone(),
         }
     }
 
@@ -232,7 +229,8 @@ impl TargetRecord {
             acl: self.acl.clone(),
             chap: self.chap.clone(),
             limits: self.limits.clone(),
-            weight: self.weight,
+            weight: self.qos.as_ref().and_then(|q| q.weight).unwrap_or(1),
+            qos: qos_limits(self.qos.as_ref()),
             luns,
         }
     }
@@ -267,6 +265,24 @@ pub fn limits(p: &spindle_crds::IscsiParams) -> TargetLimits {
         immediate_data: p.immediate_data,
         max_outstanding_r2t: p.max_outstanding_r2t,
         ..TargetLimits::default()
+    }
+}
+
+/// The limits the engine enforces for a Target's `spec.qos`.
+pub fn qos_limits(q: Option<&spindle_crds::TargetQos>) -> QosLimits {
+    let Some(q) = q else {
+        return QosLimits::default();
+    };
+    QosLimits {
+        read: DirLimits {
+            iops: q.read_iops,
+            bytes_per_second: q.read_bytes_per_second,
+        },
+        write: DirLimits {
+            iops: q.write_iops,
+            bytes_per_second: q.write_bytes_per_second,
+        },
+        burst_seconds: q.burst(),
     }
 }
 

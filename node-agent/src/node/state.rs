@@ -220,7 +220,7 @@ mod tests {
                 algorithms: vec![ChapAlgorithm::Sha256],
             }),
             limits: Default::default(),
-            weight: 3,
+            qos: None,
         };
         s.save_target(&t).unwrap();
         let loaded = StateStore::open(dir.path()).unwrap().load().unwrap();

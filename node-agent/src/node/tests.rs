@@ -54,7 +54,7 @@ pub(super) fn target(name: &str, luns: &[(u64, &str)]) -> TargetRecord {
         acl: AclPolicy::AllowAll,
         chap: None,
         limits: Default::default(),
-        weight: 1,
+        qos: None,
     }
 }
 
@@ -325,6 +325,32 @@ async fn a_target_update_adds_and_removes_luns_in_place() {
     assert!(known);
     let (known, _) = n.remove_target(&id("t", "uid-t", 2)).await.unwrap();
     assert!(!known, "removing twice is success, with nothing to do");
+    n.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn new_qos_limits_apply_in_place_and_show_in_the_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = node(dir.path(), false).await;
+    let p = port(&n).await;
+    n.apply_device(device("a", "ua")).await.unwrap();
+    let mut t = target("t", &[(0, "a")]);
+    t.port = p;
+    let (_, view) = n.apply_target(t.clone()).await.unwrap();
+    assert_eq!(view.qos, None);
+    t.id.generation = 2;
+    t.qos = Some(spindle_crds::TargetQos {
+        read_iops: Some(100),
+        ..Default::default()
+    });
+    let (stale, view) = n.apply_target(t.clone()).await.unwrap();
+    assert!(!stale);
+    assert_eq!(view.qos, t.qos, "the limits in force are reported");
+    assert_eq!(
+        view.luns.len(),
+        1,
+        "the LUN stayed served (an update, not a restart)"
+    );
     n.shutdown().await.unwrap();
 }
 

@@ -33,6 +33,8 @@ pub struct TargetView {
     pub port: u16,
     pub luns: Vec<LunSnapshot>,
     pub sessions: Vec<SessionInfo>,
+    /// `spec.qos` as applied to the Target's engine.
+    pub qos: Option<spindle_crds::TargetQos>,
 }
 
 /// Everything the node serves.
@@ -145,6 +147,7 @@ impl Inner {
             port: rec.port,
             luns: snap.luns,
             sessions: snap.sessions,
+            qos: rec.qos.clone(),
         }
     }
 }

@@ -145,6 +145,7 @@ async fn apply(ctx: &Arc<Ctx>, t: &Target) -> Result<Action, Error> {
                 let s = r.status.unwrap_or_default();
                 new.portals = s.portals;
                 new.sessions = u32::try_from(s.sessions.len()).unwrap_or(u32::MAX);
+                new.qos = s.qos.map(crate::desired::qos_from_api);
                 new.node = Some(node.clone());
                 tracing::debug!(target = key_of(t), luns, "applied");
             }

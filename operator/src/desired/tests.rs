@@ -554,6 +554,11 @@ fn target_request_carries_the_spec_and_resolved_references() {
     t.spec.iscsi.header_digest = spindle_crds::Digest::Crc32c;
     t.spec.iscsi.max_burst_length = 65536;
     t.spec.port = 3261;
+    t.spec.qos = Some(spindle_crds::TargetQos {
+        write_iops: Some(300),
+        burst_seconds: Some(0),
+        ..Default::default()
+    });
     let d = device("d0", "a");
     let chap = secret(&[("username", "alice"), ("password", "0123456789abcd")]);
     let agents = healthy();
@@ -597,6 +602,14 @@ fn target_request_carries_the_spec_and_resolved_references() {
     assert_eq!(p.header_digest(), api::Digest::Crc32c);
     assert_eq!(p.data_digest(), api::Digest::Optional);
     assert_eq!(p.max_burst_length, 65536);
+    let q = s.qos.expect("qos");
+    assert_eq!((q.write_iops, q.burst_seconds), (Some(300), Some(0)));
+    assert_eq!((q.read_iops, q.weight), (None, None));
+    assert_eq!(
+        crate::desired::qos_from_api(q),
+        t.spec.qos.clone().unwrap(),
+        "what the agent reports back is the spec's QoS"
+    );
     assert_eq!(req.meta.map(|m| m.uid), Some("uid-t1".into()));
 }
 
