@@ -192,12 +192,24 @@ pub fn agent_back_keeps_lun(s: &Spindle, ns: &str) -> Result<()> {
     stale_status_keeps_lun(s, ns, &iqn)
 }
 
-/// The same view made certain: with writes streaming (16 in flight), the Device's status is set
+/// The same view made certain: with writes streaming, the Device's status is set
 /// to what a reconcile during an agent restart leaves (Ready=False, AgentUnreachable) while the
 /// agent serves. The Target reconciles on that change; its LUN must stay: no write may be
 /// answered LOGICAL UNIT NOT SUPPORTED (or anything but GOOD).
 fn stale_status_keeps_lun(s: &Spindle, ns: &str, iqn: &str) -> Result<()> {
-    let w = writer(s.rt.portal("node-b")?, iqn, &format!("{ns}-stale"), 200)?;
+    // One write in flight: slow enough that it streams for seconds (16,000 writes), past the
+    // reconciles the status change starts.
+    let dir = std::env::temp_dir().join(format!("spindle-e2e-op-{}", std::process::id()));
+    let w = initiator::Writer::start(
+        &initiator::writer_tool(&dir)?,
+        &initiator::lun_url(s.rt.portal("node-b")?, iqn, 0),
+        16_000,
+        1,
+        &dir.join(format!("{ns}-stale.txt")),
+    )?;
+    s.wait_for("the writer's first GOOD writes", READY, || {
+        Ok((w.results()?.good.len() >= 50).then_some(()))
+    })?;
     let status = serde_json::json!({"status": {"conditions": [{
         "type": "Ready", "status": "False", "reason": "AgentUnreachable",
         "message": "the agent of node \"node-b\": connection refused (set by the e2e check)",
@@ -215,10 +227,10 @@ fn stale_status_keeps_lun(s: &Spindle, ns: &str, iqn: &str) -> Result<()> {
         "-p",
         &status.to_string(),
     ])?;
-    // The Target's reconcile follows within a second; writes must go on past it.
+    // The Target's reconcile follows the change within a second; writes must go on past it.
     std::thread::sleep(Duration::from_secs(1));
     let mid = w.results()?.good.len();
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_millis(500));
     let r = w.results()?;
     drop(w);
     ensure!(
