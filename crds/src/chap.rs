@@ -3,8 +3,7 @@
 //! handed, and reads Secrets from manifests in standalone mode). Also the CHAP digest algorithms
 //! a Target may allow (`spec.chap.algorithms`).
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+pub use spindle_chap::ChapAlgorithm;
 
 /// Secret key: the user name the initiator sends (CHAP_N).
 pub const USER_KEY: &str = "username";
@@ -34,66 +33,6 @@ pub fn mutual_problem(initiator_secret: &str, target_secret: &str) -> Option<Str
     (initiator_secret == target_secret).then(|| {
         format!("{MUTUAL_SECRET_KEY:?} must differ from {SECRET_KEY:?} (the same secret in both directions allows a reflection attack)")
     })
-}
-
-/// A CHAP digest algorithm, spelled as open-iscsi's `node.session.auth.chap_algs` spells it.
-/// The numbers are CHAP_A values from the IANA "PPP Authentication Algorithms" registry that
-/// RFC 7143 (section 12.1.3) refers to.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
-pub enum ChapAlgorithm {
-    /// MD5 (CHAP_A=5): what every initiator speaks (libiscsi only this); collisions are cheap.
-    #[serde(rename = "MD5")]
-    Md5,
-    /// SHA-1 (CHAP_A=6).
-    #[serde(rename = "SHA1")]
-    Sha1,
-    /// SHA-256 (CHAP_A=7).
-    #[serde(rename = "SHA256")]
-    Sha256,
-    /// SHA3-256 (CHAP_A=8).
-    #[serde(rename = "SHA3-256")]
-    Sha3_256,
-}
-
-impl ChapAlgorithm {
-    /// Every algorithm, strongest first: the default of `spec.chap.algorithms`.
-    pub const ALL: [Self; 4] = [Self::Sha3_256, Self::Sha256, Self::Sha1, Self::Md5];
-
-    /// The CHAP_A value (IANA PPP authentication algorithm number).
-    pub fn code(self) -> u32 {
-        match self {
-            Self::Md5 => 5,
-            Self::Sha1 => 6,
-            Self::Sha256 => 7,
-            Self::Sha3_256 => 8,
-        }
-    }
-
-    /// The algorithm with CHAP_A value `code`, if Spindle knows it.
-    pub fn from_code(code: u64) -> Option<Self> {
-        Self::ALL.into_iter().find(|a| u64::from(a.code()) == code)
-    }
-
-    /// The manifest spelling (`MD5`, `SHA1`, `SHA256`, `SHA3-256`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Md5 => "MD5",
-            Self::Sha1 => "SHA1",
-            Self::Sha256 => "SHA256",
-            Self::Sha3_256 => "SHA3-256",
-        }
-    }
-
-    /// `spec.chap.algorithms` when the manifest leaves it out: all four.
-    pub fn default_allowed() -> Vec<Self> {
-        Self::ALL.to_vec()
-    }
-}
-
-impl std::fmt::Display for ChapAlgorithm {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.name(), self.code())
-    }
 }
 
 /// Why an allowed-algorithms list cannot be used, or None: it must name at least one algorithm,

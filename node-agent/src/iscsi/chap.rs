@@ -5,7 +5,7 @@
 mod algorithm;
 
 use rand::RngCore;
-pub use spindle_crds::chap::ChapAlgorithm;
+pub use spindle_chap::ChapAlgorithm;
 use thiserror::Error;
 
 pub use self::algorithm::{challenge_len, response, response_len, select};

@@ -5,7 +5,7 @@ use md5::Md5;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use sha3::Sha3_256;
-use spindle_crds::chap::ChapAlgorithm;
+use spindle_chap::ChapAlgorithm;
 
 use super::ChapError;
 use crate::iscsi::text;
