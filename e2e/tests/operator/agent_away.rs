@@ -5,10 +5,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail, ensure};
 use spindle_e2e::initiator;
+use spindle_e2e::manifest::{device_yaml, target_yaml};
 use spindle_e2e::spindle::{Spindle, condition, default_iqn};
 
 use crate::delete::check_delete_events;
-use crate::{LEASE, READY, device_and_target, writer};
+use crate::{LEASE, MIB, READY, device_and_target, writer};
 
 /// The agent SIGKILLed while its Device is being deleted. The kill has to land inside the drain,
 /// which takes a few hundred milliseconds; when the agent had already acknowledged the flush and
@@ -145,7 +146,12 @@ pub fn skip_flush(s: &Spindle, ns: &str) -> Result<()> {
 const NOT_LISTENING: &str = "Can not reconnect right now";
 
 pub fn agent_back_keeps_lun(s: &Spindle, ns: &str) -> Result<()> {
-    let iqn = device_and_target(s, ns, "back", "node-b", "")?;
+    // 512 MiB: room for a writer that streams for seconds (below).
+    s.apply(ns, &device_yaml("back", "node-b", 512 * MIB, ""))?;
+    s.apply(ns, &target_yaml("back", &[(0, "back")], ""))?;
+    s.wait_condition("device", ns, "back", "Ready", "True", READY)?;
+    s.wait_condition("target", ns, "back", "Ready", "True", READY)?;
+    let iqn = default_iqn(ns, "back");
     let url = initiator::lun_url(s.rt.portal("node-b")?, &iqn, 0);
     initiator::qemu_io(&url, &["write -P 0x5a 0 64k"])?;
     s.rt.kill_agent("node-b")?;
@@ -197,13 +203,13 @@ pub fn agent_back_keeps_lun(s: &Spindle, ns: &str) -> Result<()> {
 /// agent serves. The Target reconciles on that change; its LUN must stay: no write may be
 /// answered LOGICAL UNIT NOT SUPPORTED (or anything but GOOD).
 fn stale_status_keeps_lun(s: &Spindle, ns: &str, iqn: &str) -> Result<()> {
-    // One write in flight: slow enough that it streams for seconds (16,000 writes), past the
-    // reconciles the status change starts.
+    // One write in flight, 120,000 of them: it streams for seconds (about 7,000 a second here),
+    // past the reconciles the status change starts.
     let dir = std::env::temp_dir().join(format!("spindle-e2e-op-{}", std::process::id()));
     let w = initiator::Writer::start(
         &initiator::writer_tool(&dir)?,
         &initiator::lun_url(s.rt.portal("node-b")?, iqn, 0),
-        16_000,
+        120_000,
         1,
         &dir.join(format!("{ns}-stale.txt")),
     )?;
@@ -227,7 +233,20 @@ fn stale_status_keeps_lun(s: &Spindle, ns: &str, iqn: &str) -> Result<()> {
         "-p",
         &status.to_string(),
     ])?;
-    // The Target's reconcile follows the change within a second; writes must go on past it.
+    // The status change itself wakes the Target's reconcile, which may read the Device from a
+    // cache not yet updated; a second Device event a second later (an annotation: no Device
+    // reconcile, whose call would make the status fresh again) wakes it with the stale status
+    // surely in the cache.
+    std::thread::sleep(Duration::from_secs(1));
+    s.kubectl(&[
+        "annotate",
+        "device",
+        "-n",
+        ns,
+        "back",
+        "e2e.spindle.dev/touched=2",
+        "--overwrite",
+    ])?;
     std::thread::sleep(Duration::from_secs(1));
     let mid = w.results()?.good.len();
     std::thread::sleep(Duration::from_millis(500));
