@@ -2,9 +2,8 @@
 //! `.spindle/snapshots` in the data dir. The record is written (atomically, fsynced) after the
 //! copy is complete: a copy without a record is an unfinished one and is removed.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -12,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::records::ObjectId;
 use super::state::RESERVED_DIR;
 use crate::store::copy::CopyMethod;
+use crate::store::durable;
 
 /// Version of the record's encoding.
 const VERSION: u32 = 1;
@@ -135,18 +135,7 @@ impl SnapshotDir {
     /// Writes a record atomically (temporary file, fsync, rename, fsync of the folder).
     pub fn save(&self, r: &SnapshotRecord) -> Result<(), SnapshotRecordError> {
         let p = self.record(&r.id.uid);
-        let tmp = self.0.join(format!(".{}.json.tmp", r.id.uid));
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io("creating", &tmp))?;
-        f.write_all(&encode(r)).map_err(io("writing", &tmp))?;
-        f.sync_all().map_err(io("syncing", &tmp))?;
-        fs::rename(&tmp, &p).map_err(io("renaming", &tmp))?;
-        self.sync()
+        durable::replace(&p, &encode(r)).map_err(io("writing", &p))
     }
 
     /// Removes a snapshot's record, then its copy. Nothing there: nothing to do.
@@ -188,9 +177,7 @@ impl SnapshotDir {
     }
 
     pub fn sync(&self) -> Result<(), SnapshotRecordError> {
-        File::open(&self.0)
-            .and_then(|d| d.sync_all())
-            .map_err(io("syncing", &self.0))
+        durable::sync_dir(&self.0).map_err(io("syncing", &self.0))
     }
 }
 
