@@ -142,6 +142,20 @@ pub fn skip_flush(s: &Spindle, ns: &str) -> Result<()> {
 /// says its agent could not be called at that moment never unmaps a LUN that initiators use (a
 /// Linux initiator takes the disk offline on LOGICAL UNIT NOT SUPPORTED). Reads go on through
 /// fresh sessions for 10 s after the agent is back: every one answers the data written before.
+/// A Device event that changes nothing the operator acts on (an annotation; `n` makes it new).
+fn touch(s: &Spindle, ns: &str, name: &str, n: u32) -> Result<()> {
+    s.kubectl(&[
+        "annotate",
+        "device",
+        "-n",
+        ns,
+        name,
+        &format!("e2e.spindle.dev/touched={n}"),
+        "--overwrite",
+    ])?;
+    Ok(())
+}
+
 /// What qemu-io says when nothing listens on the portal (libiscsi cannot connect).
 const NOT_LISTENING: &str = "Can not reconnect right now";
 
@@ -157,15 +171,7 @@ pub fn agent_back_keeps_lun(s: &Spindle, ns: &str) -> Result<()> {
     s.rt.kill_agent("node-b")?;
     let r = (|| {
         // A reconcile while the agent is dead fails: the Device says so.
-        s.kubectl(&[
-            "annotate",
-            "device",
-            "-n",
-            ns,
-            "back",
-            "e2e.spindle.dev/touched=1",
-            "--overwrite",
-        ])?;
+        touch(s, ns, "back", 1)?;
         s.wait_for("Device Ready=False AgentUnreachable", READY, || {
             Ok(s.get("device", ns, "back")?
                 .and_then(|d| condition(&d, "Ready"))
@@ -238,15 +244,7 @@ fn stale_status_keeps_lun(s: &Spindle, ns: &str, iqn: &str) -> Result<()> {
     // reconcile, whose call would make the status fresh again) wakes it with the stale status
     // surely in the cache.
     std::thread::sleep(Duration::from_secs(1));
-    s.kubectl(&[
-        "annotate",
-        "device",
-        "-n",
-        ns,
-        "back",
-        "e2e.spindle.dev/touched=2",
-        "--overwrite",
-    ])?;
+    touch(s, ns, "back", 2)?;
     std::thread::sleep(Duration::from_secs(1));
     let mid = w.results()?.good.len();
     std::thread::sleep(Duration::from_millis(500));
